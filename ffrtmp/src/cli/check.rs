@@ -1,0 +1,92 @@
+//! `ffrtmp config check`: validate and print the effective configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::{fail, EXIT_CONFIG};
+use crate::config::{self, units::format_go_duration, EnvVars, FlagOverrides, Settings, Sources};
+
+pub fn main(config: Option<PathBuf>) -> ExitCode {
+    let path = config.or_else(default_config);
+    let env = EnvVars::from_process();
+    let flags = FlagOverrides::default();
+    match config::load(&Sources {
+        config_file: path.as_deref(),
+        env: &env,
+        flags: &flags,
+        passwd: std::path::Path::new("/etc/passwd"),
+    }) {
+        Ok(s) => {
+            print!("{}", render(&s));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(EXIT_CONFIG, e),
+    }
+}
+
+/// `/etc/ffrtmp/watch-config.yaml` when it exists.
+pub fn default_config() -> Option<PathBuf> {
+    let p = PathBuf::from(config::DEFAULT_CONFIG_PATH);
+    p.exists().then_some(p)
+}
+
+/// The effective configuration as YAML, each top-level value with its origin.
+pub fn render(s: &Settings) -> String {
+    let mut out = String::new();
+    match &s.config_file {
+        Some(p) => out.push_str(&format!("# {}: valid\n", p.display())),
+        None => out.push_str("# no config file: built-in defaults\n"),
+    }
+    out.push_str("# effective configuration (precedence: flag > environment > file > default)\n");
+    let origin = |k: &str| s.origins.get(k).map(|o| o.to_string()).unwrap_or_default();
+    let line = |k: &str, v: String| format!("{:<42} # {}\n", format!("{k}: {v}"), origin(k));
+    out.push_str(&line("scan_interval", format_go_duration(s.scan_interval)));
+    out.push_str(&line(
+        "target_commands",
+        format!(
+            "[{}]",
+            s.targets
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ));
+    out.push_str(&line("cgroup_root", s.cgroup_root.clone()));
+    out.push_str(&line("state_path", s.state_path.display().to_string()));
+    out.push_str(&line(
+        "state_flush_interval",
+        format_go_duration(s.state_flush_interval),
+    ));
+    out.push_str(&line(
+        "max_retry_attempts",
+        s.max_retry_attempts.to_string(),
+    ));
+    out.push_str(&line(
+        "reconcile_interval",
+        format_go_duration(s.reconcile_interval),
+    ));
+    out.push_str(&line("log_level", s.log_level.to_string().to_lowercase()));
+    out.push_str("# per command, defaults merged field by field:\ncommands:\n");
+    for t in &s.targets {
+        let body = serde_yaml::to_string(&serde_yaml::Mapping::from_iter([
+            (
+                serde_yaml::Value::from("limits"),
+                serde_yaml::to_value(&t.limits).unwrap_or_default(),
+            ),
+            (
+                serde_yaml::Value::from("filters"),
+                serde_yaml::to_value(&t.filters).unwrap_or_default(),
+            ),
+        ]))
+        .unwrap_or_default();
+        out.push_str(&format!("  {}:\n", t.name));
+        for l in body.lines() {
+            out.push_str(&format!("    {l}\n"));
+        }
+    }
+    for w in &s.warnings {
+        out.push_str(&format!("# warning: {w}\n"));
+    }
+    out
+}

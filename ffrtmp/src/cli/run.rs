@@ -1,0 +1,149 @@
+//! `ffrtmp run`: start a command already inside its own cgroup. The child writes itself into
+//! `cgroup.procs` between fork and exec, so the command runs no instruction outside it.
+//! INT, TERM and HUP are forwarded; the command's exit code is returned; if `ffrtmp run` is
+//! killed, the command keeps running in its cgroup.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::process::ExitCode;
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::{check_job_id, fail, RunArgs, EXIT_CONFIG, EXIT_FAILURE};
+use crate::config::raw::CgroupRoot;
+use crate::placer::limits::needed_controllers;
+use crate::placer::{detect, Placer};
+use crate::process::ProcFs;
+
+pub fn main(a: RunArgs) -> ExitCode {
+    let root = match CgroupRoot::parse(&a.cgroup_root) {
+        Ok(r) => r.0,
+        Err(e) => return fail(EXIT_CONFIG, format!("--cgroup-root: {e}")),
+    };
+    let job_id = a
+        .job_id
+        .clone()
+        .unwrap_or_else(|| format!("run-{}", std::process::id()));
+    if let Err(e) = check_job_id(&job_id) {
+        return fail(EXIT_CONFIG, e);
+    }
+    let limits = a.limits.limits();
+    let backend = match detect() {
+        Ok(b) => b,
+        Err(e) => return fail(EXIT_FAILURE, e),
+    };
+    let placer = Placer::new(backend, root, ProcFs::system());
+    let report = placer.prepare_root();
+    for c in needed_controllers(&limits) {
+        if let Some((_, why)) = report.missing.iter().find(|(m, _)| *m == c) {
+            return fail(
+                EXIT_FAILURE,
+                format!("cannot apply the {} limit: {why}", c.name()),
+            );
+        }
+    }
+    let cgroup = placer.cgroup_of(&job_id);
+    if let Err(e) = placer.backend().create(&cgroup) {
+        return fail(EXIT_FAILURE, format!("cannot create {cgroup}: {e}"));
+    }
+    for (label, r) in placer.backend().apply_limits(&cgroup, &limits) {
+        if let Err(e) = r {
+            let _ = placer.backend().remove(&cgroup);
+            return fail(
+                EXIT_FAILURE,
+                format!("cannot apply {label} to {cgroup}: {e}"),
+            );
+        }
+    }
+    let procs: Vec<CString> = placer
+        .backend()
+        .procs_files(&cgroup)
+        .into_iter()
+        .map(|p| CString::new(p.as_os_str().as_bytes()).expect("cgroup paths have no NUL"))
+        .collect();
+
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
+    };
+    let code = rt.block_on(run_child(&a, procs));
+    // The job is over; its cgroup goes once empty (descendants may still run in it).
+    match placer.remove_if_empty(&cgroup) {
+        Ok(true) => {}
+        Ok(false) => eprintln!("ffrtmp: {cgroup} still has processes; it is left in place"),
+        Err(e) => eprintln!("ffrtmp: cannot remove {cgroup}: {e}"),
+    }
+    code
+}
+
+async fn run_child(a: &RunArgs, procs: Vec<CString>) -> ExitCode {
+    let mut cmd = tokio::process::Command::new(&a.command[0]);
+    cmd.args(&a.command[1..]);
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe syscalls (open, write, close) on memory prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            for p in &procs {
+                let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let r = libc::write(fd, b"0".as_ptr().cast(), 1);
+                let err = std::io::Error::last_os_error();
+                libc::close(fd);
+                if r != 1 {
+                    return Err(err);
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            return fail(
+                code,
+                format!("cannot start {}: {e}", a.command[0].to_string_lossy()),
+            );
+        }
+    };
+    let pid = child.id().expect("running child has a pid") as libc::pid_t;
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return fail(EXIT_FAILURE, "cannot install signal handlers");
+    };
+    let forward = |sig: i32| {
+        // SAFETY: kill with our own child's pid.
+        unsafe { libc::kill(pid, sig) };
+    };
+    let status = loop {
+        tokio::select! {
+            s = child.wait() => break s,
+            _ = int.recv() => forward(libc::SIGINT),
+            _ = term.recv() => forward(libc::SIGTERM),
+            _ = hup.recv() => forward(libc::SIGHUP),
+        }
+    };
+    match status {
+        Ok(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            match (s.code(), s.signal()) {
+                (Some(c), _) => ExitCode::from(c as u8),
+                (None, Some(sig)) => ExitCode::from((128 + sig) as u8),
+                _ => ExitCode::from(EXIT_FAILURE),
+            }
+        }
+        Err(e) => fail(EXIT_FAILURE, format!("waiting for the command failed: {e}")),
+    }
+}

@@ -1,0 +1,150 @@
+//! `ffrtmp status`: the daemon's state file joined with live numbers from each job cgroup.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use super::{fail, StatusArgs, EXIT_FAILURE};
+use crate::config::{Limits, DEFAULT_STATE_PATH};
+use crate::placer::{detect, Usage};
+use crate::process::ProcFs;
+use crate::record::state::{HealthRecord, StateFile, Statistics};
+
+#[derive(Serialize)]
+struct Row {
+    pid: u32,
+    job_id: String,
+    command: String,
+    cgroup: String,
+    alive: bool,
+    limits: Option<Limits>,
+    usage: Usage,
+}
+
+#[derive(Serialize)]
+struct Report {
+    state_path: PathBuf,
+    health: Option<HealthRecord>,
+    processes: Vec<Row>,
+    statistics: Statistics,
+}
+
+pub fn main(a: StatusArgs) -> ExitCode {
+    let path = a
+        .state_path
+        .or_else(|| {
+            std::env::var_os("STATE_PATH")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_PATH));
+    let state: StateFile = match std::fs::read(&path) {
+        Ok(b) => match serde_json::from_slice(&b) {
+            Ok(s) => s,
+            Err(e) => {
+                return fail(
+                    EXIT_FAILURE,
+                    format!("{} is not a valid state file: {e}", path.display()),
+                )
+            }
+        },
+        Err(e) => {
+            return fail(
+                EXIT_FAILURE,
+                format!(
+                    "cannot read {}: {e} (is the daemon running with this --state-path?)",
+                    path.display()
+                ),
+            )
+        }
+    };
+    let backend = detect().ok();
+    let proc = ProcFs::system();
+    let mut rows: Vec<Row> = state
+        .processes
+        .values()
+        .map(|r| {
+            let cgroup = r
+                .cgroup
+                .clone()
+                .unwrap_or_else(|| format!("/ffrtmp/{}", r.job_id));
+            let alive = proc
+                .stat(r.pid)
+                .is_ok_and(|s| r.start_time.is_none_or(|st| st == s.start_time) && !s.is_zombie());
+            Row {
+                pid: r.pid,
+                job_id: r.job_id.clone(),
+                command: r.command.clone(),
+                usage: backend
+                    .as_ref()
+                    .map(|b| b.usage(&cgroup))
+                    .unwrap_or_default(),
+                cgroup,
+                alive,
+                limits: r.limits.clone(),
+            }
+        })
+        .collect();
+    rows.sort_by_key(|r| r.pid);
+    let report = Report {
+        state_path: path,
+        health: state.health,
+        processes: rows,
+        statistics: state.statistics,
+    };
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serializes")
+        );
+        return ExitCode::SUCCESS;
+    }
+    match &report.health {
+        Some(h) => println!(
+            "Health: {} (scan failures: {}, attach failures: {}) since {}",
+            h.status,
+            h.scan_failures,
+            h.attach_failures,
+            h.since.to_rfc3339()
+        ),
+        None => println!("Health: unknown (the state file has no health record)"),
+    }
+    println!(
+        "Governed processes: {}   (state: {})",
+        report.processes.len(),
+        report.state_path.display()
+    );
+    if !report.processes.is_empty() {
+        println!(
+            "{:<8} {:<24} {:<16} {:>9} {:>10} {:>6} {:<6} CGROUP / LIMITS",
+            "PID", "JOB", "COMMAND", "CPU s", "MEM MiB", "OOM", "ALIVE"
+        );
+    }
+    for r in &report.processes {
+        let opt = |v: Option<u64>, f: &dyn Fn(u64) -> String| v.map_or("-".to_string(), f);
+        println!(
+            "{:<8} {:<24} {:<16} {:>9} {:>10} {:>6} {:<6} {} [{}]",
+            r.pid,
+            r.job_id,
+            r.command,
+            opt(r.usage.cpu_usec, &|u| format!("{:.2}", u as f64 / 1e6)),
+            opt(r.usage.memory_bytes, &|b| format!(
+                "{:.1}",
+                b as f64 / 1048576.0
+            )),
+            opt(r.usage.oom_kills, &|n| n.to_string()),
+            if r.alive { "yes" } else { "no" },
+            r.cgroup,
+            r.limits
+                .as_ref()
+                .map_or("limits unknown".into(), |l| l.to_string())
+        );
+    }
+    let s = &report.statistics;
+    println!(
+        "Totals: scans {} discovered {} attached {} placement failures {} limit failures {} drift corrections {} events lost {}",
+        s.total_scans, s.total_discovered, s.total_attachments, s.total_placement_failures, s.total_limit_failures, s.total_drift_corrections, s.total_events_lost
+    );
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,518 @@
+//! Configuration in three stages: the raw YAML file (`raw`), merged with environment
+//! variables and flags (precedence flag > env > file > default), validated into `Settings`.
+
+mod error;
+pub mod raw;
+pub mod units;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::{find_key_line, ConfigError};
+use raw::{check_target_list, CgroupRoot, RawConfig, RawFilters, RawLimits};
+use units::{FlushInterval, RetryAttempts, ScanInterval};
+
+/// Where the config file is looked for when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/ffrtmp/watch-config.yaml";
+pub const DEFAULT_STATE_PATH: &str = "/var/lib/ffrtmp/watch-state.json";
+pub const DEFAULT_CGROUP_ROOT: &str = "/ffrtmp";
+pub const DEFAULT_TARGETS: [&str; 2] = ["ffmpeg", "gst-launch-1.0"];
+pub const DEFAULT_CPU_WEIGHT: u32 = 100;
+
+/// Where an effective value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    File,
+    Env(&'static str),
+    Flag(&'static str),
+}
+
+/// Resource limits of one job. `None` means no limit (or, for `cpu_weight`, the kernel default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Percent of one core (200 = 2 cores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_quota: Option<u32>,
+    /// 1–10000, default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_weight: Option<u32>,
+    /// MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_max: Option<u64>,
+}
+
+impl std::fmt::Display for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let opt = |v: Option<u64>, unit: &str| match v {
+            Some(v) => format!("{v}{unit}"),
+            None => "max".to_string(),
+        };
+        write!(
+            f,
+            "cpu_quota={} cpu_weight={} memory_limit={} pids_max={}",
+            opt(self.cpu_quota.map(u64::from), "%"),
+            opt(self.cpu_weight.map(u64::from), ""),
+            opt(self.memory_limit, "MiB"),
+            opt(self.pids_max, "")
+        )
+    }
+}
+
+/// A user named in `allowed_users`/`blocked_users`, resolved through /etc/passwd at load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserRef {
+    pub name: String,
+    pub uid: Option<u32>,
+}
+
+/// Which processes of a target are adopted. Empty allow lists allow everything; block lists win.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Filters {
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub min_runtime: Option<Duration>,
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub max_runtime: Option<Duration>,
+    pub allowed_users: Vec<UserRef>,
+    pub blocked_users: Vec<UserRef>,
+    pub allowed_uids: Vec<u32>,
+    pub blocked_uids: Vec<u32>,
+    pub allowed_parents: Vec<String>,
+    pub blocked_parents: Vec<String>,
+    pub allowed_dirs: Vec<PathBuf>,
+    pub blocked_dirs: Vec<PathBuf>,
+}
+
+fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&units::format_go_duration(*d)),
+        None => s.serialize_none(),
+    }
+}
+
+/// One command to govern, with its effective limits and filters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Target {
+    pub name: String,
+    pub limits: Limits,
+    pub filters: Filters,
+}
+
+/// The validated, effective configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config_file: Option<PathBuf>,
+    pub scan_interval: Duration,
+    pub targets: Vec<Target>,
+    pub cgroup_root: String,
+    pub state_path: PathBuf,
+    pub state_flush_interval: Duration,
+    pub max_retry_attempts: u32,
+    pub reconcile_interval: Duration,
+    pub log_level: tracing::Level,
+    /// Origin of each top-level value, for `config check` and the startup log.
+    pub origins: BTreeMap<&'static str, Origin>,
+    /// Things that are legal but probably not meant (unknown user names, commands
+    /// configured but not targeted). Logged at startup and printed by `config check`.
+    pub warnings: Vec<String>,
+}
+
+impl Settings {
+    pub fn target(&self, name: &str) -> Option<&Target> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+}
+
+/// Values given on the command line; `None`/empty = not given.
+#[derive(Debug, Clone, Default)]
+pub struct FlagOverrides {
+    pub scan_interval: Option<String>,
+    pub targets: Vec<String>,
+    pub state_path: Option<PathBuf>,
+    pub cgroup_root: Option<String>,
+}
+
+/// A snapshot of the environment variables ffrtmp reads (injectable for tests).
+#[derive(Debug, Clone, Default)]
+pub struct EnvVars(pub BTreeMap<String, String>);
+
+/// The environment variables ffrtmp reads, in documentation order.
+pub const ENV_VARS: [&str; 6] = [
+    "SCAN_INTERVAL",
+    "TARGET_COMMANDS",
+    "STATE_FLUSH_INTERVAL",
+    "MAX_RETRY_ATTEMPTS",
+    "STATE_PATH",
+    "LOG_LEVEL",
+];
+
+impl EnvVars {
+    pub fn from_process() -> Self {
+        EnvVars(
+            ENV_VARS
+                .iter()
+                .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+                .collect(),
+        )
+    }
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0
+            .get(k)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+}
+
+/// Inputs of `load`.
+pub struct Sources<'a> {
+    pub config_file: Option<&'a Path>,
+    pub env: &'a EnvVars,
+    pub flags: &'a FlagOverrides,
+    /// The passwd file used to resolve user names (normally /etc/passwd).
+    pub passwd: &'a Path,
+}
+
+/// Read, merge and validate.
+pub fn load(src: &Sources) -> Result<Settings, ConfigError> {
+    let (raw, text) = match src.config_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let raw: Option<RawConfig> = serde_yaml::from_str(&text)
+                .map_err(|e| ConfigError::from_yaml(path.to_path_buf(), &e))?;
+            (raw.unwrap_or_default(), text)
+        }
+        None => (RawConfig::default(), String::new()),
+    };
+    merge(raw, &text, src)
+}
+
+fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Settings, ConfigError> {
+    let mut origins = BTreeMap::new();
+    let mut warnings = Vec::new();
+    let file_err = |key: &str, message: String| match src.config_file {
+        Some(p) => ConfigError::File {
+            path: p.to_path_buf(),
+            line: find_key_line(text, key),
+            column: None,
+            message: format!("{key}: {message}"),
+        },
+        None => ConfigError::Other(format!("{key}: {message}")),
+    };
+
+    // scan_interval: flag > env > file > default
+    let scan_interval = if let Some(v) = &src.flags.scan_interval {
+        origins.insert("scan_interval", Origin::Flag("--scan-interval"));
+        ScanInterval::parse(v).map_err(|message| ConfigError::Flag {
+            flag: "--scan-interval",
+            value: v.clone(),
+            message,
+        })?
+    } else if let Some(v) = src.env.get("SCAN_INTERVAL") {
+        origins.insert("scan_interval", Origin::Env("SCAN_INTERVAL"));
+        env_parse("SCAN_INTERVAL", v, ScanInterval::parse)?
+    } else if let Some(v) = raw.scan_interval {
+        origins.insert("scan_interval", Origin::File);
+        v
+    } else {
+        origins.insert("scan_interval", Origin::Default);
+        ScanInterval::new(Duration::from_secs(10))
+    };
+
+    let target_names: Vec<String> = if !src.flags.targets.is_empty() {
+        origins.insert("target_commands", Origin::Flag("--target"));
+        check_target_list(src.flags.targets.iter().cloned()).map_err(|message| {
+            ConfigError::Flag {
+                flag: "--target",
+                value: src.flags.targets.join(","),
+                message,
+            }
+        })?
+    } else if let Some(v) = src.env.get("TARGET_COMMANDS") {
+        origins.insert("target_commands", Origin::Env("TARGET_COMMANDS"));
+        env_parse("TARGET_COMMANDS", v, |v| {
+            check_target_list(v.split(',').map(str::to_string))
+        })?
+    } else if let Some(v) = &raw.target_commands {
+        origins.insert("target_commands", Origin::File);
+        v.0.clone()
+    } else {
+        origins.insert("target_commands", Origin::Default);
+        DEFAULT_TARGETS.iter().map(|s| s.to_string()).collect()
+    };
+
+    let cgroup_root = if let Some(v) = &src.flags.cgroup_root {
+        origins.insert("cgroup_root", Origin::Flag("--cgroup-root"));
+        CgroupRoot::parse(v).map_err(|message| ConfigError::Flag {
+            flag: "--cgroup-root",
+            value: v.clone(),
+            message,
+        })?
+    } else if let Some(v) = raw.cgroup_root {
+        origins.insert("cgroup_root", Origin::File);
+        v
+    } else {
+        origins.insert("cgroup_root", Origin::Default);
+        CgroupRoot(DEFAULT_CGROUP_ROOT.into())
+    };
+
+    let state_path = if let Some(v) = &src.flags.state_path {
+        origins.insert("state_path", Origin::Flag("--state-path"));
+        v.clone()
+    } else if let Some(v) = src.env.get("STATE_PATH") {
+        origins.insert("state_path", Origin::Env("STATE_PATH"));
+        PathBuf::from(v)
+    } else if let Some(v) = raw.state_path.clone() {
+        origins.insert("state_path", Origin::File);
+        v
+    } else {
+        origins.insert("state_path", Origin::Default);
+        PathBuf::from(DEFAULT_STATE_PATH)
+    };
+    if state_path.as_os_str().is_empty() || state_path.file_name().is_none() {
+        return Err(file_err(
+            "state_path",
+            format!("{:?} is not a file path", state_path.display().to_string()),
+        ));
+    }
+
+    let state_flush_interval = if let Some(v) = src.env.get("STATE_FLUSH_INTERVAL") {
+        origins.insert("state_flush_interval", Origin::Env("STATE_FLUSH_INTERVAL"));
+        env_parse("STATE_FLUSH_INTERVAL", v, FlushInterval::parse)?
+    } else if let Some(v) = raw.state_flush_interval {
+        origins.insert("state_flush_interval", Origin::File);
+        v
+    } else {
+        origins.insert("state_flush_interval", Origin::Default);
+        FlushInterval::new(Duration::from_secs(30))
+    };
+
+    let max_retry_attempts = if let Some(v) = src.env.get("MAX_RETRY_ATTEMPTS") {
+        origins.insert("max_retry_attempts", Origin::Env("MAX_RETRY_ATTEMPTS"));
+        env_parse("MAX_RETRY_ATTEMPTS", v, RetryAttempts::parse)?
+    } else if let Some(v) = raw.max_retry_attempts {
+        origins.insert("max_retry_attempts", Origin::File);
+        v
+    } else {
+        origins.insert("max_retry_attempts", Origin::Default);
+        RetryAttempts::value(5)
+    };
+
+    let reconcile_interval = match raw.reconcile_interval {
+        Some(v) => {
+            origins.insert("reconcile_interval", Origin::File);
+            v.0
+        }
+        None => {
+            origins.insert("reconcile_interval", Origin::Default);
+            Duration::from_secs(60)
+        }
+    };
+
+    let log_level = match src.env.get("LOG_LEVEL") {
+        Some(v) => {
+            origins.insert("log_level", Origin::Env("LOG_LEVEL"));
+            env_parse("LOG_LEVEL", v, parse_log_level)?
+        }
+        None => {
+            origins.insert("log_level", Origin::Default);
+            tracing::Level::INFO
+        }
+    };
+
+    let users = read_passwd(src.passwd);
+    let default_limits = raw.default_limits.clone().unwrap_or_default();
+    let default_filters = raw.filters.clone().unwrap_or_default();
+    let commands = raw.commands.clone().unwrap_or_default();
+    for name in commands.keys() {
+        if !target_names.contains(name) {
+            warnings.push(format!(
+                "commands.{name} is configured but {name:?} is not a target ({}); its settings are unused",
+                target_names.join(", ")
+            ));
+        }
+    }
+    let mut targets = Vec::new();
+    for name in &target_names {
+        let cmd = commands.get(name);
+        let limits = merge_limits(&default_limits, cmd.and_then(|c| c.limits.as_ref()));
+        let raw_filters = merge_filters(&default_filters, cmd.and_then(|c| c.filters.as_ref()));
+        let filters = resolve_filters(raw_filters, &users, &mut warnings);
+        if let (Some(min), Some(max)) = (filters.min_runtime, filters.max_runtime) {
+            if min > max {
+                let key = if cmd.and_then(|c| c.filters.as_ref()).is_some() {
+                    format!("commands.{name}.filters.min_runtime")
+                } else {
+                    "filters.min_runtime".to_string()
+                };
+                return Err(file_err(
+                    &key,
+                    format!(
+                        "min_runtime {} is longer than max_runtime {}: no {name} process could ever be adopted",
+                        units::format_go_duration(min),
+                        units::format_go_duration(max)
+                    ),
+                ));
+            }
+        }
+        targets.push(Target {
+            name: name.clone(),
+            limits,
+            filters,
+        });
+    }
+
+    Ok(Settings {
+        config_file: src.config_file.map(Path::to_path_buf),
+        scan_interval: scan_interval.0,
+        targets,
+        cgroup_root: cgroup_root.0,
+        state_path,
+        state_flush_interval: state_flush_interval.0,
+        max_retry_attempts: max_retry_attempts.get().unwrap_or(0) as u32,
+        reconcile_interval,
+        log_level,
+        origins,
+        warnings,
+    })
+}
+
+fn env_parse<T>(
+    var: &'static str,
+    value: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    parse(value).map_err(|message| ConfigError::Env {
+        var,
+        value: value.to_string(),
+        message,
+    })
+}
+
+fn parse_log_level(v: &str) -> Result<tracing::Level, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "trace" => Ok(tracing::Level::TRACE),
+        "debug" => Ok(tracing::Level::DEBUG),
+        "info" => Ok(tracing::Level::INFO),
+        "warn" | "warning" => Ok(tracing::Level::WARN),
+        "error" => Ok(tracing::Level::ERROR),
+        other => Err(format!(
+            "{other:?} is not a log level (accepted: error, warn, info, debug, trace)"
+        )),
+    }
+}
+
+/// Per-command limits override the defaults field by field.
+fn merge_limits(default: &RawLimits, cmd: Option<&RawLimits>) -> Limits {
+    let cmd = cmd.cloned().unwrap_or_default();
+    Limits {
+        cpu_quota: cmd
+            .cpu_quota
+            .or(default.cpu_quota)
+            .and_then(|v| v.get())
+            .map(|v| v as u32),
+        cpu_weight: Some(
+            cmd.cpu_weight
+                .or(default.cpu_weight)
+                .and_then(|v| v.get())
+                .map(|v| v as u32)
+                .unwrap_or(DEFAULT_CPU_WEIGHT),
+        ),
+        memory_limit: cmd
+            .memory_limit
+            .or(default.memory_limit)
+            .and_then(|v| v.get()),
+        pids_max: cmd.pids_max.or(default.pids_max).and_then(|v| v.get()),
+    }
+}
+
+/// Per-command filters override the global ones field by field (not ANDed).
+fn merge_filters(global: &RawFilters, cmd: Option<&RawFilters>) -> RawFilters {
+    let Some(c) = cmd else {
+        return global.clone();
+    };
+    let g = global.clone();
+    RawFilters {
+        min_runtime: c.min_runtime.or(g.min_runtime),
+        max_runtime: c.max_runtime.or(g.max_runtime),
+        allowed_users: c.allowed_users.clone().or(g.allowed_users),
+        blocked_users: c.blocked_users.clone().or(g.blocked_users),
+        allowed_uids: c.allowed_uids.clone().or(g.allowed_uids),
+        blocked_uids: c.blocked_uids.clone().or(g.blocked_uids),
+        allowed_parents: c.allowed_parents.clone().or(g.allowed_parents),
+        blocked_parents: c.blocked_parents.clone().or(g.blocked_parents),
+        allowed_dirs: c.allowed_dirs.clone().or(g.allowed_dirs),
+        blocked_dirs: c.blocked_dirs.clone().or(g.blocked_dirs),
+    }
+}
+
+fn resolve_filters(
+    raw: RawFilters,
+    users: &BTreeMap<String, u32>,
+    warnings: &mut Vec<String>,
+) -> Filters {
+    let mut resolve = |names: Option<Vec<String>>, key: &str| -> Vec<UserRef> {
+        names
+            .unwrap_or_default()
+            .into_iter()
+            .map(|name| {
+                let uid = users.get(&name).copied();
+                if uid.is_none() {
+                    let w = format!(
+                        "{key}: no user {name:?} in the passwd file; it matches no process until it exists and the config is reloaded"
+                    );
+                    if !warnings.contains(&w) {
+                        warnings.push(w);
+                    }
+                }
+                UserRef { name, uid }
+            })
+            .collect()
+    };
+    Filters {
+        min_runtime: raw.min_runtime.map(|d| d.0),
+        max_runtime: raw.max_runtime.map(|d| d.0),
+        allowed_users: resolve(raw.allowed_users, "allowed_users"),
+        blocked_users: resolve(raw.blocked_users, "blocked_users"),
+        allowed_uids: raw.allowed_uids.unwrap_or_default(),
+        blocked_uids: raw.blocked_uids.unwrap_or_default(),
+        allowed_parents: raw.allowed_parents.unwrap_or_default(),
+        blocked_parents: raw.blocked_parents.unwrap_or_default(),
+        allowed_dirs: raw
+            .allowed_dirs
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| d.0)
+            .collect(),
+        blocked_dirs: raw
+            .blocked_dirs
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| d.0)
+            .collect(),
+    }
+}
+
+/// name → uid from a passwd file; an unreadable file gives an empty map.
+pub fn read_passwd(path: &Path) -> BTreeMap<String, u32> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let uid = f.nth(1)?.parse().ok()?;
+            Some((name.to_string(), uid))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,217 @@
+//! Stage 1 of the config: the YAML file as written, every key optional, unknown keys
+//! rejected. Values are range-checked while parsing (see `units`), so errors carry lines.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use super::units::{
+    CpuQuota, CpuWeight, FlushInterval, MemoryMib, PidsMax, ReconcileInterval, RetryAttempts,
+    Runtime, ScanInterval,
+};
+
+/// The config file. Keys and meanings of the predecessor are kept; see docs/configuration.md.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub scan_interval: Option<ScanInterval>,
+    /// An explicit empty value (`target_commands:`) is an error, not "use the default".
+    #[serde(default, deserialize_with = "present")]
+    pub target_commands: Option<TargetList>,
+    pub default_limits: Option<RawLimits>,
+    pub filters: Option<RawFilters>,
+    pub commands: Option<BTreeMap<String, RawCommand>>,
+    pub cgroup_root: Option<CgroupRoot>,
+    pub state_path: Option<PathBuf>,
+    pub state_flush_interval: Option<FlushInterval>,
+    pub max_retry_attempts: Option<RetryAttempts>,
+    pub reconcile_interval: Option<ReconcileInterval>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub cpu_quota: Option<CpuQuota>,
+    pub cpu_weight: Option<CpuWeight>,
+    pub memory_limit: Option<MemoryMib>,
+    pub pids_max: Option<PidsMax>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFilters {
+    pub min_runtime: Option<Runtime>,
+    pub max_runtime: Option<Runtime>,
+    pub allowed_users: Option<Vec<String>>,
+    pub blocked_users: Option<Vec<String>>,
+    pub allowed_uids: Option<Vec<u32>>,
+    pub blocked_uids: Option<Vec<u32>>,
+    pub allowed_parents: Option<Vec<String>>,
+    pub blocked_parents: Option<Vec<String>>,
+    pub allowed_dirs: Option<Vec<AbsDir>>,
+    pub blocked_dirs: Option<Vec<AbsDir>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommand {
+    pub limits: Option<RawLimits>,
+    pub filters: Option<RawFilters>,
+}
+
+/// Deserialize a key that is present as `Some`, even when its value is null, so the
+/// value's own checks see it.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// Check one command name: a basename, as matched against argv[0], comm and exe.
+pub fn check_command_name(name: &str) -> Result<String, String> {
+    let n = name.trim();
+    if n.is_empty() {
+        return Err("an empty command name".into());
+    }
+    if n.contains('/') {
+        return Err(format!(
+            "{n:?} contains '/': targets are matched by basename, write {:?}",
+            n.rsplit('/').next().unwrap_or(n)
+        ));
+    }
+    if n == "." || n == ".." || n.contains('\0') || n.len() > 255 {
+        return Err(format!("{n:?} is not a valid command name"));
+    }
+    Ok(n.to_string())
+}
+
+/// Check a whole target list (non-empty, no duplicates).
+pub fn check_target_list(names: impl IntoIterator<Item = String>) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for raw in names {
+        let n = check_command_name(&raw)?;
+        if out.contains(&n) {
+            return Err(format!("{n:?} is listed twice"));
+        }
+        out.push(n);
+    }
+    if out.is_empty() {
+        return Err("the list is empty: name at least one command, e.g. [ffmpeg]".into());
+    }
+    Ok(out)
+}
+
+/// `target_commands`: a non-empty list of basenames (a comma-separated string is accepted too).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetList(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for TargetList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TargetList;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of command names, e.g. [ffmpeg, gst-launch-1.0]")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<TargetList, E> {
+                check_target_list(v.split(',').map(str::to_string))
+                    .map(TargetList)
+                    .map_err(E::custom)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<TargetList, A::Error> {
+                let mut names = Vec::new();
+                while let Some(n) = seq.next_element::<String>()? {
+                    names.push(n);
+                }
+                check_target_list(names)
+                    .map(TargetList)
+                    .map_err(de::Error::custom)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<TargetList, E> {
+                Err(E::custom(
+                    "the list is empty: name at least one command, e.g. [ffmpeg]",
+                ))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An absolute directory for `allowed_dirs` / `blocked_dirs`, without a trailing slash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AbsDir(pub PathBuf);
+
+impl AbsDir {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if !text.starts_with('/') {
+            return Err(format!(
+                "{text:?} is not an absolute path (dirs are matched against the process's working directory)"
+            ));
+        }
+        let trimmed = text.trim_end_matches('/');
+        Ok(AbsDir(PathBuf::from(if trimmed.is_empty() {
+            "/"
+        } else {
+            trimmed
+        })))
+    }
+}
+
+impl<'de> Deserialize<'de> for AbsDir {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(TextVisitor(
+            AbsDir::parse,
+            "an absolute directory such as /srv/streams",
+        ))
+    }
+}
+
+/// Parse a string value inside the visitor, so serde_yaml reports errors with the key
+/// path and line of the value.
+struct TextVisitor<T>(fn(&str) -> Result<T, String>, &'static str);
+
+impl<T> Visitor<'_> for TextVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.1)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.0)(v).map_err(E::custom)
+    }
+}
+
+/// `cgroup_root`: a path inside the cgroup hierarchy such as `/ffrtmp`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CgroupRoot(pub String);
+
+impl CgroupRoot {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        if !t.starts_with('/') {
+            return Err(format!(
+                "{t:?} must be an absolute path inside the cgroup hierarchy, e.g. /ffrtmp"
+            ));
+        }
+        let parts: Vec<&str> = t.split('/').filter(|p| !p.is_empty()).collect();
+        if parts.is_empty() {
+            return Err(
+                "\"/\" is the hierarchy's root; use a directory of ffrtmp's own such as /ffrtmp"
+                    .into(),
+            );
+        }
+        if parts.iter().any(|p| *p == "." || *p == "..") {
+            return Err(format!("{t:?} contains . or .."));
+        }
+        Ok(CgroupRoot(format!("/{}", parts.join("/"))))
+    }
+}
+
+impl<'de> Deserialize<'de> for CgroupRoot {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(TextVisitor(
+            CgroupRoot::parse,
+            "a cgroup path such as /ffrtmp",
+        ))
+    }
+}

@@ -1,0 +1,429 @@
+use super::*;
+use std::io::Write;
+
+fn passwd() -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    writeln!(f, "root:x:0:0:root:/root:/bin/sh\nffrtmp:x:999:999::/var/lib/ffrtmp:/usr/sbin/nologin\nalice:x:1000:1000::/home/alice:/bin/bash").unwrap();
+    f
+}
+
+fn load_text(
+    text: &str,
+    env: &[(&str, &str)],
+    flags: FlagOverrides,
+) -> Result<Settings, ConfigError> {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    let pw = passwd();
+    let env = EnvVars(
+        env.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    load(&Sources {
+        config_file: Some(file.path()),
+        env: &env,
+        flags: &flags,
+        passwd: pw.path(),
+    })
+}
+
+fn ok(text: &str) -> Settings {
+    load_text(text, &[], FlagOverrides::default()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn err(text: &str) -> String {
+    match load_text(text, &[], FlagOverrides::default()) {
+        Ok(_) => panic!("config should be rejected:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn seed(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/seed/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+#[test]
+fn every_snippet_of_the_predecessor_guide_parses() {
+    for name in [
+        "guide-main.yaml",
+        "guide-light.yaml",
+        "guide-medium.yaml",
+        "guide-heavy.yaml",
+        "guide-sensitive.yaml",
+    ] {
+        let s = load_text(&seed(name), &[], FlagOverrides::default());
+        assert!(s.is_ok(), "{name}: {}", s.unwrap_err());
+    }
+}
+
+#[test]
+fn the_bundled_example_is_the_guide_example() {
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/watch-config.yaml"
+    ))
+    .unwrap();
+    let a = ok(&example);
+    let b = ok(&seed("guide-main.yaml"));
+    assert_eq!(a.targets, b.targets);
+    assert_eq!(a.scan_interval, b.scan_interval);
+}
+
+#[test]
+fn guide_example_means_what_the_guide_says() {
+    let s = ok(&seed("guide-main.yaml"));
+    assert_eq!(s.scan_interval, Duration::from_secs(10));
+    let ff = s.target("ffmpeg").unwrap();
+    // Per-command limits override the defaults field by field.
+    assert_eq!(
+        ff.limits,
+        Limits {
+            cpu_quota: Some(300),
+            cpu_weight: Some(100),
+            memory_limit: Some(8192),
+            pids_max: None
+        }
+    );
+    // Per-command filters override field by field: min_runtime replaced, blocked_dirs kept.
+    assert_eq!(ff.filters.min_runtime, Some(Duration::from_secs(10)));
+    assert_eq!(ff.filters.blocked_dirs, vec![PathBuf::from("/tmp")]);
+    let gst = s.target("gst-launch-1.0").unwrap();
+    assert_eq!(
+        gst.limits,
+        Limits {
+            cpu_quota: Some(200),
+            cpu_weight: Some(100),
+            memory_limit: Some(4096),
+            pids_max: None
+        }
+    );
+    assert_eq!(gst.filters.min_runtime, Some(Duration::from_secs(5)));
+}
+
+#[test]
+fn defaults_without_a_file() {
+    let env = EnvVars::default();
+    let pw = passwd();
+    let s = load(&Sources {
+        config_file: None,
+        env: &env,
+        flags: &FlagOverrides::default(),
+        passwd: pw.path(),
+    })
+    .unwrap();
+    assert_eq!(s.scan_interval, Duration::from_secs(10));
+    assert_eq!(
+        s.targets
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>(),
+        ["ffmpeg", "gst-launch-1.0"]
+    );
+    assert_eq!(s.cgroup_root, "/ffrtmp");
+    assert_eq!(
+        s.state_path,
+        PathBuf::from("/var/lib/ffrtmp/watch-state.json")
+    );
+    assert_eq!(s.state_flush_interval, Duration::from_secs(30));
+    assert_eq!(s.max_retry_attempts, 5);
+    assert_eq!(s.reconcile_interval, Duration::from_secs(60));
+    assert_eq!(s.origins["scan_interval"], Origin::Default);
+}
+
+#[test]
+fn empty_file_is_all_defaults() {
+    let s = ok("# nothing here\n");
+    assert_eq!(s.targets.len(), 2);
+}
+
+#[test]
+fn new_keys_parse() {
+    let s = ok("cgroup_root: /edge/ffrtmp/\nstate_path: /srv/state.json\nstate_flush_interval: 10s\nmax_retry_attempts: 3\nreconcile_interval: 2m\ndefault_limits:\n  pids_max: 64\ncommands:\n  ffmpeg:\n    limits:\n      pids_max: max\n");
+    assert_eq!(s.cgroup_root, "/edge/ffrtmp");
+    assert_eq!(s.state_path, PathBuf::from("/srv/state.json"));
+    assert_eq!(s.max_retry_attempts, 3);
+    assert_eq!(s.reconcile_interval, Duration::from_secs(120));
+    assert_eq!(
+        s.target("ffmpeg").unwrap().limits.pids_max,
+        None,
+        "max overrides the default"
+    );
+    assert_eq!(
+        s.target("gst-launch-1.0").unwrap().limits.pids_max,
+        Some(64)
+    );
+}
+
+#[test]
+fn unknown_key_names_file_line_and_suggests() {
+    let e = err("scan_interval: 10s\nfilters:\n  blocked_dir:\n    - /tmp\n");
+    assert!(e.contains(":3:"), "{e}");
+    assert!(e.contains("filters"), "{e}");
+    assert!(e.contains("unknown field `blocked_dir`"), "{e}");
+    assert!(e.contains("did you mean `blocked_dirs`?"), "{e}");
+    let e = err("scan_intervall: 10s\n");
+    assert!(
+        e.contains(":1:") && e.contains("did you mean `scan_interval`?"),
+        "{e}"
+    );
+    let e = err("default_limits:\n  memory: 10\n");
+    assert!(e.contains("unknown field `memory`"), "{e}");
+}
+
+#[test]
+fn wrong_types_are_rejected_with_the_line() {
+    let e = err("scan_interval: 10s\ndefault_limits:\n  cpu_quota: lots\n");
+    assert!(
+        e.contains(":3:") && e.contains("default_limits.cpu_quota") && e.contains("lots"),
+        "{e}"
+    );
+    let e = err("target_commands: {a: b}\n");
+    assert!(e.contains("target_commands"), "{e}");
+    let e = err("filters:\n  blocked_uids: [root]\n");
+    assert!(e.contains("filters.blocked_uids"), "{e}");
+}
+
+#[test]
+fn out_of_range_values_say_the_accepted_range() {
+    let cases = [
+        (
+            "default_limits:\n  cpu_weight: 0\n",
+            "default_limits.cpu_weight",
+            "accepted 1–10000",
+        ),
+        (
+            "default_limits:\n  cpu_weight: 10001\n",
+            "default_limits.cpu_weight",
+            "accepted 1–10000",
+        ),
+        (
+            "default_limits:\n  cpu_quota: 0\n",
+            "default_limits.cpu_quota",
+            "accepted 1–100000",
+        ),
+        (
+            "default_limits:\n  cpu_quota: -50\n",
+            "default_limits.cpu_quota",
+            "out of range",
+        ),
+        (
+            "default_limits:\n  memory_limit: 0\n",
+            "default_limits.memory_limit",
+            "MiB",
+        ),
+        (
+            "commands:\n  ffmpeg:\n    limits:\n      pids_max: 0\n",
+            "commands.ffmpeg.limits.pids_max",
+            "accepted 1–",
+        ),
+        (
+            "max_retry_attempts: 1000\n",
+            "max_retry_attempts",
+            "accepted 0–100",
+        ),
+        (
+            "scan_interval: 0s\n",
+            "scan_interval",
+            "accepted 100ms to 1h",
+        ),
+        (
+            "scan_interval: soon\n",
+            "scan_interval",
+            "write it like 10s",
+        ),
+        ("scan_interval: 10\n", "scan_interval", "has no unit"),
+        (
+            "filters:\n  min_runtime: 5x\n",
+            "filters.min_runtime",
+            "unknown unit",
+        ),
+        ("target_commands: []\n", "target_commands", "empty"),
+        ("target_commands:\n", "target_commands", "empty"),
+        (
+            "target_commands: [ffmpeg, ffmpeg]\n",
+            "target_commands",
+            "twice",
+        ),
+        (
+            "target_commands: [/usr/bin/ffmpeg]\n",
+            "target_commands",
+            "basename",
+        ),
+        (
+            "filters:\n  blocked_dirs: [tmp]\n",
+            "filters.blocked_dirs",
+            "absolute",
+        ),
+        ("cgroup_root: ffrtmp\n", "cgroup_root", "absolute"),
+        ("cgroup_root: /\n", "cgroup_root", "root"),
+    ];
+    for (text, key, want) in cases {
+        let e = err(text);
+        assert!(e.contains(key), "{text}: {e}");
+        assert!(e.contains(want), "{text}: {e}");
+        assert!(
+            e.contains(".yaml") || e.contains("/tmp"),
+            "names the file: {e}"
+        );
+    }
+}
+
+#[test]
+fn min_longer_than_max_runtime_is_rejected_with_its_line() {
+    let e = err("scan_interval: 10s\nfilters:\n  min_runtime: 1m\n  max_runtime: 10s\n");
+    assert!(
+        e.contains(":3:") && e.contains("filters.min_runtime"),
+        "{e}"
+    );
+}
+
+#[test]
+fn malformed_yaml_is_rejected_with_a_position() {
+    let e = err("scan_interval: [10s\n");
+    assert!(e.contains(":2:") || e.contains(":1:"), "{e}");
+}
+
+#[test]
+fn precedence_flag_over_env_over_file_over_default() {
+    let text = "scan_interval: 30s\ntarget_commands: [ffmpeg]\nstate_path: /file/state.json\n";
+    let s = load_text(text, &[], FlagOverrides::default()).unwrap();
+    assert_eq!(s.scan_interval, Duration::from_secs(30));
+    assert_eq!(s.origins["scan_interval"], Origin::File);
+
+    let env = [
+        ("SCAN_INTERVAL", "5s"),
+        ("TARGET_COMMANDS", "ffmpeg, x264"),
+        ("STATE_PATH", "/env/state.json"),
+        ("STATE_FLUSH_INTERVAL", "10s"),
+        ("MAX_RETRY_ATTEMPTS", "2"),
+        ("LOG_LEVEL", "debug"),
+    ];
+    let s = load_text(text, &env, FlagOverrides::default()).unwrap();
+    assert_eq!(s.scan_interval, Duration::from_secs(5));
+    assert_eq!(
+        s.targets
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>(),
+        ["ffmpeg", "x264"]
+    );
+    assert_eq!(s.state_path, PathBuf::from("/env/state.json"));
+    assert_eq!(s.state_flush_interval, Duration::from_secs(10));
+    assert_eq!(s.max_retry_attempts, 2);
+    assert_eq!(s.log_level, tracing::Level::DEBUG);
+    assert_eq!(s.origins["scan_interval"], Origin::Env("SCAN_INTERVAL"));
+
+    let flags = FlagOverrides {
+        scan_interval: Some("1s".into()),
+        targets: vec!["gst-launch-1.0".into()],
+        state_path: Some("/flag/s.json".into()),
+        cgroup_root: Some("/flagroot".into()),
+    };
+    let s = load_text(text, &env, flags).unwrap();
+    assert_eq!(s.scan_interval, Duration::from_secs(1));
+    assert_eq!(s.targets.len(), 1);
+    assert_eq!(s.targets[0].name, "gst-launch-1.0");
+    assert_eq!(s.state_path, PathBuf::from("/flag/s.json"));
+    assert_eq!(s.cgroup_root, "/flagroot");
+    assert_eq!(s.origins["target_commands"], Origin::Flag("--target"));
+}
+
+#[test]
+fn the_guide_env_file_is_accepted() {
+    let env: Vec<(String, String)> = seed("guide-watch.env")
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let s = load_text(&seed("guide-main.yaml"), &env, FlagOverrides::default()).unwrap();
+    assert_eq!(s.targets.len(), 1);
+    assert_eq!(s.targets[0].name, "ffmpeg");
+    // ffmpeg keeps its per-command section from the file.
+    assert_eq!(s.targets[0].limits.cpu_quota, Some(300));
+}
+
+#[test]
+fn bad_env_and_flags_are_errors_naming_the_variable() {
+    let e = load_text("", &[("SCAN_INTERVAL", "often")], FlagOverrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("SCAN_INTERVAL") && e.contains("often"), "{e}");
+    let e = load_text(
+        "",
+        &[("MAX_RETRY_ATTEMPTS", "-1")],
+        FlagOverrides::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("MAX_RETRY_ATTEMPTS"), "{e}");
+    let e = load_text("", &[("LOG_LEVEL", "loud")], FlagOverrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("LOG_LEVEL") && e.contains("accepted"), "{e}");
+    let e = load_text("", &[("TARGET_COMMANDS", " , ")], FlagOverrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("TARGET_COMMANDS"), "{e}");
+    let flags = FlagOverrides {
+        scan_interval: Some("0".into()),
+        ..Default::default()
+    };
+    let e = load_text("", &[], flags).unwrap_err().to_string();
+    assert!(e.contains("--scan-interval"), "{e}");
+}
+
+#[test]
+fn missing_file_is_a_read_error() {
+    let env = EnvVars::default();
+    let pw = passwd();
+    let e = load(&Sources {
+        config_file: Some(Path::new("/nonexistent/ffrtmp.yaml")),
+        env: &env,
+        flags: &FlagOverrides::default(),
+        passwd: pw.path(),
+    })
+    .unwrap_err();
+    assert!(matches!(e, ConfigError::Read { .. }));
+    assert!(e.to_string().contains("/nonexistent/ffrtmp.yaml"));
+}
+
+#[test]
+fn users_resolve_through_passwd_and_unknown_ones_warn() {
+    let s = ok("filters:\n  allowed_users: [alice, bob]\n  blocked_users: [root]\n");
+    let f = &s.targets[0].filters;
+    assert_eq!(
+        f.allowed_users[0],
+        UserRef {
+            name: "alice".into(),
+            uid: Some(1000)
+        }
+    );
+    assert_eq!(f.allowed_users[1].uid, None);
+    assert_eq!(f.blocked_users[0].uid, Some(0));
+    assert!(
+        s.warnings.iter().any(|w| w.contains("bob")),
+        "{:?}",
+        s.warnings
+    );
+}
+
+#[test]
+fn commands_that_are_not_targets_warn() {
+    let s = ok("target_commands: [ffmpeg]\ncommands:\n  gst-launch-1.0:\n    limits:\n      cpu_quota: 100\n");
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.contains("commands.gst-launch-1.0")),
+        "{:?}",
+        s.warnings
+    );
+}

@@ -1,0 +1,356 @@
+//! The daemon: `run(sources, placer, control)`. One loop owns all state; sources push exec
+//! events, the scan ticks, exits of governed processes arrive from their pidfds, timers
+//! fire for min_runtime deferrals and retries, and the control channel carries reload and
+//! shutdown. Nothing here needs BPF or root: tests drive it with a channel source.
+
+mod handle;
+pub use handle::backoff;
+mod reconcile;
+mod startup;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::time::{interval_at, sleep_until, MissedTickBehavior};
+use tracing::info;
+
+use crate::config::Settings;
+use crate::matcher::Guard;
+use crate::placer::{JobSpec, Placer};
+use crate::process::{PidFd, Pinned, ProcessId};
+use crate::record::health::Health;
+use crate::record::logging::LogControl;
+use crate::record::state::{ProcessRecord, StateFile};
+use crate::sources::scan::Scanner;
+use crate::sources::{EventSource, ExecNotice, SourceEvent};
+
+/// How the scan is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanRole {
+    /// The scan is the source (`--fallback-scan` without eBPF): every `scan_interval`.
+    Primary,
+    /// Events come from a source; the scan reconciles every `reconcile_interval`.
+    Reconcile,
+}
+
+/// Options that are not part of the config file.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub dry_run: bool,
+    pub scan_role: ScanRole,
+    /// Delay between a state change and its write (changes within it are written once).
+    pub flush_coalesce: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            dry_run: false,
+            scan_role: ScanRole::Primary,
+            flush_coalesce: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Messages from the outside (signal handlers).
+#[derive(Debug)]
+pub enum Control {
+    /// A new, already validated config (SIGHUP).
+    Reload(Box<Settings>),
+    /// Flush state and stop (SIGTERM/SIGINT). Governed processes keep running.
+    Shutdown,
+}
+
+/// Counters kept in memory (the state file keeps the persistent ones).
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    pub exec_events: u64,
+    pub placed: u64,
+    pub vanished: u64,
+    pub retries: u64,
+    pub latencies_ns: Vec<u64>,
+}
+
+/// What `run` returns when it stops.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub governed: Vec<ProcessId>,
+    pub counters: Counters,
+}
+
+/// A governed process.
+struct Governed {
+    id: ProcessId,
+    cgroup: String,
+    record: ProcessRecord,
+    exit_watch: tokio::task::JoinHandle<()>,
+}
+
+/// Work scheduled for later.
+enum Timed {
+    /// Waiting for min_runtime.
+    Defer(Pinned, Option<ExecNotice>),
+    /// A placement that failed with a transient error.
+    Retry(Pinned, JobSpec, u32, Option<ExecNotice>),
+}
+
+pub struct Daemon {
+    settings: Settings,
+    opts: Options,
+    placer: Placer,
+    guard: Guard,
+    scanner: Scanner,
+    governed: HashMap<u32, Governed>,
+    timers: BTreeMap<(Instant, ProcessId), Timed>,
+    /// Job cgroups left behind by exited processes (children still inside): removed once empty.
+    leftovers: Vec<String>,
+    state: StateFile,
+    dirty_since: Option<Instant>,
+    health: Health,
+    counters: Counters,
+    exit_tx: mpsc::UnboundedSender<ProcessId>,
+    exit_rx: Option<mpsc::UnboundedReceiver<ProcessId>>,
+    log: LogControl,
+}
+
+impl Daemon {
+    pub fn new(settings: Settings, opts: Options, placer: Placer, log: LogControl) -> Self {
+        let proc = placer.proc().clone();
+        let me = std::process::id();
+        let guard = Guard {
+            protected: proc.ancestors(me),
+            cgroup_root: placer.root().to_string(),
+        };
+        let (exit_tx, exit_rx) = mpsc::unbounded_channel();
+        Daemon {
+            scanner: Scanner::new(proc),
+            settings,
+            opts,
+            placer,
+            guard,
+            governed: HashMap::new(),
+            timers: BTreeMap::new(),
+            leftovers: Vec::new(),
+            state: StateFile::default(),
+            dirty_since: None,
+            health: Health::default(),
+            counters: Counters::default(),
+            exit_tx,
+            exit_rx: Some(exit_rx),
+            log,
+        }
+    }
+
+    fn scan_period(&self) -> Duration {
+        match self.opts.scan_role {
+            ScanRole::Primary => self.settings.scan_interval,
+            ScanRole::Reconcile => self.settings.reconcile_interval,
+        }
+    }
+
+    /// Run until shutdown. Sources are started here; their events share one channel.
+    pub async fn run(
+        mut self,
+        sources: Vec<Box<dyn EventSource>>,
+        mut control: mpsc::Receiver<Control>,
+    ) -> Summary {
+        let (tx, mut rx) = mpsc::channel::<SourceEvent>(65_536);
+        let mut source_tasks = Vec::new();
+        for s in sources {
+            info!("Event source {} started", s.name());
+            source_tasks.push(s.spawn(tx.clone()));
+        }
+        drop(tx);
+        let mut sources_open = !source_tasks.is_empty();
+        let mut exit_rx = self.exit_rx.take().expect("run is called once");
+
+        self.startup();
+        self.scan_now("startup");
+
+        let period = self.scan_period();
+        let mut scan_tick = interval_at(tokio::time::Instant::now() + period, period);
+        scan_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let flush = self.settings.state_flush_interval;
+        let mut flush_tick = interval_at(tokio::time::Instant::now() + flush, flush);
+        flush_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+
+        loop {
+            let next_timer = self.timers.keys().next().map(|(t, _)| *t);
+            let coalesced = self.dirty_since.map(|t| t + self.opts.flush_coalesce);
+            tokio::select! {
+                ev = rx.recv(), if sources_open => match ev {
+                    Some(ev) => self.on_source_event(ev),
+                    None => {
+                        sources_open = false;
+                        if self.opts.scan_role == ScanRole::Reconcile {
+                            tracing::warn!("All event sources stopped; continuing with the reconciliation scan only");
+                        }
+                    }
+                },
+                Some(id) = exit_rx.recv() => self.on_exit(id),
+                _ = scan_tick.tick() => self.scan_now("interval"),
+                _ = flush_tick.tick() => self.flush(),
+                _ = sleep_until(next_timer.unwrap_or_else(Instant::now).into()), if next_timer.is_some() => self.fire_timers(),
+                _ = sleep_until(coalesced.unwrap_or_else(Instant::now).into()), if coalesced.is_some() => self.flush(),
+                c = control.recv() => match c {
+                    Some(Control::Reload(s)) => {
+                        let old = self.scan_period();
+                        self.reload(*s);
+                        let new = self.scan_period();
+                        if old != new {
+                            scan_tick = interval_at(tokio::time::Instant::now() + new, new);
+                            scan_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                        }
+                        let f = self.settings.state_flush_interval;
+                        if f != flush_tick.period() {
+                            flush_tick = interval_at(tokio::time::Instant::now() + f, f);
+                        }
+                    }
+                    Some(Control::Shutdown) | None => break,
+                },
+            }
+        }
+        for t in source_tasks {
+            t.abort();
+        }
+        self.shutdown()
+    }
+
+    fn on_source_event(&mut self, ev: SourceEvent) {
+        match ev {
+            SourceEvent::Exec(n) => {
+                self.counters.exec_events += 1;
+                self.on_exec(n);
+            }
+            SourceEvent::Lost { source, count } => {
+                self.state.statistics.total_events_lost += count;
+                tracing::warn!(
+                    source,
+                    lost = count,
+                    "Event source {source} lost {count} event(s); reconciling now"
+                );
+                self.scan_now("events lost");
+            }
+            SourceEvent::Failed { source, error } => {
+                tracing::error!(
+                    source,
+                    "Event source {source} failed: {error}; relying on the reconciliation scan"
+                );
+            }
+        }
+    }
+
+    fn reload(&mut self, new: Settings) {
+        let mut new = new;
+        if new.cgroup_root != self.settings.cgroup_root {
+            tracing::warn!(
+                "cgroup_root changed from {} to {}: a new root takes a restart; keeping {}",
+                self.settings.cgroup_root,
+                new.cgroup_root,
+                self.settings.cgroup_root
+            );
+            new.cgroup_root = self.settings.cgroup_root.clone();
+        }
+        if new.state_path != self.settings.state_path {
+            tracing::warn!(
+                "state_path changed from {} to {}: takes a restart; keeping the old path",
+                self.settings.state_path.display(),
+                new.state_path.display()
+            );
+            new.state_path = self.settings.state_path.clone();
+        }
+        for w in &new.warnings {
+            tracing::warn!("config: {w}");
+        }
+        self.log.set_level(new.log_level);
+        self.settings = new;
+        // Targets or filters may have changed: look at every process again.
+        self.scanner.forget_all();
+        info!(
+            "Configuration reloaded from {}: targets {}; governed processes keep their limits",
+            self.settings
+                .config_file
+                .as_ref()
+                .map_or("defaults".into(), |p| p.display().to_string()),
+            self.settings
+                .targets
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.scan_now("reload");
+    }
+
+    fn mark_dirty(&mut self) {
+        if self.dirty_since.is_none() {
+            self.dirty_since = Some(Instant::now());
+        }
+    }
+
+    /// Write the state file (nothing in dry-run mode).
+    fn flush(&mut self) {
+        self.dirty_since = None;
+        if self.opts.dry_run {
+            return;
+        }
+        self.state.version = crate::record::state::STATE_VERSION;
+        self.state.processes = self
+            .governed
+            .values()
+            .map(|g| (g.id.pid.to_string(), g.record.clone()))
+            .collect();
+        self.state.health = Some(crate::record::state::HealthRecord {
+            status: self.health.status.to_string(),
+            scan_failures: self.health.scan_failures,
+            attach_failures: self.health.attach_failures,
+            since: self
+                .state
+                .health
+                .as_ref()
+                .filter(|h| h.status == self.health.status.to_string())
+                .map_or_else(chrono::Utc::now, |h| h.since),
+        });
+        if let Err(e) = self.state.save(&self.settings.state_path) {
+            tracing::error!(
+                "Cannot write state file {}: {e} (check the directory exists and is writable)",
+                self.settings.state_path.display()
+            );
+        }
+    }
+
+    /// Watch a pidfd; its process's identity is sent when it exits. No polling.
+    fn watch_exit(&self, pidfd: PidFd, id: ProcessId) -> tokio::task::JoinHandle<()> {
+        let tx = self.exit_tx.clone();
+        tokio::spawn(async move {
+            pidfd.exited().await;
+            let _ = tx.send(id);
+        })
+    }
+
+    fn shutdown(mut self) -> Summary {
+        // A process stopped by strict placement must never stay stopped.
+        let timers = std::mem::take(&mut self.timers);
+        for (_, t) in timers {
+            match t {
+                Timed::Defer(p, Some(n)) | Timed::Retry(p, _, _, Some(n)) if n.stopped => {
+                    let _ = p.pidfd.signal(libc::SIGCONT);
+                }
+                _ => {}
+            }
+        }
+        self.flush();
+        for g in self.governed.values() {
+            g.exit_watch.abort();
+        }
+        info!(
+            "Shutting down; {} governed process(es) keep running in their cgroups",
+            self.governed.len()
+        );
+        Summary {
+            governed: self.governed.values().map(|g| g.id).collect(),
+            counters: self.counters,
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The matcher: config + process facts in, a decision out. Pure; no I/O.
+
+mod filters;
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::Target;
+use crate::process::{basename, ProcessFacts, ProcessId};
+use std::os::unix::ffi::OsStrExt;
+
+pub use filters::check_filters;
+
+/// Bytes of a comm the kernel keeps (TASK_COMM_LEN - 1).
+pub const COMM_MAX: usize = 15;
+
+/// What to do with one process.
+#[derive(Debug, PartialEq)]
+pub enum Decision<'a> {
+    /// Place it now.
+    Govern(&'a Target),
+    /// A target that has not run `min_runtime` yet: decide again after `remaining`.
+    Defer {
+        target: &'a Target,
+        remaining: Duration,
+    },
+    /// Leave it alone.
+    Skip(Skip),
+}
+
+/// Why a process is left alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    NotATarget,
+    Init,
+    KernelThread,
+    Zombie,
+    /// ffrtmp itself or one of its ancestors.
+    SelfOrAncestor,
+    /// Already in a cgroup under `cgroup_root` (e.g. started by `ffrtmp run`).
+    UnderCgroupRoot(String),
+    /// A target rejected by one of its filters.
+    Filtered {
+        target: String,
+        reason: String,
+    },
+    /// Ran longer than `max_runtime`: not adopted.
+    TooOld {
+        target: String,
+        age: Duration,
+        max: Duration,
+    },
+}
+
+impl Skip {
+    /// Whether this skip concerns a target (worth an info line) rather than a bystander.
+    pub fn is_target(&self) -> bool {
+        matches!(self, Skip::Filtered { .. } | Skip::TooOld { .. })
+    }
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Skip::NotATarget => f.write_str("not a target"),
+            Skip::Init => f.write_str("PID 1 is never governed"),
+            Skip::KernelThread => f.write_str("kernel thread"),
+            Skip::Zombie => f.write_str("already exited"),
+            Skip::SelfOrAncestor => f.write_str("ffrtmp itself or its ancestor"),
+            Skip::UnderCgroupRoot(p) => write!(f, "already in {p}, under the cgroup root"),
+            Skip::Filtered { reason, .. } => f.write_str(reason),
+            Skip::TooOld { age, max, .. } => write!(
+                f,
+                "has run {} which is longer than max_runtime {}",
+                crate::config::units::format_go_duration(Duration::from_secs(age.as_secs())),
+                crate::config::units::format_go_duration(*max)
+            ),
+        }
+    }
+}
+
+/// Processes that are never governed, whatever the config says.
+#[derive(Debug, Clone, Default)]
+pub struct Guard {
+    /// ffrtmp's own process and its ancestors.
+    pub protected: Vec<ProcessId>,
+    /// The cgroup root (`/ffrtmp`): a process already under it is not placed again.
+    pub cgroup_root: String,
+}
+
+impl Guard {
+    fn under_root<'a>(&self, facts: &'a ProcessFacts) -> Option<&'a str> {
+        let root = self.cgroup_root.as_str();
+        if root.is_empty() {
+            return None;
+        }
+        facts.cgroups.iter().map(|c| c.path.as_str()).find(|p| {
+            *p == root || (p.starts_with(root) && p.as_bytes().get(root.len()) == Some(&b'/'))
+        })
+    }
+}
+
+/// Whether a comm could belong to a target: the cheap first test of the scan.
+pub fn comm_could_match(targets: &[Target], comm: &[u8]) -> bool {
+    targets
+        .iter()
+        .any(|t| comm_matches(t.name.as_bytes(), comm))
+}
+
+fn comm_matches(name: &[u8], comm: &[u8]) -> bool {
+    if name.len() <= COMM_MAX {
+        comm == name
+    } else {
+        comm == &name[..COMM_MAX]
+    }
+}
+
+/// The target a process is, if any: the basename of argv[0], its comm or the basename of
+/// its exe equals the target's name. A comm only proves names of up to 15 bytes; longer
+/// names need argv[0] or exe to confirm. Targets are tried in config order.
+pub fn match_name<'a>(
+    targets: &'a [Target],
+    comm: &[u8],
+    argv0: Option<&[u8]>,
+    exe: Option<&Path>,
+) -> Option<&'a Target> {
+    let argv0 = argv0.map(basename);
+    let exe = exe.map(|p| basename(p.as_os_str().as_bytes()));
+    targets.iter().find(|t| {
+        let name = t.name.as_bytes();
+        argv0 == Some(name) || exe == Some(name) || (name.len() <= COMM_MAX && comm == name)
+    })
+}
+
+/// Decide what to do with a process.
+pub fn decide<'a>(targets: &'a [Target], guard: &Guard, facts: &ProcessFacts) -> Decision<'a> {
+    let s = &facts.stat;
+    if facts.id.pid == 1 {
+        return Decision::Skip(Skip::Init);
+    }
+    if s.is_kernel_thread() {
+        return Decision::Skip(Skip::KernelThread);
+    }
+    let Some(target) = match_name(
+        targets,
+        &s.comm,
+        facts.argv0.as_deref(),
+        facts.exe.as_deref(),
+    ) else {
+        return Decision::Skip(Skip::NotATarget);
+    };
+    if s.is_zombie() {
+        return Decision::Skip(Skip::Zombie);
+    }
+    if guard.protected.contains(&facts.id) {
+        return Decision::Skip(Skip::SelfOrAncestor);
+    }
+    if let Some(p) = guard.under_root(facts) {
+        return Decision::Skip(Skip::UnderCgroupRoot(p.to_string()));
+    }
+    if let Err(reason) = check_filters(&target.filters, facts) {
+        return Decision::Skip(Skip::Filtered {
+            target: target.name.clone(),
+            reason,
+        });
+    }
+    if let Some(max) = target.filters.max_runtime {
+        if facts.age > max {
+            return Decision::Skip(Skip::TooOld {
+                target: target.name.clone(),
+                age: facts.age,
+                max,
+            });
+        }
+    }
+    if let Some(min) = target.filters.min_runtime {
+        if facts.age < min {
+            return Decision::Defer {
+                target,
+                remaining: min - facts.age,
+            };
+        }
+    }
+    Decision::Govern(target)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,321 @@
+//! cgroup v1 (legacy and hybrid hosts): the same relative path in the cpu, memory and pids
+//! hierarchies (and cpuacct, for CPU usage, when it is mounted on its own). Limits and moves
+//! go through cgroups-rs controllers rooted at the job directory.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use cgroups_rs::cpu::CpuController;
+use cgroups_rs::hierarchies::V1;
+use cgroups_rs::memory::MemController;
+use cgroups_rs::pid::PidController;
+use cgroups_rs::{CgroupPid, Controller as _, Controllers, MaxValue};
+
+use super::backend::{
+    dir_of, list_dirs, mkdir, read_keyed, read_procs, read_trimmed, read_u64, rmdir, CgroupBackend,
+    CgroupMode, RootReport, Usage,
+};
+use super::error::{cgroups_rs_io, PlaceError, Step};
+use super::limits::{v1_writes, Controller, LimitWrite, CPU_PERIOD_US};
+use crate::config::Limits;
+use crate::process::CgroupLine;
+
+/// One mounted v1 hierarchy and the controllers on it.
+#[derive(Debug, Clone)]
+struct Hierarchy {
+    mount: PathBuf,
+    controllers: Vec<&'static str>,
+}
+
+#[derive(Debug, Clone)]
+pub struct V1Backend {
+    /// Distinct hierarchies used, in move order (cpu, cpuacct, memory, pids).
+    hierarchies: Vec<Hierarchy>,
+}
+
+impl V1Backend {
+    /// Find the cpu, cpuacct, memory and pids hierarchies in /proc/self/mountinfo.
+    pub fn from_mountinfo() -> Result<Self, String> {
+        let v1 = V1::new();
+        let mut found: Vec<(&'static str, PathBuf)> = Vec::new();
+        for (name, c) in [
+            ("cpu", Controllers::Cpu),
+            ("cpuacct", Controllers::CpuAcct),
+            ("memory", Controllers::Mem),
+            ("pids", Controllers::Pids),
+        ] {
+            if let Some(m) = v1.get_mount_point(c) {
+                found.push((name, m));
+            }
+        }
+        if !found
+            .iter()
+            .any(|(n, _)| matches!(*n, "cpu" | "memory" | "pids"))
+        {
+            return Err("no cgroup hierarchy found: /sys/fs/cgroup is not cgroup2 and no v1 cpu, memory or pids hierarchy is mounted (mount cgroup2 at /sys/fs/cgroup, or the v1 controllers)".into());
+        }
+        Ok(Self::with_mounts(found))
+    }
+
+    /// Build from explicit `(controller, mount point)` pairs.
+    pub fn with_mounts(mounts: Vec<(&'static str, PathBuf)>) -> Self {
+        let mut hierarchies: Vec<Hierarchy> = Vec::new();
+        for (name, mount) in mounts {
+            match hierarchies.iter_mut().find(|h| h.mount == mount) {
+                Some(h) => h.controllers.push(name),
+                None => hierarchies.push(Hierarchy {
+                    mount,
+                    controllers: vec![name],
+                }),
+            }
+        }
+        V1Backend { hierarchies }
+    }
+
+    fn mount_of(&self, controller: &str) -> Option<&Path> {
+        self.hierarchies
+            .iter()
+            .find(|h| h.controllers.contains(&controller))
+            .map(|h| h.mount.as_path())
+    }
+
+    fn set(&self, cgroup: &str, w: &LimitWrite) -> Result<(), PlaceError> {
+        let name = w.controller.name();
+        let mount = self.mount_of(name).ok_or_else(|| missing(w.controller))?;
+        let dir = dir_of(mount, cgroup);
+        let r = match w.file {
+            "cpu.cfs_period_us" => CpuController::new(dir.clone(), false).set_cfs_period(w.number),
+            "cpu.cfs_quota_us" => {
+                CpuController::new(dir.clone(), false).set_cfs_quota(w.number as i64)
+            }
+            "cpu.shares" => CpuController::new(dir.clone(), false).set_shares(w.number),
+            "memory.limit_in_bytes" => {
+                MemController::new(dir.clone(), false).set_limit(w.number as i64)
+            }
+            "pids.max" => {
+                PidController::new(dir.clone(), false).set_pid_max(MaxValue::Value(w.number as i64))
+            }
+            other => unreachable!("no v1 setter for {other}"),
+        };
+        let path = dir.join(w.file);
+        let shown = path.display().to_string();
+        r.map_err(|e| match cgroups_rs_io(&e) {
+            Some(io) => PlaceError::io(Step::WriteLimit, &shown, io),
+            None => PlaceError::permanent(Step::WriteLimit, format!("{shown}: {e}")),
+        })?;
+        verify(&path, &w.value)
+    }
+}
+
+fn missing(c: Controller) -> PlaceError {
+    PlaceError::missing_controller(
+        c.name(),
+        "no cgroup v1 hierarchy has it mounted".into(),
+        format!("mount it: mkdir -p /sys/fs/cgroup/{0} && mount -t cgroup -o {0} cgroup /sys/fs/cgroup/{0}", c.name()),
+    )
+}
+
+/// Read a limit file back and compare.
+pub(crate) fn verify(path: &Path, want: &str) -> Result<(), PlaceError> {
+    let shown = path.display().to_string();
+    let got = read_trimmed(path).map_err(|e| PlaceError::io(Step::Verify, &shown, &e))?;
+    if got != want {
+        return Err(PlaceError::permanent(
+            Step::Verify,
+            format!("{shown}: wrote {want:?} but it reads back {got:?}"),
+        ));
+    }
+    Ok(())
+}
+
+impl CgroupBackend for V1Backend {
+    fn mode(&self) -> CgroupMode {
+        CgroupMode::V1
+    }
+
+    fn describe(&self) -> String {
+        let parts: Vec<String> = self
+            .hierarchies
+            .iter()
+            .map(|h| format!("{} at {}", h.controllers.join(","), h.mount.display()))
+            .collect();
+        format!("cgroup v1: {}", parts.join(", "))
+    }
+
+    fn prepare_root(&self, root: &str) -> RootReport {
+        let mut report = RootReport::default();
+        for h in &self.hierarchies {
+            let mut dir = h.mount.clone();
+            for part in root.split('/').filter(|p| !p.is_empty()) {
+                dir.push(part);
+                match mkdir(&dir) {
+                    Ok(true) => report.created.push(dir.clone()),
+                    Ok(false) => {}
+                    Err(e) => {
+                        for c in &h.controllers {
+                            if let Some(c) = Controller::ALL.into_iter().find(|x| x.name() == *c) {
+                                let err = PlaceError::io(
+                                    Step::PrepareRoot,
+                                    &dir.display().to_string(),
+                                    &e,
+                                );
+                                report.missing.push((c, err.to_string()));
+                            }
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        for c in Controller::ALL {
+            if report.missing.iter().any(|(m, _)| *m == c) {
+                continue;
+            }
+            if self.mount_of(c.name()).is_some() {
+                report.available.push(c);
+            } else {
+                report.missing.push((c, missing(c).to_string()));
+            }
+        }
+        report
+    }
+
+    fn create(&self, cgroup: &str) -> Result<(), PlaceError> {
+        for h in &self.hierarchies {
+            let dir = dir_of(&h.mount, cgroup);
+            mkdir(&dir)
+                .map_err(|e| PlaceError::io(Step::CreateCgroup, &dir.display().to_string(), &e))?;
+        }
+        Ok(())
+    }
+
+    fn apply_limits(&self, cgroup: &str, limits: &Limits) -> Vec<(String, Result<(), PlaceError>)> {
+        v1_writes(limits)
+            .into_iter()
+            .map(|w| (format!("{}={}", w.file, w.value), self.set(cgroup, &w)))
+            .collect()
+    }
+
+    fn move_process(&self, cgroup: &str, pid: u32) -> Result<(), PlaceError> {
+        for h in &self.hierarchies {
+            let dir = dir_of(&h.mount, cgroup);
+            // Any controller type writes cgroup.procs the same way; cpu is just a handle.
+            let ctl = CpuController::new(dir.clone(), false);
+            ctl.add_task_by_tgid(&CgroupPid::from(u64::from(pid)))
+                .map_err(|e| {
+                    let shown = dir.join("cgroup.procs").display().to_string();
+                    match cgroups_rs_io(&e) {
+                        Some(io) => PlaceError::io(Step::Move, &shown, io),
+                        None => PlaceError::permanent(Step::Move, format!("{shown}: {e}")),
+                    }
+                })?;
+        }
+        Ok(())
+    }
+
+    fn is_member(&self, cgroup: &str, lines: &[CgroupLine]) -> bool {
+        self.hierarchies.iter().all(|h| {
+            lines
+                .iter()
+                .find(|l| l.controllers.iter().any(|c| c == h.controllers[0]))
+                .is_some_and(|l| l.path == cgroup)
+        })
+    }
+
+    fn location(&self, lines: &[CgroupLine]) -> String {
+        let parts: Vec<String> = self
+            .hierarchies
+            .iter()
+            .filter_map(|h| {
+                let l = lines
+                    .iter()
+                    .find(|l| l.controllers.iter().any(|c| c == h.controllers[0]))?;
+                Some(format!("{}:{}", h.controllers[0], l.path))
+            })
+            .collect();
+        parts.join(" ")
+    }
+
+    fn remove(&self, cgroup: &str) -> io::Result<()> {
+        let mut first_err = None;
+        for h in &self.hierarchies {
+            if let Err(e) = rmdir(&dir_of(&h.mount, cgroup)) {
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn procs(&self, cgroup: &str) -> io::Result<Vec<u32>> {
+        let mut all = Vec::new();
+        for h in &self.hierarchies {
+            match read_procs(&dir_of(&h.mount, cgroup)) {
+                Ok(p) => all.extend(p),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        all.sort_unstable();
+        all.dedup();
+        Ok(all)
+    }
+
+    fn children(&self, cgroup: &str) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for h in &self.hierarchies {
+            match list_dirs(&dir_of(&h.mount, cgroup)) {
+                Ok(n) => names.extend(n),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    fn usage(&self, cgroup: &str) -> Usage {
+        let at = |c: &str, f: &str| self.mount_of(c).map(|m| dir_of(m, cgroup).join(f));
+        Usage {
+            cpu_usec: at("cpuacct", "cpuacct.usage")
+                .and_then(|p| read_u64(&p))
+                .map(|ns| ns / 1000),
+            memory_bytes: at("memory", "memory.usage_in_bytes").and_then(|p| read_u64(&p)),
+            oom_kills: at("memory", "memory.oom_control").and_then(|p| read_keyed(&p, "oom_kill")),
+            pids: at("pids", "pids.current").and_then(|p| read_u64(&p)),
+        }
+    }
+
+    fn read_limits(&self, cgroup: &str) -> Limits {
+        let at = |c: &str, f: &str| self.mount_of(c).map(|m| dir_of(m, cgroup).join(f));
+        let quota = at("cpu", "cpu.cfs_quota_us")
+            .and_then(|p| read_trimmed(&p).ok())
+            .and_then(|v| v.parse::<i64>().ok());
+        let period = at("cpu", "cpu.cfs_period_us")
+            .and_then(|p| read_u64(&p))
+            .unwrap_or(CPU_PERIOD_US);
+        Limits {
+            cpu_quota: quota
+                .filter(|q| *q > 0)
+                .map(|q| (q as u64 * 100 / period.max(1)) as u32),
+            cpu_weight: at("cpu", "cpu.shares")
+                .and_then(|p| read_u64(&p))
+                .map(|s| (s * 100 / 1024) as u32),
+            memory_limit: at("memory", "memory.limit_in_bytes")
+                .and_then(|p| read_u64(&p))
+                .filter(|b| *b < (1u64 << 62))
+                .map(|b| b / (1024 * 1024)),
+            pids_max: at("pids", "pids.max").and_then(|p| read_u64(&p)),
+        }
+    }
+
+    fn procs_files(&self, cgroup: &str) -> Vec<PathBuf> {
+        self.hierarchies
+            .iter()
+            .map(|h| dir_of(&h.mount, cgroup).join("cgroup.procs"))
+            .collect()
+    }
+}

@@ -1,0 +1,242 @@
+//! cgroup v2 (unified hierarchy): one tree; controllers must be enabled in every ancestor's
+//! `cgroup.subtree_control` before a job cgroup has the files its limits need. Limits and
+//! moves go through cgroups-rs controllers rooted at the job directory.
+
+use std::io;
+use std::path::PathBuf;
+
+use cgroups_rs::cpu::CpuController;
+use cgroups_rs::memory::MemController;
+use cgroups_rs::pid::PidController;
+use cgroups_rs::{CgroupPid, Controller as _, MaxValue};
+
+use super::backend::{
+    dir_of, list_dirs, mkdir, read_keyed, read_procs, read_trimmed, read_u64, rmdir, CgroupBackend,
+    CgroupMode, RootReport, Usage,
+};
+use super::error::{cgroups_rs_io, PlaceError, Step};
+use super::limits::{v2_writes, Controller, LimitWrite};
+use super::v1::verify;
+use crate::config::Limits;
+use crate::process::CgroupLine;
+
+#[derive(Debug, Clone)]
+pub struct V2Backend {
+    mount: PathBuf,
+}
+
+impl V2Backend {
+    pub fn new(mount: PathBuf) -> Self {
+        V2Backend { mount }
+    }
+
+    fn controllers_of(&self, dir: &std::path::Path) -> io::Result<Vec<String>> {
+        Ok(read_trimmed(&dir.join("cgroup.controllers"))?
+            .split_whitespace()
+            .map(str::to_string)
+            .collect())
+    }
+
+    fn set(&self, cgroup: &str, w: &LimitWrite) -> Result<(), PlaceError> {
+        let dir = dir_of(&self.mount, cgroup);
+        let r = match w.file {
+            "cpu.max" => CpuController::new(dir.clone(), true).set_cfs_quota_and_period(
+                Some(w.number as i64),
+                Some(super::limits::CPU_PERIOD_US),
+            ),
+            "cpu.weight" => CpuController::new(dir.clone(), true).set_shares(w.number),
+            "memory.max" => MemController::new(dir.clone(), true).set_limit(w.number as i64),
+            "pids.max" => {
+                PidController::new(dir.clone(), true).set_pid_max(MaxValue::Value(w.number as i64))
+            }
+            other => unreachable!("no v2 setter for {other}"),
+        };
+        let path = dir.join(w.file);
+        let shown = path.display().to_string();
+        r.map_err(|e| match cgroups_rs_io(&e) {
+            Some(io) => PlaceError::io(Step::WriteLimit, &shown, io),
+            None => PlaceError::permanent(Step::WriteLimit, format!("{shown}: {e}")),
+        })?;
+        verify(&path, &w.value)
+    }
+}
+
+fn not_delegated(c: Controller, dir: &std::path::Path) -> PlaceError {
+    let parent = dir.parent().unwrap_or(dir);
+    PlaceError::missing_controller(
+        c.name(),
+        format!("it is not in {}/cgroup.controllers", dir.display()),
+        format!(
+            "enable it in the parent: echo +{} > {}/cgroup.subtree_control (under systemd, give the unit that owns {} Delegate=yes)",
+            c.name(),
+            parent.display(),
+            parent.display()
+        ),
+    )
+}
+
+impl CgroupBackend for V2Backend {
+    fn mode(&self) -> CgroupMode {
+        CgroupMode::V2
+    }
+
+    fn describe(&self) -> String {
+        format!("cgroup v2 at {}", self.mount.display())
+    }
+
+    fn prepare_root(&self, root: &str) -> RootReport {
+        let mut report = RootReport::default();
+        let mut dirs = vec![self.mount.clone()];
+        for part in root.split('/').filter(|p| !p.is_empty()) {
+            let next = dirs.last().unwrap().join(part);
+            dirs.push(next);
+        }
+        let mut usable: Vec<Controller> = Controller::ALL.to_vec();
+        for (i, dir) in dirs.iter().enumerate() {
+            if i > 0 {
+                match mkdir(dir) {
+                    Ok(true) => report.created.push(dir.clone()),
+                    Ok(false) => {}
+                    Err(e) => {
+                        let err = PlaceError::io(Step::PrepareRoot, &dir.display().to_string(), &e);
+                        for c in usable.drain(..) {
+                            report.missing.push((c, err.to_string()));
+                        }
+                        break;
+                    }
+                }
+            }
+            let have = self.controllers_of(dir).unwrap_or_default();
+            usable.retain(|c| {
+                let ok = have.iter().any(|h| h == c.name());
+                if !ok {
+                    report
+                        .missing
+                        .push((*c, not_delegated(*c, dir).to_string()));
+                }
+                ok
+            });
+            let enabled = read_trimmed(&dir.join("cgroup.subtree_control")).unwrap_or_default();
+            let subtree = dir.join("cgroup.subtree_control");
+            usable.retain(|c| {
+                if enabled.split_whitespace().any(|e| e == c.name()) {
+                    return true;
+                }
+                match std::fs::write(&subtree, format!("+{}", c.name())) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        let fix = if e.raw_os_error() == Some(libc::EBUSY) {
+                            format!(
+                                "{} has processes of its own, so it cannot enable controllers for children (no-internal-process rule): move them into a leaf cgroup, or choose a cgroup_root whose parent holds no processes",
+                                dir.display()
+                            )
+                        } else {
+                            PlaceError::io(Step::PrepareRoot, &subtree.display().to_string(), &e).to_string()
+                        };
+                        report.missing.push((
+                            *c,
+                            format!("cannot enable {} in {}: {e}; {fix}", c.name(), subtree.display()),
+                        ));
+                        false
+                    }
+                }
+            });
+        }
+        report.available = usable;
+        report
+    }
+
+    fn create(&self, cgroup: &str) -> Result<(), PlaceError> {
+        let dir = dir_of(&self.mount, cgroup);
+        mkdir(&dir)
+            .map_err(|e| PlaceError::io(Step::CreateCgroup, &dir.display().to_string(), &e))?;
+        Ok(())
+    }
+
+    fn apply_limits(&self, cgroup: &str, limits: &Limits) -> Vec<(String, Result<(), PlaceError>)> {
+        let writes = v2_writes(limits);
+        if writes.is_empty() {
+            return Vec::new();
+        }
+        let dir = dir_of(&self.mount, cgroup);
+        let have = self.controllers_of(&dir).unwrap_or_default();
+        writes
+            .into_iter()
+            .map(|w| {
+                let label = format!("{}={}", w.file, w.value);
+                if !have.iter().any(|h| h == w.controller.name()) {
+                    return (label, Err(not_delegated(w.controller, &dir)));
+                }
+                (label, self.set(cgroup, &w))
+            })
+            .collect()
+    }
+
+    fn move_process(&self, cgroup: &str, pid: u32) -> Result<(), PlaceError> {
+        let dir = dir_of(&self.mount, cgroup);
+        CpuController::new(dir.clone(), true)
+            .add_task_by_tgid(&CgroupPid::from(u64::from(pid)))
+            .map_err(|e| {
+                let shown = dir.join("cgroup.procs").display().to_string();
+                match cgroups_rs_io(&e) {
+                    Some(io) => PlaceError::io(Step::Move, &shown, io),
+                    None => PlaceError::permanent(Step::Move, format!("{shown}: {e}")),
+                }
+            })
+    }
+
+    fn is_member(&self, cgroup: &str, lines: &[CgroupLine]) -> bool {
+        lines.iter().any(|l| l.hierarchy == 0 && l.path == cgroup)
+    }
+
+    fn location(&self, lines: &[CgroupLine]) -> String {
+        lines
+            .iter()
+            .find(|l| l.hierarchy == 0)
+            .map(|l| l.path.clone())
+            .unwrap_or_else(|| "unknown".into())
+    }
+
+    fn remove(&self, cgroup: &str) -> io::Result<()> {
+        rmdir(&dir_of(&self.mount, cgroup))
+    }
+
+    fn procs(&self, cgroup: &str) -> io::Result<Vec<u32>> {
+        read_procs(&dir_of(&self.mount, cgroup))
+    }
+
+    fn children(&self, cgroup: &str) -> io::Result<Vec<String>> {
+        list_dirs(&dir_of(&self.mount, cgroup))
+    }
+
+    fn usage(&self, cgroup: &str) -> Usage {
+        let dir = dir_of(&self.mount, cgroup);
+        Usage {
+            cpu_usec: read_keyed(&dir.join("cpu.stat"), "usage_usec"),
+            memory_bytes: read_u64(&dir.join("memory.current")),
+            oom_kills: read_keyed(&dir.join("memory.events"), "oom_kill"),
+            pids: read_u64(&dir.join("pids.current")),
+        }
+    }
+
+    fn read_limits(&self, cgroup: &str) -> Limits {
+        let dir = dir_of(&self.mount, cgroup);
+        let cpu_max = read_trimmed(&dir.join("cpu.max")).unwrap_or_default();
+        let mut it = cpu_max.split_whitespace();
+        let quota = it.next().and_then(|q| q.parse::<u64>().ok());
+        let period = it
+            .next()
+            .and_then(|p| p.parse::<u64>().ok())
+            .unwrap_or(100_000);
+        Limits {
+            cpu_quota: quota.map(|q| (q * 100 / period.max(1)) as u32),
+            cpu_weight: read_u64(&dir.join("cpu.weight")).map(|w| w as u32),
+            memory_limit: read_u64(&dir.join("memory.max")).map(|b| b / (1024 * 1024)),
+            pids_max: read_u64(&dir.join("pids.max")),
+        }
+    }
+
+    fn procs_files(&self, cgroup: &str) -> Vec<PathBuf> {
+        vec![dir_of(&self.mount, cgroup).join("cgroup.procs")]
+    }
+}

@@ -1,0 +1,395 @@
+//! What ffrtmp reads about a process, from a `/proc` root given as a parameter, and how it
+//! pins one (pidfd + start time) so a reused PID is never mistaken for it.
+
+pub mod pidfd;
+pub mod stat;
+
+use std::ffi::OsStr;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use pidfd::PidFd;
+pub use stat::{parse_stat, Stat};
+
+/// A process's identity: PID plus start time (clock ticks after boot). A PID alone is
+/// reused; the pair is not (within one boot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcessId {
+    pub pid: u32,
+    pub start_time: u64,
+}
+
+impl std::fmt::Display for ProcessId {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}", self.pid)
+    }
+}
+
+/// One line of `/proc/PID/cgroup`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupLine {
+    pub hierarchy: u32,
+    /// Controllers of a v1 hierarchy (`cpu`, `memory`, `name=systemd`); empty for v2.
+    pub controllers: Vec<String>,
+    pub path: String,
+}
+
+/// Parse `/proc/PID/cgroup`.
+pub fn parse_cgroup_file(text: &str) -> Vec<CgroupLine> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let hierarchy = it.next()?.parse().ok()?;
+            let ctrls = it.next()?;
+            let path = it.next()?.to_string();
+            let controllers = if ctrls.is_empty() {
+                Vec::new()
+            } else {
+                ctrls.split(',').map(str::to_string).collect()
+            };
+            Some(CgroupLine {
+                hierarchy,
+                controllers,
+                path,
+            })
+        })
+        .collect()
+}
+
+/// The facts the matcher and filters look at.
+#[derive(Debug, Clone)]
+pub struct ProcessFacts {
+    pub id: ProcessId,
+    pub stat: Stat,
+    pub argv0: Option<Vec<u8>>,
+    pub exe: Option<PathBuf>,
+    pub cwd: Option<PathBuf>,
+    pub uid: Option<u32>,
+    pub parent: Option<ParentFacts>,
+    pub age: Duration,
+    pub cgroups: Vec<CgroupLine>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ParentFacts {
+    pub pid: u32,
+    pub comm: Vec<u8>,
+    pub argv0: Option<Vec<u8>>,
+    pub exe: Option<PathBuf>,
+}
+
+/// A `/proc` mount (normally `/proc`; a fixture tree in tests).
+#[derive(Debug, Clone)]
+pub struct ProcFs {
+    root: PathBuf,
+    ticks_per_second: u64,
+}
+
+/// Whether an error means the process is gone (exited or reaped) rather than a failure.
+pub fn is_gone(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ESRCH))
+        || e.kind() == io::ErrorKind::NotFound
+}
+
+impl ProcFs {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        // SAFETY: sysconf has no preconditions.
+        let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        ProcFs {
+            root: root.into(),
+            ticks_per_second: if t > 0 { t as u64 } else { 100 },
+        }
+    }
+
+    pub fn system() -> Self {
+        Self::new("/proc")
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, pid: u32, file: &str) -> PathBuf {
+        let mut p = self.root.clone();
+        p.push(itoa(pid));
+        p.push(file);
+        p
+    }
+
+    /// All numeric entries of the root.
+    pub fn pids(&self) -> io::Result<Vec<u32>> {
+        let mut out = Vec::with_capacity(512);
+        for entry in std::fs::read_dir(&self.root)? {
+            let Ok(entry) = entry else { continue };
+            let name = entry.file_name();
+            if let Some(pid) = parse_pid(name.as_bytes()) {
+                out.push(pid);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Read and parse `/proc/PID/stat` (one open, one read).
+    pub fn stat(&self, pid: u32) -> io::Result<Stat> {
+        let mut buf = [0u8; 1024];
+        let mut f = std::fs::File::open(self.path(pid, "stat"))?;
+        let mut n = 0;
+        loop {
+            let r = f.read(&mut buf[n..])?;
+            if r == 0 {
+                break;
+            }
+            n += r;
+            if n == buf.len() {
+                break;
+            }
+        }
+        parse_stat(&buf[..n]).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unparseable /proc/{pid}/stat"),
+            )
+        })
+    }
+
+    /// argv[0] (None for an empty cmdline: kernel threads, zombies).
+    pub fn argv0(&self, pid: u32) -> io::Result<Option<Vec<u8>>> {
+        let mut buf = [0u8; 4096];
+        let mut f = std::fs::File::open(self.path(pid, "cmdline"))?;
+        let n = f.read(&mut buf)?;
+        let first = buf[..n].split(|&b| b == 0).next().unwrap_or(&[]);
+        Ok(if first.is_empty() {
+            None
+        } else {
+            Some(first.to_vec())
+        })
+    }
+
+    pub fn exe(&self, pid: u32) -> io::Result<PathBuf> {
+        let p = std::fs::read_link(self.path(pid, "exe"))?;
+        // A replaced binary reads as "/usr/bin/ffmpeg (deleted)".
+        let b = p.as_os_str().as_bytes();
+        Ok(match b.strip_suffix(b" (deleted)") {
+            Some(s) => PathBuf::from(OsStr::from_bytes(s)),
+            None => p,
+        })
+    }
+
+    pub fn cwd(&self, pid: u32) -> io::Result<PathBuf> {
+        std::fs::read_link(self.path(pid, "cwd"))
+    }
+
+    /// Real uid, from `/proc/PID/status`.
+    pub fn uid(&self, pid: u32) -> io::Result<u32> {
+        let text = std::fs::read_to_string(self.path(pid, "status"))?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Uid line in status"))
+    }
+
+    pub fn cgroups(&self, pid: u32) -> io::Result<Vec<CgroupLine>> {
+        Ok(parse_cgroup_file(&std::fs::read_to_string(
+            self.path(pid, "cgroup"),
+        )?))
+    }
+
+    /// Time since boot (CLOCK_BOOTTIME, the clock of stat's start time).
+    pub fn uptime(&self) -> Duration {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid clock id and out pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+
+    /// Start time (ticks) as a duration after boot.
+    pub fn start_after_boot(&self, start_time: u64) -> Duration {
+        Duration::from_nanos(start_time.saturating_mul(1_000_000_000) / self.ticks_per_second)
+    }
+
+    /// How long the process has run.
+    pub fn age(&self, start_time: u64) -> Duration {
+        self.uptime()
+            .saturating_sub(self.start_after_boot(start_time))
+    }
+
+    /// Read every fact the matcher may need. Fields a process hides from us (EACCES) are
+    /// `None`; `Err` only when the process is gone.
+    pub fn facts(&self, stat: Stat) -> io::Result<ProcessFacts> {
+        let pid = stat.pid;
+        fn soft<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+            match r {
+                Ok(v) => Ok(Some(v)),
+                Err(e) if is_gone(&e) => Err(e),
+                Err(_) => Ok(None),
+            }
+        }
+        let argv0 = soft(self.argv0(pid))?.flatten();
+        let exe = soft(self.exe(pid))?;
+        let cwd = soft(self.cwd(pid))?;
+        let uid = soft(self.uid(pid))?;
+        let cgroups = soft(self.cgroups(pid))?.unwrap_or_default();
+        let parent = if stat.ppid > 0 {
+            self.stat(stat.ppid).ok().map(|ps| ParentFacts {
+                pid: ps.pid,
+                argv0: self.argv0(ps.pid).ok().flatten(),
+                exe: self.exe(ps.pid).ok(),
+                comm: ps.comm,
+            })
+        } else {
+            None
+        };
+        Ok(ProcessFacts {
+            id: ProcessId {
+                pid,
+                start_time: stat.start_time,
+            },
+            age: self.age(stat.start_time),
+            stat,
+            argv0,
+            exe,
+            cwd,
+            uid,
+            parent,
+            cgroups,
+        })
+    }
+
+    /// Direct children of a process: the union of its threads' `task/TID/children` files,
+    /// or, where the kernel lacks CONFIG_PROC_CHILDREN, a pass over every stat.
+    pub fn children(&self, pid: u32) -> Vec<u32> {
+        let mut out = Vec::new();
+        let tasks = match std::fs::read_dir(self.path(pid, "task")) {
+            Ok(t) => t,
+            Err(_) => return out,
+        };
+        let mut have_files = false;
+        for t in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
+                have_files = true;
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+        if !have_files {
+            for p in self.pids().unwrap_or_default() {
+                if self.stat(p).is_ok_and(|s| s.ppid == pid) {
+                    out.push(p);
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The chain of ancestors of `pid` (its parent, grandparent, … up to PID 1), by identity.
+    pub fn ancestors(&self, pid: u32) -> Vec<ProcessId> {
+        let mut out = Vec::new();
+        let mut cur = pid;
+        while let Ok(s) = self.stat(cur) {
+            out.push(ProcessId {
+                pid: s.pid,
+                start_time: s.start_time,
+            });
+            if s.ppid == 0 || out.len() > 4096 {
+                break;
+            }
+            cur = s.ppid;
+        }
+        out
+    }
+}
+
+/// A process pinned by a pidfd, with the stat read while the pin was held.
+#[derive(Debug)]
+pub struct Pinned {
+    pub id: ProcessId,
+    pub stat: Stat,
+    pub pidfd: PidFd,
+}
+
+impl ProcFs {
+    /// Pin `pid`: open a pidfd, read stat, and check the pidfd's process is still alive, so
+    /// the stat (and the start time in it) belongs to the pinned process.
+    pub fn pin(&self, pid: u32) -> io::Result<Pinned> {
+        let pidfd = PidFd::open(pid)?;
+        let stat = self.stat(pid)?;
+        if !pidfd.is_alive() || stat.is_zombie() {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        Ok(Pinned {
+            id: ProcessId {
+                pid,
+                start_time: stat.start_time,
+            },
+            stat,
+            pidfd,
+        })
+    }
+}
+
+fn parse_pid(b: &[u8]) -> Option<u32> {
+    if b.is_empty() || b.len() > 10 || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+fn itoa(v: u32) -> String {
+    v.to_string()
+}
+
+/// The last path component of a byte string (`/usr/bin/ffmpeg` → `ffmpeg`).
+pub fn basename(b: &[u8]) -> &[u8] {
+    match b.iter().rposition(|&c| c == b'/') {
+        Some(i) => &b[i + 1..],
+        None => b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_file_v1_and_v2() {
+        let v = parse_cgroup_file(
+            "4:memory:/process_api/abc\n1:cpu:/\n9:name=systemd:/\n0::/user.slice/x.scope\n",
+        );
+        assert_eq!(v.len(), 4);
+        assert_eq!(v[0].controllers, vec!["memory"]);
+        assert_eq!(v[0].path, "/process_api/abc");
+        assert_eq!(v[3].hierarchy, 0);
+        assert!(v[3].controllers.is_empty());
+        assert_eq!(v[3].path, "/user.slice/x.scope");
+    }
+
+    #[test]
+    fn basenames() {
+        assert_eq!(basename(b"/usr/bin/ffmpeg"), b"ffmpeg");
+        assert_eq!(basename(b"ffmpeg"), b"ffmpeg");
+        assert_eq!(basename(b"./x/"), b"");
+    }
+
+    #[test]
+    fn own_process_facts() {
+        let fs = ProcFs::system();
+        let me = std::process::id();
+        let st = fs.stat(me).unwrap();
+        let f = fs.facts(st).unwrap();
+        assert_eq!(f.id.pid, me);
+        assert!(f.exe.is_some());
+        assert!(f.age < Duration::from_secs(3600 * 24 * 365));
+        let pinned = fs.pin(me).unwrap();
+        assert_eq!(pinned.id.start_time, f.id.start_time);
+        assert!(fs.ancestors(me).len() >= 2);
+    }
+}

@@ -1,0 +1,215 @@
+//! The /proc scan: the fallback source and the reconciliation pass.
+//!
+//! Per process it reads `stat` (one open, one read) and stops there for processes it has
+//! already decided on, keyed by (pid, start time, comm) so an exec is noticed. argv[0] and
+//! exe are read once per process lifetime, and only when the comm cannot tell.
+
+use std::collections::HashMap;
+use std::io;
+use std::time::{Duration, Instant};
+
+use crate::config::Target;
+use crate::matcher::{comm_could_match, match_name};
+use crate::process::{ProcFs, ProcessId, Stat};
+
+/// The result of one pass over /proc.
+#[derive(Debug, Default)]
+pub struct ScanOutcome {
+    /// Processes listed.
+    pub processes: usize,
+    /// Processes whose name matches a target and that are not known yet.
+    pub candidates: Vec<Stat>,
+    pub duration: Duration,
+}
+
+#[derive(Debug)]
+struct Seen {
+    start_time: u64,
+    comm: Vec<u8>,
+    generation: u64,
+}
+
+/// Scans a /proc root, remembering what it already decided on.
+pub struct Scanner {
+    proc: ProcFs,
+    seen: HashMap<u32, Seen>,
+    generation: u64,
+}
+
+impl Scanner {
+    pub fn new(proc: ProcFs) -> Self {
+        Scanner {
+            proc,
+            seen: HashMap::new(),
+            generation: 0,
+        }
+    }
+
+    /// Remember that this process (as it is now) needs no further look.
+    pub fn mark_seen(&mut self, stat: &Stat) {
+        self.seen.insert(
+            stat.pid,
+            Seen {
+                start_time: stat.start_time,
+                comm: stat.comm.clone(),
+                generation: self.generation,
+            },
+        );
+    }
+
+    /// Forget every decision (after a reload changed the targets or filters).
+    pub fn forget_all(&mut self) {
+        self.seen.clear();
+    }
+
+    /// One pass. `known` says which processes the caller already handles (governed,
+    /// waiting for min_runtime, retrying). Fails only if /proc cannot be listed.
+    pub fn scan(
+        &mut self,
+        targets: &[Target],
+        known: &dyn Fn(ProcessId) -> bool,
+    ) -> io::Result<ScanOutcome> {
+        let started = Instant::now();
+        self.generation += 1;
+        let gen = self.generation;
+        let pids = self.proc.pids()?;
+        let mut out = ScanOutcome {
+            processes: pids.len(),
+            ..Default::default()
+        };
+        for pid in pids {
+            // A process that vanished between the listing and this read is simply gone.
+            let Ok(stat) = self.proc.stat(pid) else {
+                continue;
+            };
+            if let Some(s) = self.seen.get_mut(&pid) {
+                if s.start_time == stat.start_time && s.comm == stat.comm {
+                    s.generation = gen;
+                    continue;
+                }
+            }
+            let id = ProcessId {
+                pid,
+                start_time: stat.start_time,
+            };
+            if known(id) {
+                continue;
+            }
+            if stat.is_kernel_thread() || stat.is_zombie() {
+                self.mark_seen(&stat);
+                continue;
+            }
+            if comm_could_match(targets, &stat.comm) {
+                out.candidates.push(stat);
+                continue;
+            }
+            // The comm says no, but argv[0] or the exe may say yes (a renamed argv[0], a
+            // symlink with another name). Read them once for this process.
+            let argv0 = self.proc.argv0(pid).ok().flatten();
+            let exe = self.proc.exe(pid).ok();
+            if match_name(targets, &stat.comm, argv0.as_deref(), exe.as_deref()).is_some() {
+                out.candidates.push(stat);
+            } else {
+                self.mark_seen(&stat);
+            }
+        }
+        self.seen.retain(|_, s| s.generation == gen);
+        out.duration = started.elapsed();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Filters, Limits};
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::{Child, Command};
+
+    fn target(name: &str) -> Target {
+        Target {
+            name: name.into(),
+            limits: Limits::default(),
+            filters: Filters::default(),
+        }
+    }
+
+    /// Start `sleep` under another file name (its comm becomes that name).
+    fn spawn_named(dir: &std::path::Path, name: &std::ffi::OsStr) -> Child {
+        let path = dir.join(name);
+        std::fs::copy("/bin/sleep", &path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Command::new(&path).arg("30").spawn().unwrap()
+    }
+
+    #[test]
+    fn finds_processes_with_hostile_names_and_only_once() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let tag = format!("{}", std::process::id() % 100000);
+        let names: Vec<Vec<u8>> = vec![
+            format!("a b) (c{tag}").into_bytes(),
+            format!("nl\nx{tag}").into_bytes(),
+            [b"\xff\xfe".as_slice(), tag.as_bytes()].concat(),
+        ];
+        let mut kids = Vec::new();
+        let mut targets = Vec::new();
+        for n in &names {
+            let os = std::ffi::OsStr::from_bytes(n);
+            kids.push(spawn_named(dir.path(), os));
+            targets.push(target(&String::from_utf8_lossy(n)));
+        }
+        // Non-UTF-8 names cannot be written in a UTF-8 config, but the scan must not trip
+        // over them: keep the first two as targets.
+        targets.truncate(2);
+        std::thread::sleep(Duration::from_millis(100));
+        let mut s = Scanner::new(ProcFs::system());
+        let out = s.scan(&targets, &|_| false).unwrap();
+        let found: Vec<u32> = out.candidates.iter().map(|c| c.pid).collect();
+        assert!(found.contains(&kids[0].id()), "{found:?}");
+        assert!(found.contains(&kids[1].id()), "{found:?}");
+        assert!(!found.contains(&kids[2].id()));
+        assert!(out.processes > 3);
+        // Candidates the caller marks as decided are not returned again.
+        for c in &out.candidates {
+            s.mark_seen(c);
+        }
+        let again = s.scan(&targets, &|_| false).unwrap();
+        assert!(again.candidates.is_empty(), "{:?}", again.candidates);
+        // Known processes are skipped.
+        let mut fresh = Scanner::new(ProcFs::system());
+        let ids: Vec<u32> = kids.iter().map(|k| k.id()).collect();
+        let out = fresh.scan(&targets, &|id| ids.contains(&id.pid)).unwrap();
+        assert!(out.candidates.iter().all(|c| !ids.contains(&c.pid)));
+        for mut k in kids {
+            k.kill().unwrap();
+            k.wait().unwrap();
+        }
+    }
+
+    #[test]
+    fn matches_argv0_when_comm_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("renamed{}", std::process::id() % 100000);
+        let mut child = spawn_named(dir.path(), std::ffi::OsStr::new("plainsleep"));
+        std::thread::sleep(Duration::from_millis(50));
+        // argv[0] can be set independently of the file name.
+        let mut other = {
+            use std::os::unix::process::CommandExt;
+            Command::new(dir.path().join("plainsleep"))
+                .arg0(&name)
+                .arg("30")
+                .spawn()
+                .unwrap()
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let mut s = Scanner::new(ProcFs::system());
+        let out = s.scan(&[target(&name)], &|_| false).unwrap();
+        let found: Vec<u32> = out.candidates.iter().map(|c| c.pid).collect();
+        assert_eq!(found, vec![other.id()]);
+        child.kill().unwrap();
+        other.kill().unwrap();
+        child.wait().unwrap();
+        other.wait().unwrap();
+    }
+}

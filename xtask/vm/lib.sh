@@ -1,0 +1,135 @@
+# Shared helpers for the ffrtmp VM test scripts. Source it; do not run it.
+# shellcheck shell=bash
+
+FFRTMP_VM_CACHE=${FFRTMP_VM_CACHE:-/var/cache/ffrtmp-vm}
+VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+DEBIAN_MIRROR=${FFRTMP_VM_MIRROR:-http://deb.debian.org/debian}
+DEBIAN_SECURITY_MIRROR=${FFRTMP_VM_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+SUITE=bookworm
+export DEBIAN_FRONTEND=noninteractive
+
+log() { printf '[ffrtmp-vm] %s\n' "$*" >&2; }
+die() { printf '[ffrtmp-vm] error: %s\n' "$*" >&2; exit 1; }
+
+need_root() {
+    [[ $(id -u) -eq 0 ]] || die "$(basename "$0") must run as root (it installs packages / builds images). Re-run with sudo."
+}
+
+# need_cmd CMD HINT: die with a hint when CMD is missing.
+need_cmd() {
+    command -v "$1" >/dev/null 2>&1 || die "'$1' not found. $2"
+}
+
+need_host_tools() {
+    local c
+    for c in "$@"; do
+        need_cmd "$c" "Run $VM_DIR/setup-host.sh first (as root)."
+    done
+}
+
+# Serialize a section on a named lock under the cache dir: with_lock NAME CMD...
+with_lock() {
+    local name=$1; shift
+    mkdir -p "$FFRTMP_VM_CACHE/locks"
+    (
+        flock 9
+        "$@"
+    ) 9>"$FFRTMP_VM_CACHE/locks/$name.lock"
+}
+
+# --- private apt configuration (never touches /etc/apt) ----------------------
+APT_DIR="$FFRTMP_VM_CACHE/apt"
+
+apt_private_init() {
+    mkdir -p "$APT_DIR/lists/partial" "$APT_DIR/sources.list.d"
+    cat >"$APT_DIR/sources.list.new" <<SRC
+deb $DEBIAN_MIRROR $SUITE main
+deb $DEBIAN_MIRROR $SUITE-updates main
+deb $DEBIAN_MIRROR $SUITE-backports main
+deb $DEBIAN_SECURITY_MIRROR $SUITE-security main
+SRC
+    mv "$APT_DIR/sources.list.new" "$APT_DIR/sources.list"
+}
+
+# apt-get with the private source list and lists dir.
+apt_private() {
+    apt-get -q \
+        -o DPkg::Lock::Timeout=600 \
+        -o Dir::Etc::SourceList="$APT_DIR/sources.list" \
+        -o Dir::Etc::SourceParts="$APT_DIR/sources.list.d" \
+        -o Dir::State::Lists="$APT_DIR/lists" \
+        "$@"
+}
+
+apt_cache_private() {
+    mkdir -p "$APT_DIR/cache"
+    apt-cache \
+        -o Dir::Cache="$APT_DIR/cache" -o Dir::Cache::pkgcache=pkgcache.bin -o Dir::Cache::srcpkgcache=srcpkgcache.bin \
+        -o Dir::Etc::SourceList="$APT_DIR/sources.list" \
+        -o Dir::Etc::SourceParts="$APT_DIR/sources.list.d" \
+        -o Dir::State::Lists="$APT_DIR/lists" \
+        "$@"
+}
+
+# Refresh the private lists if missing or older than FFRTMP_VM_APT_MAX_AGE minutes (default 1 day).
+apt_private_update() {
+    apt_private_init
+    local stamp="$APT_DIR/updated.stamp" max_age=${FFRTMP_VM_APT_MAX_AGE:-1440}
+    if [[ -f $stamp && -z $(find "$stamp" -mmin +"$max_age") && ${1:-} != force ]]; then
+        return 0
+    fi
+    log "apt-get update (private lists in $APT_DIR/lists)"
+    apt_private update >&2 || die "apt-get update with the private source list failed (is $DEBIAN_MIRROR reachable?)"
+    touch "$stamp"
+}
+
+# --- qemu -----------------------------------------------------------------------
+QEMU=${FFRTMP_VM_QEMU:-qemu-system-x86_64}
+VM_MEM=${FFRTMP_VM_MEM:-2048}
+VM_SMP=${FFRTMP_VM_SMP:-2}
+SENTINEL=FFRTMP-VM-EXIT
+
+# Common qemu arguments: TCG only (/dev/kvm here is PVM-only and hangs stock kernels).
+qemu_base_args() {
+    printf '%s\n' \
+        -nodefaults -no-user-config -nographic \
+        -machine "${FFRTMP_VM_MACHINE:-q35}" -cpu max \
+        -accel tcg,thread=multi -smp "$VM_SMP" -m "$VM_MEM" \
+        -no-reboot -nic none \
+        -chardev stdio,id=con0,signal=off -serial chardev:con0 \
+        -monitor none
+    # qboot (shipped with qemu) starts -kernel boots faster than SeaBIOS and prints nothing.
+    local bios=${FFRTMP_VM_BIOS-/usr/share/qemu/qboot.rom}
+    [[ -z $bios || ! -f $bios ]] || printf '%s\n' -bios "$bios"
+}
+
+# run_vm TIMEOUT LOGFILE QEMU-ARGS...: boot, stream console (CR stripped) to stdout
+# and LOGFILE; return the payload's exit code from the sentinel line.
+run_vm() {
+    local timeout=$1 logfile=$2; shift 2
+    need_host_tools "$QEMU" timeout
+    local -a base
+    mapfile -t base < <(qemu_base_args)
+    local qrc=0 start=$SECONDS
+    set +e
+    # shellcheck disable=SC2094
+    with_lock vm timeout -k 5 "$timeout" "$QEMU" "${base[@]}" "$@" </dev/null 2>&1 \
+        | tr -d '\r' | tee "$logfile"
+    qrc=${PIPESTATUS[0]}
+    set -e
+    local line
+    line=$(grep -a -o "^$SENTINEL=[0-9]*" "$logfile" | tail -n1 || true)
+    if [[ -n $line ]]; then
+        log "VM finished in $((SECONDS - start)) s; payload exit code ${line#*=}"
+        return "${line#*=}"
+    fi
+    if [[ $qrc -eq 124 ]]; then
+        log "error: timed out after ${timeout}s without the '$SENTINEL=' line (console log: $logfile)"
+        return 124
+    fi
+    log "error: VM ended (qemu exit $qrc) without printing '$SENTINEL=' (kernel panic or init crash? console log: $logfile)"
+    return 125
+}
+
+# Single-quote a string for POSIX sh.
+sh_quote() { local s=${1//\'/\'\\\'\'}; printf "'%s'" "$s"; }
