@@ -1,12 +1,18 @@
 //! `cargo xtask <task>`: project chores that need more than cargo. Each task is a module.
 
 mod ebpf;
+mod run;
+mod test;
+mod util;
 
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: cargo xtask <task> [options]
 
 tasks:
+  run [WATCH ARGS…]        build everything and run the governor with examples/watch-config.yaml
+                           and state in .state/ (installs build prerequisites when root)
+  test [--no-vm]           install what the tests need, build, run unit, host-root and VM tests
   build-ebpf [--install]   build the kernel program (ffrtmp-ebpf) for the agent to embed
 ";
 
@@ -21,6 +27,8 @@ fn main() -> ExitCode {
     };
     let result = match task {
         "build-ebpf" => ebpf::build(rest),
+        "run" => run::run_governor(rest),
+        "test" => test::test(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())
@@ -37,4 +45,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The VM tier's entry point, once it exists.
+type Task = fn(&[String]) -> anyhow::Result<()>;
+fn vm_test_entry() -> Option<Task> {
+    None
 }

@@ -101,6 +101,14 @@ async fn run_child(a: &RunArgs, procs: Vec<CString>) -> ExitCode {
             Ok(())
         });
     }
+    // Handlers first: a signal that arrives right after the spawn is forwarded, not fatal.
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return fail(EXIT_FAILURE, "cannot install signal handlers");
+    };
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -116,13 +124,6 @@ async fn run_child(a: &RunArgs, procs: Vec<CString>) -> ExitCode {
         }
     };
     let pid = child.id().expect("running child has a pid") as libc::pid_t;
-    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        return fail(EXIT_FAILURE, "cannot install signal handlers");
-    };
     let forward = |sig: i32| {
         // SAFETY: kill with our own child's pid.
         unsafe { libc::kill(pid, sig) };

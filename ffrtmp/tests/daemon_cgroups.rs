@@ -1,0 +1,509 @@
+//! Root tests of the whole daemon (`ffrtmp watch --fallback-scan`) against the kernel's
+//! real cgroups: on this host v1, in the VM tier v2. Targets are uniquely named copies of
+//! /bin/sleep or /bin/sh started by the test, so no other process can match.
+
+mod support;
+
+use std::time::Duration;
+
+use ffrtmp::placer::CgroupMode;
+use support::*;
+
+const SECS: Duration = Duration::from_secs(10);
+
+fn limits_yaml(name: &str, extra: &str) -> String {
+    format!(
+        "scan_interval: 200ms\ntarget_commands: [{name}]\ndefault_limits:\n  cpu_quota: 20\n  cpu_weight: 50\n  memory_limit: 64\n  pids_max: 16\n{extra}"
+    )
+}
+
+#[test]
+fn scanned_target_is_placed_with_its_limits_and_bystanders_are_not() {
+    require_root!();
+    let mut root = TestRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("ffrt-t{}", unique());
+    let target = named_copy(dir.path(), "/bin/sleep", &name);
+    let bystander = named_copy(dir.path(), "/bin/sleep", &format!("other-{}", unique()));
+    let pid = root.own(spawn_in(&target, &["60"], dir.path()));
+    let other = root.own(spawn_in(&bystander, &["60"], dir.path()));
+    let before_other = std::fs::read_to_string(format!("/proc/{other}/cgroup")).unwrap();
+
+    let d = Daemon::start(dir.path(), &root, &limits_yaml(&name, ""), &[]);
+    let job = root.job(&format!("auto-{name}-{pid}"));
+    assert!(
+        wait_until(SECS, || root.is_in(pid, &job)),
+        "target not placed in {job}:\n{}",
+        d.log_text()
+    );
+    match root.mode() {
+        CgroupMode::V1 => {
+            assert_eq!(root.read(&job, "cpu", "cpu.cfs_quota_us"), "20000");
+            assert_eq!(root.read(&job, "cpu", "cpu.cfs_period_us"), "100000");
+            assert_eq!(root.read(&job, "cpu", "cpu.shares"), "512");
+            assert_eq!(
+                root.read(&job, "memory", "memory.limit_in_bytes"),
+                "67108864"
+            );
+            assert_eq!(root.read(&job, "pids", "pids.max"), "16");
+        }
+        CgroupMode::V2 => {
+            assert_eq!(root.read(&job, "", "cpu.max"), "20000 100000");
+            assert_eq!(root.read(&job, "", "cpu.weight"), "50");
+            assert_eq!(root.read(&job, "", "memory.max"), "67108864");
+            assert_eq!(root.read(&job, "", "pids.max"), "16");
+        }
+    }
+    assert!(d.wait_log(
+        &format!("Attaching to PID {pid} ({name}) as job auto-{name}-{pid}"),
+        SECS
+    ));
+    assert!(d.wait_log(&format!("Limits applied to PID {pid}"), SECS));
+    assert!(d.wait_log("Discovered 1 new process(es)", SECS));
+    assert!(d.wait_log("Scan complete: new=", SECS));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{other}/cgroup")).unwrap(),
+        before_other,
+        "bystander moved"
+    );
+
+    let (code, log) = d.stop();
+    assert_eq!(code, Some(0), "{log}");
+    // Stopping the daemon leaves the governed process running, in its cgroup.
+    assert!(root.is_in(pid, &job), "{log}");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("state.json")).unwrap()).unwrap();
+    let rec = &state["processes"][pid.to_string()];
+    assert_eq!(rec["job_id"], format!("auto-{name}-{pid}"));
+    assert_eq!(rec["cgroup"], job);
+    assert!(rec["start_time"].as_u64().is_some());
+    assert_eq!(rec["limits"]["cpu_quota"], 20);
+    assert!(state["statistics"]["total_attachments"].as_u64() >= Some(1));
+}
+
+#[test]
+fn memory_limit_oom_kills_inside_the_job() {
+    require_root!();
+    let mut root = TestRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("ffrt-m{}", unique());
+    let sh = named_copy(dir.path(), "/bin/sh", &name);
+    let go = dir.path().join("go");
+    // Waits to be placed (the test creates `go`), then grows without bound: `tail` keeps
+    // the whole "line" of /dev/zero in memory.
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.02; done; exec tail /dev/zero",
+        go.display()
+    );
+    let mut child = spawn_in(&sh, &["-c", &script], dir.path());
+    let pid = child.id();
+    let d = Daemon::start(dir.path(), &root, &limits_yaml(&name, ""), &[]);
+    let job = root.job(&format!("auto-{name}-{pid}"));
+    assert!(
+        wait_until(SECS, || root.is_in(pid, &job)),
+        "{}",
+        d.log_text()
+    );
+    std::fs::write(&go, "").unwrap();
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "expected an OOM kill, got {status:?}"
+    );
+    assert!(
+        d.wait_log(&format!("PID {pid} ({name}) exited"), SECS),
+        "{}",
+        d.log_text()
+    );
+    root.own(child);
+}
+
+#[test]
+fn pids_max_stops_forks() {
+    require_root!();
+    let mut root = TestRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("ffrt-p{}", unique());
+    let sh = named_copy(dir.path(), "/bin/sh", &name);
+    let go = dir.path().join("go");
+    // 12 forks under pids_max 5: the kernel must refuse some (the shell may die of it).
+    let script = format!(
+        "while [ ! -e {go} ]; do sleep 0.02; done; i=0; while [ $i -lt 12 ]; do sleep 30 & i=$((i+1)); done; sleep 30",
+        go = go.display()
+    );
+    let pid = root.own(spawn_in(&sh, &["-c", &script], dir.path()));
+    let yaml = format!(
+        "scan_interval: 200ms\ntarget_commands: [{name}]\ndefault_limits:\n  pids_max: 5\n"
+    );
+    let d = Daemon::start(dir.path(), &root, &yaml, &[]);
+    let job = root.job(&format!("auto-{name}-{pid}"));
+    assert!(
+        wait_until(SECS, || root.is_in(pid, &job)),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(root.read(&job, "pids", "pids.max"), "5");
+    std::fs::write(&go, "").unwrap();
+    let refused = || -> u64 {
+        let events = root.read(&job, "pids", "pids.events");
+        events.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    assert!(wait_until(SECS, || refused() > 0), "no fork was refused");
+    let current: u64 = root.read(&job, "pids", "pids.current").parse().unwrap();
+    assert!(current <= 5, "pids.current {current} > pids.max 5");
+    drop(d);
+}
+
+#[test]
+fn restart_readopts_without_moving_and_reused_pids_are_not_adopted() {
+    require_root!();
+    let mut root = TestRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("ffrt-r{}", unique());
+    let target = named_copy(dir.path(), "/bin/sleep", &name);
+    let pid = root.own(spawn_in(&target, &["60"], dir.path()));
+    let yaml = limits_yaml(&name, "");
+    let d = Daemon::start(dir.path(), &root, &yaml, &[]);
+    let job = root.job(&format!("auto-{name}-{pid}"));
+    assert!(
+        wait_until(SECS, || root.is_in(pid, &job)),
+        "{}",
+        d.log_text()
+    );
+    let (code, _) = d.stop();
+    assert_eq!(code, Some(0));
+    assert!(root.is_in(pid, &job));
+
+    // A stale entry: a process we start under another name, recorded with the wrong start
+    // time — as if its PID had belonged to an earlier, governed process.
+    let stranger = named_copy(dir.path(), "/bin/sleep", &format!("stranger-{}", unique()));
+    let spid = root.own(spawn_in(&stranger, &["60"], dir.path()));
+    let state_path = dir.path().join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    let fake_job = root.job(&format!("auto-{name}-{spid}"));
+    state["processes"][spid.to_string()] = serde_json::json!({
+        "pid": spid, "job_id": format!("auto-{name}-{spid}"), "command": name,
+        "discovered_at": "2026-01-01T00:00:00Z", "start_time": 1, "cgroup": fake_job,
+    });
+    std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
+    let stranger_cgroup = std::fs::read_to_string(format!("/proc/{spid}/cgroup")).unwrap();
+
+    let d2 = Daemon::start_with(
+        d_config(dir.path()),
+        state_path.clone(),
+        dir.path().join("second.log"),
+        &[],
+    );
+    assert!(d2.wait_log("State loaded from", SECS), "{}", d2.log_text());
+    assert!(
+        d2.wait_log(&format!("Re-adopted PID {pid}"), SECS),
+        "{}",
+        d2.log_text()
+    );
+    assert!(
+        d2.wait_log(&format!("Dropping PID {spid}"), SECS),
+        "{}",
+        d2.log_text()
+    );
+    assert!(d2.wait_log("Scan complete", SECS));
+    let (_, log) = d2.stop();
+    assert!(
+        !log.contains(&format!("Attaching to PID {pid}")),
+        "re-adopted process was placed again:\n{log}"
+    );
+    assert!(root.is_in(pid, &job));
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{spid}/cgroup")).unwrap(),
+        stranger_cgroup,
+        "stranger was moved"
+    );
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    assert!(state["processes"].get(pid.to_string()).is_some());
+    assert!(
+        state["processes"].get(spid.to_string()).is_none(),
+        "reused PID kept in state"
+    );
+}
+
+/// The config file the first daemon of a test wrote.
+fn d_config(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("config-")
+        })
+        .unwrap()
+}
+
+#[test]
+fn processes_that_exit_mid_placement_are_not_failures() {
+    require_root!();
+    let mut root = TestRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("ffrt-e{}", unique());
+    let target = named_copy(dir.path(), "/bin/sleep", &name);
+    let yaml = format!("scan_interval: 100ms\ntarget_commands: [{name}]\ndefault_limits:\n  cpu_quota: 50\n  memory_limit: 64\n");
+    let d = Daemon::start(dir.path(), &root, &yaml, &[]);
+    assert!(d.wait_log("Scan complete", SECS));
+    // A stream of short-lived targets: many exit while being read or placed.
+    for _ in 0..300 {
+        let c = spawn_in(&target, &["0.01"], dir.path());
+        root.own(c);
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    let (code, log) = d.stop();
+    assert_eq!(code, Some(0));
+    assert!(
+        !log.contains("ERROR"),
+        "an exiting process was reported as a failure:\n{log}"
+    );
+    assert!(!log.contains("degraded"), "{log}");
+}
+
+#[test]
+fn placement_happens_at_min_runtime_not_a_scan_later() {
+    require_root!();
+    let mut root = TestRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("ffrt-n{}", unique());
+    let target = named_copy(dir.path(), "/bin/sleep", &name);
+    // Scans are 30 s apart. The startup scan sees the target young; only the min_runtime
+    // timer can place it in time (a scan-driven placement would come 30 s later).
+    let yaml =
+        format!("scan_interval: 30s\ntarget_commands: [{name}]\nfilters:\n  min_runtime: 1500ms\n");
+    let pid = root.own(spawn_in(&target, &["60"], dir.path()));
+    let started = std::time::Instant::now();
+    let d = Daemon::start(dir.path(), &root, &yaml, &[]);
+    let job = root.job(&format!("auto-{name}-{pid}"));
+    assert!(
+        wait_until(SECS, || root.is_in(pid, &job)),
+        "{}",
+        d.log_text()
+    );
+    let placed_after = started.elapsed();
+    assert!(
+        placed_after >= Duration::from_millis(1400),
+        "placed before min_runtime: {placed_after:?}"
+    );
+    assert!(
+        placed_after < Duration::from_secs(5),
+        "placed late: {placed_after:?}\n{}",
+        d.log_text()
+    );
+    assert!(d.log_text().contains("has not run min_runtime yet"));
+}
+
+#[test]
+fn filters_keep_blocked_dirs_out_by_path_component() {
+    require_root!();
+    let mut root = TestRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("ffrt-f{}", unique());
+    let target = named_copy(dir.path(), "/bin/sleep", &name);
+    let blocked = dir.path().join("blocked");
+    let blocked_sub = blocked.join("sub");
+    let sibling = dir.path().join("blockedx"); // shares a string prefix, not a component
+    for d in [&blocked_sub, &sibling] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let in_sub = root.own(spawn_in(&target, &["60"], &blocked_sub));
+    let in_sibling = root.own(spawn_in(&target, &["60"], &sibling));
+    let yaml = format!(
+        "scan_interval: 200ms\ntarget_commands: [{name}]\nfilters:\n  blocked_dirs: [{}]\n",
+        blocked.display()
+    );
+    let d = Daemon::start(dir.path(), &root, &yaml, &[]);
+    assert!(
+        wait_until(SECS, || root
+            .is_in(in_sibling, &root.job(&format!("auto-{name}-{in_sibling}")))),
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        d.wait_log(&format!("Skipping PID {in_sub}"), SECS),
+        "{}",
+        d.log_text()
+    );
+    assert!(!root.exists(&root.job(&format!("auto-{name}-{in_sub}"))));
+}
+
+#[test]
+fn drift_is_detected_and_corrected() {
+    require_root!();
+    let mut root = TestRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("ffrt-d{}", unique());
+    let target = named_copy(dir.path(), "/bin/sleep", &name);
+    let pid = root.own(spawn_in(&target, &["60"], dir.path()));
+    // Drift is found by the reconciliation pass (every scan_interval when scanning, every
+    // reconcile_interval with eBPF events).
+    let d = Daemon::start(
+        dir.path(),
+        &root,
+        &limits_yaml(&name, "reconcile_interval: 1s\n"),
+        &[],
+    );
+    let job = root.job(&format!("auto-{name}-{pid}"));
+    assert!(
+        wait_until(SECS, || root.is_in(pid, &job)),
+        "{}",
+        d.log_text()
+    );
+    // Another writer moves it into a sibling cgroup of our own.
+    let elsewhere = root.job("elsewhere");
+    root.backend.create(&elsewhere).unwrap();
+    root.backend.move_process(&elsewhere, pid).unwrap();
+    assert!(root.is_in(pid, &elsewhere));
+    assert!(
+        d.wait_log(
+            &format!("PID {pid} (job auto-{name}-{pid}) was moved out of"),
+            SECS
+        ),
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        wait_until(SECS, || root.is_in(pid, &job)),
+        "not moved back:\n{}",
+        d.log_text()
+    );
+    let (_, _) = d.stop();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("state.json")).unwrap()).unwrap();
+    assert!(state["statistics"]["total_drift_corrections"].as_u64() >= Some(1));
+}
+
+#[test]
+fn a_corrupt_state_file_is_set_aside_and_the_daemon_runs() {
+    require_root!();
+    let root = TestRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("state.json"),
+        "{\"processes\": {\"1\": {\"pid\": ",
+    )
+    .unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        &root,
+        "scan_interval: 200ms\ntarget_commands: [ffrt-none]\n",
+        &[],
+    );
+    assert!(d.wait_log("Scan complete", SECS), "{}", d.log_text());
+    let (code, log) = d.stop();
+    assert_eq!(code, Some(0));
+    assert!(log.contains("is unusable"), "{log}");
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("state.json.corrupt-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1);
+    let fresh: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("state.json")).unwrap()).unwrap();
+    assert_eq!(fresh["version"], 2);
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    require_root!();
+    let mut root = TestRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("ffrt-y{}", unique());
+    let target = named_copy(dir.path(), "/bin/sleep", &name);
+    let pid = root.own(spawn_in(&target, &["60"], dir.path()));
+    let before = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let d = Daemon::start(dir.path(), &root, &limits_yaml(&name, ""), &["--dry-run"]);
+    assert!(
+        d.wait_log(&format!("dry-run: would place PID {pid}"), SECS),
+        "{}",
+        d.log_text()
+    );
+    let (code, _) = d.stop();
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap(),
+        before
+    );
+    assert!(!root.exists(&root.job(&format!("auto-{name}-{pid}"))));
+    assert!(
+        !dir.path().join("state.json").exists(),
+        "dry-run wrote the state file"
+    );
+}
+
+#[test]
+fn sighup_reloads_and_a_bad_config_keeps_the_old_one() {
+    require_root!();
+    let mut root = TestRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let first = format!("ffrt-h{}", unique());
+    let second = format!("ffrt-i{}", unique());
+    let t2 = named_copy(dir.path(), "/bin/sleep", &second);
+    let d = Daemon::start(dir.path(), &root, &limits_yaml(&first, ""), &[]);
+    assert!(d.wait_log("Scan complete", SECS));
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    // A bad config: rejected, the daemon keeps running with the old one.
+    std::fs::write(&d.config, cfg.replace("cpu_weight: 50", "cpu_weight: 0")).unwrap();
+    d.signal(libc::SIGHUP);
+    assert!(
+        d.wait_log("Reload rejected, keeping the current configuration", SECS),
+        "{}",
+        d.log_text()
+    );
+    assert!(d.log_text().contains("cpu_weight"));
+    // A good one takes effect: the second name becomes a target.
+    std::fs::write(&d.config, cfg.replace(&first, &second)).unwrap();
+    let pid = root.own(spawn_in(&t2, &["60"], dir.path()));
+    d.signal(libc::SIGHUP);
+    assert!(
+        d.wait_log("Configuration reloaded", SECS),
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        wait_until(SECS, || root
+            .is_in(pid, &root.job(&format!("auto-{second}-{pid}")))),
+        "{}",
+        d.log_text()
+    );
+}
+
+#[test]
+fn a_bad_config_exits_2_with_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.yaml");
+    std::fs::write(
+        &cfg,
+        "scan_interval: 10s\ndefault_limits:\n  cpu_weight: 20000\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(ffrtmp_bin())
+        .args(["watch", "--fallback-scan", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml:3:")
+            && err.contains("default_limits.cpu_weight")
+            && err.contains("accepted 1–10000"),
+        "{err}"
+    );
+    assert!(!err.contains("stack backtrace"), "{err}");
+}

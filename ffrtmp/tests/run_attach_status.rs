@@ -1,0 +1,244 @@
+//! Root tests of `ffrtmp run`, `ffrtmp attach` and `ffrtmp status` on real cgroups.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+const SECS: Duration = Duration::from_secs(10);
+
+fn run_cmd(root: &TestRoot, job: &str, cmd: &[&str]) -> Command {
+    let mut c = Command::new(ffrtmp_bin());
+    c.args([
+        "run",
+        "--cpu-quota",
+        "20",
+        "--memory-limit",
+        "64",
+        "--pids-max",
+        "32",
+        "--cgroup-root",
+        &root.path,
+        "--job-id",
+        job,
+        "--",
+    ])
+    .args(cmd)
+    .env_remove("RUST_BACKTRACE");
+    c
+}
+
+#[test]
+fn run_starts_the_command_inside_its_cgroup_and_returns_its_exit_code() {
+    require_root!();
+    let root = TestRoot::new();
+    let job = format!("run-{}", unique());
+    let cg = root.job(&job);
+    // The command's very first output is its own /proc/self/cgroup.
+    let out = run_cmd(
+        &root,
+        &job,
+        &["/bin/sh", "-c", "cat /proc/self/cgroup; exit 7"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = ffrtmp::process::parse_cgroup_file(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        root.backend.is_member(&cg, &lines),
+        "command ran outside {cg}: {lines:?}"
+    );
+    assert!(
+        !root.exists(&cg),
+        "cgroup left behind after the command exited"
+    );
+
+    let out = run_cmd(&root, &job, &["/nonexistent/binary"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot start /nonexistent/binary"));
+}
+
+#[test]
+fn run_forwards_term_and_survives_being_killed() {
+    require_root!();
+    let mut root = TestRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+
+    // SIGTERM to `ffrtmp run` reaches the command; its status comes back (128 + 15).
+    let job = format!("run-{}", unique());
+    let mut wrapper = run_cmd(&root, &job, &["sleep", "30"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let cg = root.job(&job);
+    assert!(wait_until(SECS, || root
+        .backend
+        .procs(&cg)
+        .is_ok_and(|p| !p.is_empty())));
+    // SAFETY: our own child.
+    unsafe { libc::kill(wrapper.id() as i32, libc::SIGTERM) };
+    let st = wrapper.wait().unwrap();
+    assert_eq!(st.code(), Some(143), "{st:?}");
+
+    // SIGKILL of `ffrtmp run` leaves the command running in its cgroup.
+    let job = format!("run-{}", unique());
+    let name = format!("ffrt-k{}", unique());
+    let sleeper = named_copy(dir.path(), "/bin/sleep", &name);
+    let mut wrapper = run_cmd(&root, &job, &[sleeper.to_str().unwrap(), "30"])
+        .spawn()
+        .unwrap();
+    let cg = root.job(&job);
+    assert!(wait_until(SECS, || root
+        .backend
+        .procs(&cg)
+        .is_ok_and(|p| !p.is_empty())));
+    let workload = root.backend.procs(&cg).unwrap()[0];
+    wrapper.kill().unwrap();
+    wrapper.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let stat = ffrtmp::process::ProcFs::system().stat(workload).unwrap();
+    assert_eq!(String::from_utf8_lossy(&stat.comm), name);
+    assert!(!stat.is_zombie());
+    assert!(root.is_in(workload, &cg));
+    root.own(wrapper);
+}
+
+#[test]
+fn attach_places_and_returns_and_wait_cleans_up() {
+    require_root!();
+    let mut root = TestRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = named_copy(dir.path(), "/bin/sleep", &format!("ffrt-a{}", unique()));
+    let pid = root.own(spawn_in(&sleeper, &["60"], dir.path()));
+    let out = Command::new(ffrtmp_bin())
+        .args([
+            "attach",
+            "--pid",
+            &pid.to_string(),
+            "--cpu-quota",
+            "25",
+            "--memory-limit",
+            "32",
+            "--cgroup-root",
+            &root.path,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cg = root.job(&format!("attach-{pid}"));
+    assert!(root.is_in(pid, &cg));
+    let limits = root.backend.read_limits(&cg);
+    assert_eq!(limits.cpu_quota, Some(25));
+    assert_eq!(limits.memory_limit, Some(32));
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains(&format!("Attached PID {pid} as job attach-{pid}")));
+
+    // --wait returns when the process exits and removes the cgroup.
+    let short = spawn_in(&sleeper, &["1"], dir.path());
+    let spid = short.id();
+    let waiter = Command::new(ffrtmp_bin())
+        .args([
+            "attach",
+            "--pid",
+            &spid.to_string(),
+            "--job-id",
+            "waited",
+            "--wait",
+            "--cgroup-root",
+            &root.path,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    root.own(short);
+    let out = waiter.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("removed"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!root.exists(&root.job("waited")));
+
+    let out = Command::new(ffrtmp_bin())
+        .args(["attach", "--pid", "999999999", "--cgroup-root", &root.path])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no running process with PID 999999999"));
+}
+
+#[test]
+fn status_shows_governed_processes_with_live_numbers() {
+    require_root!();
+    let mut root = TestRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("ffrt-s{}", unique());
+    let sh = named_copy(dir.path(), "/bin/sh", &name);
+    let go = dir.path().join("go");
+    // Once placed, it holds 10 MB and keeps a CPU busy (within its quota): numbers to show.
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.02; done; cat /dev/zero | tail -c 10000000",
+        go.display()
+    );
+    let pid = root.own(spawn_in(&sh, &["-c", &script], dir.path()));
+    let yaml = format!("scan_interval: 200ms\nstate_flush_interval: 1s\ntarget_commands: [{name}]\ndefault_limits:\n  memory_limit: 64\n  cpu_quota: 10\n");
+    let d = Daemon::start(dir.path(), &root, &yaml, &[]);
+    let job = root.job(&format!("auto-{name}-{pid}"));
+    assert!(wait_until(SECS, || root.is_in(pid, &job)));
+    std::fs::write(&go, "").unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(wait_until(SECS, || std::fs::read_to_string(&d.state)
+        .is_ok_and(|s| s.contains(&job))));
+    let out = Command::new(ffrtmp_bin())
+        .args(["status", "--json", "--state-path"])
+        .arg(&d.state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = &v["processes"][0];
+    assert_eq!(p["pid"], pid);
+    assert_eq!(p["cgroup"], job);
+    assert_eq!(p["alive"], true);
+    assert_eq!(p["limits"]["memory_limit"], 64);
+    assert_eq!(p["limits"]["cpu_quota"], 10);
+    assert!(
+        p["usage"]["memory_bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 5_000_000),
+        "{p}"
+    );
+    assert!(
+        p["usage"]["cpu_usec"].as_u64().is_some_and(|u| u > 1000),
+        "{p}"
+    );
+    assert_eq!(v["health"]["status"], "healthy");
+    let text = Command::new(ffrtmp_bin())
+        .args(["status", "--state-path"])
+        .arg(&d.state)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("Health: healthy") && text.contains(&format!("auto-{name}-{pid}")),
+        "{text}"
+    );
+}

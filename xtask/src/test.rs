@@ -1,0 +1,37 @@
+//! `cargo xtask test`: everything the tests need, then every tier.
+//!
+//! 1. prerequisites of the eBPF build (installed when missing and running as root),
+//!    the kernel object, the agent with the object embedded;
+//! 2. unit tests and the root integration tests on this host (real v1 cgroups, real BPF);
+//! 3. the VM tier (real cgroup v2 and systemd), unless `--no-vm`.
+
+use anyhow::Result;
+
+use crate::util::{cargo, is_root, repo_root, run};
+
+pub fn test(args: &[String]) -> Result<()> {
+    let no_vm = args.iter().any(|a| a == "--no-vm");
+    let root = repo_root();
+    let install = if is_root() {
+        vec!["--install".to_string()]
+    } else {
+        Vec::new()
+    };
+    crate::ebpf::build(&install)?;
+    let mut t = cargo();
+    t.current_dir(&root)
+        .args(["test", "--workspace", "--all-targets"]);
+    if is_root() {
+        // As root every root test must run: a skip would hide a broken environment.
+        t.env("FFRTMP_REQUIRE_ROOT_TESTS", "1");
+    } else {
+        eprintln!("xtask test: not root — the root integration tests will print SKIPPED");
+    }
+    run(t.arg("--").arg("--test-threads=2"))?;
+    if no_vm {
+        eprintln!("xtask test: --no-vm: VM tier skipped");
+    } else if let Some(vm) = crate::vm_test_entry() {
+        vm(&[])?;
+    }
+    Ok(())
+}
