@@ -68,6 +68,39 @@ fn scanned_target_is_placed_with_its_limits_and_bystanders_are_not() {
         "bystander moved"
     );
 
+    // /metrics and /healthz show what just happened.
+    let url = d
+        .metrics_url()
+        .expect("the daemon logs where it serves metrics");
+    let (code, metrics) = http_get(&format!("{url}/metrics"));
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("ffrtmp_governed_processes 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ffrtmp_placements_total{result=\"placed\"} 1\n"),
+        "{metrics}"
+    );
+    let job_labels = format!("{{job=\"auto-{name}-{pid}\",command=\"{name}\",pid=\"{pid}\"}}");
+    assert!(
+        metrics.contains(&format!("ffrtmp_job_memory_bytes{job_labels}")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("ffrtmp_job_cpu_seconds_total{job_labels}")),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("ffrtmp_scan_duration_seconds_count 0\n"),
+        "{metrics}"
+    );
+    let (code, health) = http_get(&format!("{url}/healthz"));
+    assert_eq!(code, 200);
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["status"], "healthy");
+    assert_eq!(health["governed"], 1);
+
     let (code, log) = d.stop();
     assert_eq!(code, Some(0), "{log}");
     // Stopping the daemon leaves the governed process running, in its cgroup.

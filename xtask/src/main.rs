@@ -1,5 +1,6 @@
 //! `cargo xtask <task>`: project chores that need more than cargo. Each task is a module.
 
+mod bench_exec;
 mod ebpf;
 mod run;
 mod test;
@@ -14,6 +15,8 @@ tasks:
                            and state in .state/ (installs build prerequisites when root)
   test [--no-vm]           install what the tests need, build, run unit, host-root and VM tests
   build-ebpf [--install]   build the kernel program (ffrtmp-ebpf) for the agent to embed
+  bench-exec [latency|strict|storm|rss|steps|all] [--n N]
+                           eBPF benchmarks against the release daemon (root; docs/benchmarks.md)
 ";
 
 fn main() -> ExitCode {
@@ -27,6 +30,7 @@ fn main() -> ExitCode {
     };
     let result = match task {
         "build-ebpf" => ebpf::build(rest),
+        "bench-exec" => bench_exec::bench(rest),
         "run" => run::run_governor(rest),
         "test" => test::test(rest),
         "-h" | "--help" | "help" => {

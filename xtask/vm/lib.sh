@@ -114,7 +114,7 @@ run_vm() {
     set +e
     # shellcheck disable=SC2094
     with_lock vm timeout -k 5 "$timeout" "$QEMU" "${base[@]}" "$@" </dev/null 2>&1 \
-        | tr -d '\r' | tee "$logfile"
+        | sed -u 's/\r//g' | tee "$logfile"
     qrc=${PIPESTATUS[0]}
     set -e
     local line
@@ -124,11 +124,26 @@ run_vm() {
         return "${line#*=}"
     fi
     if [[ $qrc -eq 124 ]]; then
-        log "error: timed out after ${timeout}s without the '$SENTINEL=' line (console log: $logfile)"
+        log "error: timed out after ${timeout}s without the '$SENTINEL=' line (console output above)"
         return 124
     fi
-    log "error: VM ended (qemu exit $qrc) without printing '$SENTINEL=' (kernel panic or init crash? console log: $logfile)"
+    log "error: VM ended (qemu exit $qrc) without printing '$SENTINEL=' (kernel panic or init crash? console output above)"
     return 125
+}
+
+# boot_image VMLINUZ: the image to give qemu -kernel: the uncompressed PVH vmlinux that
+# fetch-kernel.sh extracts next to a vmlinuz from the cache, if there is one, else VMLINUZ.
+boot_image() {
+    local entry=
+    case $1 in
+        */root/boot/vmlinuz-*) entry=${1%/root/boot/*} ;;
+        */vmlinuz) entry=$(dirname "$1") ;;
+    esac
+    if [[ -n $entry && -f $entry/vmlinux && ${FFRTMP_VM_PVH:-1} == 1 ]]; then
+        echo "$entry/vmlinux"
+    else
+        echo "$1"
+    fi
 }
 
 # Single-quote a string for POSIX sh.

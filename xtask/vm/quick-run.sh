@@ -9,14 +9,17 @@
 # Env:
 #   FFRTMP_VM_TIMEOUT=300          seconds before the VM is killed (exit 124)
 #   FFRTMP_VM_ENV="RUST_LOG ..."   names of host env vars to pass to the binary
-#   QUICK_EXTRA_FILES="src[:dst] ..."  more files to copy in (dst defaults to src; their
-#                                  libraries come too). busybox provides sh, sleep, ... in /bin.
+#   QUICK_EXTRA_FILES="src[:dst] ..."  more files or directories to copy in (dst defaults to
+#                                  src; the libraries of ELF files come too). busybox provides
+#                                  sh, sleep, ... in /bin; a real one given here replaces it.
 #   FFRTMP_VM_CWD=/                working directory of the binary (created if missing)
-#   FFRTMP_VM_KERNEL_IMAGE=path    vmlinuz to boot (default: from fetch-kernel.sh)
+#   FFRTMP_VM_KERNEL_IMAGE=path    vmlinuz to boot (default: from fetch-kernel.sh; a cached one
+#                                  is swapped for its uncompressed vmlinux unless FFRTMP_VM_PVH=0)
 #   FFRTMP_VM_APPEND="..."         extra kernel command line
 #   FFRTMP_VM_CGROUP2_OPTS=...     cgroup2 mount options (e.g. nsdelegate,favordynmods)
 #   FFRTMP_VM_MEM=2048 FFRTMP_VM_SMP=2
 #   FFRTMP_VM_LOG=path             also keep the console log there
+#   FFRTMP_VM_STRIP=1              strip debug info from the ELF files copied in (0: keep it)
 # stdout: the VM's serial console. Exit code: the binary's, or 124 (timeout) /
 # 125 (VM ended without reporting an exit code, e.g. kernel panic) / 1 (setup error).
 set -euo pipefail
@@ -25,12 +28,14 @@ source "$(dirname "$0")/lib.sh"
 [[ $# -ge 1 ]] || die "usage: $0 <binary> [args...]"
 bin=$(readlink -f "$1") || die "binary '$1' not found"; shift
 [[ -f $bin && -x $bin ]] || die "'$bin' is not an executable file"
-need_host_tools cpio ldd
-[[ -x /bin/busybox ]] && ! ldd /bin/busybox >/dev/null 2>&1 \
-    || die "a static /bin/busybox is needed: run $VM_DIR/setup-host.sh (installs busybox-static)"
+need_host_tools cpio ldd strip
+if [[ ! -x /bin/busybox ]] || ldd /bin/busybox >/dev/null 2>&1; then
+    die "a static /bin/busybox is needed: run $VM_DIR/setup-host.sh (installs busybox-static)"
+fi
 
 kernel=${FFRTMP_VM_KERNEL_IMAGE:-$("$VM_DIR/fetch-kernel.sh")}
 [[ -f $kernel ]] || die "kernel image '$kernel' not found"
+kernel=$(boot_image "$kernel")
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/ffrtmp-quick.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -51,9 +56,15 @@ add_file() { # add_file SRC DST: copy SRC (following links) and, if dynamic ELF,
     local src=$1 dst=$2 lib
     [[ -n ${copied[$dst]:-} ]] && return 0
     copied[$dst]=1
-    [[ -f $src ]] || die "file to copy into the initramfs not found: $src"
     mkdir -p "$root$(dirname "$dst")"
+    if [[ -d $src ]]; then mkdir -p "$root$dst" && cp -a "$src/." "$root$dst/"; return 0; fi
+    [[ -f $src ]] || die "file to copy into the initramfs not found: $src"
     cp -L --remove-destination "$src" "$root$dst"
+    # Debug info is most of a Rust binary (43 MB -> 2 MB) and the kernel unpacks every byte
+    # of the initramfs at boot. Panic messages keep their file:line without it.
+    if [[ ${FFRTMP_VM_STRIP:-1} == 1 && $(head -c4 "$src") == $'\x7fELF' ]]; then
+        strip --strip-debug "$root$dst" 2>/dev/null || true
+    fi
     # ldd lists 'name => /path (addr)' and the loader as '/path (addr)'; vdso has no path.
     for lib in $(ldd "$src" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
         add_file "$lib" "$lib"
@@ -91,7 +102,7 @@ ip link set lo up
 INIT
     for name in ${FFRTMP_VM_ENV:-}; do
         [[ $name =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die "FFRTMP_VM_ENV: '$name' is not a variable name"
-        [[ -n ${!name+set} ]] && echo "export $name=$(sh_quote "${!name}")"
+        if [[ -n ${!name+set} ]]; then echo "export $name=$(sh_quote "${!name}")"; fi
     done
     cwd=${FFRTMP_VM_CWD:-/}
     echo "mkdir -p $(sh_quote "$cwd") && cd $(sh_quote "$cwd")"
@@ -109,7 +120,7 @@ INIT
 chmod 755 "$root/init"
 
 (cd "$root" && find . -print0 | cpio --null -o -H newc -R 0:0 --quiet) >"$work/initramfs.cpio"
-log "initramfs: $(du -h "$work/initramfs.cpio" | cut -f1) ($(basename "$bin") + ${#copied[@]} files); booting $(basename "$kernel")"
+log "initramfs: $(du -h "$work/initramfs.cpio" | cut -f1) ($(basename "$bin") + ${#copied[@]} files); booting $kernel"
 
 rc=0
 run_vm "${FFRTMP_VM_TIMEOUT:-300}" "$work/console.log" \

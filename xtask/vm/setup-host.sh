@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 need_root
 need_cmd apt-get "This script needs a Debian/Ubuntu host with apt."
 
-PACKAGES=(qemu-system-x86 busybox-static debootstrap e2fsprogs cpio util-linux coreutils)
+PACKAGES=(qemu-system-x86 busybox-static debootstrap e2fsprogs cpio util-linux coreutils zstd lz4 binutils)
 
 installed() { [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]; }
 

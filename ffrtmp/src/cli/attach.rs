@@ -9,6 +9,7 @@ use crate::process::ProcFs;
 
 pub fn main(a: AttachArgs) -> ExitCode {
     let root = match CgroupRoot::parse(&a.cgroup_root) {
+        Ok(r) if r.0 == crate::config::raw::AUTO => crate::placer::delegation::tools_root(),
         Ok(r) => r.0,
         Err(e) => return fail(EXIT_CONFIG, format!("--cgroup-root: {e}")),
     };

@@ -67,6 +67,11 @@ pub fn render(s: &Settings) -> String {
         format_go_duration(s.reconcile_interval),
     ));
     out.push_str(&line("log_level", s.log_level.to_string().to_lowercase()));
+    out.push_str(&line(
+        "metrics_addr",
+        s.metrics_addr
+            .map_or("\"\" (off)".to_string(), |a| a.to_string()),
+    ));
     out.push_str("# per command, defaults merged field by field:\ncommands:\n");
     for t in &s.targets {
         let body = serde_yaml::to_string(&serde_yaml::Mapping::from_iter([

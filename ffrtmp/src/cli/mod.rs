@@ -82,6 +82,10 @@ pub struct WatchArgs {
     /// Override cgroup_root.
     #[arg(long, value_name = "PATH")]
     pub cgroup_root: Option<String>,
+    /// Override placement: `strict` stops each target at exec until it is placed (eBPF
+    /// source only; per-command `placement` in the config still wins).
+    #[arg(long, value_name = "normal|strict")]
+    pub placement: Option<String>,
 }
 
 /// Limits given on the command line (`run`, `attach`).
@@ -119,8 +123,9 @@ pub struct RunArgs {
     /// Job id (default run-<pid of ffrtmp run>).
     #[arg(long, value_name = "ID")]
     pub job_id: Option<String>,
-    /// Cgroup root the job cgroup is created under.
-    #[arg(long, value_name = "PATH", default_value = crate::config::DEFAULT_CGROUP_ROOT)]
+    /// Cgroup root the job cgroup is created under. `auto`: the watch daemon's governed tree
+    /// when it runs under systemd on cgroup v2, else /ffrtmp.
+    #[arg(long, value_name = "PATH", default_value = "auto")]
     pub cgroup_root: String,
     /// The command and its arguments (after --).
     #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
@@ -140,8 +145,9 @@ pub struct AttachArgs {
     /// Wait for the process to exit, then remove its cgroup.
     #[arg(long)]
     pub wait: bool,
-    /// Cgroup root the job cgroup is created under.
-    #[arg(long, value_name = "PATH", default_value = crate::config::DEFAULT_CGROUP_ROOT)]
+    /// Cgroup root the job cgroup is created under. `auto`: the watch daemon's governed tree
+    /// when it runs under systemd on cgroup v2, else /ffrtmp.
+    #[arg(long, value_name = "PATH", default_value = "auto")]
     pub cgroup_root: String,
 }
 

@@ -3,34 +3,97 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::check::default_config;
 use super::{fail, WatchArgs, EXIT_CONFIG, EXIT_FAILURE};
+use crate::config::raw::AUTO;
 use crate::config::{self, EnvVars, FlagOverrides, Settings, Sources};
 use crate::daemon::{Control, Daemon, Options, ScanRole};
+use crate::placer::delegation::{self, Auto};
 use crate::placer::{detect, Placer};
 use crate::process::ProcFs;
+use crate::record::http::{self, UsageReader};
 use crate::record::logging;
+use crate::record::metrics::Telemetry;
+use crate::record::systemd::Notifier;
+use crate::sources::ebpf::{self, TargetTable};
 use crate::sources::EventSource;
+use std::os::unix::process::CommandExt;
+use std::sync::{Arc, Mutex};
 
 struct Loader {
     path: Option<PathBuf>,
     env: EnvVars,
     flags: FlagOverrides,
+    /// What `cgroup_root: auto` resolved to at start (reloads keep it).
+    resolved_root: Option<String>,
 }
 
 impl Loader {
     fn load(&self) -> Result<Settings, config::ConfigError> {
-        config::load(&Sources {
+        let mut s = config::load(&Sources {
             config_file: self.path.as_deref(),
             env: &self.env,
             flags: &self.flags,
             passwd: std::path::Path::new("/etc/passwd"),
-        })
+        })?;
+        if let (true, Some(r)) = (s.cgroup_root == AUTO, &self.resolved_root) {
+            s.cgroup_root = r.clone();
+        }
+        Ok(s)
     }
+}
+
+/// Resolve `cgroup_root: auto` (see `placer::delegation`). Under systemd on cgroup v2 this
+/// may re-execute the daemon inside its delegated scope; it returns only in the process
+/// that goes on.
+fn resolve_auto_root(dry_run: bool) -> String {
+    let inputs = delegation::inspect();
+    let mut auto = delegation::decide(&inputs);
+    if let Auto::Scope {
+        scope,
+        slice,
+        create: true,
+    } = &auto
+    {
+        if dry_run {
+            info!("dry-run: would create the delegated scope {scope} with systemd-run and continue inside it");
+        } else if let Some(run) = &inputs.systemd_run {
+            info!("cgroup_root auto: creating the delegated scope {scope} and continuing inside it (systemd-run --scope, same PID)");
+            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+            let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+            let err = delegation::reexec_command(run, slice, &exe, &args).exec();
+            error!("cannot re-execute through {}: {err}", run.display());
+            auto = Auto::Fixed {
+                why: format!("creating the delegated scope failed: {err}"),
+            };
+        }
+    }
+    if let (Some(sup), false) = (auto.supervisor(), dry_run) {
+        if let Err(e) = delegation::join(&auto) {
+            error!("cannot move ffrtmp into {sup}: {e}");
+            auto = Auto::Fixed {
+                why: format!("moving into {sup} failed: {e}"),
+            };
+        }
+    }
+    match &auto {
+        Auto::Fixed { why } => info!("cgroup_root auto: {} ({why})", auto.root()),
+        Auto::Scope { scope, .. } => info!(
+            "cgroup_root auto: jobs in {} (delegated scope {scope}; ffrtmp runs in {})",
+            auto.root(),
+            auto.supervisor().unwrap_or_default()
+        ),
+        Auto::Own { own } => info!(
+            "cgroup_root auto: jobs in {} (delegated cgroup {own}; ffrtmp runs in {})",
+            auto.root(),
+            auto.supervisor().unwrap_or_default()
+        ),
+    }
+    auto.root()
 }
 
 pub fn main(a: WatchArgs) -> ExitCode {
@@ -42,9 +105,12 @@ pub fn main(a: WatchArgs) -> ExitCode {
             targets: a.targets.clone(),
             state_path: a.state_path.clone(),
             cgroup_root: a.cgroup_root.clone(),
+            placement: a.placement.clone(),
         },
+        resolved_root: None,
     };
-    let settings = match loader.load() {
+    let mut loader = loader;
+    let mut settings = match loader.load() {
         Ok(s) => s,
         Err(e) => return fail(EXIT_CONFIG, e),
     };
@@ -55,6 +121,11 @@ pub fn main(a: WatchArgs) -> ExitCode {
             config::DEFAULT_CONFIG_PATH
         );
     }
+    if settings.cgroup_root == AUTO {
+        let root = resolve_auto_root(a.dry_run);
+        settings.cgroup_root = root.clone();
+        loader.resolved_root = Some(root);
+    }
 
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -64,12 +135,18 @@ pub fn main(a: WatchArgs) -> ExitCode {
         Err(e) => return fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
     };
     rt.block_on(async move {
-        let (sources, role) = match pick_sources(&a, &settings) {
+        // Register the handlers before anything else: a SIGTERM during startup must stop
+        // the daemon cleanly, not kill it with the default action.
+        let (Ok(term), Ok(int), Ok(hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            return fail(EXIT_FAILURE, "cannot install signal handlers");
+        };
+        let (sources, role, table) = match pick_sources(&a, &settings) {
             Ok(s) => s,
-            Err(e) => {
-                error!("{e}");
-                return fail(EXIT_FAILURE, e);
-            }
+            Err(e) => return fail(EXIT_FAILURE, e),
         };
         let backend = match detect() {
             Ok(b) => b,
@@ -81,46 +158,86 @@ pub fn main(a: WatchArgs) -> ExitCode {
             scan_role: role,
             ..Default::default()
         };
+        let telemetry = Arc::new(Mutex::new(Telemetry::default()));
+        let server = match settings.metrics_addr {
+            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => {
+                    let bound = l.local_addr().map_or(addr.to_string(), |a| a.to_string());
+                    info!("Serving /metrics and /healthz on http://{bound}");
+                    let usage_backend = match detect() {
+                        Ok(b) => b,
+                        Err(e) => return fail(EXIT_FAILURE, e),
+                    };
+                    let usage: UsageReader = Arc::new(move |cg: &str| usage_backend.usage(cg));
+                    Some(tokio::spawn(http::serve(l, telemetry.clone(), usage)))
+                }
+                Err(e) => {
+                    return fail(
+                        EXIT_FAILURE,
+                        format!("cannot listen on {addr} for /metrics and /healthz: {e} (set metrics_addr to a free host:port, or \"\" to disable)"),
+                    )
+                }
+            },
+            None => {
+                info!("metrics_addr is empty: /metrics and /healthz are off");
+                None
+            }
+        };
         let (ctl_tx, ctl_rx) = mpsc::channel(8);
-        let signals = tokio::spawn(handle_signals(loader, ctl_tx));
-        let daemon = Daemon::new(settings, opts, placer, log);
+        let signals = tokio::spawn(handle_signals([term, int, hup], loader, ctl_tx, table));
+        let daemon = Daemon::new(settings, opts, placer, log)
+            .with_telemetry(telemetry)
+            .with_notifier(Notifier::from_env());
         daemon.run(sources, ctl_rx).await;
         signals.abort();
+        if let Some(s) = server {
+            s.abort();
+        }
         ExitCode::SUCCESS
     })
 }
 
+/// The sources, how the scan is used, and the kernel target table (eBPF only).
+type Picked = (Vec<Box<dyn EventSource>>, ScanRole, Option<TargetTable>);
+
 /// The event sources for this run. The eBPF source is the default; without it the scan
-/// becomes the source only when `--fallback-scan` allows it.
-fn pick_sources(
-    a: &WatchArgs,
-    _settings: &Settings,
-) -> Result<(Vec<Box<dyn EventSource>>, ScanRole), String> {
-    let ebpf_error = "the eBPF exec source is not available in this build (it was built without the kernel object)";
-    if a.fallback_scan {
-        warn!("{ebpf_error}; --fallback-scan given: scanning /proc every scan_interval instead");
-        Ok((Vec::new(), ScanRole::Primary))
-    } else {
-        Err(format!("{ebpf_error}. Build it with `cargo xtask build-ebpf` and rebuild ffrtmp, or run with --fallback-scan to scan /proc instead"))
+/// becomes the source only when `--fallback-scan` allows it. With eBPF the scan reconciles
+/// every `reconcile_interval`, and the kernel target table is returned for reloads.
+fn pick_sources(a: &WatchArgs, settings: &Settings) -> Result<Picked, String> {
+    let started = ebpf::LoadOptions::from_env().and_then(|opts| ebpf::start(settings, &opts));
+    match started {
+        Ok(s) => Ok((vec![Box::new(s.source)], ScanRole::Reconcile, Some(s.table))),
+        Err(e) if a.fallback_scan => {
+            warn!("eBPF exec source unavailable: {e}. --fallback-scan given: scanning /proc every scan_interval instead");
+            Ok((Vec::new(), ScanRole::Primary, None))
+        }
+        Err(e) => Err(format!(
+            "eBPF exec source unavailable: {e}. (Or run with --fallback-scan to scan /proc every scan_interval instead.)"
+        )),
     }
 }
 
-/// SIGTERM/SIGINT stop the daemon; SIGHUP reloads the config (a bad one is rejected).
-async fn handle_signals(loader: Loader, tx: mpsc::Sender<Control>) {
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        error!("Cannot install signal handlers; stop the daemon with SIGKILL");
-        return;
-    };
+/// SIGTERM/SIGINT stop the daemon; SIGHUP reloads the config (a bad one is rejected) and
+/// rewrites the kernel's target table before the daemon switches to the new settings.
+async fn handle_signals(
+    [mut term, mut int, mut hup]: [Signal; 3],
+    loader: Loader,
+    tx: mpsc::Sender<Control>,
+    mut table: Option<TargetTable>,
+) {
     loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM received"); let _ = tx.send(Control::Shutdown).await; return; }
             _ = int.recv() => { info!("SIGINT received"); let _ = tx.send(Control::Shutdown).await; return; }
             _ = hup.recv() => match loader.load() {
-                Ok(s) => { let _ = tx.send(Control::Reload(Box::new(s))).await; }
+                Ok(s) => {
+                    if let Some(t) = table.as_mut() {
+                        if let Err(e) = t.apply(&s) {
+                            error!("Reload: {e}; the kernel filter may miss new targets until the reconciliation scan finds them");
+                        }
+                    }
+                    let _ = tx.send(Control::Reload(Box::new(s))).await;
+                }
                 Err(e) => error!("Reload rejected, keeping the current configuration: {e}"),
             },
         }

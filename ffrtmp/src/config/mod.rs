@@ -12,13 +12,17 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use error::{find_key_line, ConfigError};
+pub use raw::Placement;
 use raw::{check_target_list, CgroupRoot, RawConfig, RawFilters, RawLimits};
 use units::{FlushInterval, RetryAttempts, ScanInterval};
 
 /// Where the config file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ffrtmp/watch-config.yaml";
 pub const DEFAULT_STATE_PATH: &str = "/var/lib/ffrtmp/watch-state.json";
+/// The fixed root used outside a delegated cgroup (and `cgroup_root: auto`'s fallback).
 pub const DEFAULT_CGROUP_ROOT: &str = "/ffrtmp";
+/// Default of `metrics_addr`: loopback only.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
 pub const DEFAULT_TARGETS: [&str; 2] = ["ffmpeg", "gst-launch-1.0"];
 pub const DEFAULT_CPU_WEIGHT: u32 = 100;
 
@@ -32,7 +36,7 @@ pub enum Origin {
 }
 
 /// Resource limits of one job. `None` means no limit (or, for `cpu_weight`, the kernel default).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Limits {
     /// Percent of one core (200 = 2 cores).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,6 +119,14 @@ pub struct Settings {
     pub max_retry_attempts: u32,
     pub reconcile_interval: Duration,
     pub log_level: tracing::Level,
+    /// Placement mode of targets without a `commands.<name>.placement`.
+    pub placement: Placement,
+    /// `commands.<name>.placement` of targets that set one.
+    pub command_placement: BTreeMap<String, Placement>,
+    /// The kernel forwards every exec, not only those whose comm names a target.
+    pub forward_all: bool,
+    /// Where `/metrics` and `/healthz` listen (`None`: disabled).
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Origin of each top-level value, for `config check` and the startup log.
     pub origins: BTreeMap<&'static str, Origin>,
     /// Things that are legal but probably not meant (unknown user names, commands
@@ -126,6 +138,14 @@ impl Settings {
     pub fn target(&self, name: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.name == name)
     }
+
+    /// The placement mode of a target (its own, else the global one).
+    pub fn placement_of(&self, name: &str) -> Placement {
+        self.command_placement
+            .get(name)
+            .copied()
+            .unwrap_or(self.placement)
+    }
 }
 
 /// Values given on the command line; `None`/empty = not given.
@@ -135,6 +155,8 @@ pub struct FlagOverrides {
     pub targets: Vec<String>,
     pub state_path: Option<PathBuf>,
     pub cgroup_root: Option<String>,
+    /// `--placement normal|strict`.
+    pub placement: Option<String>,
 }
 
 /// A snapshot of the environment variables ffrtmp reads (injectable for tests).
@@ -260,7 +282,17 @@ fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Settings, ConfigEr
         v
     } else {
         origins.insert("cgroup_root", Origin::Default);
-        CgroupRoot(DEFAULT_CGROUP_ROOT.into())
+        CgroupRoot(raw::AUTO.into())
+    };
+    let metrics_addr = match raw.metrics_addr.clone() {
+        Some(a) => {
+            origins.insert("metrics_addr", Origin::File);
+            a.0
+        }
+        None => {
+            origins.insert("metrics_addr", Origin::Default);
+            DEFAULT_METRICS_ADDR.parse().ok()
+        }
     };
 
     let state_path = if let Some(v) = &src.flags.state_path {
@@ -327,6 +359,29 @@ fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Settings, ConfigEr
         }
     };
 
+    let placement = if let Some(v) = &src.flags.placement {
+        origins.insert("placement", Origin::Flag("--placement"));
+        Placement::parse(v).map_err(|message| ConfigError::Flag {
+            flag: "--placement",
+            value: v.clone(),
+            message,
+        })?
+    } else if let Some(v) = raw.placement {
+        origins.insert("placement", Origin::File);
+        v
+    } else {
+        origins.insert("placement", Origin::Default);
+        Placement::Normal
+    };
+    origins.insert(
+        "forward_all",
+        if raw.forward_all.is_some() {
+            Origin::File
+        } else {
+            Origin::Default
+        },
+    );
+
     let users = read_passwd(src.passwd);
     let default_limits = raw.default_limits.clone().unwrap_or_default();
     let default_filters = raw.filters.clone().unwrap_or_default();
@@ -340,8 +395,12 @@ fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Settings, ConfigEr
         }
     }
     let mut targets = Vec::new();
+    let mut command_placement = BTreeMap::new();
     for name in &target_names {
         let cmd = commands.get(name);
+        if let Some(p) = cmd.and_then(|c| c.placement) {
+            command_placement.insert(name.clone(), p);
+        }
         let limits = merge_limits(&default_limits, cmd.and_then(|c| c.limits.as_ref()));
         let raw_filters = merge_filters(&default_filters, cmd.and_then(|c| c.filters.as_ref()));
         let filters = resolve_filters(raw_filters, &users, &mut warnings);
@@ -379,6 +438,10 @@ fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Settings, ConfigEr
         max_retry_attempts: max_retry_attempts.get().unwrap_or(0) as u32,
         reconcile_interval,
         log_level,
+        placement,
+        command_placement,
+        forward_all: raw.forward_all.unwrap_or(false),
+        metrics_addr,
         origins,
         warnings,
     })

@@ -29,6 +29,12 @@ pub struct RawConfig {
     pub state_flush_interval: Option<FlushInterval>,
     pub max_retry_attempts: Option<RetryAttempts>,
     pub reconcile_interval: Option<ReconcileInterval>,
+    /// Default placement mode of every target (`normal` or `strict`).
+    pub placement: Option<Placement>,
+    /// Forward every exec from the kernel to the user-space matcher (no kernel prefilter).
+    pub forward_all: Option<bool>,
+    /// `host:port` of `/metrics` and `/healthz`; empty disables them.
+    pub metrics_addr: Option<MetricsAddr>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -60,6 +66,46 @@ pub struct RawFilters {
 pub struct RawCommand {
     pub limits: Option<RawLimits>,
     pub filters: Option<RawFilters>,
+    pub placement: Option<Placement>,
+}
+
+/// How a target is placed when the eBPF source reports its exec.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// Placed as soon as the agent hears of it; it runs meanwhile.
+    #[default]
+    Normal,
+    /// Stopped by the kernel at exec (SIGSTOP) and continued after placement, so it runs
+    /// no instruction of its own outside its cgroup. Its parent can see the stop.
+    Strict,
+}
+
+impl Placement {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "normal" => Ok(Placement::Normal),
+            "strict" => Ok(Placement::Strict),
+            other => Err(format!(
+                "{other:?} is not a placement mode (accepted: normal, strict)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Placement::Normal => "normal",
+            Placement::Strict => "strict",
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Placement {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(TextVisitor(Placement::parse, "normal or strict"))
+    }
 }
 
 /// Deserialize a key that is present as `Some`, even when its value is null, so the
@@ -181,16 +227,22 @@ impl<T> Visitor<'_> for TextVisitor<T> {
     }
 }
 
-/// `cgroup_root`: a path inside the cgroup hierarchy such as `/ffrtmp`.
+/// `cgroup_root`: a path inside the cgroup hierarchy such as `/ffrtmp`, or `auto`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CgroupRoot(pub String);
+
+/// The `cgroup_root` value that asks ffrtmp to choose (see `placer::delegation`).
+pub const AUTO: &str = "auto";
 
 impl CgroupRoot {
     pub fn parse(text: &str) -> Result<Self, String> {
         let t = text.trim();
+        if t == AUTO {
+            return Ok(CgroupRoot(AUTO.to_string()));
+        }
         if !t.starts_with('/') {
             return Err(format!(
-                "{t:?} must be an absolute path inside the cgroup hierarchy, e.g. /ffrtmp"
+                "{t:?} must be auto or an absolute path inside the cgroup hierarchy, e.g. /ffrtmp"
             ));
         }
         let parts: Vec<&str> = t.split('/').filter(|p| !p.is_empty()).collect();
@@ -204,6 +256,31 @@ impl CgroupRoot {
             return Err(format!("{t:?} contains . or .."));
         }
         Ok(CgroupRoot(format!("/{}", parts.join("/"))))
+    }
+}
+
+/// `metrics_addr`: a socket address, or empty for "off".
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsAddr(pub Option<std::net::SocketAddr>);
+
+impl MetricsAddr {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        if t.is_empty() {
+            return Ok(MetricsAddr(None));
+        }
+        t.parse().map(|a| MetricsAddr(Some(a))).map_err(|_| {
+            format!("{t:?} is not host:port (e.g. 127.0.0.1:9464, [::1]:9464, or \"\" to disable)")
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for MetricsAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(TextVisitor(
+            MetricsAddr::parse,
+            "host:port such as 127.0.0.1:9464",
+        ))
     }
 }
 

@@ -124,7 +124,8 @@ fn defaults_without_a_file() {
             .collect::<Vec<_>>(),
         ["ffmpeg", "gst-launch-1.0"]
     );
-    assert_eq!(s.cgroup_root, "/ffrtmp");
+    assert_eq!(s.cgroup_root, "auto");
+    assert_eq!(s.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
     assert_eq!(
         s.state_path,
         PathBuf::from("/var/lib/ffrtmp/watch-state.json")
@@ -139,6 +140,16 @@ fn defaults_without_a_file() {
 fn empty_file_is_all_defaults() {
     let s = ok("# nothing here\n");
     assert_eq!(s.targets.len(), 2);
+}
+
+#[test]
+fn metrics_addr_can_be_disabled_or_moved() {
+    assert_eq!(ok("metrics_addr: \"\"\n").metrics_addr, None);
+    assert_eq!(
+        ok("metrics_addr: \"[::1]:9100\"\n").metrics_addr,
+        Some("[::1]:9100".parse().unwrap())
+    );
+    assert_eq!(ok("cgroup_root: auto\n").cgroup_root, "auto");
 }
 
 #[test]
@@ -261,6 +272,17 @@ fn out_of_range_values_say_the_accepted_range() {
         ),
         ("cgroup_root: ffrtmp\n", "cgroup_root", "absolute"),
         ("cgroup_root: /\n", "cgroup_root", "root"),
+        (
+            "cgroup_root: automatic\n",
+            "cgroup_root",
+            "must be auto or an absolute path",
+        ),
+        ("metrics_addr: localhost\n", "metrics_addr", "host:port"),
+        (
+            "metrics_addr: 127.0.0.1:99999\n",
+            "metrics_addr",
+            "host:port",
+        ),
     ];
     for (text, key, want) in cases {
         let e = err(text);
@@ -323,6 +345,7 @@ fn precedence_flag_over_env_over_file_over_default() {
         targets: vec!["gst-launch-1.0".into()],
         state_path: Some("/flag/s.json".into()),
         cgroup_root: Some("/flagroot".into()),
+        placement: None,
     };
     let s = load_text(text, &env, flags).unwrap();
     assert_eq!(s.scan_interval, Duration::from_secs(1));
@@ -426,4 +449,64 @@ fn commands_that_are_not_targets_warn() {
         "{:?}",
         s.warnings
     );
+}
+
+#[test]
+fn placement_is_normal_by_default_and_set_globally_or_per_command() {
+    let s = ok("target_commands: [ffmpeg, x264]\n");
+    assert_eq!(s.placement, Placement::Normal);
+    assert_eq!(s.placement_of("ffmpeg"), Placement::Normal);
+    assert!(!s.forward_all);
+    assert_eq!(s.origins["placement"], Origin::Default);
+
+    let s = ok("target_commands: [ffmpeg, x264]\nplacement: strict\ncommands:\n  x264:\n    placement: normal\n");
+    assert_eq!(s.placement_of("ffmpeg"), Placement::Strict);
+    assert_eq!(s.placement_of("x264"), Placement::Normal);
+
+    let s = ok("target_commands: [ffmpeg, x264]\ncommands:\n  ffmpeg:\n    placement: Strict\n");
+    assert_eq!(s.placement_of("ffmpeg"), Placement::Strict);
+    assert_eq!(s.placement_of("x264"), Placement::Normal);
+
+    // The flag outranks the file; per-command values still outrank the global one.
+    let flags = FlagOverrides {
+        placement: Some("strict".into()),
+        ..Default::default()
+    };
+    let s = load_text(
+        "target_commands: [ffmpeg, x264]\nplacement: normal\ncommands:\n  x264:\n    placement: normal\n",
+        &[],
+        flags,
+    )
+    .unwrap();
+    assert_eq!(s.placement, Placement::Strict);
+    assert_eq!(s.origins["placement"], Origin::Flag("--placement"));
+    assert_eq!(s.placement_of("ffmpeg"), Placement::Strict);
+    assert_eq!(s.placement_of("x264"), Placement::Normal);
+}
+
+#[test]
+fn bad_placement_values_name_the_key_and_the_choices() {
+    let e = err("placement: paused\n");
+    assert!(
+        e.contains("placement") && e.contains("normal, strict"),
+        "{e}"
+    );
+    let e = err("commands:\n  ffmpeg:\n    placement: 1\n");
+    assert!(e.contains("placement"), "{e}");
+    let flags = FlagOverrides {
+        placement: Some("hard".into()),
+        ..Default::default()
+    };
+    let e = load_text("", &[], flags).unwrap_err().to_string();
+    assert!(e.contains("--placement") && e.contains("hard"), "{e}");
+}
+
+#[test]
+fn forward_all_is_read_from_the_file() {
+    let s = ok("forward_all: true\n");
+    assert!(s.forward_all);
+    assert_eq!(s.origins["forward_all"], Origin::File);
+    assert!(!ok("forward_all: false\n").forward_all);
+    let e = err("forward_all: sometimes\n");
+    assert!(e.contains("forward_all"), "{e}");
 }

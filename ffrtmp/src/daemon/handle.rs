@@ -58,7 +58,8 @@ impl Daemon {
 
     /// Decide on a pinned process and act on the decision.
     pub(super) fn look_at(&mut self, pinned: Pinned, notice: Option<ExecNotice>) -> Looked {
-        let facts = match self.placer.proc().facts(pinned.stat.clone()) {
+        let needs = crate::matcher::needs(&self.settings.targets, &pinned.stat.comm);
+        let facts = match self.placer.proc().facts(pinned.stat.clone(), needs) {
             Ok(f) => f,
             Err(e) => {
                 debug!(
@@ -116,6 +117,7 @@ impl Daemon {
                     limits: target.limits.clone(),
                 };
                 self.state.statistics.total_discovered += 1;
+                self.telemetry().discovered += 1;
                 self.place(pinned, spec, 0, notice);
                 Looked::Governing
             }
@@ -147,8 +149,19 @@ impl Daemon {
                     .as_ref()
                     .and_then(|n| n.exec_mono_ns)
                     .map(|t| pl.verified_mono_ns.saturating_sub(t));
-                if let Some(l) = latency {
-                    self.counters.latencies_ns.push(l);
+                {
+                    let mut t = self.telemetry();
+                    if let Some(l) = latency {
+                        t.exec_to_placed.observe(l as f64 / 1e9);
+                    }
+                    *t.placements
+                        .entry(if pl.failed.is_empty() {
+                            "placed"
+                        } else {
+                            "partial"
+                        })
+                        .or_default() += 1;
+                    t.limit_failures += pl.failed.len() as u64;
                 }
                 let latency_text = latency.map_or(String::new(), |l| {
                     format!(" (exec→placed {:.3}ms)", l as f64 / 1e6)
@@ -168,6 +181,8 @@ impl Daemon {
                     error!(pid, job = %pl.job_id, "Limit {label} NOT applied to PID {pid} (job {}): {e}", pl.job_id);
                 }
                 let moved = self.placer.move_descendants(pid, &pl.cgroup);
+                // Replace the spare cgroup this placement may have used (off the latency path).
+                self.placer.refill_spares(std::iter::once(&spec.limits));
                 if moved > 0 {
                     info!(
                         pid,
@@ -199,6 +214,7 @@ impl Daemon {
             }
             Err(e) => match e.class {
                 Class::Vanished => {
+                    *self.telemetry().placements.entry("vanished").or_default() += 1;
                     debug!(
                         pid,
                         "PID {pid} exited before placement finished; nothing to do ({e})"
@@ -218,6 +234,7 @@ impl Daemon {
                     );
                     warn!(pid, job = %spec.job_id, "Placing PID {pid} failed ({e}); retry {} of {} in {}", attempt + 1, self.settings.max_retry_attempts, format_go_duration(delay));
                     self.counters.retries += 1;
+                    *self.telemetry().placements.entry("retried").or_default() += 1;
                     self.timers.insert(
                         (Instant::now() + delay, pinned.id),
                         Timed::Retry(pinned, spec, attempt + 1, notice),
@@ -232,6 +249,7 @@ impl Daemon {
                     };
                     error!(pid, job = %spec.job_id, "Failed to place PID {pid} ({}) as job {}{tries}: {e}", spec.command, spec.job_id);
                     self.state.statistics.total_placement_failures += 1;
+                    *self.telemetry().placements.entry("failed").or_default() += 1;
                     self.scanner.mark_seen(&pinned.stat);
                     self.health_placement(false);
                 }
@@ -255,6 +273,7 @@ impl Daemon {
             old.exit_watch.abort();
         }
         self.mark_dirty();
+        self.republish = true;
     }
 
     pub(super) fn health_placement(&mut self, ok: bool) {
@@ -270,6 +289,7 @@ impl Daemon {
             _ => warn!("{line}"),
         }
         self.mark_dirty();
+        self.republish = true;
     }
 
     /// SIGCONT a process the kernel stopped for strict placement. Always called on every
@@ -297,6 +317,7 @@ impl Daemon {
         let g = self.governed.remove(&id.pid).expect("present");
         info!(pid = id.pid, job = %g.record.job_id, "PID {} ({}) exited; job {} ended", id.pid, g.record.command, g.record.job_id);
         self.mark_dirty();
+        self.republish = true;
         if self.opts.dry_run {
             return;
         }

@@ -19,9 +19,13 @@ use crate::config::Settings;
 use crate::matcher::Guard;
 use crate::placer::{JobSpec, Placer};
 use crate::process::{PidFd, Pinned, ProcessId};
+use std::sync::{Arc, Mutex};
+
 use crate::record::health::Health;
 use crate::record::logging::LogControl;
+use crate::record::metrics::{JobInfo, Telemetry};
 use crate::record::state::{ProcessRecord, StateFile};
+use crate::record::systemd::Notifier;
 use crate::sources::scan::Scanner;
 use crate::sources::{EventSource, ExecNotice, SourceEvent};
 
@@ -69,7 +73,6 @@ pub struct Counters {
     pub placed: u64,
     pub vanished: u64,
     pub retries: u64,
-    pub latencies_ns: Vec<u64>,
 }
 
 /// What `run` returns when it stops.
@@ -112,6 +115,11 @@ pub struct Daemon {
     exit_tx: mpsc::UnboundedSender<ProcessId>,
     exit_rx: Option<mpsc::UnboundedReceiver<ProcessId>>,
     log: LogControl,
+    /// What `/metrics` and `/healthz` show; shared with the HTTP server.
+    telemetry: Arc<Mutex<Telemetry>>,
+    notifier: Notifier,
+    /// The governed set or health changed: publish before the next wait.
+    republish: bool,
 }
 
 impl Daemon {
@@ -139,7 +147,54 @@ impl Daemon {
             exit_tx,
             exit_rx: Some(exit_rx),
             log,
+            telemetry: Arc::new(Mutex::new(Telemetry::default())),
+            notifier: Notifier::default(),
+            republish: true,
         }
+    }
+
+    /// Share telemetry with a `/metrics` server.
+    pub fn with_telemetry(mut self, t: Arc<Mutex<Telemetry>>) -> Self {
+        self.telemetry = t;
+        self
+    }
+
+    /// Notify systemd (READY, STATUS, WATCHDOG, STOPPING).
+    pub fn with_notifier(mut self, n: Notifier) -> Self {
+        self.notifier = n;
+        self
+    }
+
+    pub(super) fn telemetry(&self) -> std::sync::MutexGuard<'_, Telemetry> {
+        self.telemetry.lock().expect("telemetry lock")
+    }
+
+    /// Publish the governed jobs and health for `/metrics`, `/healthz` and systemd's STATUS.
+    pub(super) fn publish(&mut self) {
+        let jobs: Vec<JobInfo> = self
+            .governed
+            .values()
+            .map(|g| JobInfo {
+                job_id: g.record.job_id.clone(),
+                command: g.record.command.clone(),
+                pid: g.id.pid,
+                cgroup: g.cgroup.clone(),
+            })
+            .collect();
+        let status = {
+            let mut t = self.telemetry();
+            t.jobs = jobs;
+            t.health = self.health.status;
+            t.scan_failures = self.health.scan_failures;
+            t.attach_failures = self.health.attach_failures;
+            format!(
+                "source {}, governed {}, {}",
+                t.source,
+                t.jobs.len(),
+                t.health
+            )
+        };
+        self.notifier.status(&status);
     }
 
     fn scan_period(&self) -> Duration {
@@ -157,6 +212,7 @@ impl Daemon {
     ) -> Summary {
         let (tx, mut rx) = mpsc::channel::<SourceEvent>(65_536);
         let mut source_tasks = Vec::new();
+        let source_names: Vec<&'static str> = sources.iter().map(|s| s.name()).collect();
         for s in sources {
             info!("Event source {} started", s.name());
             source_tasks.push(s.spawn(tx.clone()));
@@ -165,8 +221,26 @@ impl Daemon {
         let mut sources_open = !source_tasks.is_empty();
         let mut exit_rx = self.exit_rx.take().expect("run is called once");
 
+        self.telemetry().source = if source_names.is_empty() {
+            "scan".into()
+        } else {
+            source_names.join(",")
+        };
         self.startup();
         self.scan_now("startup");
+        self.publish();
+        self.republish = false;
+        // The source is attached and the first scan is done: now systemd may call us ready.
+        let status = format!(
+            "source {}, governed {}, {}",
+            self.telemetry().source,
+            self.governed.len(),
+            self.health.status
+        );
+        self.notifier.ready(&status);
+        let watchdog = self.notifier.watchdog_interval();
+        let mut wd_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        wd_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
         let period = self.scan_period();
         let mut scan_tick = interval_at(tokio::time::Instant::now() + period, period);
@@ -189,6 +263,8 @@ impl Daemon {
                     }
                 },
                 Some(id) = exit_rx.recv() => self.on_exit(id),
+                // Pinged from the loop itself: a stuck loop stops the pings and systemd restarts it.
+                _ = wd_tick.tick(), if watchdog.is_some() => self.notifier.watchdog(),
                 _ = scan_tick.tick() => self.scan_now("interval"),
                 _ = flush_tick.tick() => self.flush(),
                 _ = sleep_until(next_timer.unwrap_or_else(Instant::now).into()), if next_timer.is_some() => self.fire_timers(),
@@ -196,7 +272,9 @@ impl Daemon {
                 c = control.recv() => match c {
                     Some(Control::Reload(s)) => {
                         let old = self.scan_period();
+                        self.notifier.reloading();
                         self.reload(*s);
+                        self.notifier.reloaded();
                         let new = self.scan_period();
                         if old != new {
                             scan_tick = interval_at(tokio::time::Instant::now() + new, new);
@@ -210,9 +288,23 @@ impl Daemon {
                     Some(Control::Shutdown) | None => break,
                 },
             }
+            if self.republish {
+                self.republish = false;
+                self.publish();
+            }
         }
         for t in source_tasks {
             t.abort();
+        }
+        // Notices still queued are never handled: a process stopped for strict placement
+        // among them must not stay stopped.
+        rx.close();
+        while let Ok(ev) = rx.try_recv() {
+            if let SourceEvent::Exec(n) = ev {
+                if n.stopped {
+                    let _ = PidFd::open(n.pid).and_then(|p| p.signal(libc::SIGCONT));
+                }
+            }
         }
         self.shutdown()
     }
@@ -221,10 +313,12 @@ impl Daemon {
         match ev {
             SourceEvent::Exec(n) => {
                 self.counters.exec_events += 1;
+                *self.telemetry().exec_events.entry(n.source).or_default() += 1;
                 self.on_exec(n);
             }
             SourceEvent::Lost { source, count } => {
                 self.state.statistics.total_events_lost += count;
+                self.telemetry().events_lost += count;
                 tracing::warn!(
                     source,
                     lost = count,
@@ -265,6 +359,11 @@ impl Daemon {
         }
         self.log.set_level(new.log_level);
         self.settings = new;
+        if !self.opts.dry_run {
+            // Limits may have changed: spares carry the old ones.
+            self.placer.drain_spares();
+            self.refill_spares();
+        }
         // Targets or filters may have changed: look at every process again.
         self.scanner.forget_all();
         info!(
@@ -330,6 +429,7 @@ impl Daemon {
     }
 
     fn shutdown(mut self) -> Summary {
+        self.notifier.stopping();
         // A process stopped by strict placement must never stay stopped.
         let timers = std::mem::take(&mut self.timers);
         for (_, t) in timers {
@@ -341,6 +441,7 @@ impl Daemon {
             }
         }
         self.flush();
+        self.placer.drain_spares();
         for g in self.governed.values() {
             g.exit_watch.abort();
         }

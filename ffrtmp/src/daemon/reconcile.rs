@@ -34,6 +34,11 @@ impl Daemon {
             }
         };
         self.state.statistics.total_scans += 1;
+        {
+            let mut t = self.telemetry();
+            t.scan_duration.observe(outcome.duration.as_secs_f64());
+            *t.exec_events.entry("scan").or_default() += outcome.candidates.len() as u64;
+        }
         self.state.last_scan_at = Some(Utc::now());
 
         // Pin and decide first, so "Discovered" comes before the attach lines.
@@ -112,6 +117,7 @@ impl Daemon {
         }
         for (id, cgroup, location) in drifted {
             self.state.statistics.total_drift_corrections += 1;
+            self.telemetry().drift_corrections += 1;
             let job = self
                 .governed
                 .get(&id.pid)

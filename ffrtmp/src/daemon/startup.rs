@@ -27,12 +27,27 @@ impl Daemon {
             info!("dry-run: nothing will be created, moved or written");
         } else {
             self.prepare_root();
+            self.refill_spares();
         }
         self.load_state();
         info!(
             "Retry worker started (max_retry_attempts {})",
             self.settings.max_retry_attempts
         );
+    }
+
+    /// Spare cgroups with each target's limits, so placements are only a move (v1).
+    pub(super) fn refill_spares(&mut self) {
+        let limits: Vec<_> = self
+            .settings
+            .targets
+            .iter()
+            .map(|t| t.limits.clone())
+            .collect();
+        let n = self.placer.refill_spares(limits.iter());
+        if n > 0 {
+            tracing::debug!("{n} spare cgroup(s) ready under {}", self.placer.root());
+        }
     }
 
     fn prepare_root(&mut self) {

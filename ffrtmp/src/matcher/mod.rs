@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::Target;
-use crate::process::{basename, ProcessFacts, ProcessId};
+use crate::process::{basename, Needs, ProcessFacts, ProcessId};
 use std::os::unix::ffi::OsStrExt;
 
 pub use filters::check_filters;
@@ -112,6 +112,25 @@ fn comm_matches(name: &[u8], comm: &[u8]) -> bool {
         comm == name
     } else {
         comm == &name[..COMM_MAX]
+    }
+}
+
+/// The facts a decision about a process with this comm needs. A comm equal to a target's
+/// (short) name decides the name by itself; filters are read only if some target has them.
+pub fn needs(targets: &[Target], comm: &[u8]) -> Needs {
+    let any = |f: &dyn Fn(&crate::config::Filters) -> bool| targets.iter().any(|t| f(&t.filters));
+    Needs {
+        names: !targets
+            .iter()
+            .any(|t| t.name.len() <= COMM_MAX && t.name.as_bytes() == comm),
+        cwd: any(&|f| !f.allowed_dirs.is_empty() || !f.blocked_dirs.is_empty()),
+        uid: any(&|f| {
+            !f.allowed_uids.is_empty()
+                || !f.blocked_uids.is_empty()
+                || !f.allowed_users.is_empty()
+                || !f.blocked_users.is_empty()
+        }),
+        parent: any(&|f| !f.allowed_parents.is_empty() || !f.blocked_parents.is_empty()),
     }
 }
 

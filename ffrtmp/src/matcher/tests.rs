@@ -446,3 +446,25 @@ fn defer_reports_the_remaining_time() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn only_needed_facts_are_read() {
+    let mut t = vec![target("ffmpeg"), target("very-long-transcoder-name")];
+    let n = needs(&t, b"ffmpeg");
+    assert!(!n.names && !n.cwd && !n.uid && !n.parent, "{n:?}");
+    assert!(
+        needs(&t, b"very-long-trans").names,
+        "a cut comm needs argv[0]/exe"
+    );
+    assert!(
+        needs(&t, b"enc").names,
+        "another comm may still be a target by argv[0]/exe"
+    );
+    t[1].filters.blocked_dirs = vec!["/tmp".into()];
+    t[0].filters.allowed_users = vec![UserRef {
+        name: "a".into(),
+        uid: Some(1),
+    }];
+    let n = needs(&t, b"ffmpeg");
+    assert!(n.cwd && n.uid && !n.parent, "{n:?}");
+}

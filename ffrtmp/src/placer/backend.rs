@@ -74,6 +74,10 @@ pub trait CgroupBackend: Send + Sync {
     fn read_limits(&self, cgroup: &str) -> Limits;
     /// The `cgroup.procs` files a process writes to enter the cgroup itself (`ffrtmp run`).
     fn procs_files(&self, cgroup: &str) -> Vec<PathBuf>;
+    /// Rename a cgroup within its parent (v1 only: cgroup v2 refuses renames).
+    fn rename(&self, cgroup: &str, new_name: &str) -> Result<String, PlaceError>;
+    /// Whether `rename` can work on this hierarchy.
+    fn supports_rename(&self) -> bool;
 }
 
 /// Detect the host's hierarchy from `/sys/fs/cgroup`.

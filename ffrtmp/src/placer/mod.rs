@@ -2,8 +2,10 @@
 //! order create → write and read back limits → move → verify `/proc/PID/cgroup`.
 
 pub mod backend;
+pub mod delegation;
 pub mod error;
 pub mod limits;
+pub mod spares;
 pub mod v1;
 pub mod v2;
 
@@ -12,8 +14,11 @@ use std::time::{Duration, Instant};
 pub use backend::{detect, CgroupBackend, CgroupMode, RootReport, Usage};
 pub use error::{Class, PlaceError, Step};
 
+use std::sync::Mutex;
+
 use crate::config::Limits;
 use crate::process::{is_gone, Pinned, ProcFs};
+use spares::{Spare, Spares, SPARE_PREFIX};
 
 /// What to place a process as.
 #[derive(Debug, Clone)]
@@ -58,6 +63,7 @@ pub struct Placer {
     backend: Box<dyn CgroupBackend>,
     root: String,
     proc: ProcFs,
+    spares: Mutex<Spares>,
 }
 
 impl Placer {
@@ -66,6 +72,7 @@ impl Placer {
             backend,
             root,
             proc,
+            spares: Mutex::new(Spares::default()),
         }
     }
 
@@ -86,8 +93,67 @@ impl Placer {
         format!("{}/{}", self.root, job_id)
     }
 
+    /// Prepare the root; spare cgroups a previous run left behind are removed.
     pub fn prepare_root(&self) -> RootReport {
-        self.backend.prepare_root(&self.root)
+        let report = self.backend.prepare_root(&self.root);
+        for name in self.backend.children(&self.root).unwrap_or_default() {
+            if name.starts_with(SPARE_PREFIX) {
+                let _ = self.remove_if_empty(&self.cgroup_of(&name));
+            }
+        }
+        report
+    }
+
+    /// Create spare cgroups for each set of limits, up to the pool size (v1 only; a no-op
+    /// where cgroups cannot be renamed). Returns how many were created. Off the placement
+    /// path: the daemon calls it after placing.
+    pub fn refill_spares<'a>(&self, all: impl IntoIterator<Item = &'a Limits>) -> usize {
+        if !self.backend.supports_rename() {
+            return 0;
+        }
+        let mut created = 0;
+        let mut pool = self.spares.lock().expect("spares lock");
+        for limits in all {
+            for _ in 0..pool.missing(limits) {
+                let cgroup = self.cgroup_of(&pool.next_name());
+                if self.backend.create(&cgroup).is_err() {
+                    return created;
+                }
+                let mut spare = Spare {
+                    cgroup,
+                    applied: Vec::new(),
+                    failed: Vec::new(),
+                };
+                let mut retry_later = false;
+                for (label, r) in self.backend.apply_limits(&spare.cgroup, limits) {
+                    match r {
+                        Ok(()) => spare.applied.push(label),
+                        Err(e) if e.class == Class::Retryable => retry_later = true,
+                        Err(e) => spare.failed.push((label, e)),
+                    }
+                }
+                if retry_later {
+                    let _ = self.backend.remove(&spare.cgroup);
+                    return created;
+                }
+                pool.put(limits.clone(), spare);
+                created += 1;
+            }
+        }
+        created
+    }
+
+    /// Remove every spare cgroup (at shutdown and when the limits change).
+    pub fn drain_spares(&self) {
+        let spares = self.spares.lock().expect("spares lock").drain();
+        for s in spares {
+            let _ = self.backend.remove(&s.cgroup);
+        }
+    }
+
+    /// Number of spare cgroups ready.
+    pub fn spare_count(&self) -> usize {
+        self.spares.lock().expect("spares lock").len()
     }
 
     /// Place a pinned process. On error nothing is left behind: a cgroup created for the
@@ -98,6 +164,10 @@ impl Placer {
         let cgroup = self.cgroup_of(&spec.job_id);
         if !p.pidfd.is_alive() {
             return Err(PlaceError::vanished(Step::Pin, format!("PID {pid} exited")));
+        }
+        let spare = self.spares.lock().expect("spares lock").take(&spec.limits);
+        if let Some(spare) = spare {
+            return self.place_in_spare(p, spec, spare, started);
         }
         self.backend.create(&cgroup)?;
         let result = self.fill_and_move(p, spec, &cgroup);
@@ -115,6 +185,54 @@ impl Placer {
                 Err(e)
             }
         }
+    }
+
+    /// The fast path: the limits are already in place; move, verify, then give the cgroup
+    /// the job's name.
+    fn place_in_spare(
+        &self,
+        p: &Pinned,
+        spec: &JobSpec,
+        spare: Spare,
+        started: Instant,
+    ) -> Result<Placement, PlaceError> {
+        let pid = p.id.pid;
+        let moved = self
+            .backend
+            .move_process(&spare.cgroup, pid)
+            .and_then(|()| self.verify(p, &spare.cgroup));
+        if let Err(e) = moved {
+            let _ = self.backend.remove(&spare.cgroup);
+            if e.class == Class::Vanished || !p.pidfd.is_alive() {
+                return Err(PlaceError::vanished(
+                    Step::Move,
+                    format!("PID {pid} exited during the move"),
+                ));
+            }
+            return Err(e);
+        }
+        let verified_mono_ns = monotonic_ns();
+        // A leftover cgroup of the same name (a reused PID whose old job still has
+        // processes) keeps the spare's name: the process is placed either way.
+        let cgroup = match self.backend.rename(&spare.cgroup, &spec.job_id) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(
+                    "Cannot name {} {}: {e}; the job keeps that cgroup",
+                    spare.cgroup,
+                    spec.job_id
+                );
+                spare.cgroup.clone()
+            }
+        };
+        Ok(Placement {
+            job_id: spec.job_id.clone(),
+            cgroup,
+            applied: spare.applied,
+            failed: spare.failed,
+            verified_mono_ns,
+            took: started.elapsed(),
+        })
     }
 
     #[allow(clippy::type_complexity)]

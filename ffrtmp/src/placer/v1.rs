@@ -318,4 +318,30 @@ impl CgroupBackend for V1Backend {
             .map(|h| dir_of(&h.mount, cgroup).join("cgroup.procs"))
             .collect()
     }
+
+    fn rename(&self, cgroup: &str, new_name: &str) -> Result<String, PlaceError> {
+        let parent = cgroup.rsplit_once('/').map_or("", |(p, _)| p);
+        let target = format!("{parent}/{new_name}");
+        let mut done: Vec<&Hierarchy> = Vec::new();
+        for h in &self.hierarchies {
+            let (from, to) = (dir_of(&h.mount, cgroup), dir_of(&h.mount, &target));
+            if let Err(e) = std::fs::rename(&from, &to) {
+                // Put back what was renamed, so the hierarchies agree again.
+                for d in done {
+                    let _ = std::fs::rename(dir_of(&d.mount, &target), dir_of(&d.mount, cgroup));
+                }
+                return Err(PlaceError::io(
+                    Step::CreateCgroup,
+                    &to.display().to_string(),
+                    &e,
+                ));
+            }
+            done.push(h);
+        }
+        Ok(target)
+    }
+
+    fn supports_rename(&self) -> bool {
+        true
+    }
 }

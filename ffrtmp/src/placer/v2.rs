@@ -239,4 +239,15 @@ impl CgroupBackend for V2Backend {
     fn procs_files(&self, cgroup: &str) -> Vec<PathBuf> {
         vec![dir_of(&self.mount, cgroup).join("cgroup.procs")]
     }
+
+    fn rename(&self, cgroup: &str, _new_name: &str) -> Result<String, PlaceError> {
+        Err(PlaceError::permanent(
+            Step::CreateCgroup,
+            format!("{cgroup}: cgroup v2 does not rename cgroups"),
+        ))
+    }
+
+    fn supports_rename(&self) -> bool {
+        false
+    }
 }

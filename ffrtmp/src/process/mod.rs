@@ -80,6 +80,26 @@ pub struct ParentFacts {
     pub exe: Option<PathBuf>,
 }
 
+/// Which facts `ProcFs::facts` reads: only what the matcher will look at, so the exec path
+/// does not pay for filters nobody configured. The cgroup membership is always read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needs {
+    /// argv[0] and exe (the comm alone cannot decide the name).
+    pub names: bool,
+    pub cwd: bool,
+    pub uid: bool,
+    pub parent: bool,
+}
+
+impl Needs {
+    pub const ALL: Needs = Needs {
+        names: true,
+        cwd: true,
+        uid: true,
+        parent: true,
+    };
+}
+
 /// A `/proc` mount (normally `/proc`; a fixture tree in tests).
 #[derive(Debug, Clone)]
 pub struct ProcFs {
@@ -218,9 +238,9 @@ impl ProcFs {
             .saturating_sub(self.start_after_boot(start_time))
     }
 
-    /// Read every fact the matcher may need. Fields a process hides from us (EACCES) are
-    /// `None`; `Err` only when the process is gone.
-    pub fn facts(&self, stat: Stat) -> io::Result<ProcessFacts> {
+    /// Read the facts the matcher needs (`needs`; the rest stay `None`/empty). Fields a
+    /// process hides from us (EACCES) are `None`; `Err` only when the process is gone.
+    pub fn facts(&self, stat: Stat, needs: Needs) -> io::Result<ProcessFacts> {
         let pid = stat.pid;
         fn soft<T>(r: io::Result<T>) -> io::Result<Option<T>> {
             match r {
@@ -229,12 +249,23 @@ impl ProcFs {
                 Err(_) => Ok(None),
             }
         }
-        let argv0 = soft(self.argv0(pid))?.flatten();
-        let exe = soft(self.exe(pid))?;
-        let cwd = soft(self.cwd(pid))?;
-        let uid = soft(self.uid(pid))?;
+        let (argv0, exe) = if needs.names {
+            (soft(self.argv0(pid))?.flatten(), soft(self.exe(pid))?)
+        } else {
+            (None, None)
+        };
+        let cwd = if needs.cwd {
+            soft(self.cwd(pid))?
+        } else {
+            None
+        };
+        let uid = if needs.uid {
+            soft(self.uid(pid))?
+        } else {
+            None
+        };
         let cgroups = soft(self.cgroups(pid))?.unwrap_or_default();
-        let parent = if stat.ppid > 0 {
+        let parent = if needs.parent && stat.ppid > 0 {
             self.stat(stat.ppid).ok().map(|ps| ParentFacts {
                 pid: ps.pid,
                 argv0: self.argv0(ps.pid).ok().flatten(),
@@ -384,7 +415,7 @@ mod tests {
         let fs = ProcFs::system();
         let me = std::process::id();
         let st = fs.stat(me).unwrap();
-        let f = fs.facts(st).unwrap();
+        let f = fs.facts(st, Needs::ALL).unwrap();
         assert_eq!(f.id.pid, me);
         assert!(f.exe.is_some());
         assert!(f.age < Duration::from_secs(3600 * 24 * 365));

@@ -1,8 +1,8 @@
-//! Log output: `[watch] message key=value` lines as the predecessor printed them (operators
-//! grep for those), with a timestamp on a terminal and without one under journald, which
-//! stamps lines itself. The level can be changed at reload.
-
-use std::io::IsTerminal;
+//! Log output. On a terminal (or a file): `[watch] message` lines as the predecessor printed
+//! them (operators grep for those), with a timestamp. When stderr is the journal (systemd
+//! sets JOURNAL_STREAM to its device and inode): native journald entries with structured
+//! fields (`FFRTMP_PID`, `FFRTMP_JOB`, `FFRTMP_COMMAND`, `FFRTMP_LATENCY_US`, …). The level
+//! can be changed at reload.
 
 use tracing::{Event, Subscriber};
 use tracing_subscriber::filter::LevelFilter;
@@ -71,17 +71,45 @@ impl LogControl {
     }
 }
 
+/// Whether stderr is connected to the journal (JOURNAL_STREAM names its device:inode).
+pub fn stderr_is_journal() -> bool {
+    use std::os::fd::AsRawFd;
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    // SAFETY: fstat on stderr into a zeroed stat buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(std::io::stderr().as_raw_fd(), &mut st) } != 0 {
+        return false;
+    }
+    dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino)
+}
+
 /// Install the logger for `tag` (`watch`, `run`, …). A second call (tests) is a no-op.
 pub fn init(level: tracing::Level, tag: &'static str) -> LogControl {
     let (filter, handle) = reload::Layer::new(LevelFilter::from_level(level));
-    let timestamps =
-        std::env::var_os("JOURNAL_STREAM").is_none() || std::io::stderr().is_terminal();
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .event_format(TaggedFormat { tag, timestamps });
+    let journal = stderr_is_journal()
+        .then(|| tracing_journald::layer().ok())
+        .flatten()
+        .map(|l| {
+            l.with_field_prefix(Some("FFRTMP".into()))
+                .with_syslog_identifier(format!("ffrtmp-{tag}"))
+        });
+    let fmt = journal.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .event_format(TaggedFormat {
+                tag,
+                timestamps: true,
+            })
+    });
     match tracing_subscriber::registry()
         .with(filter)
+        .with(journal)
         .with(fmt)
         .try_init()
     {

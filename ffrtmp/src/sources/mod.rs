@@ -2,6 +2,7 @@
 //! one channel; the daemon does not care which source an event came from. The /proc scan
 //! (`scan`) is driven by the daemon itself: it is the fallback source and the reconciliation.
 
+pub mod ebpf;
 pub mod scan;
 
 use tokio::sync::mpsc;

@@ -234,6 +234,10 @@ impl Daemon {
         if !yaml.contains("state_path:") {
             text.push_str(&format!("state_path: {}\n", state.display()));
         }
+        if !yaml.contains("metrics_addr:") {
+            // Tests run daemons side by side: each gets a free port (see `metrics_url`).
+            text.push_str("metrics_addr: 127.0.0.1:0\n");
+        }
         std::fs::write(&config, text).unwrap();
         Self::start_with(config, state, log, extra)
     }
@@ -258,6 +262,13 @@ impl Daemon {
             config,
             state,
         }
+    }
+
+    /// `http://host:port` the daemon serves /metrics and /healthz on (from its log).
+    pub fn metrics_url(&self) -> Option<String> {
+        let log = self.log_text();
+        let rest = log.split("Serving /metrics and /healthz on ").nth(1)?;
+        Some(rest.lines().next()?.trim().to_string())
     }
 
     pub fn log_text(&self) -> String {
@@ -316,6 +327,29 @@ pub fn spawn_in(path: &Path, args: &[&str], cwd: &Path) -> Child {
         .stdin(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()))
+}
+
+/// `GET url` (plain http://host:port/path); returns (status code, body).
+pub fn http_get(url: &str) -> (u16, String) {
+    use std::io::Read;
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut s =
+        std::net::TcpStream::connect(host).unwrap_or_else(|e| panic!("connect {host}: {e}"));
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (code, body)
 }
 
 /// Append a line to a file (creating it).

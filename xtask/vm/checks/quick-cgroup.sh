@@ -24,9 +24,9 @@ sleep 1; u0=$(awk '/^usage_usec/ {print $2}' $cg/cpu.stat); t0=$(cut -d' ' -f1 /
 sleep 3; u1=$(awk '/^usage_usec/ {print $2}' $cg/cpu.stat); t1=$(cut -d' ' -f1 /proc/uptime)
 kill $loop; wait $loop 2>/dev/null || true
 echo "cpu.stat: $(tr '\n' ' ' <$cg/cpu.stat)"
-share=$(awk -v u=$((u1 - u0)) -v a=$t0 -v b=$t1 'BEGIN {printf "%.3f", u / ((b - a) * 1e6)}')
+share=$(awk -v u=$((u1 - u0)) -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", u / ((b - a) * 1e6)}')
 thr=$(awk '/^nr_throttled/ {print $2}' $cg/cpu.stat)
-if awk -v s=$share 'BEGIN {exit !(s > 0.12 && s < 0.28)}' && [ "$thr" -gt 0 ]; then
+if awk -v s="$share" 'BEGIN {exit !(s > 0.12 && s < 0.28)}' && [ "$thr" -gt 0 ]; then
     ok "cpu.max held the busy loop to $share of a CPU (nr_throttled $thr)"
 else
     bad "cpu.max: busy loop got $share of a CPU, nr_throttled $thr (want ~0.20, >0)"
@@ -45,7 +45,7 @@ rmdir $cg
 # pids.max 5 makes further forks fail
 cg=$R/ffrtmp-check-pids; mkdir $cg
 echo 5 >$cg/pids.max
-out=$(sh -c "echo \$\$ >$cg/cgroup.procs; for i in 1 2 3 4 5 6 7 8; do sleep 2 & done; wait" 2>&1 || true)
+sh -c "echo \$\$ >$cg/cgroup.procs; for i in 1 2 3 4 5 6 7 8; do sleep 2 & done; wait" >/dev/null 2>&1 || true
 ev=$(awk '/^max / {print $2}' $cg/pids.events)
 [ "$ev" -ge 1 ] && ok "pids.max refused $ev fork(s)" || bad "pids.max: no fork refused (pids.events max $ev)"
 sleep 2; rmdir $cg

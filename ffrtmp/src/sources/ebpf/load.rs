@@ -1,0 +1,262 @@
+//! Loading the object and attaching one exec hook.
+//!
+//! The BTF tracepoint (`tp_btf/sched_process_exec`) is tried first: it needs no tracefs and
+//! reads `bprm->filename` at an offset taken from the running kernel's BTF. Where BTF is
+//! missing or the hook fails, the classic tracepoint is used; it needs tracefs, which is
+//! mounted here if absent — before aya first looks for it, because aya remembers "tracefs
+//! not found" for the life of the process.
+
+use std::path::Path;
+
+use aya::programs::{BtfTracePoint, TracePoint};
+use aya::{Btf, Ebpf, EbpfLoader};
+use tracing::{debug, info, warn};
+
+use super::btf::bprm_filename_offset;
+use super::error::{classify, EbpfError, Stage};
+use super::object::object;
+
+/// Environment knob: which hook to use (`auto`, `tp_btf`, `tracepoint`), or `off` to
+/// refuse to load (tests of the scan path; with `--fallback-scan` the scan takes over).
+pub const HOOK_ENV: &str = "FFRTMP_EBPF_HOOK";
+/// Environment knob: ring buffer size in bytes (rounded up to a power-of-two number of
+/// pages). Small rings are how tests make the ring overflow.
+pub const RING_ENV: &str = "FFRTMP_EBPF_RING_BYTES";
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
+
+/// The attached exec hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    TpBtf,
+    TracePoint,
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            Hook::TpBtf => "tp_btf/sched_process_exec",
+            Hook::TracePoint => "tracepoint/sched/sched_process_exec",
+        })
+    }
+}
+
+/// Which hooks to try, from `FFRTMP_EBPF_HOOK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookChoice {
+    Auto,
+    Only(Hook),
+}
+
+/// Load-time options, from the environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    pub hook: HookChoice,
+    pub ring_bytes: Option<u32>,
+}
+
+impl LoadOptions {
+    pub fn from_env() -> Result<Self, EbpfError> {
+        Self::parse(
+            std::env::var(HOOK_ENV).ok().as_deref(),
+            std::env::var(RING_ENV).ok().as_deref(),
+        )
+    }
+
+    pub fn parse(hook: Option<&str>, ring: Option<&str>) -> Result<Self, EbpfError> {
+        let hook = match hook.map(str::trim).filter(|s| !s.is_empty()) {
+            None | Some("auto") => HookChoice::Auto,
+            Some("tp_btf") => HookChoice::Only(Hook::TpBtf),
+            Some("tracepoint") => HookChoice::Only(Hook::TracePoint),
+            Some("off") => return Err(EbpfError::Disabled),
+            Some(other) => {
+                return Err(EbpfError::Setting {
+                    key: HOOK_ENV,
+                    value: other.into(),
+                    message: "accepted: auto, tp_btf, tracepoint, off".into(),
+                })
+            }
+        };
+        let ring_bytes = match ring.map(str::trim).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if (4096..=1 << 30).contains(&n) => Some(n),
+                _ => {
+                    return Err(EbpfError::Setting {
+                        key: RING_ENV,
+                        value: v.into(),
+                        message: "a byte count from 4096 to 1073741824".into(),
+                    })
+                }
+            },
+        };
+        Ok(LoadOptions { hook, ring_bytes })
+    }
+}
+
+/// The object loaded (maps created, no program loaded yet), and why the kernel's BTF
+/// cannot be used, if it cannot.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub btf_problem: Option<String>,
+}
+
+/// Load the object. The tp_btf program learns the filename offset here, since globals are
+/// fixed at load. (aya's loader parses the kernel's BTF for its own use; the tp_btf attach
+/// parses it again after the loader is gone rather than keep one copy through both, which
+/// measured a higher peak RSS.)
+pub fn load_object(opts: &LoadOptions) -> Result<Loaded, EbpfError> {
+    let bytes = object()?;
+    raise_memlock();
+    let (offset, btf_problem) = match bprm_filename_offset() {
+        Ok(o) => (o, None),
+        Err(e) => (0, Some(e)),
+    };
+    let mut loader = EbpfLoader::new();
+    if let Some(n) = opts.ring_bytes {
+        loader.map_max_entries("EVENTS", n);
+    }
+    loader.override_global("BPRM_FILENAME_OFFSET", &offset, true);
+    let ebpf = loader.load(bytes).map_err(|e| classify(Stage::Load, &e))?;
+    Ok(Loaded { ebpf, btf_problem })
+}
+
+/// Load and attach one hook, trying tp_btf first unless told otherwise.
+pub fn attach(loaded: &mut Loaded, opts: &LoadOptions) -> Result<Hook, EbpfError> {
+    let ebpf = &mut loaded.ebpf;
+    let try_btf = match opts.hook {
+        HookChoice::Only(Hook::TracePoint) => false,
+        HookChoice::Only(Hook::TpBtf) => true,
+        HookChoice::Auto => loaded.btf_problem.is_none(),
+    };
+    if try_btf {
+        match attach_btf(ebpf) {
+            Ok(()) => return Ok(Hook::TpBtf),
+            Err(e) if opts.hook == HookChoice::Auto && e.worth_another_hook() => {
+                warn!("eBPF: the BTF tracepoint failed ({e}); using the classic tracepoint");
+            }
+            Err(e) => return Err(e),
+        }
+    } else if let Some(p) = &loaded.btf_problem {
+        info!("eBPF: no usable BTF ({p}); using the classic tracepoint");
+    }
+    ensure_tracefs()?;
+    attach_tracepoint(ebpf)?;
+    Ok(Hook::TracePoint)
+}
+
+fn attach_btf(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
+    let btf = Btf::from_sys_fs().map_err(|e| classify(Stage::Load, &e))?;
+    let p: &mut BtfTracePoint = ebpf
+        .program_mut("sched_process_exec_btf")
+        .ok_or_else(|| missing_program("sched_process_exec_btf"))?
+        .try_into()
+        .map_err(|e| classify(Stage::Load, &e))?;
+    p.load("sched_process_exec", &btf)
+        .map_err(|e| classify(Stage::Load, &e))?;
+    p.attach().map_err(|e| classify(Stage::Attach, &e))?;
+    Ok(())
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
+    let p: &mut TracePoint = ebpf
+        .program_mut("sched_process_exec")
+        .ok_or_else(|| missing_program("sched_process_exec"))?
+        .try_into()
+        .map_err(|e| classify(Stage::Load, &e))?;
+    p.load().map_err(|e| classify(Stage::Load, &e))?;
+    p.attach("sched", "sched_process_exec")
+        .map_err(|e| classify(Stage::Attach, &e))?;
+    Ok(())
+}
+
+fn missing_program(name: &str) -> EbpfError {
+    EbpfError::Load {
+        detail: format!(
+            "the embedded object has no program {name}: it is from another ffrtmp version; rebuild it with `cargo xtask build-ebpf` and rebuild ffrtmp"
+        ),
+    }
+}
+
+/// tracefs holds the tracepoint ids aya needs. Mount it if neither usual place has it.
+fn ensure_tracefs() -> Result<(), EbpfError> {
+    let populated = |p: &str| {
+        std::fs::read_dir(p)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    };
+    if populated(TRACEFS) || populated(DEBUGFS_TRACING) {
+        return Ok(());
+    }
+    if !Path::new(TRACEFS).is_dir() {
+        return Err(EbpfError::Tracefs {
+            detail: format!(
+                "{TRACEFS} does not exist (kernel without CONFIG_TRACING, or /sys not mounted)"
+            ),
+        });
+    }
+    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+    let (src, dst, fs) = (c("nodev"), c(TRACEFS), c("tracefs"));
+    // SAFETY: valid NUL-terminated strings; no mount data.
+    let r = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
+    if r != 0 {
+        return Err(EbpfError::Tracefs {
+            detail: format!(
+                "mount -t tracefs nodev {TRACEFS}: {}",
+                std::io::Error::last_os_error()
+            ),
+        });
+    }
+    info!("eBPF: mounted tracefs at {TRACEFS}");
+    Ok(())
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones to the cgroup. The
+/// raise fails without CAP_SYS_RESOURCE, which newer kernels do not need: only a note.
+fn raise_memlock() {
+    let r = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: valid resource and pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) } != 0 {
+        debug!(
+            "eBPF: cannot raise RLIMIT_MEMLOCK ({}); not needed on Linux 5.11+",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_default_to_auto_and_the_object_ring() {
+        let o = LoadOptions::parse(None, None).unwrap();
+        assert_eq!(o.hook, HookChoice::Auto);
+        assert_eq!(o.ring_bytes, None);
+        let o = LoadOptions::parse(Some("tracepoint"), Some("8192")).unwrap();
+        assert_eq!(o.hook, HookChoice::Only(Hook::TracePoint));
+        assert_eq!(o.ring_bytes, Some(8192));
+        assert_eq!(
+            LoadOptions::parse(Some("tp_btf"), Some(" ")).unwrap().hook,
+            HookChoice::Only(Hook::TpBtf)
+        );
+    }
+
+    #[test]
+    fn bad_options_name_the_variable() {
+        let e = LoadOptions::parse(Some("kprobe"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(HOOK_ENV) && e.contains("tracepoint"), "{e}");
+        let e = LoadOptions::parse(Some("off"), None).unwrap_err();
+        assert!(matches!(e, EbpfError::Disabled), "{e:?}");
+        for bad in ["12", "lots", "4294967296"] {
+            let e = LoadOptions::parse(None, Some(bad)).unwrap_err().to_string();
+            assert!(e.contains(RING_ENV) && e.contains(bad), "{e}");
+        }
+    }
+}

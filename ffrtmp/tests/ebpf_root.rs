@@ -1,0 +1,349 @@
+//! Root integration tests of the eBPF exec source, on this host's real kernel and real v1
+//! cgroups, driving the real `ffrtmp watch` binary: targets, long names, non-targets,
+//! children forked right after exec, ring overflow, missing capabilities, reload. Strict
+//! placement is in `ebpf_strict.rs`. Every cgroup is created beneath the test's own cgroup
+//! (`support::TestRoot`) and removed afterwards; every process moved is one the test
+//! started, under a name no other process has.
+//!
+//! They skip with a printed reason when not root or when the binary was built without the
+//! eBPF object; with `FFRTMP_REQUIRE_ROOT_TESTS` or `CI` set, a skip is a failure (CI
+//! builds the object first: `cargo xtask build-ebpf`).
+//!
+//! Placement through the eBPF path is told apart from the scan by the daemon's log: only
+//! an exec event carries a kernel timestamp, so only it logs `exec→placed`.
+
+mod support;
+#[macro_use]
+mod ebpf_support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ebpf_support::{job, mentions, placed_by_event, serial, spawn, tag, under_root, Watch};
+use support::{named_copy, wait_until, TestRoot};
+
+#[test]
+fn ebpf_places_targets_including_long_names_and_leaves_others_alone() {
+    require_ebpf!();
+    let _g = serial();
+    for hook in ["tp_btf", "tracepoint"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut root = TestRoot::new();
+        let t = tag();
+        let short = format!("{t}a");
+        let long = format!("{t}-long-target-name");
+        // Same first 15 bytes as `long`: the kernel forwards it, user space must refuse it.
+        let impostor = format!("{}-impostor", &long[..15]);
+        let other = format!("{t}n");
+        let w = Watch::start(
+            dir.path(),
+            &root,
+            &format!("target_commands: [{short}, {long}]\n"),
+            &[],
+            &[("FFRTMP_EBPF_HOOK", hook), ("LOG_LEVEL", "debug")],
+            &[],
+        );
+        w.ready();
+        assert!(w.log_text().contains(if hook == "tp_btf" {
+            "tp_btf/sched_process_exec attached"
+        } else {
+            "tracepoint/sched/sched_process_exec attached"
+        }));
+        let bins: Vec<PathBuf> = [&short, &long, &impostor, &other]
+            .iter()
+            .map(|n| named_copy(dir.path(), "/bin/sleep", n))
+            .collect();
+        let pids: Vec<u32> = bins.iter().map(|b| spawn(&mut root, b, &["30"])).collect();
+        for (name, pid) in [(&short, pids[0]), (&long, pids[1])] {
+            let cg = job(&root, name, pid);
+            assert!(
+                wait_until(Duration::from_secs(5), || root.is_in(pid, &cg)),
+                "[{hook}] target {name} (PID {pid}) not placed in {cg}:\n{}",
+                w.log_text()
+            );
+            assert!(
+                placed_by_event(&w.log_text(), pid),
+                "[{hook}] {name} was not placed from an exec event:\n{}",
+                w.log_text()
+            );
+        }
+        // Events are handled in order: the later ones have been decided on by now.
+        std::thread::sleep(Duration::from_millis(300));
+        for (name, pid) in [(&impostor, pids[2]), (&other, pids[3])] {
+            assert!(
+                !under_root(&root, pid),
+                "[{hook}] {name} (PID {pid}) was placed"
+            );
+        }
+        let log = w.stop();
+        // At debug level the daemon logs every notice it refuses.
+        assert!(
+            log.contains(&format!("Skipping PID {}:", pids[2])),
+            "the impostor was not forwarded and refused:\n{log}"
+        );
+        assert!(
+            !mentions(&log, pids[3]),
+            "the non-target reached user space:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn ebpf_children_forked_right_after_exec_end_up_in_the_job_cgroup() {
+    require_ebpf!();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut root = TestRoot::new();
+    let name = format!("{}f", tag());
+    let w = Watch::start(
+        dir.path(),
+        &root,
+        &format!("target_commands: [{name}]\n"),
+        &[],
+        &[],
+        &[],
+    );
+    w.ready();
+    let sh = named_copy(dir.path(), "/bin/dash", &name);
+    let script = "i=0; while [ $i -lt 20 ]; do sleep 30 & i=$((i+1)); done; wait";
+    let procfs = ffrtmp::process::ProcFs::system();
+    for round in 0..5 {
+        let pid = spawn(&mut root, &sh, &["-c", script]);
+        let cg = job(&root, &name, pid);
+        assert!(
+            wait_until(Duration::from_secs(5), || root.is_in(pid, &cg)),
+            "round {round}: PID {pid} not placed:\n{}",
+            w.log_text()
+        );
+        assert!(
+            wait_until(Duration::from_secs(5), || procfs.children(pid).len() == 20),
+            "round {round}: the target did not fork 20 children"
+        );
+        // The daemon moves the children it finds right after the parent; nothing else
+        // would move a child left behind (reconciliation is 1 h away).
+        let kids = procfs.children(pid);
+        let outside = || -> Vec<u32> {
+            kids.iter()
+                .copied()
+                .filter(|k| !root.is_in(*k, &cg))
+                .collect()
+        };
+        wait_until(Duration::from_secs(5), || outside().is_empty());
+        assert!(
+            outside().is_empty(),
+            "round {round}: children outside {cg}: {:?}",
+            outside()
+        );
+    }
+    w.stop();
+}
+
+#[test]
+fn ebpf_overflow_is_reported_and_every_target_is_placed_after_reconciliation() {
+    require_ebpf!();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut root = TestRoot::new();
+    let name = format!("{}o", tag());
+    // One page: about 12 events fit.
+    let w = Watch::start(
+        dir.path(),
+        &root,
+        &format!("target_commands: [{name}]\n"),
+        &[],
+        &[("FFRTMP_EBPF_RING_BYTES", "4096")],
+        &[],
+    );
+    w.ready();
+    let bin = named_copy(dir.path(), "/bin/sleep", &name);
+    // Pause the reader (the whole daemon) while 40 targets exec.
+    w.signal(libc::SIGSTOP);
+    let pids: Vec<u32> = (0..40).map(|_| spawn(&mut root, &bin, &["30"])).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    w.signal(libc::SIGCONT);
+    let all_placed = wait_until(Duration::from_secs(20), || {
+        pids.iter().all(|p| root.is_in(*p, &job(&root, &name, *p)))
+    });
+    let log = w.log_text();
+    assert!(all_placed, "not every target was placed:\n{log}");
+    assert!(
+        log.contains("exec event(s) lost"),
+        "no loss reported:\n{log}"
+    );
+    let by_event = pids.iter().filter(|p| placed_by_event(&log, **p)).count();
+    assert!(
+        by_event < 40,
+        "all 40 arrived as events: the ring did not overflow"
+    );
+    eprintln!("overflow: {by_event} of 40 placed from events, the rest by the reconciliation scan");
+    w.stop();
+}
+
+#[test]
+fn ebpf_without_cap_bpf_the_error_says_so_and_fallback_scan_governs() {
+    require_ebpf!();
+    let _g = serial();
+    if !Path::new("/usr/bin/setpriv").exists() {
+        ebpf_support::skipped(
+            module_path!(),
+            "needs setpriv (util-linux) to drop capabilities",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut root = TestRoot::new();
+    let name = format!("{}c", tag());
+    let drop_caps = [
+        "/usr/bin/setpriv",
+        "--bounding-set",
+        "-bpf,-perfmon,-sys_admin",
+        "--inh-caps=-all",
+    ];
+    let yaml = format!("target_commands: [{name}]\nscan_interval: 200ms\n");
+
+    let mut w = Watch::start(dir.path(), &root, &yaml, &[], &[], &drop_caps);
+    assert_eq!(
+        w.exit_code(Duration::from_secs(20)),
+        Some(1),
+        "{}",
+        w.log_text()
+    );
+    let log = w.log_text();
+    assert!(
+        log.contains("CAP_BPF") && log.contains("--fallback-scan"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("panicked") && !log.contains("stack backtrace"),
+        "{log}"
+    );
+    drop(w);
+
+    let w = Watch::start(
+        dir.path(),
+        &root,
+        &yaml,
+        &["--fallback-scan"],
+        &[],
+        &drop_caps,
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || w
+            .log_text()
+            .contains("Scan complete")),
+        "{}",
+        w.log_text()
+    );
+    let bin = named_copy(dir.path(), "/bin/sleep", &name);
+    let pid = spawn(&mut root, &bin, &["30"]);
+    let cg = job(&root, &name, pid);
+    assert!(
+        wait_until(Duration::from_secs(5), || root.is_in(pid, &cg)),
+        "not placed by the scan:\n{}",
+        w.log_text()
+    );
+    let log = w.stop();
+    assert_eq!(log.matches("--fallback-scan given").count(), 1, "{log}");
+    assert!(log.contains("CAP_BPF"), "{log}");
+    assert!(!placed_by_event(&log, pid));
+}
+
+#[test]
+fn ebpf_reload_rewrites_the_kernel_target_table() {
+    require_ebpf!();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut root = TestRoot::new();
+    let t = tag();
+    let (a, b) = (format!("{t}ra"), format!("{t}rb"));
+    let w = Watch::start(
+        dir.path(),
+        &root,
+        &format!("target_commands: [{a}]\n"),
+        &[],
+        &[("LOG_LEVEL", "debug")],
+        &[],
+    );
+    w.ready();
+    let (bin_a, bin_b) = (
+        named_copy(dir.path(), "/bin/sleep", &a),
+        named_copy(dir.path(), "/bin/sleep", &b),
+    );
+    // Swap the targets: a out, b in.
+    let text = std::fs::read_to_string(&w.config)
+        .unwrap()
+        .replace(&format!("[{a}]"), &format!("[{b}]"));
+    std::fs::write(&w.config, text).unwrap();
+    w.signal(libc::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(10), || w
+            .log_text()
+            .contains("Configuration reloaded")),
+        "{}",
+        w.log_text()
+    );
+    // Let the reload's own scan finish before the new processes exist.
+    std::thread::sleep(Duration::from_millis(300));
+    let pb = spawn(&mut root, &bin_b, &["30"]);
+    let pa = spawn(&mut root, &bin_a, &["30"]);
+    let cg = job(&root, &b, pb);
+    assert!(
+        wait_until(Duration::from_secs(5), || root.is_in(pb, &cg)),
+        "new target not placed:\n{}",
+        w.log_text()
+    );
+    assert!(
+        placed_by_event(&w.log_text(), pb),
+        "new target not placed from an event:\n{}",
+        w.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!under_root(&root, pa), "the removed target was placed");
+    let log = w.stop();
+    assert!(
+        !mentions(&log, pa),
+        "the removed target still reached user space:\n{log}"
+    );
+}
+
+#[test]
+fn ebpf_forward_all_places_a_target_started_under_another_name() {
+    require_ebpf!();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut root = TestRoot::new();
+    let t = tag();
+    let (name, alias) = (format!("{t}w"), format!("{t}alias"));
+    let bin = named_copy(dir.path(), "/bin/sleep", &name);
+    // Exec'd through a symlink: the comm is the link's name, the exe the target's.
+    let link = dir.path().join(&alias);
+    std::os::unix::fs::symlink(&bin, &link).unwrap();
+    for forward_all in [false, true] {
+        let w = Watch::start(
+            dir.path(),
+            &root,
+            &format!("target_commands: [{name}]\nforward_all: {forward_all}\n"),
+            &[],
+            &[],
+            &[],
+        );
+        w.ready();
+        let pid = spawn(&mut root, &link, &["30"]);
+        let cg = job(&root, &name, pid);
+        let placed = wait_until(Duration::from_secs(3), || root.is_in(pid, &cg));
+        let log = w.stop();
+        if forward_all {
+            assert!(placed, "not placed with forward_all:\n{log}");
+            assert!(
+                placed_by_event(&log, pid),
+                "not placed from an event:\n{log}"
+            );
+        } else {
+            // The kernel filter only knows comms: this one waits for the reconciliation.
+            assert!(
+                !placed,
+                "placed without forward_all, before any reconciliation:\n{log}"
+            );
+        }
+    }
+}
