@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tracing::{debug, error, info, warn};
 
-use super::{Daemon, Governed, Timed};
+use super::{Chore, Daemon, Governed, Timed};
 use crate::config::units::format_go_duration;
 use crate::matcher::{decide, Decision};
 use crate::placer::{auto_job_id, Class, JobSpec};
@@ -182,7 +182,7 @@ impl Daemon {
                 }
                 let moved = self.placer.move_descendants(pid, &pl.cgroup);
                 // Replace the spare cgroup this placement may have used (off the latency path).
-                self.placer.refill_spares(std::iter::once(&spec.limits));
+                self.chores.push_back(Chore::Refill(spec.limits.clone()));
                 if moved > 0 {
                     info!(
                         pid,
@@ -318,25 +318,34 @@ impl Daemon {
         info!(pid = id.pid, job = %g.record.job_id, "PID {} ({}) exited; job {} ended", id.pid, g.record.command, g.record.job_id);
         self.mark_dirty();
         self.republish = true;
-        if self.opts.dry_run {
-            return;
+        if !self.opts.dry_run {
+            self.chores.push_back(Chore::Remove(g.cgroup));
         }
-        match self.placer.remove_if_empty(&g.cgroup) {
-            Ok(true) => debug!("Removed cgroup {}", g.cgroup),
+    }
+
+    /// One piece of deferred work, done when no event is waiting: keeps rmdir and spare
+    /// creation off the path of the next placement.
+    pub(super) fn do_chore(&mut self) {
+        match self.chores.pop_front() {
+            Some(Chore::Refill(limits)) => {
+                self.placer.refill_spares(std::iter::once(&limits));
+            }
+            Some(Chore::Remove(cgroup)) => self.remove_job_cgroup(cgroup),
+            None => {}
+        }
+    }
+
+    fn remove_job_cgroup(&mut self, cgroup: String) {
+        match self.placer.remove_if_empty(&cgroup) {
+            Ok(true) => debug!("Removed cgroup {cgroup}"),
             Ok(false) => {
-                debug!(
-                    "Cgroup {} still has processes; removing it once empty",
-                    g.cgroup
-                );
-                self.leftovers.push(g.cgroup);
+                debug!("Cgroup {cgroup} still has processes; removing it once empty");
+                self.leftovers.push(cgroup);
             }
             Err(e) if is_gone(&e) => {}
             Err(e) => {
-                warn!(
-                    "Cannot remove cgroup {}: {e}; will retry at reconciliation",
-                    g.cgroup
-                );
-                self.leftovers.push(g.cgroup);
+                warn!("Cannot remove cgroup {cgroup}: {e}; will retry at reconciliation");
+                self.leftovers.push(cgroup);
             }
         }
     }

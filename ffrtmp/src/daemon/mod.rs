@@ -90,6 +90,14 @@ struct Governed {
     exit_watch: tokio::task::JoinHandle<()>,
 }
 
+/// Work done when the loop is idle (no event waiting).
+enum Chore {
+    /// Create spare cgroups for these limits again.
+    Refill(crate::config::Limits),
+    /// Remove an ended job's cgroup (once empty).
+    Remove(String),
+}
+
 /// Work scheduled for later.
 enum Timed {
     /// Waiting for min_runtime.
@@ -120,6 +128,7 @@ pub struct Daemon {
     notifier: Notifier,
     /// The governed set or health changed: publish before the next wait.
     republish: bool,
+    chores: std::collections::VecDeque<Chore>,
 }
 
 impl Daemon {
@@ -150,6 +159,7 @@ impl Daemon {
             telemetry: Arc::new(Mutex::new(Telemetry::default())),
             notifier: Notifier::default(),
             republish: true,
+            chores: std::collections::VecDeque::new(),
         }
     }
 
@@ -263,6 +273,7 @@ impl Daemon {
                     }
                 },
                 Some(id) = exit_rx.recv() => self.on_exit(id),
+                _ = std::future::ready(()), if !self.chores.is_empty() && rx.is_empty() => self.do_chore(),
                 // Pinged from the loop itself: a stuck loop stops the pings and systemd restarts it.
                 _ = wd_tick.tick(), if watchdog.is_some() => self.notifier.watchdog(),
                 _ = scan_tick.tick() => self.scan_now("interval"),

@@ -292,6 +292,16 @@ impl Placer {
             ));
         }
         if !self.backend.is_member(cgroup, &lines) {
+            // An exiting process has already left its cgroups (they read `/`): gone, not moved.
+            let exiting = self.proc.stat(pid).map_or(true, |s| {
+                s.is_zombie() || s.flags & crate::process::stat::PF_EXITING != 0
+            });
+            if exiting || !p.pidfd.is_alive() {
+                return Err(PlaceError::vanished(
+                    Step::Verify,
+                    format!("PID {pid} is exiting"),
+                ));
+            }
             return Err(PlaceError {
                 step: Step::Verify,
                 class: Class::Retryable,

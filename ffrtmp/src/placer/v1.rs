@@ -181,10 +181,24 @@ impl CgroupBackend for V1Backend {
     }
 
     fn create(&self, cgroup: &str) -> Result<(), PlaceError> {
+        let mut made = Vec::new();
         for h in &self.hierarchies {
             let dir = dir_of(&h.mount, cgroup);
-            mkdir(&dir)
-                .map_err(|e| PlaceError::io(Step::CreateCgroup, &dir.display().to_string(), &e))?;
+            match mkdir(&dir) {
+                Ok(true) => made.push(dir),
+                Ok(false) => {}
+                Err(e) => {
+                    // Leave no half-made job behind in the hierarchies already done.
+                    for d in made {
+                        let _ = rmdir(&d);
+                    }
+                    return Err(PlaceError::io(
+                        Step::CreateCgroup,
+                        &dir.display().to_string(),
+                        &e,
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -1,6 +1,8 @@
 //! `/proc/PID/stat`, parsed without trusting the comm: it may hold spaces, parentheses,
 //! newlines and bytes that are not UTF-8, so the fields are found after the *last* `)`.
 
+/// `PF_EXITING` in the stat flags: the process is in `do_exit`.
+pub const PF_EXITING: u64 = 0x0000_0004;
 /// `PF_KTHREAD` in the stat flags: a kernel thread.
 pub const PF_KTHREAD: u64 = 0x0020_0000;
 

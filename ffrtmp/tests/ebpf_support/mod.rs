@@ -110,7 +110,7 @@ impl Watch {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
-        let child = cmd.spawn().unwrap();
+        let child = support::spawn_retrying(&mut cmd);
         Watch { child, log, config }
     }
 
@@ -192,12 +192,9 @@ pub fn job(root: &TestRoot, name: &str, pid: u32) -> String {
 }
 
 pub fn spawn(root: &mut TestRoot, path: &Path, args: &[&str]) -> u32 {
-    let c = Command::new(path)
-        .args(args)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));
-    root.own(c)
+    let mut cmd = Command::new(path);
+    cmd.args(args).stdin(Stdio::null());
+    root.own(support::spawn_retrying(&mut cmd))
 }
 
 /// Whether `pid` is anywhere under the test's cgroup root (cpu hierarchy line).

@@ -41,7 +41,11 @@ pub fn root_skip_reason() -> Option<String> {
 macro_rules! require_root {
     () => {
         if let Some(why) = support::root_skip_reason() {
-            eprintln!("SKIPPED {}: {why}", module_path!());
+            // Straight to stderr: libtest captures eprintln! of passing tests.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("SKIPPED {}: {why}\n", module_path!()).as_bytes(),
+            );
             if std::env::var_os("FFRTMP_REQUIRE_ROOT_TESTS").is_some() {
                 panic!("FFRTMP_REQUIRE_ROOT_TESTS is set but this test cannot run: {why}");
             }
@@ -321,12 +325,25 @@ impl Drop for Daemon {
 
 /// Spawn `path args…` with cwd `cwd`.
 pub fn spawn_in(path: &Path, args: &[&str], cwd: &Path) -> Child {
-    Command::new(path)
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()))
+    let mut cmd = Command::new(path);
+    cmd.args(args).current_dir(cwd).stdin(Stdio::null());
+    spawn_retrying(&mut cmd)
+}
+
+/// Spawn, retrying ETXTBSY: a binary a test just copied can still be open for writing in a
+/// child another test thread forked meanwhile (the fd lives until that child's exec).
+pub fn spawn_retrying(cmd: &mut Command) -> Child {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Ok(c) => return c,
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("spawn {:?}: {e}", cmd.get_program()),
+        }
+    }
 }
 
 /// `GET url` (plain http://host:port/path); returns (status code, body).
