@@ -72,6 +72,11 @@ pub fn render(s: &Settings) -> String {
         s.metrics_addr
             .map_or("\"\" (off)".to_string(), |a| a.to_string()),
     ));
+    out.push_str(&line(
+        "placement",
+        format!("{:?}", s.placement).to_lowercase(),
+    ));
+    out.push_str(&line("forward_all", s.forward_all.to_string()));
     out.push_str("# per command, defaults merged field by field:\ncommands:\n");
     for t in &s.targets {
         let body = serde_yaml::to_string(&serde_yaml::Mapping::from_iter([
@@ -86,6 +91,12 @@ pub fn render(s: &Settings) -> String {
         ]))
         .unwrap_or_default();
         out.push_str(&format!("  {}:\n", t.name));
+        if let Some(p) = s.command_placement.get(&t.name) {
+            out.push_str(&format!(
+                "    placement: {}\n",
+                format!("{p:?}").to_lowercase()
+            ));
+        }
         for l in body.lines() {
             out.push_str(&format!("    {l}\n"));
         }
