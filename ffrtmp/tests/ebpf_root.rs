@@ -62,7 +62,10 @@ fn ebpf_places_targets_including_long_names_and_leaves_others_alone() {
                 w.log_text()
             );
             assert!(
-                placed_by_event(&w.log_text(), pid),
+                wait_until(Duration::from_secs(5), || placed_by_event(
+                    &w.log_text(),
+                    pid
+                )),
                 "[{hook}] {name} was not placed from an exec event:\n{}",
                 w.log_text()
             );
@@ -293,7 +296,10 @@ fn ebpf_reload_rewrites_the_kernel_target_table() {
         w.log_text()
     );
     assert!(
-        placed_by_event(&w.log_text(), pb),
+        wait_until(Duration::from_secs(5), || placed_by_event(
+            &w.log_text(),
+            pb
+        )),
         "new target not placed from an event:\n{}",
         w.log_text()
     );

@@ -200,20 +200,30 @@ fn status_shows_governed_processes_with_live_numbers() {
     let job = root.job(&format!("auto-{name}-{pid}"));
     assert!(wait_until(SECS, || root.is_in(pid, &job)));
     std::fs::write(&go, "").unwrap();
-    std::thread::sleep(Duration::from_millis(700));
     assert!(wait_until(SECS, || std::fs::read_to_string(&d.state)
         .is_ok_and(|s| s.contains(&job))));
-    let out = Command::new(ffrtmp_bin())
-        .args(["status", "--json", "--state-path"])
-        .arg(&d.state)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status_json = || -> serde_json::Value {
+        let out = Command::new(ffrtmp_bin())
+            .args(["status", "--json", "--state-path"])
+            .arg(&d.state)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // The job's numbers grow as it runs (slowly under a 10 % quota on an emulated CPU):
+    // wait until status shows the 10 MB it holds.
+    let mut v = status_json();
+    wait_until(Duration::from_secs(30), || {
+        v = status_json();
+        v["processes"][0]["usage"]["memory_bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 5_000_000)
+    });
     let p = &v["processes"][0];
     assert_eq!(p["pid"], pid);
     assert_eq!(p["cgroup"], job);

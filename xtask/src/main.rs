@@ -5,6 +5,7 @@ mod ebpf;
 mod run;
 mod test;
 mod util;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -15,6 +16,8 @@ tasks:
                            and state in .state/ (installs build prerequisites when root)
   test [--no-vm]           install what the tests need, build, run unit, host-root and VM tests
   build-ebpf [--install]   build the kernel program (ffrtmp-ebpf) for the agent to embed
+  vm-test [--quick-only|--systemd-only|--capabilities]
+                           cgroup v2 + systemd tier in qemu (root; docs/testing.md)
   bench-exec [latency|strict|storm|rss|steps|all] [--n N]
                            eBPF benchmarks against the release daemon (root; docs/benchmarks.md)
 ";
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
         "bench-exec" => bench_exec::bench(rest),
         "run" => run::run_governor(rest),
         "test" => test::test(rest),
+        "vm-test" => vm::vm_test(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())
@@ -49,10 +53,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The VM tier's entry point, once it exists.
-type Task = fn(&[String]) -> anyhow::Result<()>;
-fn vm_test_entry() -> Option<Task> {
-    None
 }

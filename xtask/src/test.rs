@@ -30,8 +30,8 @@ pub fn test(args: &[String]) -> Result<()> {
     run(t.arg("--").arg("--test-threads=2"))?;
     if no_vm {
         eprintln!("xtask test: --no-vm: VM tier skipped");
-    } else if let Some(vm) = crate::vm_test_entry() {
-        vm(&[])?;
+    } else {
+        crate::vm::vm_test(&[])?;
     }
     Ok(())
 }

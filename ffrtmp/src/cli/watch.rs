@@ -114,7 +114,7 @@ pub fn main(a: WatchArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(EXIT_CONFIG, e),
     };
-    let log = logging::init(settings.log_level, "watch");
+    let log = logging::init(settings.log_level, "watch", delegation::service_unit());
     if loader.path.is_none() {
         info!(
             "No config file (none given, {} absent); using defaults, environment and flags",

@@ -169,6 +169,7 @@ impl Daemon {
                 info!(
                     pid,
                     job = %pl.job_id,
+                    command = %spec.command,
                     latency_us = latency.map(|l| l / 1000),
                     "Limits applied to PID {pid} (job {}) in {}: {} in {:.3}ms{latency_text}",
                     pl.job_id,

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 
 /// Name of the scope unit holding the governed jobs under systemd.
 pub const SCOPE_UNIT: &str = "ffrtmp-governed.scope";
-/// Set in the environment of the re-executed daemon, so it never loops.
+/// Set in the environment of the re-executed daemon, so it never loops; its value is the
+/// systemd service the daemon belongs to (its log entries keep naming it).
 pub const REEXEC_ENV: &str = "FFRTMP_SCOPE_REEXEC";
 pub const FIXED_ROOT: &str = crate::config::DEFAULT_CGROUP_ROOT;
 
@@ -271,8 +272,28 @@ pub fn reexec_command(
         .args(["-p", "Delegate=yes", "--"])
         .arg(exe)
         .args(args)
-        .env(REEXEC_ENV, "1");
+        .env(REEXEC_ENV, service_unit().unwrap_or_default());
     c
+}
+
+/// The systemd service this daemon runs as: its own cgroup's name before it moves into the
+/// scope, or what the re-executed process was told. Logs carry it as OBJECT_SYSTEMD_UNIT so
+/// `journalctl -u <service>` still shows them after the move.
+pub fn service_unit() -> Option<String> {
+    if let Some(v) = std::env::var(REEXEC_ENV)
+        .ok()
+        .filter(|v| v.ends_with(".service"))
+    {
+        return Some(v);
+    }
+    std::env::var_os("INVOCATION_ID")?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = crate::process::parse_cgroup_file(&own)
+        .into_iter()
+        .find(|l| l.hierarchy == 0)?
+        .path;
+    let name = last(&path);
+    name.ends_with(".service").then(|| name.to_string())
 }
 
 #[cfg(test)]
@@ -438,6 +459,9 @@ mod tests {
                 "/etc/x.yaml"
             ]
         );
-        assert!(c.get_envs().any(|(k, v)| k == REEXEC_ENV && v.is_some()));
+        assert!(
+            c.get_envs().any(|(k, v)| k == REEXEC_ENV && v.is_some()),
+            "marks the re-executed process"
+        );
     }
 }

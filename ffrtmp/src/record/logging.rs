@@ -88,15 +88,22 @@ pub fn stderr_is_journal() -> bool {
     dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino)
 }
 
-/// Install the logger for `tag` (`watch`, `run`, …). A second call (tests) is a no-op.
-pub fn init(level: tracing::Level, tag: &'static str) -> LogControl {
+/// Install the logger for `tag` (`watch`, `run`, …). `unit`: the systemd service to file
+/// journal entries under (OBJECT_SYSTEMD_UNIT) when the daemon runs outside that service's
+/// cgroup. A second call (tests) is a no-op.
+pub fn init(level: tracing::Level, tag: &'static str, unit: Option<String>) -> LogControl {
     let (filter, handle) = reload::Layer::new(LevelFilter::from_level(level));
     let journal = stderr_is_journal()
         .then(|| tracing_journald::layer().ok())
         .flatten()
         .map(|l| {
-            l.with_field_prefix(Some("FFRTMP".into()))
-                .with_syslog_identifier(format!("ffrtmp-{tag}"))
+            let l = l
+                .with_field_prefix(Some("FFRTMP".into()))
+                .with_syslog_identifier(format!("ffrtmp-{tag}"));
+            match unit {
+                Some(u) => l.with_custom_fields([("OBJECT_SYSTEMD_UNIT", u)]),
+                None => l,
+            }
         });
     let fmt = journal.is_none().then(|| {
         tracing_subscriber::fmt::layer()
