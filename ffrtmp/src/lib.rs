@@ -14,3 +14,24 @@ pub mod placer;
 pub mod process;
 pub mod record;
 pub mod sources;
+
+/// Helpers for the unit tests that start real processes.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use std::process::{Child, Command};
+    use std::time::Duration;
+
+    /// Spawn, retrying ETXTBSY: a binary a test just copied can still be open for writing
+    /// in a child another test thread forked meanwhile (the fd lives until that exec).
+    pub fn spawn(cmd: &mut Command) -> Child {
+        for _ in 0..100 {
+            match cmd.spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                r => return r.unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program())),
+            }
+        }
+        panic!("spawn {:?}: text file busy for a second", cmd.get_program())
+    }
+}

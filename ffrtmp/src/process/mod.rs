@@ -138,6 +138,21 @@ impl ProcFs {
         p
     }
 
+    /// All numeric entries of the root with their inode numbers (from the directory listing
+    /// itself: no extra syscall). A `/proc/PID` inode lives as long as the process's cached
+    /// dentry; a new process under a reused PID gets a new one.
+    pub fn pids_with_ino(&self) -> io::Result<Vec<(u32, u64)>> {
+        use std::os::unix::fs::DirEntryExt;
+        let mut out = Vec::with_capacity(512);
+        for entry in std::fs::read_dir(&self.root)? {
+            let Ok(entry) = entry else { continue };
+            if let Some(pid) = parse_pid(entry.file_name().as_bytes()) {
+                out.push((pid, entry.ino()));
+            }
+        }
+        Ok(out)
+    }
+
     /// All numeric entries of the root.
     pub fn pids(&self) -> io::Result<Vec<u32>> {
         let mut out = Vec::with_capacity(512);

@@ -1,8 +1,12 @@
 //! The /proc scan: the fallback source and the reconciliation pass.
 //!
-//! Per process it reads `stat` (one open, one read) and stops there for processes it has
-//! already decided on, keyed by (pid, start time, comm) so an exec is noticed. argv[0] and
-//! exe are read once per process lifetime, and only when the comm cannot tell.
+//! A process already decided on costs nothing but its directory entry: the listing gives
+//! each `/proc/PID` inode number, which stays the same for the life of the process and
+//! changes when the PID is reused. Such a process's `stat` is read again only every few
+//! scans (`REVALIDATE`), which is how an exec of an already-seen process (its comm changes,
+//! the inode does not) is noticed in scan-only mode; with eBPF the exec event comes at once.
+//! Every other process gets one `stat` read (pid, start time, comm), and argv[0] and exe are
+//! read once per process lifetime, only when the comm cannot tell.
 
 use std::collections::HashMap;
 use std::io;
@@ -27,7 +31,15 @@ struct Seen {
     start_time: u64,
     comm: Vec<u8>,
     generation: u64,
+    /// Inode of `/proc/PID` when last read (0: unknown yet).
+    ino: u64,
+    /// Scan number at which `stat` is read again.
+    recheck: u64,
 }
+
+/// An already-seen process's `stat` is read again after 4 to 11 scans (spread by PID so
+/// the rereads do not bunch up).
+const REVALIDATE: u64 = 8;
 
 /// Scans a /proc root, remembering what it already decided on.
 pub struct Scanner {
@@ -47,12 +59,19 @@ impl Scanner {
 
     /// Remember that this process (as it is now) needs no further look.
     pub fn mark_seen(&mut self, stat: &Stat) {
+        self.remember(stat, 0);
+    }
+
+    fn remember(&mut self, stat: &Stat, ino: u64) {
+        let recheck = self.generation + REVALIDATE / 2 + u64::from(stat.pid) % REVALIDATE;
         self.seen.insert(
             stat.pid,
             Seen {
                 start_time: stat.start_time,
                 comm: stat.comm.clone(),
                 generation: self.generation,
+                ino,
+                recheck,
             },
         );
     }
@@ -72,19 +91,25 @@ impl Scanner {
         let started = Instant::now();
         self.generation += 1;
         let gen = self.generation;
-        let pids = self.proc.pids()?;
+        let pids = self.proc.pids_with_ino()?;
         let mut out = ScanOutcome {
             processes: pids.len(),
             ..Default::default()
         };
-        for pid in pids {
+        for (pid, ino) in pids {
+            if let Some(s) = self.seen.get_mut(&pid) {
+                if s.ino == ino && ino != 0 && gen < s.recheck {
+                    s.generation = gen;
+                    continue;
+                }
+            }
             // A process that vanished between the listing and this read is simply gone.
             let Ok(stat) = self.proc.stat(pid) else {
                 continue;
             };
-            if let Some(s) = self.seen.get_mut(&pid) {
+            if let Some(s) = self.seen.get(&pid) {
                 if s.start_time == stat.start_time && s.comm == stat.comm {
-                    s.generation = gen;
+                    self.remember(&stat, ino);
                     continue;
                 }
             }
@@ -96,7 +121,7 @@ impl Scanner {
                 continue;
             }
             if stat.is_kernel_thread() || stat.is_zombie() {
-                self.mark_seen(&stat);
+                self.remember(&stat, ino);
                 continue;
             }
             if comm_could_match(targets, &stat.comm) {
@@ -110,7 +135,7 @@ impl Scanner {
             if match_name(targets, &stat.comm, argv0.as_deref(), exe.as_deref()).is_some() {
                 out.candidates.push(stat);
             } else {
-                self.mark_seen(&stat);
+                self.remember(&stat, ino);
             }
         }
         self.seen.retain(|_, s| s.generation == gen);
@@ -139,7 +164,7 @@ mod tests {
         let path = dir.join(name);
         std::fs::copy("/bin/sleep", &path).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        Command::new(&path).arg("30").spawn().unwrap()
+        crate::testutil::spawn(Command::new(&path).arg("30"))
     }
 
     #[test]
@@ -196,11 +221,11 @@ mod tests {
         // argv[0] can be set independently of the file name.
         let mut other = {
             use std::os::unix::process::CommandExt;
-            Command::new(dir.path().join("plainsleep"))
-                .arg0(&name)
-                .arg("30")
-                .spawn()
-                .unwrap()
+            crate::testutil::spawn(
+                Command::new(dir.path().join("plainsleep"))
+                    .arg0(&name)
+                    .arg("30"),
+            )
         };
         std::thread::sleep(Duration::from_millis(100));
         let mut s = Scanner::new(ProcFs::system());
@@ -211,5 +236,71 @@ mod tests {
         other.kill().unwrap();
         child.wait().unwrap();
         other.wait().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod exec_tests {
+    use super::*;
+    use crate::config::{Filters, Limits};
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+
+    /// A process seen before it execs a target is found again: its stat is re-read every
+    /// few scans even though its /proc inode did not change.
+    #[test]
+    fn an_exec_of_an_already_seen_process_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let tag = std::process::id() % 100_000;
+        let target = format!("ffrtx{tag}");
+        let copy = |from: &str, name: &str| {
+            let p = dir.path().join(name);
+            std::fs::copy(from, &p).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p
+        };
+        let sh = copy("/bin/sh", &format!("pre{tag}"));
+        let bin = copy("/bin/sleep", &target);
+        let go = dir.path().join("go");
+        let script = format!(
+            "while [ ! -e {} ]; do sleep 0.01; done; exec {} 30",
+            go.display(),
+            bin.display()
+        );
+        let mut child = crate::testutil::spawn(Command::new(&sh).args(["-c", &script]));
+        std::thread::sleep(Duration::from_millis(100));
+        let targets = [Target {
+            name: target.clone(),
+            limits: Limits::default(),
+            filters: Filters::default(),
+        }];
+        let mut s = Scanner::new(ProcFs::system());
+        assert!(s.scan(&targets, &|_| false).unwrap().candidates.is_empty());
+        std::fs::write(&go, "").unwrap();
+        let proc = ProcFs::system();
+        let exec_done = || {
+            proc.stat(child.id())
+                .is_ok_and(|st| st.comm == target.as_bytes())
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !exec_done() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(exec_done(), "the shell did not exec the target");
+        let mut found_after = None;
+        for n in 1..=2 * REVALIDATE {
+            let out = s.scan(&targets, &|_| false).unwrap();
+            if out.candidates.iter().any(|c| c.pid == child.id()) {
+                found_after = Some(n);
+                break;
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let n = found_after.expect("the exec'd target was never found");
+        assert!(
+            n < REVALIDATE / 2 + REVALIDATE,
+            "found only after {n} scans"
+        );
     }
 }
