@@ -133,16 +133,23 @@ impl Daemon {
     ) {
         let pid = pinned.id.pid;
         let cgroup = self.placer.cgroup_of(&spec.job_id);
-        if attempt == 0 {
-            info!(pid, job = %spec.job_id, command = %spec.command, "Attaching to PID {pid} ({}) as job {}", spec.command, spec.job_id);
-        }
+        // The predecessor's "Attaching to PID …" line; written once the move is verified
+        // (or failed), so logging never delays a placement.
+        let attaching = |attempt: u32| {
+            if attempt == 0 {
+                info!(pid, job = %spec.job_id, command = %spec.command, "Attaching to PID {pid} ({}) as job {}", spec.command, spec.job_id);
+            }
+        };
         if self.opts.dry_run {
+            attaching(attempt);
             info!(pid, job = %spec.job_id, "dry-run: would place PID {pid} into {cgroup} with {}", spec.limits);
             self.scanner.mark_seen(&pinned.stat);
             self.continue_if_stopped(&pinned, notice.as_ref());
             return;
         }
-        match self.placer.place(&pinned, &spec) {
+        let placed = self.placer.place(&pinned, &spec);
+        attaching(attempt);
+        match placed {
             Ok(pl) => {
                 self.continue_if_stopped(&pinned, notice.as_ref());
                 let latency = notice
