@@ -89,7 +89,6 @@ pub fn own_cgroup_path() -> String {
 pub struct TestRoot {
     pub path: String,
     pub backend: Box<dyn CgroupBackend>,
-    created: Vec<PathBuf>,
     children: Vec<Child>,
 }
 
@@ -103,10 +102,14 @@ impl TestRoot {
             "controllers missing for tests: {:?}",
             report.missing
         );
+        // Directories leading to the root (e.g. `process_api/<id>` in the cpu hierarchy)
+        // may be shared by tests running side by side: remember every one this test process
+        // made, and let whichever root is dropped last remove them.
+        let created: Vec<PathBuf> = report.created.into_iter().filter(|d| !d.ends_with(&path[1..])).collect();
+        SHARED_DIRS.lock().unwrap_or_else(|e| e.into_inner()).extend(created.iter().cloned());
         TestRoot {
             path,
             backend,
-            created: report.created,
             children: Vec::new(),
         }
     }
@@ -185,11 +188,17 @@ impl Drop for TestRoot {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.backend.remove(&self.path);
-        for dir in self.created.iter().rev() {
-            let _ = std::fs::remove_dir(dir);
-        }
+        // Shared directories this test process created: deepest first; a directory another
+        // test still uses is busy and stays until that test's root is dropped.
+        let mut shared = SHARED_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+        shared.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        shared.retain(|d| std::fs::remove_dir(d).is_err() && d.exists());
     }
 }
+
+/// Directories on the way to test roots that this test process created.
+static SHARED_DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
 
 /// A copy of `binary` named `name` in `dir` (its comm becomes `name`).
 pub fn named_copy(dir: &Path, binary: &str, name: &str) -> PathBuf {
