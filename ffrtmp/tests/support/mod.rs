@@ -105,8 +105,15 @@ impl TestRoot {
         // Directories leading to the root (e.g. `process_api/<id>` in the cpu hierarchy)
         // may be shared by tests running side by side: remember every one this test process
         // made, and let whichever root is dropped last remove them.
-        let created: Vec<PathBuf> = report.created.into_iter().filter(|d| !d.ends_with(&path[1..])).collect();
-        SHARED_DIRS.lock().unwrap_or_else(|e| e.into_inner()).extend(created.iter().cloned());
+        let created: Vec<PathBuf> = report
+            .created
+            .into_iter()
+            .filter(|d| !d.ends_with(&path[1..]))
+            .collect();
+        SHARED_DIRS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(created.iter().cloned());
         TestRoot {
             path,
             backend,
@@ -198,7 +205,6 @@ impl Drop for TestRoot {
 
 /// Directories on the way to test roots that this test process created.
 static SHARED_DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-
 
 /// A copy of `binary` named `name` in `dir` (its comm becomes `name`).
 pub fn named_copy(dir: &Path, binary: &str, name: &str) -> PathBuf {
