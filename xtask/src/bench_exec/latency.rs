@@ -21,32 +21,14 @@ pub(super) fn latency(bin: &Path, n: usize, strict: bool) -> Result<()> {
         if strict { "placement: strict\n" } else { "" },
         "trace",
     )?;
-    let mut outside = Vec::with_capacity(n);
-    let mut missed = 0;
-    let mut pids = Vec::new();
     // Targets stay alive until the end, so exits (and their cgroup removal) do not
     // interleave with the placements measured; the storm measures churn.
-    let mut alive = Vec::with_capacity(n);
-    for _ in 0..n {
-        let c = Command::new(&target).arg("120").spawn()?;
-        // spawn() returns once the exec succeeded (std waits on a CLOEXEC pipe).
-        let t0 = Instant::now();
-        loop {
-            if placed_under(c.id(), &scene.root) {
-                outside.push(t0.elapsed().as_secs_f64() * 1e6);
-                break;
-            }
-            if t0.elapsed() > Duration::from_secs(2) {
-                missed += 1;
-                break;
-            }
-            // Sleep rather than spin: a spinning parent would take one of the two cores
-            // the daemon needs. Resolution: the sleep plus timer slack, about 0.1 ms.
-            std::thread::sleep(Duration::from_micros(20));
-        }
-        pids.push(c.id());
-        alive.push(c);
-    }
+    let Outside {
+        outside,
+        missed,
+        mut alive,
+    } = exec_one_at_a_time(&target, &scene.root, n)?;
+    let pids: Vec<u32> = alive.iter().map(|c| c.id()).collect();
     std::thread::sleep(Duration::from_millis(300));
     let log = d.stop();
     for c in &mut alive {
@@ -147,25 +129,11 @@ pub(super) fn cgrulesengd(n: usize) -> Result<()> {
     if let Some(status) = d.try_wait()? {
         bail!("cgrulesengd exited at start ({status}); run `cgrulesengd -d` to see why");
     }
-    let mut outside = Vec::with_capacity(n);
-    let mut missed = 0;
-    let mut alive = Vec::with_capacity(n);
-    for _ in 0..n {
-        let c = Command::new(&target).arg("120").spawn()?;
-        let t0 = Instant::now();
-        loop {
-            if placed_under(c.id(), &scene.root) {
-                outside.push(t0.elapsed().as_secs_f64() * 1e6);
-                break;
-            }
-            if t0.elapsed() > Duration::from_secs(2) {
-                missed += 1;
-                break;
-            }
-            std::thread::sleep(Duration::from_micros(20));
-        }
-        alive.push(c);
-    }
+    let Outside {
+        outside,
+        missed,
+        mut alive,
+    } = exec_one_at_a_time(&target, &scene.root, n)?;
     let _ = d.kill();
     let _ = d.wait();
     for c in &mut alive {
@@ -176,4 +144,44 @@ pub(super) fn cgrulesengd(n: usize) -> Result<()> {
     println!("{}", summary("outside (spawn returned → /proc/PID/cgroup shows the cgroup in cpu,cpuacct,memory,pids)", outside));
     println!("not placed within 2 s: {missed}");
     Ok(())
+}
+
+/// What the parent saw of N execs of `target`, one at a time.
+struct Outside {
+    /// µs from `spawn` returning to `/proc/PID/cgroup` showing a cgroup under the root.
+    outside: Vec<f64>,
+    /// Not placed within 2 s.
+    missed: usize,
+    /// The targets, still running.
+    alive: Vec<std::process::Child>,
+}
+
+/// The outside measurement, the same for every governor measured: spawn the target (it
+/// returns once the exec is done: std waits on a CLOEXEC pipe), then poll
+/// `/proc/PID/cgroup` until every hierarchy shows a cgroup under `root`.
+fn exec_one_at_a_time(target: &Path, root: &str, n: usize) -> Result<Outside> {
+    let mut out = Outside {
+        outside: Vec::with_capacity(n),
+        missed: 0,
+        alive: Vec::with_capacity(n),
+    };
+    for _ in 0..n {
+        let c = Command::new(target).arg("120").spawn()?;
+        let t0 = Instant::now();
+        loop {
+            if placed_under(c.id(), root) {
+                out.outside.push(t0.elapsed().as_secs_f64() * 1e6);
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(2) {
+                out.missed += 1;
+                break;
+            }
+            // Sleep rather than spin: a spinning parent would take one of the two cores
+            // the daemon needs. Resolution: the sleep plus timer slack, about 0.1 ms.
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        out.alive.push(c);
+    }
+    Ok(out)
 }
