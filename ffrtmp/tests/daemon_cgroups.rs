@@ -540,3 +540,61 @@ fn a_bad_config_exits_2_with_the_error() {
     );
     assert!(!err.contains("stack backtrace"), "{err}");
 }
+
+#[test]
+fn ffrtmp_run_beside_the_daemon_leaves_its_spare_cgroups_alone() {
+    require_root!();
+    let mut root = TestRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("ffrt-w{}", unique());
+    let target = named_copy(dir.path(), "/bin/sleep", &name);
+    let d = Daemon::start(dir.path(), &root, &limits_yaml(&name, ""), &[]);
+    assert!(d.wait_log("Scan complete", SECS));
+    let spares = || -> Vec<String> {
+        let names = root.backend.children(&root.path).unwrap();
+        names
+            .into_iter()
+            .filter(|n| n.starts_with("spare-"))
+            .collect()
+    };
+    let before = spares();
+    if root.backend.supports_rename() {
+        assert!(!before.is_empty(), "the daemon keeps spare cgroups on v1");
+    }
+    // `ffrtmp run` prepares the same root while the daemon holds spare cgroups there.
+    let out = std::process::Command::new(ffrtmp_bin())
+        .args([
+            "run",
+            "--cgroup-root",
+            &root.path,
+            "--job-id",
+            "beside",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        spares(),
+        before,
+        "ffrtmp run removed the daemon's spare cgroups"
+    );
+    // The daemon still places the next targets, with their limits.
+    for _ in 0..3 {
+        let pid = root.own(spawn_in(&target, &["60"], dir.path()));
+        let job = root.job(&format!("auto-{name}-{pid}"));
+        assert!(
+            wait_until(SECS, || root.is_in(pid, &job)),
+            "{}",
+            d.log_text()
+        );
+        assert_eq!(root.backend.read_limits(&job).memory_limit, Some(64));
+    }
+    let (_, log) = d.stop();
+    assert!(!log.contains("Failed to place"), "{log}");
+}

@@ -121,6 +121,7 @@ pub fn main(a: WatchArgs) -> ExitCode {
             config::DEFAULT_CONFIG_PATH
         );
     }
+    raise_open_files_limit();
     if settings.cgroup_root == AUTO {
         let root = resolve_auto_root(a.dry_run);
         settings.cgroup_root = root.clone();
@@ -240,6 +241,31 @@ async fn handle_signals(
                 }
                 Err(e) => error!("Reload rejected, keeping the current configuration: {e}"),
             },
+        }
+    }
+}
+
+/// One pidfd per governed process: lift the soft RLIMIT_NOFILE to the hard limit (1024 is
+/// a common soft default outside the unit, which sets 65536).
+fn raise_open_files_limit() {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: rl.rlim_max,
+                rlim_max: rl.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 {
+                warn!(
+                    "Cannot raise the open files limit from {}: {}; each governed process holds one",
+                    rl.rlim_cur,
+                    std::io::Error::last_os_error()
+                );
+            }
         }
     }
 }

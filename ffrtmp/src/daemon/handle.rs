@@ -38,13 +38,26 @@ impl Daemon {
     pub(super) fn on_exec(&mut self, n: ExecNotice) {
         let pinned = match self.placer.proc().pin(n.pid) {
             Ok(p) => p,
-            Err(e) => {
+            Err(e) if crate::process::is_gone(&e) => {
                 // Gone before we could look: nothing to place, nothing left stopped.
                 debug!(
                     pid = n.pid,
                     "PID {} exited before it could be pinned: {e}", n.pid
                 );
                 self.counters.vanished += 1;
+                return;
+            }
+            Err(e) => {
+                // Not gone, but we cannot pin it (out of file descriptors, memory…): the
+                // reconciliation scan will find it. A stopped one must run meanwhile.
+                warn!(
+                    pid = n.pid,
+                    "Cannot pin PID {}: {e}; leaving it to the reconciliation scan", n.pid
+                );
+                if n.stopped {
+                    // SAFETY: a plain kill(2); without a pidfd this is the best we have.
+                    unsafe { libc::kill(n.pid as libc::pid_t, libc::SIGCONT) };
+                }
                 return;
             }
         };
@@ -66,6 +79,7 @@ impl Daemon {
                     pid = pinned.id.pid,
                     "PID {} vanished while being read: {e}", pinned.id.pid
                 );
+                self.continue_if_stopped(&pinned, notice.as_ref());
                 self.counters.vanished += 1;
                 return Looked::NotNow;
             }
@@ -104,10 +118,13 @@ impl Daemon {
                     n.stopped = false;
                     n
                 });
-                self.timers.insert(
-                    (Instant::now() + remaining, pinned.id),
-                    Timed::Defer(pinned, notice),
-                );
+                if self.pending.insert(pinned.id) {
+                    self.pending.insert(pinned.id);
+                    self.timers.insert(
+                        (Instant::now() + remaining, pinned.id),
+                        Timed::Defer(pinned.id, notice),
+                    );
+                }
                 Looked::NotNow
             }
             Decision::Govern(target) => {
@@ -199,7 +216,10 @@ impl Daemon {
                 }
                 self.counters.placed += 1;
                 self.state.statistics.total_attachments += 1;
-                self.health_placement(pl.failed.is_empty());
+                self.health_placement(true);
+                if self.health.limits(pl.failed.len()).is_some() {
+                    self.log_health();
+                }
                 let now = Utc::now();
                 let record = ProcessRecord {
                     pid,
@@ -222,6 +242,7 @@ impl Daemon {
             }
             Err(e) => match e.class {
                 Class::Vanished => {
+                    self.continue_if_stopped(&pinned, notice.as_ref());
                     *self.telemetry().placements.entry("vanished").or_default() += 1;
                     debug!(
                         pid,
@@ -258,7 +279,10 @@ impl Daemon {
                     error!(pid, job = %spec.job_id, "Failed to place PID {pid} ({}) as job {}{tries}: {e}", spec.command, spec.job_id);
                     self.state.statistics.total_placement_failures += 1;
                     *self.telemetry().placements.entry("failed").or_default() += 1;
-                    self.scanner.mark_seen(&pinned.stat);
+                    // Not for ever: the cause may be fixed (a controller enabled, a cgroup
+                    // limit raised); the scan tries it again after a while.
+                    let again = self.scan_period().max(std::time::Duration::from_secs(60));
+                    self.failed.insert(pinned.id, Instant::now() + again);
                     self.health_placement(false);
                 }
             },
@@ -323,6 +347,7 @@ impl Daemon {
             return;
         }
         let g = self.governed.remove(&id.pid).expect("present");
+        g.exit_watch.abort();
         info!(pid = id.pid, job = %g.record.job_id, "PID {} ({}) exited; job {} ended", id.pid, g.record.command, g.record.job_id);
         self.mark_dirty();
         self.republish = true;
@@ -364,15 +389,17 @@ impl Daemon {
             if entry.key().0 > now {
                 break;
             }
+            let (_, id) = *entry.key();
+            self.pending.remove(&id);
             match entry.remove() {
-                Timed::Defer(pinned, notice) => {
-                    if !pinned.pidfd.is_alive() {
-                        self.counters.vanished += 1;
-                        continue;
-                    }
+                Timed::Defer(id, notice) => match self.placer.proc().pin(id.pid) {
                     // Facts may have changed while it ran (cwd, parent): decide again.
-                    self.look_at(pinned, notice);
-                }
+                    Ok(pinned) if pinned.id == id => {
+                        self.look_at(pinned, notice);
+                    }
+                    // Exited, or the PID now belongs to another process.
+                    _ => self.counters.vanished += 1,
+                },
                 Timed::Retry(pinned, spec, attempt, notice) => {
                     self.place(pinned, spec, attempt, notice)
                 }

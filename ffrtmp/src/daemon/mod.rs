@@ -100,8 +100,9 @@ enum Chore {
 
 /// Work scheduled for later.
 enum Timed {
-    /// Waiting for min_runtime.
-    Defer(Pinned, Option<ExecNotice>),
+    /// Waiting for min_runtime. Only the identity is kept (no pidfd): a long min_runtime
+    /// must not hold a file descriptor per young process; it is pinned again when due.
+    Defer(ProcessId, Option<ExecNotice>),
     /// A placement that failed with a transient error.
     Retry(Pinned, JobSpec, u32, Option<ExecNotice>),
 }
@@ -129,6 +130,12 @@ pub struct Daemon {
     /// The governed set or health changed: publish before the next wait.
     republish: bool,
     chores: std::collections::VecDeque<Chore>,
+    /// Processes with a timer (min_runtime or retry): the scan leaves them alone.
+    pending: std::collections::HashSet<ProcessId>,
+    /// Placements that failed for good, and when the scan may try them again.
+    failed: HashMap<ProcessId, Instant>,
+    /// The event source stopped: switch to scanning.
+    source_down: bool,
 }
 
 impl Daemon {
@@ -160,6 +167,9 @@ impl Daemon {
             notifier: Notifier::default(),
             republish: true,
             chores: std::collections::VecDeque::new(),
+            pending: std::collections::HashSet::new(),
+            failed: HashMap::new(),
+            source_down: false,
         }
     }
 
@@ -197,6 +207,7 @@ impl Daemon {
             t.health = self.health.status;
             t.scan_failures = self.health.scan_failures;
             t.attach_failures = self.health.attach_failures;
+            t.limits_missing = self.health.limits_missing;
             format!(
                 "source {}, governed {}, {}",
                 t.source,
@@ -268,7 +279,8 @@ impl Daemon {
                     None => {
                         sources_open = false;
                         if self.opts.scan_role == ScanRole::Reconcile {
-                            tracing::warn!("All event sources stopped; continuing with the reconciliation scan only");
+                            tracing::error!("All event sources stopped");
+                            self.source_down = true;
                         }
                     }
                 },
@@ -294,10 +306,28 @@ impl Daemon {
                         let f = self.settings.state_flush_interval;
                         if f != flush_tick.period() {
                             flush_tick = interval_at(tokio::time::Instant::now() + f, f);
+                            flush_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
                         }
                     }
                     Some(Control::Shutdown) | None => break,
                 },
+            }
+            if std::mem::take(&mut self.source_down) && self.opts.scan_role == ScanRole::Reconcile {
+                // Without exec events, new processes are found only by scanning: scan at
+                // scan_interval as in --fallback-scan mode, and say so in health.
+                self.opts.scan_role = ScanRole::Primary;
+                let period = self.scan_period();
+                scan_tick = interval_at(tokio::time::Instant::now() + period, period);
+                scan_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                self.telemetry().source = "scan".into();
+                tracing::warn!(
+                    "Scanning /proc every {} instead",
+                    crate::config::units::format_go_duration(period)
+                );
+                if self.health.source(false).is_some() {
+                    self.log_health();
+                }
+                self.republish = true;
             }
             if self.republish {
                 self.republish = false;
@@ -335,13 +365,12 @@ impl Daemon {
                     lost = count,
                     "Event source {source} lost {count} event(s); reconciling now"
                 );
+                self.scanner.force_full();
                 self.scan_now("events lost");
             }
             SourceEvent::Failed { source, error } => {
-                tracing::error!(
-                    source,
-                    "Event source {source} failed: {error}; relying on the reconciliation scan"
-                );
+                tracing::error!(source, "Event source {source} failed: {error}");
+                self.source_down = true;
             }
         }
     }
@@ -356,6 +385,14 @@ impl Daemon {
                 self.settings.cgroup_root
             );
             new.cgroup_root = self.settings.cgroup_root.clone();
+        }
+        if new.metrics_addr != self.settings.metrics_addr {
+            tracing::warn!(
+                "metrics_addr changed from {:?} to {:?}: takes a restart; /metrics stays where it is",
+                self.settings.metrics_addr,
+                new.metrics_addr
+            );
+            new.metrics_addr = self.settings.metrics_addr;
         }
         if new.state_path != self.settings.state_path {
             tracing::warn!(
@@ -445,7 +482,7 @@ impl Daemon {
         let timers = std::mem::take(&mut self.timers);
         for (_, t) in timers {
             match t {
-                Timed::Defer(p, Some(n)) | Timed::Retry(p, _, _, Some(n)) if n.stopped => {
+                Timed::Retry(p, _, _, Some(n)) if n.stopped => {
                     let _ = p.pidfd.signal(libc::SIGCONT);
                 }
                 _ => {}

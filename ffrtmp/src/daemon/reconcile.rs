@@ -14,11 +14,13 @@ use crate::process::{is_gone, ProcessId};
 impl Daemon {
     pub(super) fn scan_now(&mut self, reason: &str) {
         let started = Instant::now();
-        let governed = &self.governed;
-        let timers = &self.timers;
+        let now = Instant::now();
+        self.failed.retain(|_, again| *again > now);
+        let (governed, pending, failed) = (&self.governed, &self.pending, &self.failed);
         let known = |id: ProcessId| {
             governed.get(&id.pid).is_some_and(|g| g.id == id)
-                || timers.keys().any(|(_, t)| *t == id)
+                || pending.contains(&id)
+                || failed.contains_key(&id)
         };
         let outcome = match self.scanner.scan(&self.settings.targets, &known) {
             Ok(o) => o,
@@ -92,8 +94,17 @@ impl Daemon {
             let pid = g.id.pid;
             match self.placer.proc().stat(pid) {
                 Ok(s) if s.start_time == g.id.start_time && !s.is_zombie() => {}
-                _ => {
+                Ok(_) => {
                     gone.push(g.id);
+                    continue;
+                }
+                Err(e) if is_gone(&e) => {
+                    gone.push(g.id);
+                    continue;
+                }
+                // Out of file descriptors or memory is not an exit: keep governing it.
+                Err(e) => {
+                    warn!("Cannot read /proc/{pid}/stat: {e}");
                     continue;
                 }
             }
@@ -142,6 +153,7 @@ impl Daemon {
         if self.opts.dry_run {
             return;
         }
+        self.placer.remove_stray_spares();
         let owned: Vec<String> = self.governed.values().map(|g| g.cgroup.clone()).collect();
         let mut candidates: Vec<String> = std::mem::take(&mut self.leftovers);
         match self.placer.backend().children(self.placer.root()) {

@@ -27,6 +27,7 @@ impl Daemon {
             info!("dry-run: nothing will be created, moved or written");
         } else {
             self.prepare_root();
+            self.placer.remove_stray_spares();
             self.refill_spares();
         }
         self.load_state();

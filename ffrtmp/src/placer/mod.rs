@@ -95,13 +95,21 @@ impl Placer {
 
     /// Prepare the root; spare cgroups a previous run left behind are removed.
     pub fn prepare_root(&self) -> RootReport {
-        let report = self.backend.prepare_root(&self.root);
+        self.backend.prepare_root(&self.root)
+    }
+
+    /// Remove empty spare cgroups that are not in this placer's pool: a previous daemon's
+    /// (at start) or ones a failed placement left behind (at reconciliation). Only the
+    /// daemon calls this — `run` and `attach` must not touch its spares.
+    pub fn remove_stray_spares(&self) {
         for name in self.backend.children(&self.root).unwrap_or_default() {
-            if name.starts_with(SPARE_PREFIX) {
-                let _ = self.remove_if_empty(&self.cgroup_of(&name));
+            let cgroup = self.cgroup_of(&name);
+            if name.starts_with(SPARE_PREFIX)
+                && !self.spares.lock().expect("spares lock").holds(&cgroup)
+            {
+                let _ = self.remove_if_empty(&cgroup);
             }
         }
-        report
     }
 
     /// Create spare cgroups for each set of limits, up to the pool size (v1 only; a no-op
@@ -161,13 +169,25 @@ impl Placer {
     pub fn place(&self, p: &Pinned, spec: &JobSpec) -> Result<Placement, PlaceError> {
         let started = Instant::now();
         let pid = p.id.pid;
-        let cgroup = self.cgroup_of(&spec.job_id);
         if !p.pidfd.is_alive() {
             return Err(PlaceError::vanished(Step::Pin, format!("PID {pid} exited")));
         }
         let spare = self.spares.lock().expect("spares lock").take(&spec.limits);
         if let Some(spare) = spare {
-            return self.place_in_spare(p, spec, spare, started);
+            match self.place_in_spare(p, spec, spare, started) {
+                Ok(pl) => return Ok(pl),
+                Err(e) if e.class == Class::Vanished => return Err(e),
+                // A spare someone removed, or a move that failed there: place the slow way.
+                Err(e) => {
+                    tracing::debug!("PID {pid}: spare cgroup unusable ({e}); creating its cgroup")
+                }
+            }
+        }
+        let mut cgroup = self.cgroup_of(&spec.job_id);
+        if self.backend.procs(&cgroup).is_ok_and(|p| !p.is_empty()) {
+            // The job's name is taken by an earlier process with this PID whose children still
+            // run there: do not share their limits.
+            cgroup = self.cgroup_of(&format!("{}-{}", spec.job_id, p.id.start_time));
         }
         self.backend.create(&cgroup)?;
         let result = self.fill_and_move(p, spec, &cgroup);
@@ -293,9 +313,10 @@ impl Placer {
         }
         if !self.backend.is_member(cgroup, &lines) {
             // An exiting process has already left its cgroups (they read `/`): gone, not moved.
-            let exiting = self.proc.stat(pid).map_or(true, |s| {
-                s.is_zombie() || s.flags & crate::process::stat::PF_EXITING != 0
-            });
+            let exiting = match self.proc.stat(pid) {
+                Ok(s) => s.is_zombie() || s.flags & crate::process::stat::PF_EXITING != 0,
+                Err(e) => is_gone(&e),
+            };
             if exiting || !p.pidfd.is_alive() {
                 return Err(PlaceError::vanished(
                     Step::Verify,
@@ -328,12 +349,14 @@ impl Placer {
                 break;
             }
             stack.extend(self.proc.children(c));
-            let already = self
-                .proc
-                .cgroups(c)
-                .map(|l| self.backend.is_member(cgroup, &l))
-                .unwrap_or(true);
-            if !already && self.backend.move_process(cgroup, c).is_ok() {
+            // Leave alone a child that is already here, or in a cgroup of its own under the
+            // root (a governed job, an `ffrtmp run` job): it is governed already.
+            let root_prefix = format!("{}/", self.root);
+            let leave = self.proc.cgroups(c).map_or(true, |l| {
+                self.backend.is_member(cgroup, &l)
+                    || l.iter().any(|x| x.path.starts_with(&root_prefix))
+            });
+            if !leave && self.backend.move_process(cgroup, c).is_ok() {
                 moved += 1;
             }
         }

@@ -53,6 +53,11 @@ impl Spares {
         self.ready.drain().flat_map(|(_, v)| v).collect()
     }
 
+    /// Whether `cgroup` is a spare in the pool.
+    pub fn holds(&self, cgroup: &str) -> bool {
+        self.ready.values().flatten().any(|s| s.cgroup == cgroup)
+    }
+
     pub fn len(&self) -> usize {
         self.ready.values().map(Vec::len).sum()
     }

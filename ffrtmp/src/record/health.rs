@@ -41,6 +41,11 @@ pub fn status_for(scan_failures: u32, attach_failures: u32) -> HealthStatus {
 pub struct Health {
     pub scan_failures: u32,
     pub attach_failures: u32,
+    /// Consecutive placements that left some limit unapplied (e.g. a controller missing):
+    /// the process is governed, not fully — degraded, never unhealthy.
+    pub limits_missing: u32,
+    /// The exec event source stopped; the daemon only scans now (slower to place).
+    pub source_lost: bool,
     pub status: HealthStatus,
 }
 
@@ -49,6 +54,8 @@ impl Default for Health {
         Health {
             scan_failures: 0,
             attach_failures: 0,
+            limits_missing: 0,
+            source_lost: false,
             status: HealthStatus::Healthy,
         }
     }
@@ -67,8 +74,27 @@ impl Health {
         self.update()
     }
 
+    /// Record a placement that was made but left `missing` limits unapplied.
+    pub fn limits(&mut self, missing: usize) -> Option<HealthStatus> {
+        self.limits_missing = if missing == 0 {
+            0
+        } else {
+            self.limits_missing + 1
+        };
+        self.update()
+    }
+
+    /// Record whether the exec event source works.
+    pub fn source(&mut self, working: bool) -> Option<HealthStatus> {
+        self.source_lost = !working;
+        self.update()
+    }
+
     fn update(&mut self) -> Option<HealthStatus> {
-        let s = status_for(self.scan_failures, self.attach_failures);
+        let mut s = status_for(self.scan_failures, self.attach_failures);
+        if s == HealthStatus::Healthy && (self.limits_missing > 0 || self.source_lost) {
+            s = HealthStatus::Degraded;
+        }
         if s != self.status {
             self.status = s;
             Some(s)
@@ -81,6 +107,14 @@ impl Health {
     pub fn line(&self) -> String {
         match self.status {
             HealthStatus::Healthy => "Health status: healthy".into(),
+            s if self.source_lost => format!(
+                "Health status: {s} (scan failures: {}, attach failures: {}, exec event source lost: scanning only)",
+                self.scan_failures, self.attach_failures
+            ),
+            s if self.limits_missing > 0 => format!(
+                "Health status: {s} (scan failures: {}, attach failures: {}, placements missing a limit: {})",
+                self.scan_failures, self.attach_failures, self.limits_missing
+            ),
             s => format!(
                 "Health status: {s} (scan failures: {}, attach failures: {})",
                 self.scan_failures, self.attach_failures
@@ -131,5 +165,23 @@ mod tests {
             h.scan(false);
         }
         assert_eq!(h.scan(false), Some(HealthStatus::Unhealthy));
+    }
+
+    #[test]
+    fn missing_limits_degrade_but_never_make_unhealthy() {
+        let mut h = Health::default();
+        assert_eq!(h.placement(true), None);
+        assert_eq!(h.limits(1), Some(HealthStatus::Degraded));
+        for _ in 0..20 {
+            h.placement(true);
+            h.limits(1);
+        }
+        assert_eq!(h.status, HealthStatus::Degraded);
+        assert!(
+            h.line().contains("placements missing a limit: 21"),
+            "{}",
+            h.line()
+        );
+        assert_eq!(h.limits(0), Some(HealthStatus::Healthy));
     }
 }

@@ -17,16 +17,30 @@ pub type UsageReader = Arc<dyn Fn(&str) -> Usage + Send + Sync>;
 
 const MAX_REQUEST: usize = 8192;
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; more wait in the listen backlog. Keeps a flood of scrapers
+/// from taking the file descriptors the daemon needs for pidfds.
+const MAX_CONNECTIONS: usize = 16;
 
 /// Serve until the task is aborted.
 pub async fn serve(listener: TcpListener, telemetry: Arc<Mutex<Telemetry>>, usage: UsageReader) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // EMFILE and friends: do not spin; the next accept may work.
+                tracing::warn!("/metrics: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let (t, u) = (telemetry.clone(), usage.clone());
         tokio::spawn(async move {
             let _ = tokio::time::timeout(TIMEOUT, handle(stream, t, u)).await;
+            drop(slot);
         });
     }
 }
@@ -99,6 +113,7 @@ pub fn healthz(t: &Telemetry) -> (u16, String) {
         "governed": t.jobs.len(),
         "scan_failures": t.scan_failures,
         "attach_failures": t.attach_failures,
+        "placements_missing_limits": t.limits_missing,
         "events_lost": t.events_lost,
     });
     (code, format!("{body}\n"))

@@ -83,6 +83,7 @@ pub struct Telemetry {
     pub health: HealthStatus,
     pub scan_failures: u32,
     pub attach_failures: u32,
+    pub limits_missing: u32,
     pub jobs: Vec<JobInfo>,
 }
 
@@ -101,6 +102,7 @@ impl Default for Telemetry {
             health: HealthStatus::Healthy,
             scan_failures: 0,
             attach_failures: 0,
+            limits_missing: 0,
             jobs: Vec::new(),
         }
     }

@@ -46,6 +46,8 @@ pub struct Scanner {
     proc: ProcFs,
     seen: HashMap<u32, Seen>,
     generation: u64,
+    /// The next scan re-reads every process's stat (no inode shortcut).
+    full: bool,
 }
 
 impl Scanner {
@@ -54,6 +56,7 @@ impl Scanner {
             proc,
             seen: HashMap::new(),
             generation: 0,
+            full: false,
         }
     }
 
@@ -76,6 +79,12 @@ impl Scanner {
         );
     }
 
+    /// Make the next scan read every process's stat, so an exec that was not reported (the
+    /// event source lost events) is found at once rather than within a few scans.
+    pub fn force_full(&mut self) {
+        self.full = true;
+    }
+
     /// Forget every decision (after a reload changed the targets or filters).
     pub fn forget_all(&mut self) {
         self.seen.clear();
@@ -92,13 +101,14 @@ impl Scanner {
         self.generation += 1;
         let gen = self.generation;
         let pids = self.proc.pids_with_ino()?;
+        let full = std::mem::take(&mut self.full);
         let mut out = ScanOutcome {
             processes: pids.len(),
             ..Default::default()
         };
         for (pid, ino) in pids {
             if let Some(s) = self.seen.get_mut(&pid) {
-                if s.ino == ino && ino != 0 && gen < s.recheck {
+                if !full && s.ino == ino && ino != 0 && gen < s.recheck {
                     s.generation = gen;
                     continue;
                 }
@@ -302,5 +312,69 @@ mod exec_tests {
             n < REVALIDATE / 2 + REVALIDATE,
             "found only after {n} scans"
         );
+    }
+}
+
+#[cfg(test)]
+mod full_scan_tests {
+    use super::*;
+    use crate::config::{Filters, Limits};
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+
+    /// After lost events, one forced scan finds an exec of an already-seen process.
+    #[test]
+    fn a_forced_scan_finds_an_exec_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let tag = std::process::id() % 100_000;
+        let target = format!("ffrtf{tag}");
+        let copy = |from: &str, name: &str| {
+            let p = dir.path().join(name);
+            std::fs::copy(from, &p).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p
+        };
+        let sh = copy("/bin/sh", &format!("prf{tag}"));
+        let bin = copy("/bin/sleep", &target);
+        let go = dir.path().join("go");
+        let script = format!(
+            "while [ ! -e {} ]; do sleep 0.01; done; exec {} 30",
+            go.display(),
+            bin.display()
+        );
+        let mut child = crate::testutil::spawn(Command::new(&sh).args(["-c", &script]));
+        std::thread::sleep(Duration::from_millis(100));
+        let targets = [Target {
+            name: target.clone(),
+            limits: Limits::default(),
+            filters: Filters::default(),
+        }];
+        let mut s = Scanner::new(ProcFs::system());
+        assert!(s.scan(&targets, &|_| false).unwrap().candidates.is_empty());
+        std::fs::write(&go, "").unwrap();
+        let proc = ProcFs::system();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !proc
+            .stat(child.id())
+            .is_ok_and(|st| st.comm == target.as_bytes())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the shell did not exec the target"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Without forcing, the very next scan skips it (same inode, recheck not due).
+        assert!(s.scan(&targets, &|_| false).unwrap().candidates.is_empty());
+        s.force_full();
+        let found = s
+            .scan(&targets, &|_| false)
+            .unwrap()
+            .candidates
+            .iter()
+            .any(|c| c.pid == child.id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(found, "a forced scan must read the exec'd process's stat");
     }
 }
