@@ -247,116 +247,50 @@ mod tests {
         child.wait().unwrap();
         other.wait().unwrap();
     }
-}
 
-#[cfg(test)]
-mod exec_tests {
-    use super::*;
-    use crate::config::{Filters, Limits};
-    use std::os::unix::fs::PermissionsExt;
-    use std::process::Command;
-
-    /// A process seen before it execs a target is found again: its stat is re-read every
-    /// few scans even though its /proc inode did not change.
-    #[test]
-    fn an_exec_of_an_already_seen_process_is_noticed() {
-        let dir = tempfile::tempdir().unwrap();
-        let tag = std::process::id() % 100_000;
-        let target = format!("ffrtx{tag}");
-        let copy = |from: &str, name: &str| {
-            let p = dir.path().join(name);
-            std::fs::copy(from, &p).unwrap();
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-            p
-        };
-        let sh = copy("/bin/sh", &format!("pre{tag}"));
-        let bin = copy("/bin/sleep", &target);
-        let go = dir.path().join("go");
-        let script = format!(
-            "while [ ! -e {} ]; do sleep 0.01; done; exec {} 30",
-            go.display(),
-            bin.display()
-        );
-        let mut child = crate::testutil::spawn(Command::new(&sh).args(["-c", &script]));
-        std::thread::sleep(Duration::from_millis(100));
-        let targets = [Target {
-            name: target.clone(),
-            limits: Limits::default(),
-            filters: Filters::default(),
-        }];
-        let mut s = Scanner::new(ProcFs::system());
-        assert!(s.scan(&targets, &|_| false).unwrap().candidates.is_empty());
-        std::fs::write(&go, "").unwrap();
-        let proc = ProcFs::system();
-        let exec_done = || {
-            proc.stat(child.id())
-                .is_ok_and(|st| st.comm == target.as_bytes())
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !exec_done() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(exec_done(), "the shell did not exec the target");
-        let mut found_after = None;
-        for n in 1..=2 * REVALIDATE {
-            let out = s.scan(&targets, &|_| false).unwrap();
-            if out.candidates.iter().any(|c| c.pid == child.id()) {
-                found_after = Some(n);
-                break;
-            }
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let n = found_after.expect("the exec'd target was never found");
-        assert!(
-            n < REVALIDATE / 2 + REVALIDATE,
-            "found only after {n} scans"
-        );
+    /// A shell (not a target) that the scanner has already seen, then made to exec a
+    /// target: same PID, same /proc inode, new comm. Returns once the exec is done.
+    struct SeenThenExec {
+        _dir: tempfile::TempDir,
+        child: Child,
+        targets: Vec<Target>,
+        scanner: Scanner,
     }
-}
 
-#[cfg(test)]
-mod full_scan_tests {
-    use super::*;
-    use crate::config::{Filters, Limits};
-    use std::os::unix::fs::PermissionsExt;
-    use std::process::Command;
-
-    /// After lost events, one forced scan finds an exec of an already-seen process.
-    #[test]
-    fn a_forced_scan_finds_an_exec_at_once() {
+    fn seen_then_exec(prefix: &str) -> SeenThenExec {
+        use std::os::unix::ffi::OsStrExt;
         let dir = tempfile::tempdir().unwrap();
         let tag = std::process::id() % 100_000;
-        let target = format!("ffrtf{tag}");
-        let copy = |from: &str, name: &str| {
-            let p = dir.path().join(name);
+        let name = format!("ffrt{prefix}{tag}");
+        let copy = |from: &str, to: &str| {
+            let p = dir.path().join(to);
             std::fs::copy(from, &p).unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
             p
         };
-        let sh = copy("/bin/sh", &format!("prf{tag}"));
-        let bin = copy("/bin/sleep", &target);
+        let sh = copy("/bin/sh", &format!("pre{prefix}{tag}"));
+        let bin = copy("/bin/sleep", &name);
         let go = dir.path().join("go");
         let script = format!(
             "while [ ! -e {} ]; do sleep 0.01; done; exec {} 30",
             go.display(),
             bin.display()
         );
-        let mut child = crate::testutil::spawn(Command::new(&sh).args(["-c", &script]));
+        let child = crate::testutil::spawn(Command::new(&sh).args(["-c", &script]));
         std::thread::sleep(Duration::from_millis(100));
-        let targets = [Target {
-            name: target.clone(),
-            limits: Limits::default(),
-            filters: Filters::default(),
-        }];
-        let mut s = Scanner::new(ProcFs::system());
-        assert!(s.scan(&targets, &|_| false).unwrap().candidates.is_empty());
+        let targets = vec![target(&name)];
+        let mut scanner = Scanner::new(ProcFs::system());
+        assert!(scanner
+            .scan(&targets, &|_| false)
+            .unwrap()
+            .candidates
+            .is_empty());
         std::fs::write(&go, "").unwrap();
         let proc = ProcFs::system();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while !proc
             .stat(child.id())
-            .is_ok_and(|st| st.comm == target.as_bytes())
+            .is_ok_and(|st| st.comm == std::ffi::OsStr::new(&name).as_bytes())
         {
             assert!(
                 std::time::Instant::now() < deadline,
@@ -364,17 +298,54 @@ mod full_scan_tests {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+        SeenThenExec {
+            _dir: dir,
+            child,
+            targets,
+            scanner,
+        }
+    }
+
+    impl Drop for SeenThenExec {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Its stat is re-read every few scans even though its /proc inode did not change.
+    #[test]
+    fn an_exec_of_an_already_seen_process_is_noticed() {
+        let mut t = seen_then_exec("x");
+        let pid = t.child.id();
+        let found_after = (1..=2 * REVALIDATE).find(|_| {
+            let out = t.scanner.scan(&t.targets, &|_| false).unwrap();
+            out.candidates.iter().any(|c| c.pid == pid)
+        });
+        let n = found_after.expect("the exec'd target was never found");
+        assert!(
+            n < REVALIDATE / 2 + REVALIDATE,
+            "found only after {n} scans"
+        );
+    }
+
+    /// After lost events, one forced scan finds it at once.
+    #[test]
+    fn a_forced_scan_finds_an_exec_at_once() {
+        let mut t = seen_then_exec("f");
+        let pid = t.child.id();
         // Without forcing, the very next scan skips it (same inode, recheck not due).
-        assert!(s.scan(&targets, &|_| false).unwrap().candidates.is_empty());
-        s.force_full();
-        let found = s
-            .scan(&targets, &|_| false)
+        assert!(t
+            .scanner
+            .scan(&t.targets, &|_| false)
             .unwrap()
             .candidates
-            .iter()
-            .any(|c| c.pid == child.id());
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert!(found, "a forced scan must read the exec'd process's stat");
+            .is_empty());
+        t.scanner.force_full();
+        let out = t.scanner.scan(&t.targets, &|_| false).unwrap();
+        assert!(
+            out.candidates.iter().any(|c| c.pid == pid),
+            "a forced scan must read the exec'd process's stat"
+        );
     }
 }
