@@ -44,7 +44,6 @@ impl Daemon {
                     pid = n.pid,
                     "PID {} exited before it could be pinned: {e}", n.pid
                 );
-                self.counters.vanished += 1;
                 return;
             }
             Err(e) => {
@@ -80,7 +79,6 @@ impl Daemon {
                     "PID {} vanished while being read: {e}", pinned.id.pid
                 );
                 self.continue_if_stopped(&pinned, notice.as_ref());
-                self.counters.vanished += 1;
                 return Looked::NotNow;
             }
         };
@@ -214,7 +212,6 @@ impl Daemon {
                         "Moved {moved} child process(es) of PID {pid} into {}", pl.cgroup
                     );
                 }
-                self.counters.placed += 1;
                 self.state.statistics.total_attachments += 1;
                 self.health_placement(true);
                 if self.health.limits(pl.failed.len()).is_some() {
@@ -248,7 +245,6 @@ impl Daemon {
                         pid,
                         "PID {pid} exited before placement finished; nothing to do ({e})"
                     );
-                    self.counters.vanished += 1;
                 }
                 Class::Retryable if attempt < self.settings.max_retry_attempts => {
                     // Never hold a stopped process through a backoff.
@@ -262,7 +258,6 @@ impl Daemon {
                         pinned.id.start_time ^ u64::from(pid) ^ u64::from(attempt),
                     );
                     warn!(pid, job = %spec.job_id, "Placing PID {pid} failed ({e}); retry {} of {} in {}", attempt + 1, self.settings.max_retry_attempts, format_go_duration(delay));
-                    self.counters.retries += 1;
                     *self.telemetry().placements.entry("retried").or_default() += 1;
                     self.timers.insert(
                         (Instant::now() + delay, pinned.id),
@@ -398,7 +393,7 @@ impl Daemon {
                         self.look_at(pinned, notice);
                     }
                     // Exited, or the PID now belongs to another process.
-                    _ => self.counters.vanished += 1,
+                    _ => {}
                 },
                 Timed::Retry(pinned, spec, attempt, notice) => {
                     self.place(pinned, spec, attempt, notice)

@@ -66,22 +66,6 @@ pub enum Control {
     Shutdown,
 }
 
-/// Counters kept in memory (the state file keeps the persistent ones).
-#[derive(Debug, Clone, Default)]
-pub struct Counters {
-    pub exec_events: u64,
-    pub placed: u64,
-    pub vanished: u64,
-    pub retries: u64,
-}
-
-/// What `run` returns when it stops.
-#[derive(Debug, Clone)]
-pub struct Summary {
-    pub governed: Vec<ProcessId>,
-    pub counters: Counters,
-}
-
 /// A governed process.
 struct Governed {
     id: ProcessId,
@@ -120,7 +104,6 @@ pub struct Daemon {
     state: StateFile,
     dirty_since: Option<Instant>,
     health: Health,
-    counters: Counters,
     exit_tx: mpsc::UnboundedSender<ProcessId>,
     exit_rx: Option<mpsc::UnboundedReceiver<ProcessId>>,
     log: LogControl,
@@ -159,7 +142,6 @@ impl Daemon {
             state: StateFile::default(),
             dirty_since: None,
             health: Health::default(),
-            counters: Counters::default(),
             exit_tx,
             exit_rx: Some(exit_rx),
             log,
@@ -230,7 +212,7 @@ impl Daemon {
         mut self,
         sources: Vec<Box<dyn EventSource>>,
         mut control: mpsc::Receiver<Control>,
-    ) -> Summary {
+    ) {
         let (tx, mut rx) = mpsc::channel::<SourceEvent>(65_536);
         let mut source_tasks = Vec::new();
         let source_names: Vec<&'static str> = sources.iter().map(|s| s.name()).collect();
@@ -353,7 +335,6 @@ impl Daemon {
     fn on_source_event(&mut self, ev: SourceEvent) {
         match ev {
             SourceEvent::Exec(n) => {
-                self.counters.exec_events += 1;
                 *self.telemetry().exec_events.entry(n.source).or_default() += 1;
                 self.on_exec(n);
             }
@@ -476,7 +457,7 @@ impl Daemon {
         })
     }
 
-    fn shutdown(mut self) -> Summary {
+    fn shutdown(mut self) {
         self.notifier.stopping();
         // A process stopped by strict placement must never stay stopped.
         let timers = std::mem::take(&mut self.timers);
@@ -497,9 +478,5 @@ impl Daemon {
             "Shutting down; {} governed process(es) keep running in their cgroups",
             self.governed.len()
         );
-        Summary {
-            governed: self.governed.values().map(|g| g.id).collect(),
-            counters: self.counters,
-        }
     }
 }

@@ -46,9 +46,9 @@ impl Daemon {
         // Pin and decide first, so "Discovered" comes before the attach lines.
         let mut pinned = Vec::new();
         for stat in outcome.candidates {
-            match self.placer.proc().pin(stat.pid) {
-                Ok(p) => pinned.push(p),
-                Err(_) => self.counters.vanished += 1,
+            // A candidate that exited since the listing is simply gone.
+            if let Ok(p) = self.placer.proc().pin(stat.pid) {
+                pinned.push(p);
             }
         }
         let mut new = 0usize;
