@@ -349,12 +349,17 @@ impl Placer {
                 break;
             }
             stack.extend(self.proc.children(c));
-            // Leave alone a child that is already here, or in a cgroup of its own under the
-            // root (a governed job, an `ffrtmp run` job): it is governed already.
+            // Leave alone a child that is already here, or wholly in another cgroup under the
+            // root (a governed job, an `ffrtmp run` job). A child caught half-way through
+            // this process's own move (v1 moves hierarchy by hierarchy) is moved.
             let root_prefix = format!("{}/", self.root);
             let leave = self.proc.cgroups(c).map_or(true, |l| {
+                let elsewhere = l
+                    .iter()
+                    .map(|x| x.path.as_str())
+                    .find(|p| p.starts_with(&root_prefix));
                 self.backend.is_member(cgroup, &l)
-                    || l.iter().any(|x| x.path.starts_with(&root_prefix))
+                    || elsewhere.is_some_and(|p| p != cgroup && self.backend.is_member(p, &l))
             });
             if !leave && self.backend.move_process(cgroup, c).is_ok() {
                 moved += 1;
