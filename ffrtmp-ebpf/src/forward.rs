@@ -6,8 +6,6 @@
 //! process is never stopped unless its event is on its way to the agent (which must send
 //! SIGCONT). There is no loop anywhere: the filename is one helper call.
 
-use core::mem::MaybeUninit;
-
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
     bpf_probe_read_kernel,
@@ -107,23 +105,27 @@ pub fn on_exec(filename: *const u8) -> Result<(), NotForwarded> {
     Ok(())
 }
 
-/// A comm on an 8-byte boundary, so it is copied as two words (a `[0u8; 16]` on the stack
-/// made LLVM emit a call to a byte-loop `memset` subprogram).
+/// A comm on an 8-byte boundary, so it is copied as two words.
 #[repr(C, align(8))]
 struct Comm(TargetKey);
 
 /// The current task's comm: the new program's name at this point (exec sets it before the
-/// tracepoint fires), NUL-padded by the kernel (`strscpy_pad`), i.e. exactly a `TargetKey`.
+/// tracepoint fires), NUL-padded, i.e. exactly a `TargetKey`.
+///
+/// The buffer is zeroed first. The helper does not promise to pad: Linux 6.1 copies with
+/// `strscpy`, which stops at the NUL and leaves the bytes after it as they were, so a key
+/// read into uninitialised stack carried garbage after the name and never matched a
+/// target (no event-driven placement at all on Debian 12's kernel). Kernels that copy with
+/// `strscpy_pad` (5.10, 6.12+) pad it themselves; zeroing works on both.
 #[inline(always)]
 fn current_comm() -> Option<Comm> {
-    let mut comm = MaybeUninit::<Comm>::uninit();
-    // SAFETY: the helper writes all COMM_LEN bytes (it accepts uninitialised memory).
-    let ret = unsafe { bpf_get_current_comm(comm.as_mut_ptr().cast(), COMM_LEN as u32) };
+    let mut comm = Comm([0u8; COMM_LEN]);
+    // SAFETY: the helper writes at most COMM_LEN bytes into the buffer.
+    let ret = unsafe { bpf_get_current_comm(comm.0.as_mut_ptr().cast(), COMM_LEN as u32) };
     if ret != 0 {
         return None;
     }
-    // SAFETY: initialised by the helper above.
-    Some(unsafe { comm.assume_init() })
+    Some(comm)
 }
 
 /// Copies the NUL-terminated kernel string at `src` into `dst`. Returns the length without
