@@ -1,16 +1,20 @@
 //! The program's maps, shared by every hook, and the failure counters.
 //!
-//! User space owns the contents of `TARGETS` and `SETTINGS` and may resize `EVENTS` and
-//! `TARGETS` at load time (`EbpfLoader::set_max_entries`), so the sizes here are defaults.
+//! User space owns the contents of `TARGETS` and `SETTINGS`, may resize `EVENTS` at load
+//! time (`EbpfLoader::map_max_entries`), pins `STOPPED` in bpffs so that the stops it
+//! records outlive a daemon that dies, and sets `OFFSETS` from the kernel's BTF.
 
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use ffrtmp_common::{counter, KernelSettings, TargetKey, TargetValue};
+use ffrtmp_common::{
+    counter, KernelOffsets, KernelSettings, StopKey, StopValue, TargetKey, TargetValue,
+    STOPPED_ENTRIES,
+};
 
-/// Default ring size: 4 MiB holds about 13 000 events of 312 bytes (+8 header each).
-pub const EVENTS_DEFAULT_BYTES: u32 = 4 << 20;
+/// Default ring size. User space sizes it for the rate it expects (docs/ebpf.md).
+pub const EVENTS_DEFAULT_BYTES: u32 = 256 << 10;
 /// Default capacity of the target table.
 pub const TARGETS_DEFAULT_ENTRIES: u32 = 1024;
 
@@ -18,7 +22,7 @@ pub const TARGETS_DEFAULT_ENTRIES: u32 = 1024;
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_DEFAULT_BYTES, 0);
 
-/// comm (NUL-padded, cut to 15 bytes like the kernel cuts it) → what to do on exec.
+/// Name (comm, exe or argv[0] basename; NUL-padded, cut to 15 bytes) → what to do on exec.
 #[map(name = "TARGETS")]
 pub static TARGETS: HashMap<TargetKey, TargetValue> =
     HashMap::with_max_entries(TARGETS_DEFAULT_ENTRIES, 0);
@@ -30,6 +34,42 @@ pub static SETTINGS: Array<KernelSettings> = Array::with_max_entries(1, 0);
 /// `counter::*` indices; user space sums the per-CPU values.
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// The ledger of strict stops: (process, start time) → when it was stopped. An entry is
+/// written before the SIGSTOP and removed by whoever resumes the process.
+#[map(name = "STOPPED")]
+pub static STOPPED: HashMap<StopKey, StopValue> = HashMap::with_max_entries(STOPPED_ENTRIES, 0);
+
+/// Member offsets of kernel structures, set by user space from BTF at load time.
+#[unsafe(no_mangle)]
+static OFFSETS: KernelOffsets = KernelOffsets {
+    valid: 0,
+    bprm_filename: 0,
+    task_start_boottime: 0,
+    task_real_parent: 0,
+    task_tgid: 0,
+    task_mm: 0,
+    mm_exe_file: 0,
+    mm_arg_start: 0,
+    file_dentry: 0,
+    dentry_name: 0,
+    task_thread_pid: 0,
+    pid_level: 0,
+};
+
+/// One field of `OFFSETS`, read so that the compiler keeps the load-time value instead of
+/// folding the zero it was compiled with.
+#[inline(always)]
+pub fn offset(field: fn(&KernelOffsets) -> &u32) -> usize {
+    // SAFETY: a volatile read of a field of a static that lives as long as the program.
+    unsafe { core::ptr::read_volatile(field(&OFFSETS)) as usize }
+}
+
+/// Whether user space found every offset of the `OFFSETS_*` group `bit`.
+#[inline(always)]
+pub fn offsets_valid(bit: u32) -> bool {
+    offset(|o| &o.valid) as u32 & bit != 0
+}
 
 /// Add one to counter `index` on this CPU. Per-CPU, so no atomics are needed; a program
 /// is not preempted by itself on the same CPU (tracepoint programs run with migration off).

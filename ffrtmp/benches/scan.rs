@@ -48,6 +48,7 @@ fn main() {
         name: "ffmpeg".into(),
         limits: Limits::default(),
         filters: Filters::default(),
+        govern_containers: false,
     }];
     let mut scanner = Scanner::new(ProcFs::system());
     let first = scanner.scan(&targets, &|_| false).expect("scan");

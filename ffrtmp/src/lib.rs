@@ -1,14 +1,18 @@
 //! ffrtmp: a Linux process governor. It finds processes it did not start and puts each into
 //! its own cgroup with CPU, memory and pids limits the moment it appears.
 //!
-//! The pipeline is the architecture:
-//! `sources` (exec events, /proc scan) → `matcher` (pure decision) → `placer` (cgroup
-//! backends) → `record` (state file, health, logs), driven by `daemon`; `config` turns
-//! files, environment and flags into validated settings; `cli` is the command line.
+//! The pipeline is the architecture, and its threads are too (docs/architecture.md):
+//! `sources` (the eBPF ring reader thread, the /proc scan) → `engine` (the placement
+//! thread: `matcher`'s pure decision, `placer`'s cgroup backends, the one table of
+//! governed processes) → `record` (state file, health, logs, metrics), run by `daemon`'s
+//! record loop; `config` turns files, environment and flags into validated settings;
+//! `process` is what is read about a process (and the `Stopped` value); `cli` is the
+//! command line.
 
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod engine;
 pub mod matcher;
 pub mod placer;
 pub mod process;

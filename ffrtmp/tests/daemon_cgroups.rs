@@ -82,7 +82,7 @@ fn scanned_target_is_placed_with_its_limits_and_bystanders_are_not() {
         metrics.contains("ffrtmp_placements_total{result=\"placed\"} 1\n"),
         "{metrics}"
     );
-    let job_labels = format!("{{job=\"auto-{name}-{pid}\",command=\"{name}\",pid=\"{pid}\"}}");
+    let job_labels = format!("{{job_id=\"auto-{name}-{pid}\",command=\"{name}\",pid=\"{pid}\"}}");
     assert!(
         metrics.contains(&format!("ffrtmp_job_memory_bytes{job_labels}")),
         "{metrics}"

@@ -172,11 +172,13 @@ fn ebpf_strict_never_leaves_a_process_stopped() {
     }
 }
 
-/// The reader itself, without a daemon: events it read but could not hand over, and events
-/// still in the ring, are continued when its task is aborted (what shutdown does).
+/// The reader itself, without a daemon: a notice it read but could not hand over (the
+/// queue is full), and records still in the ring, are resumed when it stops; a notice that
+/// reached the queue is resumed by whoever drops it.
 #[test]
-fn ebpf_reader_continues_stopped_processes_it_never_handed_over() {
-    use ffrtmp::sources::{ebpf, EventSource, SourceEvent};
+fn ebpf_reader_resumes_stopped_processes_it_never_handed_over() {
+    use ffrtmp::record::metrics::SourceCounters;
+    use ffrtmp::sources::{ebpf, EventSource, SourceSinks};
     require_ebpf!();
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
@@ -194,38 +196,49 @@ fn ebpf_reader_continues_stopped_processes_it_never_handed_over() {
         passwd: Path::new("/etc/passwd"),
     })
     .unwrap();
-    let started = ebpf::start(&settings, &ebpf::LoadOptions::parse(None, None).unwrap()).unwrap();
+    let me = support::me();
+    let started = ebpf::start(
+        &settings,
+        &ebpf::LoadOptions::parse(None, None).unwrap(),
+        me,
+        false,
+    )
+    .unwrap();
+    assert!(started.strict_off.is_none(), "{:?}", started.strict_off);
+    let ledger = started.ledger.clone();
     let sh = named_copy(dir.path(), "/bin/dash", &name);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    // Room for one notice: the reader waits on the second, with more read or in the ring.
+    let (exec_tx, exec_rx) = crossbeam_channel::bounded(1);
+    let (events_tx, _events_rx) = tokio::sync::mpsc::channel(16);
+    let reader = Box::new(started.source)
+        .start(SourceSinks {
+            exec: exec_tx,
+            events: events_tx,
+            counters: std::sync::Arc::new(SourceCounters::default()),
+        })
         .unwrap();
-    let (kids, handed_over) = rt.block_on(async {
-        // Room for one notice: the reader blocks on the second, with more read or in the ring.
-        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-        let task = Box::new(started.source).spawn(tx);
-        let kids: Vec<Child> = (0..4)
-            .map(|_| Command::new(&sh).args(["-c", "exit 0"]).spawn().unwrap())
-            .collect();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        task.abort();
-        let _ = task.await;
-        // What reached the channel is the daemon's to continue (it drains it at shutdown).
-        let mut handed_over = Vec::new();
-        while let Ok(SourceEvent::Exec(n)) = rx.try_recv() {
-            handed_over.push(n.pid);
-        }
-        (kids, handed_over)
-    });
-    assert_eq!(handed_over.len(), 1, "the channel holds one notice");
-    for pid in &handed_over {
-        // SAFETY: our own child, stopped by the kernel; this is the daemon's part.
-        unsafe { libc::kill(*pid as i32, libc::SIGCONT) };
-    }
+    let kids: Vec<Child> = (0..4)
+        .map(|_| Command::new(&sh).args(["-c", "exit 0"]).spawn().unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    use ffrtmp::process::StopLedger;
+    assert_eq!(ledger.entries().len(), 4, "the kernel recorded every stop");
+    reader.stop();
+    let handed_over: Vec<_> = exec_rx.try_iter().collect();
+    assert_eq!(handed_over.len(), 1, "the queue holds one notice");
+    assert!(handed_over[0].stop.is_some());
+    // The notice in the queue is the engine's; dropping it is what the engine does at the
+    // end of whatever path it takes.
+    drop(handed_over);
     for (pid, status) in finish_all(kids, Duration::from_secs(5)) {
         assert!(
             status.is_some_and(|s| s.success()),
             "PID {pid} left stopped: {status:?}"
         );
     }
+    assert!(
+        ledger.entries().is_empty(),
+        "every stop was cleared from the ledger"
+    );
+    ledger.retire();
 }

@@ -36,6 +36,7 @@ pub fn main(a: AttachArgs) -> ExitCode {
     };
     let placer = Placer::new(backend, root, proc);
     placer.prepare_root();
+    super::register_root(placer.root());
     let spec = JobSpec {
         command: String::from_utf8_lossy(&pinned.stat.comm).into_owned(),
         job_id,
@@ -47,7 +48,7 @@ pub fn main(a: AttachArgs) -> ExitCode {
             Ok(p) => break p,
             Err(e) if e.class == Class::Retryable && attempt < 5 => {
                 attempt += 1;
-                std::thread::sleep(crate::daemon::backoff(attempt, u64::from(a.pid)));
+                std::thread::sleep(crate::placer::backoff(attempt, u64::from(a.pid)));
             }
             Err(e) if e.class == Class::Vanished => {
                 return fail(

@@ -123,8 +123,8 @@ pub struct RunArgs {
     /// Job id (default run-<pid of ffrtmp run>).
     #[arg(long, value_name = "ID")]
     pub job_id: Option<String>,
-    /// Cgroup root the job cgroup is created under. `auto`: the watch daemon's governed tree
-    /// when it runs under systemd on cgroup v2, else /ffrtmp.
+    /// Cgroup root the job cgroup is created under. `auto`: the root the watch daemon
+    /// published in /run/ffrtmp (its jobs' tree), else /ffrtmp.
     #[arg(long, value_name = "PATH", default_value = "auto")]
     pub cgroup_root: String,
     /// The command and its arguments (after --).
@@ -145,8 +145,8 @@ pub struct AttachArgs {
     /// Wait for the process to exit, then remove its cgroup.
     #[arg(long)]
     pub wait: bool,
-    /// Cgroup root the job cgroup is created under. `auto`: the watch daemon's governed tree
-    /// when it runs under systemd on cgroup v2, else /ffrtmp.
+    /// Cgroup root the job cgroup is created under. `auto`: the root the watch daemon
+    /// published in /run/ffrtmp (its jobs' tree), else /ffrtmp.
     #[arg(long, value_name = "PATH", default_value = "auto")]
     pub cgroup_root: String,
 }
@@ -182,6 +182,17 @@ pub fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { config },
         } => check::main(config),
+    }
+}
+
+/// `run`/`attach`: record the root this job goes under, so the daemon never moves it.
+pub fn register_root(root: &str) {
+    let dir = crate::placer::registry::runtime_dir();
+    if let Err(e) = crate::placer::registry::register_tool_root(&dir, root) {
+        eprintln!(
+            "ffrtmp: warning: cannot record {root} in {}: {e}; a running `ffrtmp watch` with another cgroup root may move this job",
+            dir.display()
+        );
     }
 }
 

@@ -35,6 +35,7 @@ pub fn main(a: RunArgs) -> ExitCode {
     };
     let placer = Placer::new(backend, root, ProcFs::system());
     let report = placer.prepare_root();
+    super::register_root(placer.root());
     for c in needed_controllers(&limits) {
         if let Some((_, why)) = report.missing.iter().find(|(m, _)| *m == c) {
             return fail(

@@ -15,9 +15,10 @@ use crate::daemon::{Control, Daemon, Options, ScanRole};
 use crate::placer::delegation::{self, Auto};
 use crate::placer::{detect, Placer};
 use crate::process::ProcFs;
-use crate::record::http::{self, UsageReader};
+use crate::process::{ProcessId, StopLedger};
+use crate::record::http::{self, Exposition, UsageReader};
 use crate::record::logging;
-use crate::record::metrics::Telemetry;
+use crate::record::metrics::{BuildInfo, SourceCounters, Telemetry};
 use crate::record::systemd::Notifier;
 use crate::sources::ebpf::{self, TargetTable};
 use crate::sources::EventSource;
@@ -145,7 +146,13 @@ pub fn main(a: WatchArgs) -> ExitCode {
         ) else {
             return fail(EXIT_FAILURE, "cannot install signal handlers");
         };
-        let (sources, role, table) = match pick_sources(&a, &settings) {
+        let me = ProcessId {
+            pid: std::process::id(),
+            start_time: ProcFs::system()
+                .stat(std::process::id())
+                .map_or(0, |s| s.start_time),
+        };
+        let picked = match pick_sources(&a, &settings, me) {
             Ok(s) => s,
             Err(e) => return fail(EXIT_FAILURE, e),
         };
@@ -156,10 +163,11 @@ pub fn main(a: WatchArgs) -> ExitCode {
         let placer = Placer::new(backend, settings.cgroup_root.clone(), ProcFs::system());
         let opts = Options {
             dry_run: a.dry_run,
-            scan_role: role,
+            scan_role: picked.role,
             ..Default::default()
         };
         let telemetry = Arc::new(Mutex::new(Telemetry::default()));
+        let counters = Arc::new(SourceCounters::default());
         let server = match settings.metrics_addr {
             Some(addr) => match tokio::net::TcpListener::bind(addr).await {
                 Ok(l) => {
@@ -170,7 +178,16 @@ pub fn main(a: WatchArgs) -> ExitCode {
                         Err(e) => return fail(EXIT_FAILURE, e),
                     };
                     let usage: UsageReader = Arc::new(move |cg: &str| usage_backend.usage(cg));
-                    Some(tokio::spawn(http::serve(l, telemetry.clone(), usage)))
+                    let expo = Arc::new(Exposition {
+                        telemetry: telemetry.clone(),
+                        counters: counters.clone(),
+                        build: BuildInfo {
+                            version: env!("CARGO_PKG_VERSION"),
+                            ebpf_object: ebpf::build_id().unwrap_or_else(|| "none".into()),
+                        },
+                        usage,
+                    });
+                    Some(tokio::spawn(http::serve(l, expo)))
                 }
                 Err(e) => {
                     return fail(
@@ -185,11 +202,13 @@ pub fn main(a: WatchArgs) -> ExitCode {
             }
         };
         let (ctl_tx, ctl_rx) = mpsc::channel(8);
-        let signals = tokio::spawn(handle_signals([term, int, hup], loader, ctl_tx, table));
+        let signals = tokio::spawn(handle_signals([term, int, hup], loader, ctl_tx, picked.table));
         let daemon = Daemon::new(settings, opts, placer, log)
             .with_telemetry(telemetry)
+            .with_counters(counters)
+            .with_ledgers(picked.ledger, picked.orphans)
             .with_notifier(Notifier::from_env());
-        daemon.run(sources, ctl_rx).await;
+        daemon.run(picked.sources, ctl_rx).await;
         signals.abort();
         if let Some(s) = server {
             s.abort();
@@ -198,19 +217,57 @@ pub fn main(a: WatchArgs) -> ExitCode {
     })
 }
 
-/// The sources, how the scan is used, and the kernel target table (eBPF only).
-type Picked = (Vec<Box<dyn EventSource>>, ScanRole, Option<TargetTable>);
+/// What `pick_sources` found.
+struct Picked {
+    sources: Vec<Box<dyn EventSource>>,
+    role: ScanRole,
+    /// The kernel target table (eBPF only), rewritten on reload.
+    table: Option<TargetTable>,
+    ledger: Option<Arc<dyn StopLedger>>,
+    orphans: Vec<Arc<dyn StopLedger>>,
+}
 
 /// The event sources for this run. The eBPF source is the default; without it the scan
 /// becomes the source only when `--fallback-scan` allows it. With eBPF the scan reconciles
-/// every `reconcile_interval`, and the kernel target table is returned for reloads.
-fn pick_sources(a: &WatchArgs, settings: &Settings) -> Result<Picked, String> {
-    let started = ebpf::LoadOptions::from_env().and_then(|opts| ebpf::start(settings, &opts));
+/// every `reconcile_interval`.
+fn pick_sources(a: &WatchArgs, settings: &Settings, me: ProcessId) -> Result<Picked, String> {
+    let started =
+        ebpf::LoadOptions::from_env().and_then(|opts| ebpf::start(settings, &opts, me, a.dry_run));
     match started {
-        Ok(s) => Ok((vec![Box::new(s.source)], ScanRole::Reconcile, Some(s.table))),
+        Ok(s) => {
+            let strict: Vec<&str> = settings
+                .targets
+                .iter()
+                .filter(|t| settings.placement_of(&t.name) == crate::config::Placement::Strict)
+                .map(|t| t.name.as_str())
+                .collect();
+            if let (Some(why), false) = (&s.strict_off, strict.is_empty()) {
+                warn!(
+                    "placement strict is configured for {} but no process will be stopped: {why}; they are placed as normal targets",
+                    strict.join(", ")
+                );
+            }
+            Ok(Picked {
+                sources: vec![Box::new(s.source)],
+                role: ScanRole::Reconcile,
+                table: Some(s.table),
+                ledger: Some(s.ledger as Arc<dyn StopLedger>),
+                orphans: s
+                    .orphans
+                    .into_iter()
+                    .map(|l| Arc::new(l) as Arc<dyn StopLedger>)
+                    .collect(),
+            })
+        }
         Err(e) if a.fallback_scan => {
             warn!("eBPF exec source unavailable: {e}. --fallback-scan given: scanning /proc every scan_interval instead");
-            Ok((Vec::new(), ScanRole::Primary, None))
+            Ok(Picked {
+                sources: Vec::new(),
+                role: ScanRole::Primary,
+                table: None,
+                ledger: None,
+                orphans: Vec::new(),
+            })
         }
         Err(e) => Err(format!(
             "eBPF exec source unavailable: {e}. (Or run with --fallback-scan to scan /proc every scan_interval instead.)"

@@ -23,6 +23,16 @@ pub(super) fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Setting
     };
 
     // scan_interval: flag > env > file > default
+    // An environment variable that overrides what the file says is the most common way a
+    // node ends up doing something else than its config file reads: say so every time.
+    let mut env_over = |var: &str, key: &str, env_value: &str, file_value: Option<String>| {
+        if let (Some(file_value), Some(path)) = (file_value, src.config_file) {
+            warnings.push(format!(
+                "environment variable {var}={env_value:?} overrides {key} {file_value} from {} (precedence: flag > environment > file); remove {var} from the environment (watch.env) to use the file's value",
+                path.display()
+            ));
+        }
+    };
     let scan_interval = if let Some(v) = &src.flags.scan_interval {
         origins.insert("scan_interval", Origin::Flag("--scan-interval"));
         ScanInterval::parse(v).map_err(|message| ConfigError::Flag {
@@ -32,6 +42,12 @@ pub(super) fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Setting
         })?
     } else if let Some(v) = src.env.get("SCAN_INTERVAL") {
         origins.insert("scan_interval", Origin::Env("SCAN_INTERVAL"));
+        env_over(
+            "SCAN_INTERVAL",
+            "scan_interval",
+            v,
+            raw.scan_interval.map(|d| format!("{d:?}")),
+        );
         env_parse("SCAN_INTERVAL", v, ScanInterval::parse)?
     } else if let Some(v) = raw.scan_interval {
         origins.insert("scan_interval", Origin::File);
@@ -52,9 +68,29 @@ pub(super) fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Setting
         })?
     } else if let Some(v) = src.env.get("TARGET_COMMANDS") {
         origins.insert("target_commands", Origin::Env("TARGET_COMMANDS"));
-        env_parse("TARGET_COMMANDS", v, |v| {
+        let names = env_parse("TARGET_COMMANDS", v, |v| {
             check_target_list(v.split(',').map(str::to_string))
-        })?
+        })?;
+        if let Some(file) = &raw.target_commands {
+            let dropped: Vec<&str> = file
+                .0
+                .iter()
+                .filter(|n| !names.contains(n))
+                .map(String::as_str)
+                .collect();
+            let effect = if dropped.is_empty() {
+                String::new()
+            } else {
+                format!(" — {} NOT governed", dropped.join(", "))
+            };
+            env_over(
+                "TARGET_COMMANDS",
+                "target_commands",
+                v,
+                Some(format!("[{}]{effect}", file.0.join(", "))),
+            );
+        }
+        names
     } else if let Some(v) = &raw.target_commands {
         origins.insert("target_commands", Origin::File);
         v.0.clone()
@@ -93,6 +129,12 @@ pub(super) fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Setting
         v.clone()
     } else if let Some(v) = src.env.get("STATE_PATH") {
         origins.insert("state_path", Origin::Env("STATE_PATH"));
+        env_over(
+            "STATE_PATH",
+            "state_path",
+            v,
+            raw.state_path.as_ref().map(|p| p.display().to_string()),
+        );
         PathBuf::from(v)
     } else if let Some(v) = raw.state_path.clone() {
         origins.insert("state_path", Origin::File);
@@ -110,6 +152,12 @@ pub(super) fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Setting
 
     let state_flush_interval = if let Some(v) = src.env.get("STATE_FLUSH_INTERVAL") {
         origins.insert("state_flush_interval", Origin::Env("STATE_FLUSH_INTERVAL"));
+        env_over(
+            "STATE_FLUSH_INTERVAL",
+            "state_flush_interval",
+            v,
+            raw.state_flush_interval.map(|d| format!("{d:?}")),
+        );
         env_parse("STATE_FLUSH_INTERVAL", v, FlushInterval::parse)?
     } else if let Some(v) = raw.state_flush_interval {
         origins.insert("state_flush_interval", Origin::File);
@@ -121,6 +169,12 @@ pub(super) fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Setting
 
     let max_retry_attempts = if let Some(v) = src.env.get("MAX_RETRY_ATTEMPTS") {
         origins.insert("max_retry_attempts", Origin::Env("MAX_RETRY_ATTEMPTS"));
+        env_over(
+            "MAX_RETRY_ATTEMPTS",
+            "max_retry_attempts",
+            v,
+            raw.max_retry_attempts.map(|n| format!("{n:?}")),
+        );
         env_parse("MAX_RETRY_ATTEMPTS", v, RetryAttempts::parse)?
     } else if let Some(v) = raw.max_retry_attempts {
         origins.insert("max_retry_attempts", Origin::File);
@@ -175,11 +229,44 @@ pub(super) fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Setting
         },
     );
 
+    let strict_timeout = match raw.strict_timeout {
+        Some(v) => {
+            origins.insert("strict_timeout", Origin::File);
+            v.0
+        }
+        None => {
+            origins.insert("strict_timeout", Origin::Default);
+            DEFAULT_STRICT_TIMEOUT
+        }
+    };
+    origins.insert(
+        "job_metrics",
+        if raw.job_metrics.is_some() {
+            Origin::File
+        } else {
+            Origin::Default
+        },
+    );
+    origins.insert(
+        "govern_containers",
+        if raw.govern_containers.is_some() {
+            Origin::File
+        } else {
+            Origin::Default
+        },
+    );
+
     let users = read_passwd(src.passwd);
     let default_limits = raw.default_limits.clone().unwrap_or_default();
     let default_filters = raw.filters.clone().unwrap_or_default();
     let commands = raw.commands.clone().unwrap_or_default();
     for name in commands.keys() {
+        if let Err(message) = raw::check_command_name(name) {
+            return Err(file_err(
+                &format!("commands.{}", name.escape_debug()),
+                message,
+            ));
+        }
         if !target_names.contains(name) {
             warnings.push(format!(
                 "commands.{name} is configured but {name:?} is not a target ({}); its settings are unused",
@@ -214,10 +301,31 @@ pub(super) fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Setting
                 ));
             }
         }
+        if let Some(min) = filters.min_runtime.filter(|m| !m.is_zero()) {
+            let key = if cmd
+                .and_then(|c| c.filters.as_ref())
+                .and_then(|f| f.min_runtime)
+                .is_some()
+            {
+                format!("commands.{name}.filters.min_runtime")
+            } else {
+                "filters.min_runtime".to_string()
+            };
+            warnings.push(format!(
+                "{key} {}: every new {name} runs unconstrained, outside its cgroup, for its first {} before it is placed",
+                units::format_go_duration(min),
+                units::format_go_duration(min)
+            ));
+        }
+        let govern_containers = cmd
+            .and_then(|c| c.govern_containers)
+            .or(raw.govern_containers)
+            .unwrap_or(false);
         targets.push(Target {
             name: name.clone(),
             limits,
             filters,
+            govern_containers,
         });
     }
 
@@ -234,6 +342,8 @@ pub(super) fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Setting
         placement,
         command_placement,
         forward_all: raw.forward_all.unwrap_or(false),
+        strict_timeout,
+        job_metrics: raw.job_metrics.unwrap_or_default(),
         metrics_addr,
         origins,
         warnings,
@@ -274,13 +384,11 @@ fn merge_limits(default: &RawLimits, cmd: Option<&RawLimits>) -> Limits {
             .or(default.cpu_quota)
             .and_then(|v| v.get())
             .map(|v| v as u32),
-        cpu_weight: Some(
-            cmd.cpu_weight
-                .or(default.cpu_weight)
-                .and_then(|v| v.get())
-                .map(|v| v as u32)
-                .unwrap_or(DEFAULT_CPU_WEIGHT),
-        ),
+        cpu_weight: cmd
+            .cpu_weight
+            .or(default.cpu_weight)
+            .and_then(|v| v.get())
+            .map(|v| v as u32),
         memory_limit: cmd
             .memory_limit
             .or(default.memory_limit)

@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use error::{find_key_line, ConfigError};
-pub use raw::Placement;
 use raw::RawConfig;
+pub use raw::{JobMetrics, Placement};
 
 /// Where the config file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ffrtmp/watch-config.yaml";
@@ -24,7 +24,8 @@ pub const DEFAULT_CGROUP_ROOT: &str = "/ffrtmp";
 /// Default of `metrics_addr`: loopback only.
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
 pub const DEFAULT_TARGETS: [&str; 2] = ["ffmpeg", "gst-launch-1.0"];
-pub const DEFAULT_CPU_WEIGHT: u32 = 100;
+/// Default of `strict_timeout`.
+pub const DEFAULT_STRICT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where an effective value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +36,8 @@ pub enum Origin {
     Flag(&'static str),
 }
 
-/// Resource limits of one job. `None` means no limit (or, for `cpu_weight`, the kernel default).
+/// Resource limits of one job. `None` means not configured: the kernel's default (no limit;
+/// for `cpu_weight`, 100) stays, and nothing is written.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Limits {
     /// Percent of one core (200 = 2 cores).
@@ -100,11 +102,13 @@ fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<
 }
 
 /// One command to govern, with its effective limits and filters.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Target {
     pub name: String,
     pub limits: Limits,
     pub filters: Filters,
+    /// Place it even when it runs in a container (default: leave it to its container).
+    pub govern_containers: bool,
 }
 
 /// The validated, effective configuration.
@@ -125,6 +129,10 @@ pub struct Settings {
     pub command_placement: BTreeMap<String, Placement>,
     /// The kernel forwards every exec, not only those whose comm names a target.
     pub forward_all: bool,
+    /// How long a strict target waits, stopped, before it is resumed unplaced.
+    pub strict_timeout: Duration,
+    /// Per-job series in `/metrics`.
+    pub job_metrics: JobMetrics,
     /// Where `/metrics` and `/healthz` listen (`None`: disabled).
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Origin of each top-level value, for `config check` and the startup log.

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::units::{
     CpuQuota, CpuWeight, FlushInterval, MemoryMib, PidsMax, ReconcileInterval, RetryAttempts,
-    Runtime, ScanInterval,
+    Runtime, ScanInterval, StrictTimeout,
 };
 
 /// The config file. Keys and meanings of the predecessor are kept; see docs/configuration.md.
@@ -31,6 +31,13 @@ pub struct RawConfig {
     pub reconcile_interval: Option<ReconcileInterval>,
     /// Default placement mode of every target (`normal` or `strict`).
     pub placement: Option<Placement>,
+    /// How long a strict target may wait, stopped, for its placement before it is resumed
+    /// unplaced.
+    pub strict_timeout: Option<StrictTimeout>,
+    /// Place targets that run in containers too (default: never; see docs/configuration.md).
+    pub govern_containers: Option<bool>,
+    /// Per-job series in `/metrics`: `per_job`, `per_command` or `off`.
+    pub job_metrics: Option<JobMetrics>,
     /// Forward every exec from the kernel to the user-space matcher (no kernel prefilter).
     pub forward_all: Option<bool>,
     /// `host:port` of `/metrics` and `/healthz`; empty disables them.
@@ -67,6 +74,52 @@ pub struct RawCommand {
     pub limits: Option<RawLimits>,
     pub filters: Option<RawFilters>,
     pub placement: Option<Placement>,
+    pub govern_containers: Option<bool>,
+}
+
+/// Which per-job series `/metrics` has (docs/fleet.md: cardinality).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobMetrics {
+    /// One series per governed job and family, labelled job, command and pid.
+    #[default]
+    PerJob,
+    /// Sums per command (label command only) and the number of jobs per command.
+    PerCommand,
+    /// No per-job series.
+    Off,
+}
+
+impl JobMetrics {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "per_job" => Ok(JobMetrics::PerJob),
+            "per_command" => Ok(JobMetrics::PerCommand),
+            "off" => Ok(JobMetrics::Off),
+            other => Err(format!(
+                "{other:?} is not a job_metrics mode (accepted: per_job, per_command, off)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for JobMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            JobMetrics::PerJob => "per_job",
+            JobMetrics::PerCommand => "per_command",
+            JobMetrics::Off => "off",
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for JobMetrics {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(TextVisitor(
+            JobMetrics::parse,
+            "per_job, per_command or off",
+        ))
+    }
 }
 
 /// How a target is placed when the eBPF source reports its exec.
@@ -114,7 +167,13 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
     T::deserialize(d).map(Some)
 }
 
-/// Check one command name: a basename, as matched against argv[0], comm and exe.
+/// The longest target name: `auto-<name>-<pid>-<start time>` (a job cgroup whose name is
+/// taken gets the start time appended) must stay a valid directory name (255 bytes), with
+/// 10 digits of PID and 20 of start time.
+pub const MAX_COMMAND_NAME: usize = 255 - "auto-".len() - 1 - 10 - 1 - 20;
+
+/// Check one command name: a basename, as matched against argv[0], comm and exe, that
+/// becomes part of job ids and cgroup directory names.
 pub fn check_command_name(name: &str) -> Result<String, String> {
     let n = name.trim();
     if n.is_empty() {
@@ -126,8 +185,20 @@ pub fn check_command_name(name: &str) -> Result<String, String> {
             n.rsplit('/').next().unwrap_or(n)
         ));
     }
-    if n == "." || n == ".." || n.contains('\0') || n.len() > 255 {
+    if let Some(c) = n.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "{n:?} contains the control character {c:?}: a command name is one line of printable text"
+        ));
+    }
+    if n == "." || n == ".." {
         return Err(format!("{n:?} is not a valid command name"));
+    }
+    if n.len() > MAX_COMMAND_NAME {
+        return Err(format!(
+            "{:?}… is {} bytes long; at most {MAX_COMMAND_NAME} fit in a job cgroup's name (auto-<name>-<pid>-<start time>)",
+            n.chars().take(20).collect::<String>(),
+            n.len()
+        ));
     }
     Ok(n.to_string())
 }

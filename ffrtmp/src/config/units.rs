@@ -201,7 +201,13 @@ duration_bounds!(
     RuntimeRange, Duration::ZERO, Duration::from_secs(30 * 86400)
 );
 
+duration_bounds!(
+    /// `strict_timeout`: 100ms to 1m.
+    StrictTimeoutRange, Duration::from_millis(100), Duration::from_secs(60)
+);
+
 pub type ScanInterval = BoundedDuration<ScanIntervalRange>;
+pub type StrictTimeout = BoundedDuration<StrictTimeoutRange>;
 pub type FlushInterval = BoundedDuration<FlushIntervalRange>;
 pub type ReconcileInterval = BoundedDuration<ReconcileIntervalRange>;
 pub type Runtime = BoundedDuration<RuntimeRange>;

@@ -1,33 +1,46 @@
-//! The daemon: `run(sources, placer, control)`. One loop owns all state; sources push exec
-//! events, the scan ticks, exits of governed processes arrive from their pidfds, timers
-//! fire for min_runtime deferrals and retries, and the control channel carries reload and
-//! shutdown. Nothing here needs BPF or root: tests drive it with a channel source.
+//! The daemon: it wires sources → engine → record, and runs the record loop.
+//!
+//! Threads and owners (docs/architecture.md):
+//! - sources (the eBPF ring reader, `ffrtmp-ring`) hand exec notices to the engine;
+//! - the engine (`ffrtmp-place`, `crate::engine`) owns the table of governed processes and
+//!   is the only one that places;
+//! - the record loop (this module, on the main thread's tokio runtime) owns everything
+//!   that is written down or shown: the journal of governed processes (state file,
+//!   `/metrics`, `ffrtmp status`), health, statistics, logs, exit watches, and the
+//!   housekeeping (scans, drift, cgroup removal, spare refills, state writes, the strict
+//!   deadline), whose blocking parts run on tokio's blocking pool, one at a time.
+//!
+//! `Daemon::run(sources, control)` needs no BPF and no root: tests drive it with a
+//! channel source, a fake cgroup backend and a fixture `/proc`.
 
-mod handle;
-pub use handle::backoff;
-mod reconcile;
+mod housekeeping;
+mod outcomes;
 mod startup;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::time::{interval_at, sleep_until, MissedTickBehavior};
-use tracing::info;
+use tracing::{error, info, warn};
 
-use crate::config::Settings;
+use crate::config::{Limits, Settings};
+use crate::engine::{self, EngineConfig, EngineHandle, Outcome, Work};
 use crate::matcher::Guard;
-use crate::placer::{JobSpec, Placer};
-use crate::process::{PidFd, Pinned, ProcessId};
-use std::sync::{Arc, Mutex};
-
+use crate::placer::{monotonic_ns, Placer};
+use crate::process::{ProcFs, ProcessId, StopLedger};
 use crate::record::health::Health;
 use crate::record::logging::LogControl;
-use crate::record::metrics::{JobInfo, Telemetry};
+use crate::record::metrics::{SourceCounters, Telemetry};
 use crate::record::state::{ProcessRecord, StateFile};
 use crate::record::systemd::Notifier;
 use crate::sources::scan::Scanner;
-use crate::sources::{EventSource, ExecNotice, SourceEvent};
+use crate::sources::{EventSource, SourceEvent, SourceSinks, SourceThread};
+
+pub use housekeeping::ScanReport;
 
 /// How the scan is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +58,8 @@ pub struct Options {
     pub scan_role: ScanRole,
     /// Delay between a state change and its write (changes within it are written once).
     pub flush_coalesce: Duration,
+    /// Where the daemon publishes its cgroup root and reads `ffrtmp run`'s roots.
+    pub runtime_dir: PathBuf,
 }
 
 impl Default for Options {
@@ -53,6 +68,7 @@ impl Default for Options {
             dry_run: false,
             scan_role: ScanRole::Primary,
             flush_coalesce: Duration::from_millis(200),
+            runtime_dir: crate::placer::registry::runtime_dir(),
         }
     }
 }
@@ -66,98 +82,120 @@ pub enum Control {
     Shutdown,
 }
 
-/// A governed process.
-struct Governed {
+/// A governed process as the record loop knows it: what is persisted and shown.
+struct Journaled {
     id: ProcessId,
     cgroup: String,
     record: ProcessRecord,
     exit_watch: tokio::task::JoinHandle<()>,
 }
 
-/// Work done when the loop is idle (no event waiting).
+/// Blocking work, done one at a time off the loop.
 enum Chore {
     /// Create spare cgroups for these limits again.
-    Refill(crate::config::Limits),
-    /// Remove an ended job's cgroup (once empty).
-    Remove(String),
+    Refill(Vec<Limits>),
+    /// Read an ended job's last numbers and remove its cgroup (once empty).
+    Remove { pid: u32, cgroup: String },
+    /// Remove every spare (the limits changed).
+    DrainSpares,
+    /// Write the state file.
+    Write { path: PathBuf, bytes: Vec<u8> },
 }
 
-/// Work scheduled for later.
-enum Timed {
-    /// Waiting for min_runtime. Only the identity is kept (no pidfd): a long min_runtime
-    /// must not hold a file descriptor per young process; it is pinned again when due.
-    Defer(ProcessId, Option<ExecNotice>),
-    /// A placement that failed with a transient error.
-    Retry(Pinned, JobSpec, u32, Option<ExecNotice>),
+/// A ledger of strict stops the deadline applies to.
+struct Ledger {
+    ledger: Arc<dyn StopLedger>,
+    /// A dead daemon's: retired once empty. Its deadline counts from when we took it over.
+    orphan: bool,
+    since_ns: u64,
 }
 
 pub struct Daemon {
-    settings: Settings,
+    settings: Arc<Settings>,
     opts: Options,
-    placer: Placer,
+    placer: Arc<Placer>,
+    proc: ProcFs,
     guard: Guard,
-    scanner: Scanner,
-    governed: HashMap<u32, Governed>,
-    timers: BTreeMap<(Instant, ProcessId), Timed>,
-    /// Job cgroups left behind by exited processes (children still inside): removed once empty.
-    leftovers: Vec<String>,
+    journal: BTreeMap<u32, Journaled>,
     state: StateFile,
     dirty_since: Option<Instant>,
     health: Health,
-    exit_tx: mpsc::UnboundedSender<ProcessId>,
-    exit_rx: Option<mpsc::UnboundedReceiver<ProcessId>>,
-    log: LogControl,
-    /// What `/metrics` and `/healthz` show; shared with the HTTP server.
     telemetry: Arc<Mutex<Telemetry>>,
+    counters: Arc<SourceCounters>,
     notifier: Notifier,
-    /// The governed set or health changed: publish before the next wait.
-    republish: bool,
-    chores: std::collections::VecDeque<Chore>,
-    /// Processes with a timer (min_runtime or retry): the scan leaves them alone.
-    pending: std::collections::HashSet<ProcessId>,
-    /// Placements that failed for good, and when the scan may try them again.
-    failed: HashMap<ProcessId, Instant>,
+    log: LogControl,
+    /// `None` while a scan runs on the blocking pool.
+    scanner: Option<Scanner>,
+    /// A scan was asked for while one ran: run it next (the reason of the last ask).
+    scan_again: Option<&'static str>,
+    leftovers: Vec<String>,
+    chores: VecDeque<Chore>,
+    ledgers: Vec<Ledger>,
+    /// Stops taken over from dead daemons, handed to the engine once it runs.
+    orphan_stops: Vec<crate::process::Stopped>,
     /// The event source stopped: switch to scanning.
     source_down: bool,
+    /// The governed set or health changed: publish before the next wait.
+    republish: bool,
+    engine: Option<EngineHandle>,
+    exit_tx: mpsc::UnboundedSender<ProcessId>,
+    exit_rx: Option<mpsc::UnboundedReceiver<ProcessId>>,
+    /// The watchdog found the engine stuck (logged once per episode).
+    engine_stuck: bool,
 }
 
 impl Daemon {
     pub fn new(settings: Settings, opts: Options, placer: Placer, log: LogControl) -> Self {
         let proc = placer.proc().clone();
-        let me = std::process::id();
         let guard = Guard {
-            protected: proc.ancestors(me),
+            protected: proc.ancestors(std::process::id()),
             cgroup_root: placer.root().to_string(),
+            tool_roots: Vec::new(),
+        };
+        let telemetry = Telemetry {
+            job_metrics: settings.job_metrics,
+            ..Default::default()
         };
         let (exit_tx, exit_rx) = mpsc::unbounded_channel();
         Daemon {
-            scanner: Scanner::new(proc),
-            settings,
+            scanner: Some(Scanner::new(proc.clone())),
+            settings: Arc::new(settings),
             opts,
-            placer,
+            placer: Arc::new(placer),
+            proc,
             guard,
-            governed: HashMap::new(),
-            timers: BTreeMap::new(),
-            leftovers: Vec::new(),
+            journal: BTreeMap::new(),
             state: StateFile::default(),
             dirty_since: None,
             health: Health::default(),
+            telemetry: Arc::new(Mutex::new(telemetry)),
+            counters: Arc::new(SourceCounters::default()),
+            notifier: Notifier::default(),
+            log,
+            scan_again: None,
+            leftovers: Vec::new(),
+            chores: VecDeque::new(),
+            ledgers: Vec::new(),
+            orphan_stops: Vec::new(),
+            source_down: false,
+            republish: true,
+            engine: None,
             exit_tx,
             exit_rx: Some(exit_rx),
-            log,
-            telemetry: Arc::new(Mutex::new(Telemetry::default())),
-            notifier: Notifier::default(),
-            republish: true,
-            chores: std::collections::VecDeque::new(),
-            pending: std::collections::HashSet::new(),
-            failed: HashMap::new(),
-            source_down: false,
+            engine_stuck: false,
         }
     }
 
     /// Share telemetry with a `/metrics` server.
     pub fn with_telemetry(mut self, t: Arc<Mutex<Telemetry>>) -> Self {
+        t.lock().expect("telemetry lock").job_metrics = self.settings.job_metrics;
         self.telemetry = t;
+        self
+    }
+
+    /// Where the sources and the engine keep their counters for `/metrics`.
+    pub fn with_counters(mut self, c: Arc<SourceCounters>) -> Self {
+        self.counters = c;
         self
     }
 
@@ -167,36 +205,67 @@ impl Daemon {
         self
     }
 
+    /// The ledger of this daemon's strict stops (the deadline sweep watches it), and the
+    /// ledgers dead daemons left, whose stopped processes are placed and resumed.
+    pub fn with_ledgers(
+        mut self,
+        ours: Option<Arc<dyn StopLedger>>,
+        orphans: Vec<Arc<dyn StopLedger>>,
+    ) -> Self {
+        let now = monotonic_ns();
+        if let Some(l) = ours {
+            self.ledgers.push(Ledger {
+                ledger: l,
+                orphan: false,
+                since_ns: 0,
+            });
+        }
+        for l in orphans {
+            let entries = l.entries();
+            if !entries.is_empty() {
+                warn!(
+                    "{} process(es) were stopped for strict placement by a daemon that is gone ({}); placing and resuming them",
+                    entries.len(),
+                    l.describe()
+                );
+            }
+            for (key, _) in entries {
+                self.orphan_stops
+                    .push(crate::process::Stopped::claim(l.clone(), key, &self.proc));
+            }
+            self.ledgers.push(Ledger {
+                ledger: l,
+                orphan: true,
+                since_ns: now,
+            });
+        }
+        self
+    }
+
     pub(super) fn telemetry(&self) -> std::sync::MutexGuard<'_, Telemetry> {
         self.telemetry.lock().expect("telemetry lock")
     }
 
-    /// Publish the governed jobs and health for `/metrics`, `/healthz` and systemd's STATUS.
-    pub(super) fn publish(&mut self) {
-        let jobs: Vec<JobInfo> = self
-            .governed
-            .values()
-            .map(|g| JobInfo {
-                job_id: g.record.job_id.clone(),
-                command: g.record.command.clone(),
-                pid: g.id.pid,
-                cgroup: g.cgroup.clone(),
-            })
-            .collect();
-        let status = {
+    fn status_line(&self) -> String {
+        let t = self.telemetry();
+        format!(
+            "source {}, governed {}, {}",
+            t.source,
+            t.jobs.len(),
+            t.health
+        )
+    }
+
+    /// Publish health for `/metrics`, `/healthz` and systemd's STATUS.
+    fn publish(&mut self) {
+        {
             let mut t = self.telemetry();
-            t.jobs = jobs;
             t.health = self.health.status;
             t.scan_failures = self.health.scan_failures;
             t.attach_failures = self.health.attach_failures;
             t.limits_missing = self.health.limits_missing;
-            format!(
-                "source {}, governed {}, {}",
-                t.source,
-                t.jobs.len(),
-                t.health
-            )
-        };
+        }
+        let status = self.status_line();
         self.notifier.status(&status);
     }
 
@@ -207,72 +276,156 @@ impl Daemon {
         }
     }
 
-    /// Run until shutdown. Sources are started here; their events share one channel.
+    fn work(&self, w: Work) {
+        if let Some(e) = &self.engine {
+            if let Err(err) = e.work.try_send(w) {
+                // Full only when the engine is far behind; the next scan sends it again.
+                warn!(
+                    "placement queue full; {:?} is left to the next scan",
+                    err.into_inner()
+                );
+            }
+        }
+    }
+
+    /// Run until shutdown.
     pub async fn run(
         mut self,
         sources: Vec<Box<dyn EventSource>>,
         mut control: mpsc::Receiver<Control>,
     ) {
-        let (tx, mut rx) = mpsc::channel::<SourceEvent>(65_536);
-        let mut source_tasks = Vec::new();
-        let source_names: Vec<&'static str> = sources.iter().map(|s| s.name()).collect();
-        for s in sources {
-            info!("Event source {} started", s.name());
-            source_tasks.push(s.spawn(tx.clone()));
-        }
-        drop(tx);
-        let mut sources_open = !source_tasks.is_empty();
+        let (outcome_tx, mut outcome_rx) = mpsc::channel::<Outcome>(4096);
+        let (event_tx, mut event_rx) = mpsc::channel::<SourceEvent>(256);
         let mut exit_rx = self.exit_rx.take().expect("run is called once");
 
-        self.telemetry().source = if source_names.is_empty() {
+        let records = self.startup();
+        let engine = match engine::spawn(
+            EngineConfig {
+                settings: self.settings.clone(),
+                placer: self.placer.clone(),
+                guard: self.guard.clone(),
+                dry_run: self.opts.dry_run,
+                runtime_dir: self.opts.runtime_dir.clone(),
+                failure_backoff: self.scan_period().max(Duration::from_secs(60)),
+                readopt: records,
+                counters: self.counters.clone(),
+            },
+            outcome_tx,
+        ) {
+            Ok(e) => e,
+            Err(e) => {
+                error!("cannot start the placement thread: {e}");
+                return;
+            }
+        };
+        for stop in std::mem::take(&mut self.orphan_stops) {
+            let _ = engine.work.send(Work::Orphan(stop));
+        }
+        let sinks = SourceSinks {
+            exec: engine.hot.clone(),
+            events: event_tx,
+            counters: self.counters.clone(),
+        };
+        self.engine = Some(engine);
+
+        let mut running: Vec<SourceThread> = Vec::new();
+        let mut names = Vec::new();
+        for s in sources {
+            let name = s.name();
+            match s.start(sinks.clone()) {
+                Ok(t) => {
+                    info!("Event source {name} started");
+                    names.push(name);
+                    running.push(t);
+                }
+                Err(e) => error!("Event source {name} could not start: {e}"),
+            }
+        }
+        drop(sinks);
+        if running.is_empty() && self.opts.scan_role == ScanRole::Reconcile {
+            self.source_down = true;
+        }
+        self.telemetry().source = if names.is_empty() {
             "scan".into()
         } else {
-            source_names.join(",")
+            names.join(",")
         };
-        self.startup();
-        self.scan_now("startup");
+
+        // The source is attached and the first scan is done: now systemd may call us ready.
+        let first = self.start_scan("startup");
+        if let Some(job) = first {
+            match job.await {
+                Ok(report) => self.finish_scan(report),
+                Err(e) => error!("the startup scan failed: {e}"),
+            }
+        }
         self.publish();
         self.republish = false;
-        // The source is attached and the first scan is done: now systemd may call us ready.
-        let status = format!(
-            "source {}, governed {}, {}",
-            self.telemetry().source,
-            self.governed.len(),
-            self.health.status
-        );
+        let status = self.status_line();
         self.notifier.ready(&status);
+
         let watchdog = self.notifier.watchdog_interval();
         let mut wd_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
         wd_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-
         let period = self.scan_period();
         let mut scan_tick = interval_at(tokio::time::Instant::now() + period, period);
         scan_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let flush = self.settings.state_flush_interval;
         let mut flush_tick = interval_at(tokio::time::Instant::now() + flush, flush);
         flush_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let sweep_every = (self.settings.strict_timeout / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut sweep_tick = tokio::time::interval(sweep_every);
+        sweep_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
+        let mut scan_job: Option<tokio::task::JoinHandle<ScanReport>> = None;
+        let mut chore_job: Option<tokio::task::JoinHandle<housekeeping::ChoreDone>> = None;
+        let mut sources_open = true;
         loop {
-            let next_timer = self.timers.keys().next().map(|(t, _)| *t);
+            if scan_job.is_none() {
+                if let Some(reason) = self.scan_again.take() {
+                    scan_job = self.start_scan(reason);
+                }
+            }
+            if chore_job.is_none() {
+                chore_job = self.start_chore();
+            }
             let coalesced = self.dirty_since.map(|t| t + self.opts.flush_coalesce);
             tokio::select! {
-                ev = rx.recv(), if sources_open => match ev {
+                Some(o) = outcome_rx.recv() => self.on_outcome(o),
+                ev = event_rx.recv(), if sources_open => match ev {
                     Some(ev) => self.on_source_event(ev),
                     None => {
                         sources_open = false;
                         if self.opts.scan_role == ScanRole::Reconcile {
-                            tracing::error!("All event sources stopped");
+                            error!("All event sources stopped");
                             self.source_down = true;
                         }
                     }
                 },
                 Some(id) = exit_rx.recv() => self.on_exit(id),
-                _ = std::future::ready(()), if !self.chores.is_empty() && rx.is_empty() => self.do_chore(),
-                // Pinged from the loop itself: a stuck loop stops the pings and systemd restarts it.
-                _ = wd_tick.tick(), if watchdog.is_some() => self.notifier.watchdog(),
-                _ = scan_tick.tick() => self.scan_now("interval"),
+                r = async { scan_job.as_mut().expect("guarded").await }, if scan_job.is_some() => {
+                    scan_job = None;
+                    match r {
+                        Ok(report) => self.finish_scan(report),
+                        Err(e) => {
+                            error!("a scan failed: {e}");
+                            self.scanner = Some(Scanner::new(self.proc.clone()));
+                        }
+                    }
+                }
+                r = async { chore_job.as_mut().expect("guarded").await }, if chore_job.is_some() => {
+                    chore_job = None;
+                    if let Ok(done) = r {
+                        self.finish_chore(done);
+                    }
+                }
+                // Pinged from the loop, and only while the placement thread turns: a stuck
+                // loop or a stuck engine stops the pings, and systemd restarts the daemon.
+                _ = wd_tick.tick(), if watchdog.is_some() => self.watchdog(watchdog.unwrap_or_default()),
+                _ = scan_tick.tick() => self.ask_scan("interval"),
                 _ = flush_tick.tick() => self.flush(),
-                _ = sleep_until(next_timer.unwrap_or_else(Instant::now).into()), if next_timer.is_some() => self.fire_timers(),
+                _ = sweep_tick.tick(), if !self.ledgers.is_empty() => self.sweep_stops(),
                 _ = sleep_until(coalesced.unwrap_or_else(Instant::now).into()), if coalesced.is_some() => self.flush(),
                 c = control.recv() => match c {
                     Some(Control::Reload(s)) => {
@@ -302,7 +455,7 @@ impl Daemon {
                 scan_tick = interval_at(tokio::time::Instant::now() + period, period);
                 scan_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
                 self.telemetry().source = "scan".into();
-                tracing::warn!(
+                warn!(
                     "Scanning /proc every {} instead",
                     crate::config::units::format_go_duration(period)
                 );
@@ -316,99 +469,154 @@ impl Daemon {
                 self.publish();
             }
         }
-        for t in source_tasks {
-            t.abort();
-        }
-        // Notices still queued are never handled: a process stopped for strict placement
-        // among them must not stay stopped.
-        rx.close();
-        while let Ok(ev) = rx.try_recv() {
-            if let SourceEvent::Exec(n) = ev {
-                if n.stopped {
-                    let _ = PidFd::open(n.pid).and_then(|p| p.signal(libc::SIGCONT));
-                }
+
+        self.notifier.stopping();
+        // Sources first (the eBPF reader detaches its hook and resumes the stops still in
+        // its ring), then the engine (it resumes what it holds), reading the outcomes they
+        // send on the way so neither waits on a full queue.
+        let engine = self.engine.take().expect("engine started above");
+        let stopping = tokio::task::spawn_blocking(move || {
+            for s in running {
+                s.stop();
             }
+            engine.shutdown();
+        });
+        while let Some(o) = outcome_rx.recv().await {
+            self.on_outcome(o);
         }
-        self.shutdown()
+        let _ = stopping.await;
+        while let Ok(ev) = event_rx.try_recv() {
+            self.on_source_event(ev);
+        }
+        self.shutdown();
     }
 
     fn on_source_event(&mut self, ev: SourceEvent) {
         match ev {
-            SourceEvent::Exec(n) => {
-                *self.telemetry().exec_events.entry(n.source).or_default() += 1;
-                self.on_exec(n);
-            }
             SourceEvent::Lost { source, count } => {
                 self.state.statistics.total_events_lost += count;
                 self.telemetry().events_lost += count;
-                tracing::warn!(
+                warn!(
                     source,
                     lost = count,
                     "Event source {source} lost {count} event(s); reconciling now"
                 );
-                self.scanner.force_full();
-                self.scan_now("events lost");
+                if let Some(s) = self.scanner.as_mut() {
+                    s.force_full();
+                }
+                self.ask_scan("events lost");
+            }
+            SourceEvent::StopsFailed { source, count } => {
+                warn!(
+                    source,
+                    count,
+                    "Event source {source}: {count} strict target(s) could not be stopped at exec (bpf_send_signal failed or the ledger of stops is full); they ran before their placement"
+                );
+            }
+            SourceEvent::Undecodable { source, error } => {
+                self.telemetry().undecodable += 1;
+                error!(
+                    source,
+                    "Event source {source}: an undecodable record ({error}); the kernel object and the agent disagree on ExecEvent — rebuild both (cargo xtask build-ebpf, then cargo build). The reconciliation scan finds its process"
+                );
+                self.ask_scan("undecodable event");
             }
             SourceEvent::Failed { source, error } => {
-                tracing::error!(source, "Event source {source} failed: {error}");
+                error!(source, "Event source {source} failed: {error}");
                 self.source_down = true;
             }
+        }
+    }
+
+    fn watchdog(&mut self, interval: Duration) {
+        let Some(e) = &self.engine else { return };
+        let age = Duration::from_nanos(
+            monotonic_ns().saturating_sub(e.heartbeat.load(Ordering::Relaxed)),
+        );
+        // The engine turns at least once a second; a placement longer than the watchdog's
+        // period (WatchdogSec) is a stuck kernel write.
+        if !e.is_finished() && age < interval * 2 {
+            if std::mem::take(&mut self.engine_stuck) {
+                info!("The placement thread is turning again");
+            }
+            self.notifier.watchdog();
+        } else if !std::mem::replace(&mut self.engine_stuck, true) {
+            error!(
+                "The placement thread has not turned for {:.1}s; not pinging the watchdog",
+                age.as_secs_f64()
+            );
         }
     }
 
     fn reload(&mut self, new: Settings) {
         let mut new = new;
         if new.cgroup_root != self.settings.cgroup_root {
-            tracing::warn!(
+            warn!(
                 "cgroup_root changed from {} to {}: a new root takes a restart; keeping {}",
-                self.settings.cgroup_root,
-                new.cgroup_root,
-                self.settings.cgroup_root
+                self.settings.cgroup_root, new.cgroup_root, self.settings.cgroup_root
             );
             new.cgroup_root = self.settings.cgroup_root.clone();
         }
         if new.metrics_addr != self.settings.metrics_addr {
-            tracing::warn!(
+            warn!(
                 "metrics_addr changed from {:?} to {:?}: takes a restart; /metrics stays where it is",
-                self.settings.metrics_addr,
-                new.metrics_addr
+                self.settings.metrics_addr, new.metrics_addr
             );
             new.metrics_addr = self.settings.metrics_addr;
         }
         if new.state_path != self.settings.state_path {
-            tracing::warn!(
+            warn!(
                 "state_path changed from {} to {}: takes a restart; keeping the old path",
                 self.settings.state_path.display(),
                 new.state_path.display()
             );
             new.state_path = self.settings.state_path.clone();
         }
+        if new.forward_all && !self.settings.forward_all {
+            warn!("forward_all turned on: the ring buffer keeps the size it got at start (sized for filtered events); a restart sizes it for every exec");
+        }
         for w in &new.warnings {
-            tracing::warn!("config: {w}");
+            warn!("config: {w}");
         }
         self.log.set_level(new.log_level);
-        self.settings = new;
+        self.telemetry().job_metrics = new.job_metrics;
+        self.settings = Arc::new(new);
+        self.work(Work::Reload(self.settings.clone()));
         if !self.opts.dry_run {
             // Limits may have changed: spares carry the old ones.
-            self.placer.drain_spares();
-            self.refill_spares();
+            self.chores.push_back(Chore::DrainSpares);
+            self.chores.push_back(Chore::Refill(self.target_limits()));
         }
         // Targets or filters may have changed: look at every process again.
-        self.scanner.forget_all();
+        if let Some(s) = self.scanner.as_mut() {
+            s.forget_all();
+        }
         info!(
             "Configuration reloaded from {}: targets {}; governed processes keep their limits",
             self.settings
                 .config_file
                 .as_ref()
                 .map_or("defaults".into(), |p| p.display().to_string()),
-            self.settings
-                .targets
-                .iter()
-                .map(|t| t.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            self.target_names()
         );
-        self.scan_now("reload");
+        self.ask_scan("reload");
+    }
+
+    fn target_names(&self) -> String {
+        self.settings
+            .targets
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn target_limits(&self) -> Vec<Limits> {
+        self.settings
+            .targets
+            .iter()
+            .map(|t| t.limits.clone())
+            .collect()
     }
 
     fn mark_dirty(&mut self) {
@@ -417,66 +625,23 @@ impl Daemon {
         }
     }
 
-    /// Write the state file (nothing in dry-run mode).
-    fn flush(&mut self) {
-        self.dirty_since = None;
-        if self.opts.dry_run {
-            return;
-        }
-        self.state.version = crate::record::state::STATE_VERSION;
-        self.state.processes = self
-            .governed
-            .values()
-            .map(|g| (g.id.pid.to_string(), g.record.clone()))
-            .collect();
-        self.state.health = Some(crate::record::state::HealthRecord {
-            status: self.health.status.to_string(),
-            scan_failures: self.health.scan_failures,
-            attach_failures: self.health.attach_failures,
-            since: self
-                .state
-                .health
-                .as_ref()
-                .filter(|h| h.status == self.health.status.to_string())
-                .map_or_else(chrono::Utc::now, |h| h.since),
-        });
-        if let Err(e) = self.state.save(&self.settings.state_path) {
-            tracing::error!(
-                "Cannot write state file {}: {e} (check the directory exists and is writable)",
-                self.settings.state_path.display()
-            );
-        }
-    }
-
-    /// Watch a pidfd; its process's identity is sent when it exits. No polling.
-    fn watch_exit(&self, pidfd: PidFd, id: ProcessId) -> tokio::task::JoinHandle<()> {
-        let tx = self.exit_tx.clone();
-        tokio::spawn(async move {
-            pidfd.exited().await;
-            let _ = tx.send(id);
-        })
-    }
-
     fn shutdown(mut self) {
-        self.notifier.stopping();
-        // A process stopped by strict placement must never stay stopped.
-        let timers = std::mem::take(&mut self.timers);
-        for (_, t) in timers {
-            match t {
-                Timed::Retry(p, _, _, Some(n)) if n.stopped => {
-                    let _ = p.pidfd.signal(libc::SIGCONT);
-                }
-                _ => {}
-            }
+        self.flush_now();
+        if !self.opts.dry_run {
+            self.placer.drain_spares();
         }
-        self.flush();
-        self.placer.drain_spares();
-        for g in self.governed.values() {
+        for g in self.journal.values() {
             g.exit_watch.abort();
+        }
+        // Every stop was resumed by now (sources and engine are gone): the ledger goes.
+        for l in &self.ledgers {
+            if l.ledger.entries().is_empty() {
+                l.ledger.retire();
+            }
         }
         info!(
             "Shutting down; {} governed process(es) keep running in their cgroups",
-            self.governed.len()
+            self.journal.len()
         );
     }
 }

@@ -1,5 +1,6 @@
 //! The matcher: config + process facts in, a decision out. Pure; no I/O.
 
+pub mod containers;
 mod filters;
 
 use std::path::Path;
@@ -37,8 +38,16 @@ pub enum Skip {
     Zombie,
     /// ffrtmp itself or one of its ancestors.
     SelfOrAncestor,
-    /// Already in a cgroup under `cgroup_root` (e.g. started by `ffrtmp run`).
+    /// Already in a cgroup under `cgroup_root` (governed, or placed by `ffrtmp run`).
     UnderCgroupRoot(String),
+    /// In a cgroup under a root that `ffrtmp run`/`attach` used (another `--cgroup-root`).
+    PlacedByTool(String),
+    /// In a container (its own PID namespace, or a container manager's cgroup): its
+    /// manager's limits apply, not ours.
+    Container {
+        target: String,
+        reason: String,
+    },
     /// A target rejected by one of its filters.
     Filtered {
         target: String,
@@ -55,7 +64,27 @@ pub enum Skip {
 impl Skip {
     /// Whether this skip concerns a target (worth an info line) rather than a bystander.
     pub fn is_target(&self) -> bool {
-        matches!(self, Skip::Filtered { .. } | Skip::TooOld { .. })
+        matches!(
+            self,
+            Skip::Filtered { .. }
+                | Skip::TooOld { .. }
+                | Skip::Container { .. }
+                | Skip::PlacedByTool(_)
+        )
+    }
+
+    /// The `reason` label of `ffrtmp_skipped_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Skip::NotATarget => "not_target",
+            Skip::Init | Skip::KernelThread | Skip::SelfOrAncestor => "self",
+            Skip::Zombie => "exited",
+            Skip::UnderCgroupRoot(_) => "governed",
+            Skip::PlacedByTool(_) => "ffrtmp_run",
+            Skip::Container { .. } => "container",
+            Skip::Filtered { .. } => "filtered",
+            Skip::TooOld { .. } => "too_old",
+        }
     }
 }
 
@@ -68,6 +97,14 @@ impl std::fmt::Display for Skip {
             Skip::Zombie => f.write_str("already exited"),
             Skip::SelfOrAncestor => f.write_str("ffrtmp itself or its ancestor"),
             Skip::UnderCgroupRoot(p) => write!(f, "already in {p}, under the cgroup root"),
+            Skip::PlacedByTool(p) => write!(
+                f,
+                "already in {p}, placed by ffrtmp run or ffrtmp attach"
+            ),
+            Skip::Container { reason, .. } => write!(
+                f,
+                "{reason}; it keeps its container's limits (govern_containers: true to place it anyway)"
+            ),
             Skip::Filtered { reason, .. } => f.write_str(reason),
             Skip::TooOld { age, max, .. } => write!(
                 f,
@@ -84,19 +121,34 @@ impl std::fmt::Display for Skip {
 pub struct Guard {
     /// ffrtmp's own process and its ancestors.
     pub protected: Vec<ProcessId>,
-    /// The cgroup root (`/ffrtmp`): a process already under it is not placed again.
+    /// The daemon's cgroup root (`/ffrtmp`): a process already under it is not placed again.
     pub cgroup_root: String,
+    /// Other roots `ffrtmp run`/`attach` placed jobs under (`placer::registry`).
+    pub tool_roots: Vec<String>,
+}
+
+/// `path` equals `root` or lies beneath it.
+fn is_under(path: &str, root: &str) -> bool {
+    !root.is_empty()
+        && (path == root
+            || (path.starts_with(root) && path.as_bytes().get(root.len()) == Some(&b'/')))
 }
 
 impl Guard {
+    fn under<'a>(facts: &'a ProcessFacts, root: &str) -> Option<&'a str> {
+        facts
+            .cgroups
+            .iter()
+            .map(|c| c.path.as_str())
+            .find(|p| is_under(p, root))
+    }
+
     fn under_root<'a>(&self, facts: &'a ProcessFacts) -> Option<&'a str> {
-        let root = self.cgroup_root.as_str();
-        if root.is_empty() {
-            return None;
-        }
-        facts.cgroups.iter().map(|c| c.path.as_str()).find(|p| {
-            *p == root || (p.starts_with(root) && p.as_bytes().get(root.len()) == Some(&b'/'))
-        })
+        Self::under(facts, &self.cgroup_root)
+    }
+
+    fn under_tool_root<'a>(&self, facts: &'a ProcessFacts) -> Option<&'a str> {
+        self.tool_roots.iter().find_map(|r| Self::under(facts, r))
     }
 }
 
@@ -131,6 +183,7 @@ pub fn needs(targets: &[Target], comm: &[u8]) -> Needs {
                 || !f.blocked_users.is_empty()
         }),
         parent: any(&|f| !f.allowed_parents.is_empty() || !f.blocked_parents.is_empty()),
+        pidns: targets.iter().any(|t| !t.govern_containers),
     }
 }
 
@@ -176,6 +229,17 @@ pub fn decide<'a>(targets: &'a [Target], guard: &Guard, facts: &ProcessFacts) ->
     }
     if let Some(p) = guard.under_root(facts) {
         return Decision::Skip(Skip::UnderCgroupRoot(p.to_string()));
+    }
+    if let Some(p) = guard.under_tool_root(facts) {
+        return Decision::Skip(Skip::PlacedByTool(p.to_string()));
+    }
+    if !target.govern_containers {
+        if let Some(reason) = containers::container_reason(facts) {
+            return Decision::Skip(Skip::Container {
+                target: target.name.clone(),
+                reason,
+            });
+        }
     }
     if let Err(reason) = check_filters(&target.filters, facts) {
         return Decision::Skip(Skip::Filtered {

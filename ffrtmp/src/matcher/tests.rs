@@ -8,6 +8,7 @@ fn target(name: &str) -> Target {
         name: name.into(),
         limits: Limits::default(),
         filters: Filters::default(),
+        govern_containers: false,
     }
 }
 
@@ -43,6 +44,7 @@ fn facts(pid: u32, comm: &[u8], argv0: Option<&str>, exe: Option<&str>) -> Proce
             controllers: vec!["cpu".into()],
             path: "/".into(),
         }],
+        pidns_level: Some(0),
     }
 }
 
@@ -137,6 +139,7 @@ fn never_governed() {
             start_time: 1000,
         }],
         cgroup_root: "/ffrtmp".into(),
+        tool_roots: vec!["/jobs".into()],
     };
     let f = facts(1, b"ffmpeg", None, None);
     assert_eq!(decide(&targets, &guard, &f), Decision::Skip(Skip::Init));
@@ -181,6 +184,54 @@ fn never_governed() {
     let mut z = facts(9, b"ffmpeg", None, None);
     z.stat.state = b'Z';
     assert_eq!(decide(&targets, &guard, &z), Decision::Skip(Skip::Zombie));
+
+    // A job `ffrtmp run --cgroup-root /jobs` placed: never moved by the daemon.
+    let mut run = facts(9, b"ffmpeg", None, None);
+    run.cgroups[0].path = "/jobs/run-9".into();
+    assert_eq!(
+        decide(&targets, &guard, &run),
+        Decision::Skip(Skip::PlacedByTool("/jobs/run-9".into()))
+    );
+}
+
+#[test]
+fn containers_are_left_to_their_manager_unless_asked() {
+    let guard = Guard {
+        cgroup_root: "/ffrtmp".into(),
+        ..Default::default()
+    };
+    let mut targets = vec![target("ffmpeg")];
+    let mut in_ns = facts(9, b"ffmpeg", None, None);
+    in_ns.pidns_level = Some(1);
+    let mut in_docker = facts(9, b"ffmpeg", None, None);
+    in_docker.cgroups[0].path = "/system.slice/docker-0123.scope".into();
+    for f in [&in_ns, &in_docker] {
+        match decide(&targets, &guard, f) {
+            Decision::Skip(s @ Skip::Container { .. }) => {
+                assert!(s.is_target());
+                assert_eq!(s.label(), "container");
+                assert!(s.to_string().contains("govern_containers"), "{s}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    targets[0].govern_containers = true;
+    assert!(matches!(
+        decide(&targets, &guard, &in_ns),
+        Decision::Govern(_)
+    ));
+    assert!(matches!(
+        decide(&targets, &guard, &in_docker),
+        Decision::Govern(_)
+    ));
+    // Unknown namespace (no BTF, no /proc status): only the cgroup can tell.
+    targets[0].govern_containers = false;
+    let mut unknown = facts(9, b"ffmpeg", None, None);
+    unknown.pidns_level = None;
+    assert!(matches!(
+        decide(&targets, &guard, &unknown),
+        Decision::Govern(_)
+    ));
 }
 
 fn with_filters(f: Filters) -> Vec<Target> {
@@ -188,6 +239,7 @@ fn with_filters(f: Filters) -> Vec<Target> {
         name: "ffmpeg".into(),
         limits: Limits::default(),
         filters: f,
+        govern_containers: false,
     }]
 }
 

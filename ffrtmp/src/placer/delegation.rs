@@ -213,17 +213,12 @@ fn has_delegate_xattr(dir: &Path) -> bool {
     })
 }
 
-/// `auto` for `ffrtmp run` and `ffrtmp attach`: the daemon's governed tree when its scope
-/// exists in `system.slice` (so the daemon recognises their jobs as already placed), else
-/// the fixed root.
+/// `auto` for `ffrtmp run` and `ffrtmp attach`: the root the running (or last) daemon
+/// published in the runtime directory, so the daemon recognises their jobs as already
+/// placed; without one, the fixed root.
 pub fn tools_root() -> String {
-    let scope = format!("/system.slice/{SCOPE_UNIT}");
-    let dir = Path::new("/sys/fs/cgroup").join(scope.trim_start_matches('/'));
-    if cgroups_rs::hierarchies::is_cgroup2_unified_mode() && dir.is_dir() {
-        format!("{scope}/governed")
-    } else {
-        FIXED_ROOT.to_string()
-    }
+    super::registry::published_root(&super::registry::runtime_dir())
+        .unwrap_or_else(|| FIXED_ROOT.to_string())
 }
 
 /// Move this process into the supervisor leaf (creating it) so the delegated cgroup above

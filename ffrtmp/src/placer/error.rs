@@ -48,6 +48,20 @@ pub fn classify(errno: Option<i32>) -> Class {
     }
 }
 
+/// Backoff before retry `attempt` (1-based): 50 ms doubling, capped at 5 s, with ±50 % jitter.
+pub fn backoff(attempt: u32, jitter_seed: u64) -> std::time::Duration {
+    let base = 50u64
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(5_000);
+    // xorshift of the seed: cheap jitter without a RNG dependency.
+    let mut x = jitter_seed | 1;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    let factor = 50 + (x % 101); // 50..=150 %
+    std::time::Duration::from_millis(base * factor / 100)
+}
+
 /// The operator's fix for a permanent errno.
 pub fn fix_for(errno: Option<i32>, path: &str) -> Option<String> {
     Some(match errno? {
@@ -146,6 +160,26 @@ mod tests {
             assert_eq!(classify(Some(e)), Class::Permanent, "{e}");
         }
         assert_eq!(classify(None), Class::Permanent);
+    }
+
+    #[test]
+    fn backoff_doubles_with_bounded_jitter() {
+        use std::time::Duration;
+        for seed in [1u64, 7, 12345, u64::MAX] {
+            for attempt in 1..=12 {
+                let base = (50u64 << (attempt - 1)).min(5000);
+                let d = backoff(attempt, seed);
+                assert!(
+                    d >= Duration::from_millis(base / 2),
+                    "{attempt} {seed} {d:?}"
+                );
+                assert!(
+                    d <= Duration::from_millis(base * 3 / 2),
+                    "{attempt} {seed} {d:?}"
+                );
+            }
+        }
+        assert_ne!(backoff(3, 1), backoff(3, 2), "jitter varies with the seed");
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod delegation;
 pub mod error;
 pub mod limits;
+pub mod registry;
 pub mod spares;
 pub mod v1;
 pub mod v2;
@@ -12,7 +13,7 @@ pub mod v2;
 use std::time::{Duration, Instant};
 
 pub use backend::{detect, CgroupBackend, CgroupMode, RootReport, Usage};
-pub use error::{Class, PlaceError, Step};
+pub use error::{backoff, Class, PlaceError, Step};
 
 use std::sync::Mutex;
 
@@ -114,16 +115,18 @@ impl Placer {
 
     /// Create spare cgroups for each set of limits, up to the pool size (v1 only; a no-op
     /// where cgroups cannot be renamed). Returns how many were created. Off the placement
-    /// path: the daemon calls it after placing.
+    /// path: the daemon calls it after placing, on another thread; the pool's lock is held
+    /// only to count and to add, never while a cgroup is made.
     pub fn refill_spares<'a>(&self, all: impl IntoIterator<Item = &'a Limits>) -> usize {
         if !self.backend.supports_rename() {
             return 0;
         }
         let mut created = 0;
-        let mut pool = self.spares.lock().expect("spares lock");
         for limits in all {
-            for _ in 0..pool.missing(limits) {
-                let cgroup = self.cgroup_of(&pool.next_name());
+            let wanted = self.spares.lock().expect("spares lock").missing(limits);
+            for _ in 0..wanted {
+                let name = self.spares.lock().expect("spares lock").next_name();
+                let cgroup = self.cgroup_of(&name);
                 if self.backend.create(&cgroup).is_err() {
                     return created;
                 }
@@ -144,7 +147,10 @@ impl Placer {
                     let _ = self.backend.remove(&spare.cgroup);
                     return created;
                 }
-                pool.put(limits.clone(), spare);
+                self.spares
+                    .lock()
+                    .expect("spares lock")
+                    .put(limits.clone(), spare);
                 created += 1;
             }
         }
@@ -184,10 +190,14 @@ impl Placer {
             }
         }
         let mut cgroup = self.cgroup_of(&spec.job_id);
-        if self.backend.procs(&cgroup).is_ok_and(|p| !p.is_empty()) {
-            // The job's name is taken by an earlier process with this PID whose children still
-            // run there: do not share their limits.
-            cgroup = self.cgroup_of(&format!("{}-{}", spec.job_id, p.id.start_time));
+        // A cgroup of that name left behind (an earlier process with this PID) is removed if
+        // empty, so the job starts from the kernel's defaults and not from limits the new
+        // job does not set. One still in use (its children run there) keeps its limits to
+        // itself: the job gets a name of its own.
+        if let Err(e) = self.backend.remove(&cgroup) {
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                cgroup = self.cgroup_of(&format!("{}-{}", spec.job_id, p.id.start_time));
+            }
         }
         self.backend.create(&cgroup)?;
         let result = self.fill_and_move(p, spec, &cgroup);
@@ -338,21 +348,35 @@ impl Placer {
     }
 
     /// Move descendants that already exist into the job cgroup (children forked before the
-    /// parent was moved stay behind otherwise). Returns how many were moved.
+    /// parent was moved stay behind otherwise). Each child is pinned before it is looked at
+    /// and moved, and is still alive after the move, so the PID written was its own.
+    /// Returns how many were moved.
     pub fn move_descendants(&self, pid: u32, cgroup: &str) -> usize {
         let mut moved = 0;
         let mut seen = 0usize;
-        let mut stack = self.proc.children(pid);
-        while let Some(c) = stack.pop() {
+        let mut stack: Vec<(u32, u32)> = self
+            .proc
+            .children(pid)
+            .into_iter()
+            .map(|c| (c, pid))
+            .collect();
+        let root_prefix = format!("{}/", self.root);
+        while let Some((c, parent)) = stack.pop() {
             seen += 1;
             if seen > 100_000 {
                 break;
             }
-            stack.extend(self.proc.children(c));
+            // Not our descendant any more (it exited and the PID went to a stranger): skip.
+            let Ok(child) = self.proc.pin(c) else {
+                continue;
+            };
+            if child.stat.ppid != parent {
+                continue;
+            }
+            stack.extend(self.proc.children(c).into_iter().map(|g| (g, c)));
             // Leave alone a child that is already here, or wholly in another cgroup under the
             // root (a governed job, an `ffrtmp run` job). A child caught half-way through
             // this process's own move (v1 moves hierarchy by hierarchy) is moved.
-            let root_prefix = format!("{}/", self.root);
             let leave = self.proc.cgroups(c).map_or(true, |l| {
                 let elsewhere = l
                     .iter()
@@ -362,7 +386,11 @@ impl Placer {
                     || elsewhere.is_some_and(|p| p != cgroup && self.backend.is_member(p, &l))
             });
             if !leave && self.backend.move_process(cgroup, c).is_ok() {
-                moved += 1;
+                if child.pidfd.is_alive() {
+                    moved += 1;
+                } else {
+                    tracing::debug!("child PID {c} of {pid} exited while it was moved");
+                }
             }
         }
         moved

@@ -3,6 +3,7 @@
 
 pub mod pidfd;
 pub mod stat;
+pub mod stopped;
 
 use std::ffi::OsStr;
 use std::io::{self, Read};
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 pub use pidfd::PidFd;
 pub use stat::{parse_stat, Stat};
+pub use stopped::{MemoryLedger, Resumed, StopLedger, Stopped};
 
 /// A process's identity: PID plus start time (clock ticks after boot). A PID alone is
 /// reused; the pair is not (within one boot).
@@ -58,6 +60,27 @@ pub fn parse_cgroup_file(text: &str) -> Vec<CgroupLine> {
         .collect()
 }
 
+/// What `ProcFs::status` reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Status {
+    pub uid: Option<u32>,
+    pub pidns_level: Option<u32>,
+}
+
+/// Parse the `Uid:` and `NSpid:` lines of `/proc/PID/status`.
+pub fn parse_status(text: &str) -> Status {
+    let mut st = Status::default();
+    for l in text.lines() {
+        if let Some(rest) = l.strip_prefix("Uid:") {
+            st.uid = rest.split_whitespace().next().and_then(|v| v.parse().ok());
+        } else if let Some(rest) = l.strip_prefix("NSpid:") {
+            let n = rest.split_whitespace().count() as u32;
+            st.pidns_level = n.checked_sub(1);
+        }
+    }
+    st
+}
+
 /// The facts the matcher and filters look at.
 #[derive(Debug, Clone)]
 pub struct ProcessFacts {
@@ -70,6 +93,8 @@ pub struct ProcessFacts {
     pub parent: Option<ParentFacts>,
     pub age: Duration,
     pub cgroups: Vec<CgroupLine>,
+    /// Depth of the process's PID namespace (0: the host's), if known.
+    pub pidns_level: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +114,8 @@ pub struct Needs {
     pub cwd: bool,
     pub uid: bool,
     pub parent: bool,
+    /// The PID namespace depth (a target's: containers are left alone).
+    pub pidns: bool,
 }
 
 impl Needs {
@@ -97,7 +124,20 @@ impl Needs {
         cwd: true,
         uid: true,
         parent: true,
+        pidns: true,
     };
+}
+
+/// Facts a source already knows (the kernel's exec event carries them): `facts` does not
+/// read them again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Known {
+    /// Basenames of argv[0] and of the exe, complete (a truncated one is not known).
+    pub argv0: Option<Vec<u8>>,
+    pub exe_name: Option<Vec<u8>>,
+    /// Real uid.
+    pub uid: Option<u32>,
+    pub pidns_level: Option<u32>,
 }
 
 /// A `/proc` mount (normally `/proc`; a fixture tree in tests).
@@ -216,12 +256,17 @@ impl ProcFs {
         std::fs::read_link(self.path(pid, "cwd"))
     }
 
+    /// Real uid and PID namespace depth, from `/proc/PID/status` (`Uid:`, `NSpid:`; the
+    /// depth is relative to the namespace of this `/proc`).
+    pub fn status(&self, pid: u32) -> io::Result<Status> {
+        let text = std::fs::read_to_string(self.path(pid, "status"))?;
+        Ok(parse_status(&text))
+    }
+
     /// Real uid, from `/proc/PID/status`.
     pub fn uid(&self, pid: u32) -> io::Result<u32> {
-        let text = std::fs::read_to_string(self.path(pid, "status"))?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        self.status(pid)?
+            .uid
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Uid line in status"))
     }
 
@@ -242,6 +287,12 @@ impl ProcFs {
         Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
     }
 
+    /// A `task->start_boottime` in ns (the kernel's exec event) in the clock ticks of
+    /// `/proc/PID/stat`'s start time.
+    pub fn ticks_from_ns(&self, ns: u64) -> u64 {
+        ns / (1_000_000_000 / self.ticks_per_second.max(1))
+    }
+
     /// Start time (ticks) as a duration after boot.
     pub fn start_after_boot(&self, start_time: u64) -> Duration {
         Duration::from_nanos(start_time.saturating_mul(1_000_000_000) / self.ticks_per_second)
@@ -253,9 +304,10 @@ impl ProcFs {
             .saturating_sub(self.start_after_boot(start_time))
     }
 
-    /// Read the facts the matcher needs (`needs`; the rest stay `None`/empty). Fields a
-    /// process hides from us (EACCES) are `None`; `Err` only when the process is gone.
-    pub fn facts(&self, stat: Stat, needs: Needs) -> io::Result<ProcessFacts> {
+    /// Read the facts the matcher needs (`needs`; the rest stay `None`/empty), taking those
+    /// in `known` as given. Fields a process hides from us (EACCES) are `None`; `Err` only
+    /// when the process is gone.
+    pub fn facts(&self, stat: Stat, needs: Needs, known: &Known) -> io::Result<ProcessFacts> {
         let pid = stat.pid;
         fn soft<T>(r: io::Result<T>) -> io::Result<Option<T>> {
             match r {
@@ -264,21 +316,30 @@ impl ProcFs {
                 Err(_) => Ok(None),
             }
         }
-        let (argv0, exe) = if needs.names {
+        let names_known = known.argv0.is_some() && known.exe_name.is_some();
+        let (argv0, exe) = if needs.names && !names_known {
             (soft(self.argv0(pid))?.flatten(), soft(self.exe(pid))?)
         } else {
-            (None, None)
+            (
+                known.argv0.clone(),
+                known
+                    .exe_name
+                    .as_ref()
+                    .map(|n| PathBuf::from(OsStr::from_bytes(n))),
+            )
         };
         let cwd = if needs.cwd {
             soft(self.cwd(pid))?
         } else {
             None
         };
-        let uid = if needs.uid {
-            soft(self.uid(pid))?
-        } else {
-            None
-        };
+        let (mut uid, mut pidns_level) = (known.uid, known.pidns_level);
+        if (needs.uid && uid.is_none()) || (needs.pidns && pidns_level.is_none()) {
+            if let Some(st) = soft(self.status(pid))? {
+                uid = uid.or(st.uid);
+                pidns_level = pidns_level.or(st.pidns_level);
+            }
+        }
         let cgroups = soft(self.cgroups(pid))?.unwrap_or_default();
         let parent = if needs.parent && stat.ppid > 0 {
             self.stat(stat.ppid).ok().map(|ps| ParentFacts {
@@ -303,6 +364,7 @@ impl ProcFs {
             uid,
             parent,
             cgroups,
+            pidns_level,
         })
     }
 
@@ -419,6 +481,20 @@ mod tests {
     }
 
     #[test]
+    fn status_lines() {
+        let st = parse_status("Name:\tsleep\nUid:\t1000\t1000\t1000\t1000\nNSpid:\t4242\t7\t1\n");
+        assert_eq!(
+            st,
+            Status {
+                uid: Some(1000),
+                pidns_level: Some(2)
+            }
+        );
+        assert_eq!(parse_status("NSpid:\t12\n").pidns_level, Some(0));
+        assert_eq!(parse_status(""), Status::default());
+    }
+
+    #[test]
     fn basenames() {
         assert_eq!(basename(b"/usr/bin/ffmpeg"), b"ffmpeg");
         assert_eq!(basename(b"ffmpeg"), b"ffmpeg");
@@ -430,7 +506,12 @@ mod tests {
         let fs = ProcFs::system();
         let me = std::process::id();
         let st = fs.stat(me).unwrap();
-        let f = fs.facts(st, Needs::ALL).unwrap();
+        let f = fs.facts(st, Needs::ALL, &Known::default()).unwrap();
+        assert_eq!(
+            f.pidns_level,
+            Some(0),
+            "tests run in the host PID namespace"
+        );
         assert_eq!(f.id.pid, me);
         assert!(f.exe.is_some());
         assert!(f.age < Duration::from_secs(3600 * 24 * 365));

@@ -1,28 +1,46 @@
 //! `GET /metrics` (Prometheus text) and `GET /healthz` (JSON; 503 when unhealthy), on
-//! `metrics_addr`. A small HTTP/1.x responder: one request per connection, bounded in size
-//! and time, so a slow or hostile client cannot hold the daemon.
+//! `metrics_addr`, served by hyper's HTTP/1 server. Each connection gets a short deadline
+//! for its request head and one response (no keep-alive), so idle or slow clients cannot
+//! hold the endpoint: `/healthz` answers while dozens of idle connections are open. HEAD
+//! answers without a body. The connection cap is far above what scrapers need and far
+//! below the file descriptors the daemon keeps for pidfds.
 
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
 
 use super::health::HealthStatus;
-use super::metrics::{render, Telemetry};
+use super::metrics::{render, BuildInfo, SourceCounters, Telemetry};
 use crate::placer::Usage;
 
 /// Reads a job cgroup's live numbers at scrape time.
 pub type UsageReader = Arc<dyn Fn(&str) -> Usage + Send + Sync>;
 
+/// A client must send its whole request head within this.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+/// Whole exchange.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 512;
 const MAX_REQUEST: usize = 8192;
-const TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once; more wait in the listen backlog. Keeps a flood of scrapers
-/// from taking the file descriptors the daemon needs for pidfds.
-const MAX_CONNECTIONS: usize = 16;
+
+/// What the endpoint shows.
+pub struct Exposition {
+    pub telemetry: Arc<Mutex<Telemetry>>,
+    pub counters: Arc<SourceCounters>,
+    pub build: BuildInfo,
+    pub usage: UsageReader,
+}
 
 /// Serve until the task is aborted.
-pub async fn serve(listener: TcpListener, telemetry: Arc<Mutex<Telemetry>>, usage: UsageReader) {
+pub async fn serve(listener: TcpListener, expo: Arc<Exposition>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -37,67 +55,74 @@ pub async fn serve(listener: TcpListener, telemetry: Arc<Mutex<Telemetry>>, usag
                 continue;
             }
         };
-        let (t, u) = (telemetry.clone(), usage.clone());
+        let expo = expo.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(TIMEOUT, handle(stream, t, u)).await;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .keep_alive(false)
+                .max_buf_size(MAX_REQUEST)
+                .serve_connection(
+                    TokioIo::new(stream),
+                    hyper::service::service_fn(move |req| respond(req, expo.clone())),
+                );
+            let _ = tokio::time::timeout(TIMEOUT, conn).await;
             drop(slot);
         });
     }
 }
 
-async fn handle(
-    mut stream: TcpStream,
-    telemetry: Arc<Mutex<Telemetry>>,
-    usage: UsageReader,
-) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > MAX_REQUEST {
-            return respond(&mut stream, 431, "text/plain", b"request too large\n").await;
-        }
+fn reply(code: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let body: Bytes = body.into();
+    let mut r = Response::new(Full::new(body.clone()));
+    *r.status_mut() = code;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, ctype.parse().expect("static header value"));
+    r.headers_mut().insert(CONTENT_LENGTH, body.len().into());
+    r
+}
+
+async fn respond(
+    req: Request<Incoming>,
+    expo: Arc<Exposition>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET and HEAD\n",
+        ));
     }
-    let line =
-        String::from_utf8_lossy(buf.split(|&b| b == b'\n').next().unwrap_or_default()).into_owned();
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    if method != "GET" && method != "HEAD" {
-        return respond(&mut stream, 405, "text/plain", b"only GET\n").await;
-    }
-    let snapshot = telemetry.lock().expect("telemetry lock").clone();
-    match path {
+    let snapshot = expo.telemetry.lock().expect("telemetry lock").clone();
+    Ok(match req.uri().path() {
         "/metrics" => {
-            let body = tokio::task::spawn_blocking(move || render(&snapshot, &*usage))
-                .await
-                .unwrap_or_default();
-            respond(
-                &mut stream,
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                body.as_bytes(),
-            )
+            // Reads every job cgroup's files: off the event loop.
+            let e = expo.clone();
+            let body = tokio::task::spawn_blocking(move || {
+                render(&snapshot, &e.counters, &e.build, &*e.usage)
+            })
             .await
+            .unwrap_or_default();
+            reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                body,
+            )
         }
         "/healthz" => {
             let (code, body) = healthz(&snapshot);
-            respond(&mut stream, code, "application/json", body.as_bytes()).await
-        }
-        _ => {
-            respond(
-                &mut stream,
-                404,
-                "text/plain",
-                b"try /metrics or /healthz\n",
+            reply(
+                StatusCode::from_u16(code).unwrap_or(StatusCode::OK),
+                "application/json",
+                body,
             )
-            .await
         }
-    }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "try /metrics or /healthz\n",
+        ),
+    })
 }
 
 /// Status code and JSON body of `/healthz`: 200 when healthy or degraded, 503 when unhealthy.
@@ -119,32 +144,11 @@ pub fn healthz(t: &Telemetry) -> (u16, String) {
     (code, format!("{body}\n"))
 }
 
-async fn respond(
-    stream: &mut TcpStream,
-    code: u16,
-    ctype: &str,
-    body: &[u8],
-) -> std::io::Result<()> {
-    let reason = match code {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "",
-    };
-    let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
-    stream.shutdown().await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     async fn get(addr: std::net::SocketAddr, req: &str) -> String {
         let mut s = TcpStream::connect(addr).await.unwrap();
@@ -154,15 +158,27 @@ mod tests {
         out
     }
 
-    #[tokio::test]
-    async fn serves_metrics_and_health() {
+    async fn server() -> (
+        std::net::SocketAddr,
+        Arc<Mutex<Telemetry>>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let t = Arc::new(Mutex::new(Telemetry::default()));
-        t.lock().unwrap().exec_events.insert("ebpf", 3);
-        let usage: UsageReader = Arc::new(|_| Usage::default());
-        let server = tokio::spawn(serve(listener, t.clone(), usage));
+        let expo = Arc::new(Exposition {
+            telemetry: t.clone(),
+            counters: Arc::new(SourceCounters::default()),
+            build: BuildInfo::default(),
+            usage: Arc::new(|_| Usage::default()),
+        });
+        (addr, t, tokio::spawn(serve(listener, expo)))
+    }
 
+    #[tokio::test]
+    async fn serves_metrics_and_health() {
+        let (addr, t, server) = server().await;
+        t.lock().unwrap().exec_events.insert("ebpf", 3);
         let r = get(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
         assert!(
@@ -172,28 +188,77 @@ mod tests {
 
         let r = get(addr, "GET /healthz HTTP/1.0\r\n\r\n").await;
         assert!(
-            r.starts_with("HTTP/1.1 200 OK") && r.contains("\"status\":\"healthy\""),
+            r.contains(" 200 OK") && r.contains("\"status\":\"healthy\""),
             "{r}"
         );
         t.lock().unwrap().health = HealthStatus::Degraded;
-        assert!(get(addr, "GET /healthz HTTP/1.1\r\n\r\n")
+        assert!(get(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .starts_with("HTTP/1.1 200"));
         t.lock().unwrap().health = HealthStatus::Unhealthy;
-        let r = get(addr, "GET /healthz HTTP/1.1\r\n\r\n").await;
+        let r = get(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(
             r.starts_with("HTTP/1.1 503") && r.contains("unhealthy"),
             "{r}"
         );
 
-        assert!(get(addr, "GET /nope HTTP/1.1\r\n\r\n")
+        assert!(get(addr, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .starts_with("HTTP/1.1 404"));
-        assert!(get(addr, "POST /metrics HTTP/1.1\r\n\r\n")
-            .await
-            .starts_with("HTTP/1.1 405"));
+        assert!(get(
+            addr,
+            "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        )
+        .await
+        .starts_with("HTTP/1.1 405"));
         let huge = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
         assert!(get(addr, &huge).await.starts_with("HTTP/1.1 431"));
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn head_has_the_headers_and_no_body() {
+        let (addr, _t, server) = server().await;
+        for path in ["/metrics", "/healthz"] {
+            let r = get(addr, &format!("HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
+            let (head, body) = r.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with("HTTP/1.1 200"), "{r}");
+            assert!(
+                head.to_ascii_lowercase().contains("content-length: "),
+                "{head}"
+            );
+            assert_eq!(body, "", "HEAD {path} returned a body");
+        }
+        server.abort();
+    }
+
+    /// Idle clients that never send a request do not hold /healthz: 64 of them open, and a
+    /// real request is still answered at once; the idle ones are closed after the head
+    /// deadline.
+    #[tokio::test]
+    async fn healthz_answers_while_idle_connections_are_open() {
+        let (addr, _t, server) = server().await;
+        let mut idle = Vec::new();
+        for _ in 0..64 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let started = std::time::Instant::now();
+        let r = tokio::time::timeout(
+            Duration::from_secs(1),
+            get(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
+        )
+        .await
+        .expect("/healthz did not answer within 1 s with 64 idle connections open");
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // An idle connection is closed by the server once the head deadline passed.
+        let mut s = idle.pop().unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(HEAD_TIMEOUT + Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .expect("the idle connection was not closed")
+            .unwrap_or(0);
+        let _ = n; // closed (0) or a 408 response: either way the slot is free
         server.abort();
     }
 }

@@ -166,6 +166,7 @@ mod tests {
             name: name.into(),
             limits: Limits::default(),
             filters: Filters::default(),
+            govern_containers: false,
         }
     }
 

@@ -399,3 +399,15 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     let s = ProcFs::system().stat(pid).unwrap();
     (s.utime + s.stime) as f64 / 100.0
 }
+
+/// This test process's identity (names its ledger of stops when a test starts a source).
+pub fn me() -> ffrtmp::process::ProcessId {
+    let pid = std::process::id();
+    ffrtmp::process::ProcessId {
+        pid,
+        start_time: ffrtmp::process::ProcFs::system()
+            .stat(pid)
+            .unwrap()
+            .start_time,
+    }
+}

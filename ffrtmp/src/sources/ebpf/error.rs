@@ -11,6 +11,8 @@ use std::io;
 pub enum EbpfError {
     #[error("ffrtmp was built without the eBPF object: run `cargo xtask build-ebpf` and rebuild (cargo build --release -p ffrtmp)")]
     NotBuilt,
+    #[error("{detail}: rebuild both halves from one checkout (cargo xtask build-ebpf, then cargo build --release -p ffrtmp)")]
+    StaleObject { detail: String },
     #[error("the eBPF source is disabled (FFRTMP_EBPF_HOOK=off): unset it to use eBPF")]
     Disabled,
     #[error("the kernel refused to load the eBPF program ({detail}): ffrtmp needs CAP_BPF and CAP_PERFMON. Run it as root with them (check `grep Cap /proc/self/status`, or a systemd CapabilityBoundingSet= that leaves them out); kernels before 5.8 need CAP_SYS_ADMIN instead")]
@@ -66,7 +68,10 @@ impl EbpfError {
     pub fn worth_another_hook(&self) -> bool {
         !matches!(
             self,
-            EbpfError::Permission { .. } | EbpfError::NotBuilt | EbpfError::Disabled
+            EbpfError::Permission { .. }
+                | EbpfError::NotBuilt
+                | EbpfError::StaleObject { .. }
+                | EbpfError::Disabled
         )
     }
 }

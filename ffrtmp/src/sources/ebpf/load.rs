@@ -4,7 +4,8 @@
 //! reads `bprm->filename` at an offset taken from the running kernel's BTF. Where BTF is
 //! missing or the hook fails, the classic tracepoint is used; it needs tracefs, which is
 //! mounted here if absent — before aya first looks for it, because aya remembers "tracefs
-//! not found" for the life of the process.
+//! not found" for the life of the process. Either hook reads the task's identity, names and
+//! namespace at the offsets of `btf::kernel_offsets`, set as the global `OFFSETS`.
 
 use std::path::Path;
 
@@ -12,7 +13,10 @@ use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use tracing::{debug, info, warn};
 
-use super::btf::bprm_filename_offset;
+use aya::Pod;
+use ffrtmp_common::KernelOffsets;
+
+use super::btf::running_kernel_offsets;
 use super::error::{classify, EbpfError, Stage};
 use super::object::object;
 
@@ -22,6 +26,21 @@ pub const HOOK_ENV: &str = "FFRTMP_EBPF_HOOK";
 /// Environment knob: ring buffer size in bytes (rounded up to a power-of-two number of
 /// pages). Small rings are how tests make the ring overflow.
 pub const RING_ENV: &str = "FFRTMP_EBPF_RING_BYTES";
+
+/// The ring when the kernel filters: only targets are forwarded, so even an exec storm of
+/// nothing but targets (~3 000/s on these machines) fills 256 KiB (about 700 events of 368
+/// bytes) only if the reader stalls for a quarter of a second — and a loss is never a
+/// miss, it triggers a reconciliation scan. Pages of the ring the reader touches count in
+/// its RSS, so the ring is sized for the filtered rate, not for every exec.
+pub const RING_FILTERED_BYTES: u32 = 256 << 10;
+/// The ring with `forward_all`: every exec system-wide is forwarded.
+pub const RING_ALL_BYTES: u32 = 4 << 20;
+
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct PodOffsets(KernelOffsets);
+// SAFETY: KernelOffsets is repr(C), twelve u32, no padding (size asserted in ffrtmp-common).
+unsafe impl Pod for PodOffsets {}
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
@@ -95,31 +114,44 @@ impl LoadOptions {
     }
 }
 
-/// The object loaded (maps created, no program loaded yet), and why the kernel's BTF
-/// cannot be used, if it cannot.
+/// The object loaded (maps created, no program loaded yet), the offsets the program got,
+/// and why the kernel's BTF could not give some of them.
 pub struct Loaded {
     pub ebpf: Ebpf,
+    pub offsets: KernelOffsets,
+    /// `None`: every offset was found. Otherwise what is missing (or why BTF is unusable).
     pub btf_problem: Option<String>,
+    pub ring_bytes: u32,
 }
 
-/// Load the object. The tp_btf program learns the filename offset here, since globals are
-/// fixed at load. (aya's loader parses the kernel's BTF for its own use; the tp_btf attach
-/// parses it again after the loader is gone rather than keep one copy through both, which
-/// measured a higher peak RSS.)
-pub fn load_object(opts: &LoadOptions) -> Result<Loaded, EbpfError> {
+/// Load the object. Globals are fixed at load, so the offsets are found first. (aya's
+/// loader parses the kernel's BTF for its own use; the tp_btf attach parses it again after
+/// the loader is gone rather than keep one copy through both, which measured a higher
+/// peak RSS.)
+pub fn load_object(opts: &LoadOptions, forward_all: bool) -> Result<Loaded, EbpfError> {
     let bytes = object()?;
     raise_memlock();
-    let (offset, btf_problem) = match bprm_filename_offset() {
-        Ok(o) => (o, None),
-        Err(e) => (0, Some(e)),
+    let (offsets, btf_problem) = match running_kernel_offsets() {
+        Ok((o, missing)) if missing.is_empty() => (o, None),
+        Ok((o, missing)) => (o, Some(missing.join("; "))),
+        Err(e) => (KernelOffsets::default(), Some(e)),
     };
+    let ring_bytes = opts.ring_bytes.unwrap_or(if forward_all {
+        RING_ALL_BYTES
+    } else {
+        RING_FILTERED_BYTES
+    });
     let mut loader = EbpfLoader::new();
-    if let Some(n) = opts.ring_bytes {
-        loader.map_max_entries("EVENTS", n);
-    }
-    loader.override_global("BPRM_FILENAME_OFFSET", &offset, true);
+    loader.map_max_entries("EVENTS", ring_bytes);
+    let pod = PodOffsets(offsets);
+    loader.override_global("OFFSETS", &pod, true);
     let ebpf = loader.load(bytes).map_err(|e| classify(Stage::Load, &e))?;
-    Ok(Loaded { ebpf, btf_problem })
+    Ok(Loaded {
+        ebpf,
+        offsets,
+        btf_problem,
+        ring_bytes,
+    })
 }
 
 /// Load and attach one hook, trying tp_btf first unless told otherwise.
@@ -128,7 +160,7 @@ pub fn attach(loaded: &mut Loaded, opts: &LoadOptions) -> Result<Hook, EbpfError
     let try_btf = match opts.hook {
         HookChoice::Only(Hook::TracePoint) => false,
         HookChoice::Only(Hook::TpBtf) => true,
-        HookChoice::Auto => loaded.btf_problem.is_none(),
+        HookChoice::Auto => loaded.offsets.valid & ffrtmp_common::OFFSETS_BPRM != 0,
     };
     if try_btf {
         match attach_btf(ebpf) {
@@ -139,7 +171,7 @@ pub fn attach(loaded: &mut Loaded, opts: &LoadOptions) -> Result<Hook, EbpfError
             Err(e) => return Err(e),
         }
     } else if let Some(p) = &loaded.btf_problem {
-        info!("eBPF: no usable BTF ({p}); using the classic tracepoint");
+        info!("eBPF: BTF does not give the exec filename ({p}); using the classic tracepoint");
     }
     ensure_tracefs()?;
     attach_tracepoint(ebpf)?;

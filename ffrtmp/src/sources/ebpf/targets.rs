@@ -1,6 +1,8 @@
-//! The kernel's prefilter: which comms the program forwards, and how (`TARGETS`), and
+//! The kernel's prefilter: which names the program forwards, and how (`TARGETS`), and
 //! whether it forwards everything (`SETTINGS.forward_all`). `plan` derives both from the
 //! settings (pure, tested here); `TargetTable` writes them and rewrites them on reload.
+//! The strict flag is set only where stops are allowed (`stops`): never in a dry run, and
+//! not where the ledger of stops cannot be kept (see `ledger`).
 //!
 //! The kernel compares the comm, which it cuts to 15 bytes: a longer target name is keyed
 //! by its first 15 bytes and flagged PREFIX, and user space confirms the full name (argv[0]
@@ -52,13 +54,13 @@ pub fn key_of(name: &str) -> (TargetKey, bool) {
     (key, b.len() > COMM_LEN - 1)
 }
 
-/// The kernel tables for these settings.
-pub fn plan(settings: &Settings) -> Plan {
+/// The kernel tables for these settings; `stops`: whether strict targets may be stopped.
+pub fn plan(settings: &Settings, stops: bool) -> Plan {
     let mut entries = BTreeMap::new();
     for t in &settings.targets {
         let (key, cut) = key_of(&t.name);
         let mut flags = if cut { TARGET_FLAG_PREFIX } else { 0 };
-        if settings.placement_of(&t.name) == Placement::Strict {
+        if stops && settings.placement_of(&t.name) == Placement::Strict {
             flags |= TARGET_FLAG_STRICT;
         }
         *entries.entry(key).or_insert(0) |= flags;
@@ -76,24 +78,27 @@ pub struct TargetTable {
     targets: HashMap<MapData, TargetKey, PodTarget>,
     settings: Array<MapData, PodSettings>,
     written: BTreeMap<TargetKey, u32>,
+    stops: bool,
 }
 
 impl TargetTable {
     pub(super) fn new(
         targets: HashMap<MapData, TargetKey, PodTarget>,
         settings: Array<MapData, PodSettings>,
+        stops: bool,
     ) -> Self {
         TargetTable {
             targets,
             settings,
             written: BTreeMap::new(),
+            stops,
         }
     }
 
     /// Make the kernel tables match `settings`. New and changed entries are written before
     /// stale ones are removed, so a name kept across a reload is never missing in between.
     pub fn apply(&mut self, settings: &Settings) -> Result<Plan, EbpfError> {
-        let plan = plan(settings);
+        let plan = plan(settings, self.stops);
         let err = |what: String, e: aya::maps::MapError| EbpfError::Targets {
             detail: format!("{what}: {}", super::error::chain_text(&e)),
         };
@@ -194,9 +199,10 @@ mod tests {
         assert!(cut);
         assert_eq!(&k[..15], b"gst-launch-1.0-");
         assert_eq!(k[15], 0, "the key keeps the comm's NUL");
-        let p = plan(&settings(
-            "target_commands: [gst-launch-1.0-extra, ffmpeg]\n",
-        ));
+        let p = plan(
+            &settings("target_commands: [gst-launch-1.0-extra, ffmpeg]\n"),
+            true,
+        );
         assert_eq!(p.entries[&key("gst-launch-1.0-")], TARGET_FLAG_PREFIX);
         assert_eq!(p.entries[&key("ffmpeg")], 0);
         assert!(!p.forward_all);
@@ -204,9 +210,15 @@ mod tests {
 
     #[test]
     fn strict_follows_the_global_and_per_command_placement() {
-        let p = plan(&settings(
+        let s = settings(
             "target_commands: [ffmpeg, x264, very-long-command-name]\nplacement: strict\ncommands:\n  x264:\n    placement: normal\n",
-        ));
+        );
+        // A dry run (or a node without a ledger) never stops anything.
+        assert!(plan(&s, false)
+            .entries
+            .values()
+            .all(|f| f & TARGET_FLAG_STRICT == 0));
+        let p = plan(&s, true);
         assert_eq!(p.entries[&key("ffmpeg")], TARGET_FLAG_STRICT);
         assert_eq!(p.entries[&key("x264")], 0);
         assert_eq!(
@@ -217,9 +229,12 @@ mod tests {
 
     #[test]
     fn names_sharing_a_key_share_one_entry_with_both_flags() {
-        let p = plan(&settings(
-            "target_commands: [transcoder-main-a, transcoder-main-b]\ncommands:\n  transcoder-main-b:\n    placement: strict\n",
-        ));
+        let p = plan(
+            &settings(
+                "target_commands: [transcoder-main-a, transcoder-main-b]\ncommands:\n  transcoder-main-b:\n    placement: strict\n",
+            ),
+            true,
+        );
         assert_eq!(p.entries.len(), 1);
         assert_eq!(
             p.entries[&key("transcoder-main")],
@@ -229,7 +244,7 @@ mod tests {
 
     #[test]
     fn forward_all_comes_from_the_config() {
-        assert!(plan(&settings("forward_all: true\n")).forward_all);
-        assert!(!plan(&settings("target_commands: [ffmpeg]\n")).forward_all);
+        assert!(plan(&settings("forward_all: true\n"), true).forward_all);
+        assert!(!plan(&settings("target_commands: [ffmpeg]\n"), true).forward_all);
     }
 }

@@ -1,0 +1,508 @@
+//! Housekeeping: everything slow that the placement thread must never wait behind.
+//!
+//! - the scan pass (`run_scan`, on the blocking pool): targets nobody reported go to the
+//!   engine as candidates; governed processes are checked (still alive? still in their
+//!   cgroup? one moved out by another writer is put back and counted as drift); empty job
+//!   cgroups are removed, and one with a live process the table does not know is handed
+//!   to the engine to take back;
+//! - chores (spare refills, cgroup removal, one at a time on the blocking pool);
+//! - state writes (JSON built here, written on the blocking pool, in order);
+//! - the strict deadline: a process stopped longer than `strict_timeout` is resumed.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tracing::{debug, error, info, warn};
+
+use super::{Chore, Daemon};
+use crate::config::units::format_go_duration;
+use crate::config::Target;
+use crate::engine::Work;
+use crate::placer::{monotonic_ns, Placer};
+use crate::process::{is_gone, ProcFs, ProcessId, Resumed, Stopped};
+use crate::sources::scan::{ScanOutcome, Scanner};
+
+/// A governed process that another writer moved out of its job cgroup.
+#[derive(Debug)]
+pub struct Drift {
+    pub id: ProcessId,
+    pub job_id: String,
+    pub cgroup: String,
+    pub location: String,
+    /// `None` in a dry run.
+    pub corrected: Option<Result<(), String>>,
+}
+
+/// What one scan pass found and did.
+pub struct ScanReport {
+    scanner: Scanner,
+    reason: &'static str,
+    outcome: std::io::Result<ScanOutcome>,
+    /// Governed processes found gone.
+    gone: Vec<ProcessId>,
+    seen: Vec<ProcessId>,
+    drift: Vec<Drift>,
+    removed: Vec<String>,
+    leftovers: Vec<String>,
+    /// Job cgroups with a live process: (pid, cgroup, job id, command).
+    untracked: Vec<(u32, String, String, String)>,
+    warnings: Vec<String>,
+    took: Duration,
+}
+
+/// What the blocking part of a scan needs.
+struct ScanJob {
+    scanner: Scanner,
+    reason: &'static str,
+    targets: Vec<Target>,
+    known: HashSet<ProcessId>,
+    governed: Vec<(ProcessId, String, String)>,
+    leftovers: Vec<String>,
+    placer: Arc<Placer>,
+    proc: ProcFs,
+    dry_run: bool,
+}
+
+/// A finished chore.
+pub enum ChoreDone {
+    Refilled(usize),
+    Removed {
+        pid: u32,
+        cgroup: String,
+        usage: crate::placer::Usage,
+        result: std::io::Result<bool>,
+    },
+    Drained,
+    Written(std::io::Result<()>),
+}
+
+impl Daemon {
+    /// Ask for a scan: it runs now if none is running, else right after.
+    pub(super) fn ask_scan(&mut self, reason: &'static str) {
+        self.scan_again = Some(reason);
+    }
+
+    /// Start a scan on the blocking pool, unless one is running.
+    pub(super) fn start_scan(
+        &mut self,
+        reason: &'static str,
+    ) -> Option<tokio::task::JoinHandle<ScanReport>> {
+        let scanner = self.scanner.take()?;
+        let job = ScanJob {
+            scanner,
+            reason,
+            targets: self.settings.targets.clone(),
+            known: self.journal.values().map(|g| g.id).collect(),
+            governed: self
+                .journal
+                .values()
+                .map(|g| (g.id, g.cgroup.clone(), g.record.job_id.clone()))
+                .collect(),
+            leftovers: std::mem::take(&mut self.leftovers),
+            placer: self.placer.clone(),
+            proc: self.proc.clone(),
+            dry_run: self.opts.dry_run,
+        };
+        Some(tokio::task::spawn_blocking(move || run_scan(job)))
+    }
+
+    pub(super) fn finish_scan(&mut self, r: ScanReport) {
+        self.scanner = Some(r.scanner);
+        self.leftovers.extend(r.leftovers);
+        for w in &r.warnings {
+            warn!("{w}");
+        }
+        let outcome = match r.outcome {
+            Ok(o) => o,
+            Err(e) => {
+                error!(
+                    "Scan failed: cannot list {}: {e}",
+                    self.placer.proc().root().display()
+                );
+                if self.health.scan(false).is_some() {
+                    self.log_health();
+                }
+                return;
+            }
+        };
+        self.state.statistics.total_scans += 1;
+        self.state.last_scan_at = Some(Utc::now());
+        {
+            let mut t = self.telemetry();
+            t.scan_duration.observe(outcome.duration.as_secs_f64());
+            *t.exec_events.entry("scan").or_default() += outcome.candidates.len() as u64;
+        }
+        let new = outcome.candidates.len();
+        if new > 0 {
+            debug!("{new} candidate(s) in this scan ({})", r.reason);
+            info!("Discovered {new} new process(es)");
+        }
+        for stat in outcome.candidates {
+            self.work(Work::Candidate(stat));
+        }
+        let now = Utc::now();
+        for id in &r.seen {
+            if let Some(g) = self.journal.get_mut(&id.pid).filter(|g| g.id == *id) {
+                g.record.last_seen_at = Some(now);
+            }
+        }
+        for id in r.gone {
+            self.on_exit(id);
+        }
+        for d in r.drift {
+            self.state.statistics.total_drift_corrections += 1;
+            self.telemetry().drift_corrections += 1;
+            warn!(pid = d.id.pid, job = %d.job_id, "PID {} (job {}) was moved out of {} to {} by another writer; moving it back", d.id.pid, d.job_id, d.cgroup, d.location);
+            match d.corrected {
+                Some(Ok(())) => info!(pid = d.id.pid, "PID {} is back in {}", d.id.pid, d.cgroup),
+                Some(Err(e)) => error!(
+                    pid = d.id.pid,
+                    "Cannot move PID {} back into {}: {e}", d.id.pid, d.cgroup
+                ),
+                None => {}
+            }
+        }
+        for cg in r.removed {
+            info!("Removed leftover cgroup {cg}");
+        }
+        for (pid, cgroup, job_id, command) in r.untracked {
+            self.work(Work::Adopt {
+                pid,
+                cgroup,
+                job_id,
+                command,
+            });
+        }
+        info!(
+            "Scan complete: new={new} tracked={} duration={}",
+            self.journal.len(),
+            format_go_duration(r.took)
+        );
+        debug!(
+            processes = outcome.processes,
+            "scan of {} processes read in {}",
+            outcome.processes,
+            format_go_duration(outcome.duration)
+        );
+        if self.health.scan(true).is_some() {
+            self.log_health();
+        }
+        self.mark_dirty();
+    }
+
+    /// The next chore on the blocking pool, if any is queued.
+    pub(super) fn start_chore(&mut self) -> Option<tokio::task::JoinHandle<ChoreDone>> {
+        let chore = self.chores.pop_front()?;
+        let placer = self.placer.clone();
+        let dry_run = self.opts.dry_run;
+        Some(tokio::task::spawn_blocking(move || match chore {
+            Chore::Refill(limits) => ChoreDone::Refilled(placer.refill_spares(limits.iter())),
+            Chore::Remove { pid, cgroup } => {
+                let usage = placer.backend().usage(&cgroup);
+                let result = if dry_run {
+                    Ok(true)
+                } else {
+                    placer.remove_if_empty(&cgroup)
+                };
+                ChoreDone::Removed {
+                    pid,
+                    cgroup,
+                    usage,
+                    result,
+                }
+            }
+            Chore::DrainSpares => {
+                placer.drain_spares();
+                ChoreDone::Drained
+            }
+            Chore::Write { path, bytes } => {
+                ChoreDone::Written(crate::record::state::write_atomic(&path, &bytes))
+            }
+        }))
+    }
+
+    pub(super) fn finish_chore(&mut self, done: ChoreDone) {
+        match done {
+            ChoreDone::Refilled(n) if n > 0 => debug!("{n} spare cgroup(s) made"),
+            ChoreDone::Refilled(_) | ChoreDone::Drained => {}
+            ChoreDone::Removed {
+                pid,
+                cgroup,
+                usage,
+                result,
+            } => {
+                self.telemetry().job_ended(pid, Some(usage));
+                self.removed(cgroup, result);
+            }
+            ChoreDone::Written(Ok(())) => {}
+            ChoreDone::Written(Err(e)) => error!(
+                "Cannot write state file {}: {e} (check the directory exists and is writable)",
+                self.settings.state_path.display()
+            ),
+        }
+    }
+
+    fn removed(&mut self, cgroup: String, result: std::io::Result<bool>) {
+        match result {
+            Ok(true) => debug!("Removed cgroup {cgroup}"),
+            Ok(false) => {
+                debug!("Cgroup {cgroup} still has processes; removing it once empty");
+                self.leftovers.push(cgroup);
+            }
+            Err(e) if is_gone(&e) => {}
+            Err(e) => {
+                warn!("Cannot remove cgroup {cgroup}: {e}; will retry at reconciliation");
+                self.leftovers.push(cgroup);
+            }
+        }
+    }
+
+    /// The state as JSON.
+    fn state_bytes(&mut self) -> Vec<u8> {
+        self.state.version = crate::record::state::STATE_VERSION;
+        self.state.processes = self
+            .journal
+            .values()
+            .map(|g| (g.id.pid.to_string(), g.record.clone()))
+            .collect();
+        self.state.health = Some(crate::record::state::HealthRecord {
+            status: self.health.status.to_string(),
+            scan_failures: self.health.scan_failures,
+            attach_failures: self.health.attach_failures,
+            since: self
+                .state
+                .health
+                .as_ref()
+                .filter(|h| h.status == self.health.status.to_string())
+                .map_or_else(Utc::now, |h| h.since),
+        });
+        let bytes = self.state.to_json();
+        self.state.processes.clear();
+        bytes
+    }
+
+    /// Queue a write of the state file (nothing in dry-run mode).
+    pub(super) fn flush(&mut self) {
+        self.dirty_since = None;
+        if self.opts.dry_run {
+            return;
+        }
+        let bytes = self.state_bytes();
+        self.chores.push_back(Chore::Write {
+            path: self.settings.state_path.clone(),
+            bytes,
+        });
+    }
+
+    /// Write the state file now (at shutdown).
+    pub(super) fn flush_now(&mut self) {
+        self.dirty_since = None;
+        if self.opts.dry_run {
+            return;
+        }
+        let bytes = self.state_bytes();
+        if let Err(e) = crate::record::state::write_atomic(&self.settings.state_path, &bytes) {
+            error!(
+                "Cannot write state file {}: {e} (check the directory exists and is writable)",
+                self.settings.state_path.display()
+            );
+        }
+    }
+
+    /// Resume every process stopped longer than `strict_timeout` (counted from the stop,
+    /// or from when this daemon took over a dead daemon's ledger), placed or not; retire
+    /// dead daemons' ledgers once empty.
+    pub(super) fn sweep_stops(&mut self) {
+        let timeout = self.settings.strict_timeout.as_nanos() as u64;
+        let now = monotonic_ns();
+        let mut resumed = Vec::new();
+        let mut retired = Vec::new();
+        for (i, l) in self.ledgers.iter().enumerate() {
+            let entries = l.ledger.entries();
+            if entries.is_empty() && l.orphan {
+                retired.push(i);
+                continue;
+            }
+            for (key, stopped_at) in entries {
+                let since = stopped_at.max(l.since_ns);
+                if now.saturating_sub(since) < timeout {
+                    continue;
+                }
+                let s = Stopped::claim(l.ledger.clone(), key, &self.proc);
+                let outcome = s.resume();
+                resumed.push((key.tgid, now.saturating_sub(stopped_at), outcome));
+            }
+        }
+        for i in retired.into_iter().rev() {
+            let l = self.ledgers.remove(i);
+            debug!(
+                "Retiring {}: every stop in it was resumed",
+                l.ledger.describe()
+            );
+            l.ledger.retire();
+        }
+        for (pid, age, outcome) in resumed {
+            if outcome == Resumed::Now {
+                self.telemetry().strict_timeouts += 1;
+                warn!(
+                    pid,
+                    "PID {pid} was stopped for strict placement {:.1}s ago and is not placed yet; resumed it unplaced (strict_timeout {}); it is placed as soon as the placement goes through",
+                    age as f64 / 1e9,
+                    format_go_duration(self.settings.strict_timeout)
+                );
+            }
+        }
+    }
+}
+
+/// One scan pass (blocking).
+fn run_scan(mut job: ScanJob) -> ScanReport {
+    let started = Instant::now();
+    let known = std::mem::take(&mut job.known);
+    let outcome = job.scanner.scan(&job.targets, &|id| known.contains(&id));
+    let mut r = ScanReport {
+        scanner: job.scanner,
+        reason: job.reason,
+        outcome,
+        gone: Vec::new(),
+        seen: Vec::new(),
+        drift: Vec::new(),
+        removed: Vec::new(),
+        leftovers: Vec::new(),
+        untracked: Vec::new(),
+        warnings: Vec::new(),
+        took: Duration::ZERO,
+    };
+    if r.outcome.is_ok() {
+        check_governed(&job.placer, &job.proc, &job.governed, job.dry_run, &mut r);
+        if !job.dry_run {
+            collect_leftovers(&job.placer, &job.governed, job.leftovers, &mut r);
+        }
+    }
+    r.took = started.elapsed();
+    r
+}
+
+/// Governed processes: still alive, still in their cgroup? Drift is corrected here, off
+/// the placement thread (a cgroup v2 move can wait for an RCU grace period).
+fn check_governed(
+    placer: &Placer,
+    proc: &ProcFs,
+    governed: &[(ProcessId, String, String)],
+    dry_run: bool,
+    r: &mut ScanReport,
+) {
+    for (id, cgroup, job_id) in governed {
+        let pid = id.pid;
+        match proc.stat(pid) {
+            Ok(s) if s.start_time == id.start_time && !s.is_zombie() => {}
+            Ok(_) => {
+                r.gone.push(*id);
+                continue;
+            }
+            Err(e) if is_gone(&e) => {
+                r.gone.push(*id);
+                continue;
+            }
+            // Out of file descriptors or memory is not an exit: keep governing it.
+            Err(e) => {
+                r.warnings
+                    .push(format!("Cannot read /proc/{pid}/stat: {e}"));
+                continue;
+            }
+        }
+        match proc.cgroups(pid) {
+            Ok(lines) => {
+                r.seen.push(*id);
+                if !placer.backend().is_member(cgroup, &lines) {
+                    let corrected = (!dry_run).then(|| {
+                        placer
+                            .backend()
+                            .move_process(cgroup, pid)
+                            .map_err(|e| e.to_string())
+                    });
+                    r.drift.push(Drift {
+                        id: *id,
+                        job_id: job_id.clone(),
+                        cgroup: cgroup.clone(),
+                        location: placer.backend().location(&lines),
+                        corrected,
+                    });
+                }
+            }
+            Err(e) if is_gone(&e) => r.gone.push(*id),
+            Err(e) => r
+                .warnings
+                .push(format!("Cannot read /proc/{pid}/cgroup: {e}")),
+        }
+    }
+}
+
+/// Remove job cgroups that are empty and belong to no governed process; report those
+/// that hold a live process nobody governs.
+fn collect_leftovers(
+    placer: &Placer,
+    governed: &[(ProcessId, String, String)],
+    mut candidates: Vec<String>,
+    r: &mut ScanReport,
+) {
+    placer.remove_stray_spares();
+    let owned: HashSet<&str> = governed.iter().map(|(_, cg, _)| cg.as_str()).collect();
+    match placer.backend().children(placer.root()) {
+        Ok(names) => {
+            for n in names.into_iter().filter(|n| n.starts_with("auto-")) {
+                let cg = placer.cgroup_of(&n);
+                if !owned.contains(cg.as_str()) && !candidates.contains(&cg) {
+                    candidates.push(cg);
+                }
+            }
+        }
+        Err(e) if is_gone(&e) => {}
+        Err(e) => r
+            .warnings
+            .push(format!("Cannot list {}: {e}", placer.root())),
+    }
+    for cg in candidates {
+        if owned.contains(cg.as_str()) {
+            continue;
+        }
+        match placer.remove_if_empty(&cg) {
+            Ok(true) => r.removed.push(cg),
+            Ok(false) => {
+                if let Some(u) = untracked(placer, &cg) {
+                    r.untracked.push(u);
+                }
+                r.leftovers.push(cg);
+            }
+            Err(e) if is_gone(&e) => {}
+            Err(e) => {
+                r.warnings
+                    .push(format!("Cannot remove leftover cgroup {cg}: {e}"));
+                r.leftovers.push(cg);
+            }
+        }
+    }
+}
+
+/// `<root>/auto-<command>-<pid>` with that PID inside: a job to take back.
+fn untracked(placer: &Placer, cgroup: &str) -> Option<(u32, String, String, String)> {
+    let name = cgroup.rsplit('/').next()?;
+    let (prefix, pid) = name.rsplit_once('-')?;
+    let command = prefix.strip_prefix("auto-")?;
+    let pid: u32 = pid.parse().ok()?;
+    placer
+        .backend()
+        .procs(cgroup)
+        .ok()?
+        .contains(&pid)
+        .then(|| {
+            (
+                pid,
+                cgroup.to_string(),
+                name.to_string(),
+                command.to_string(),
+            )
+        })
+}

@@ -1,0 +1,104 @@
+//! Governing again without moving: the records of the state file at start, and job cgroups
+//! the scan finds with a live process the table does not know (a state file lost in a
+//! crash). Only the same process (PID and start time) still inside its job cgroup is
+//! taken back; anything else is left to a fresh decision.
+
+use chrono::Utc;
+
+use super::{Engine, Outcome};
+use crate::process::Pinned;
+use crate::record::state::ProcessRecord;
+
+impl Engine {
+    pub(super) fn readopt_all(&mut self, records: Vec<ProcessRecord>) {
+        for r in records {
+            self.readopt(r);
+        }
+    }
+
+    fn in_cgroup(&self, pid: u32, cgroup: &str) -> bool {
+        self.proc
+            .cgroups(pid)
+            .is_ok_and(|l| self.placer.backend().is_member(cgroup, &l))
+    }
+
+    fn readopt(&mut self, mut r: ProcessRecord) {
+        let (pid, job_id) = (r.pid, r.job_id.clone());
+        let dropped = |why: &str| Outcome::Dropped {
+            pid,
+            job_id: job_id.clone(),
+            why: why.to_string(),
+        };
+        let cgroup = r
+            .cgroup
+            .clone()
+            .unwrap_or_else(|| self.placer.cgroup_of(&r.job_id));
+        let Ok(pinned) = self.proc.pin(pid) else {
+            return self.emit(dropped("it exited while ffrtmp was not running"));
+        };
+        if r.start_time.is_some_and(|st| st != pinned.id.start_time) {
+            return self.emit(dropped("the PID now belongs to another process"));
+        }
+        if !self.in_cgroup(pid, &cgroup) {
+            return self.emit(dropped(&format!(
+                "it is no longer in {cgroup}; the scan decides afresh"
+            )));
+        }
+        let mut applied = Vec::new();
+        if r.limits.is_none() && !self.dry_run {
+            // A predecessor's entry: its limits were never applied. Apply the current ones.
+            if let Some(t) = self.settings.target(&r.command) {
+                let limits = t.limits.clone();
+                for (label, res) in self.placer.backend().apply_limits(&cgroup, &limits) {
+                    applied.push((label, res.err().map(|e| e.to_string())));
+                }
+                r.limits = Some(limits);
+            }
+        }
+        r.start_time = Some(pinned.id.start_time);
+        r.cgroup = Some(cgroup.clone());
+        r.last_seen_at = Some(Utc::now());
+        self.take_back(pinned, cgroup, r, applied, false);
+    }
+
+    pub(super) fn adopt_untracked(&mut self, pid: u32, cgroup: &str, job_id: &str, command: &str) {
+        let Ok(pinned) = self.proc.pin(pid) else {
+            return;
+        };
+        if self.table.knows(pinned.id) || !self.in_cgroup(pid, cgroup) {
+            return;
+        }
+        let now = Utc::now();
+        let record = ProcessRecord {
+            pid,
+            job_id: job_id.to_string(),
+            command: command.to_string(),
+            discovered_at: now,
+            attached_at: None,
+            last_seen_at: Some(now),
+            start_time: Some(pinned.id.start_time),
+            cgroup: Some(cgroup.to_string()),
+            exe: self.proc.exe(pid).ok().map(|p| p.display().to_string()),
+            limits: Some(self.placer.backend().read_limits(cgroup)),
+        };
+        self.take_back(pinned, cgroup.to_string(), record, Vec::new(), true);
+    }
+
+    fn take_back(
+        &mut self,
+        pinned: Pinned,
+        cgroup: String,
+        record: ProcessRecord,
+        applied: Vec<(String, Option<String>)>,
+        untracked: bool,
+    ) {
+        self.table.governed(pinned.id, &cgroup);
+        self.emit(Outcome::Readopted {
+            id: pinned.id,
+            pidfd: pinned.pidfd,
+            record,
+            applied,
+            untracked,
+        });
+    }
+}

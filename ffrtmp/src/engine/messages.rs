@@ -1,0 +1,129 @@
+//! What goes into the engine and what comes out of it.
+//!
+//! In: exec notices on the hot queue (from the sources, `ExecNotice`), everything else on
+//! the work queue (`Work`: scan candidates, exits, reloads, stops left by a dead daemon).
+//! Out: one `Outcome` per decision, to the record loop, which logs, counts and persists.
+//! The engine itself writes no log line and no file.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Limits, Settings};
+use crate::matcher::Skip;
+use crate::placer::{JobSpec, PlaceError, Placement};
+use crate::process::{PidFd, ProcessId, Stat, Stopped};
+use crate::record::state::ProcessRecord;
+
+/// Work for the engine that is not a fresh exec.
+#[derive(Debug)]
+pub enum Work {
+    /// A target the scan found that nobody reported (or whose exec was not reported).
+    Candidate(Stat),
+    /// A governed process exited (its pidfd became readable).
+    Exited(ProcessId),
+    /// A job cgroup `auto-<command>-<pid>` whose process is alive but not in the table
+    /// (the state file was lost): govern it again without moving it.
+    Adopt {
+        pid: u32,
+        cgroup: String,
+        job_id: String,
+        command: String,
+    },
+    /// A process a daemon that died had stopped: place it, then resume it.
+    Orphan(Stopped),
+    /// New settings (already validated).
+    Reload(Arc<Settings>),
+    /// Stop: the engine thread returns.
+    Shutdown,
+}
+
+/// One placement that succeeded.
+#[derive(Debug)]
+pub struct Placed {
+    pub id: ProcessId,
+    /// A pin of the process for the record loop's exit watch.
+    pub pidfd: PidFd,
+    pub spec: JobSpec,
+    pub placement: Placement,
+    /// Kernel exec timestamp to the verified move, when the exec was reported with one.
+    pub latency_ns: Option<u64>,
+    /// Children moved after the parent.
+    pub children: usize,
+    pub exe: Option<String>,
+    pub source: &'static str,
+}
+
+/// What the engine did with one notice, candidate or timer.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A target was found and will be placed (counted as discovered).
+    Discovered {
+        pid: u32,
+        job_id: String,
+        command: String,
+    },
+    Placed(Box<Placed>),
+    /// Governed again without being moved: at start from the state file, or an untracked
+    /// job cgroup the scan found.
+    Readopted {
+        id: ProcessId,
+        pidfd: PidFd,
+        record: ProcessRecord,
+        /// Limits applied to a predecessor's job that had none: (label, error if failed).
+        applied: Vec<(String, Option<String>)>,
+        untracked: bool,
+    },
+    /// A record of the state file that is not governed any more.
+    Dropped {
+        pid: u32,
+        job_id: String,
+        why: String,
+    },
+    /// Left alone. `stat` lets the scan skip it until it changes.
+    Skipped {
+        stat: Stat,
+        reason: Skip,
+    },
+    /// A target waiting for `min_runtime`.
+    Deferred {
+        pid: u32,
+        comm: String,
+        target: String,
+        remaining: Duration,
+    },
+    /// A transient failure; tried again after `delay`.
+    Retrying {
+        pid: u32,
+        job_id: String,
+        error: PlaceError,
+        attempt: u32,
+        max: u32,
+        delay: Duration,
+    },
+    /// Given up (the scan may try it again later).
+    Failed {
+        pid: u32,
+        job_id: String,
+        command: String,
+        error: PlaceError,
+        attempts: u32,
+    },
+    /// It exited before or while it was placed: nothing to do.
+    Vanished {
+        pid: u32,
+        why: String,
+    },
+    /// Found, but it could not be pinned (out of file descriptors…): left to the scan.
+    NotPinned {
+        pid: u32,
+        error: String,
+    },
+    /// `--dry-run`: what a real run would have done.
+    DryRun {
+        pid: u32,
+        job_id: String,
+        command: String,
+        cgroup: String,
+        limits: Limits,
+    },
+}

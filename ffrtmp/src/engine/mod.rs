@@ -1,0 +1,476 @@
+//! The placement engine: one OS thread, `ffrtmp-place`, that owns the table of governed
+//! processes and is the only one that moves a new process into a job cgroup.
+//!
+//! Nothing stands in front of a placement. Sources hand exec notices straight to its hot
+//! queue; everything else (scan candidates, exits, reloads) waits on a second queue that
+//! is served only while the hot one is empty. It does no housekeeping: state file, cgroup
+//! removal, spare refills, scans, metrics, HTTP and log output happen on the daemon's
+//! record loop, which learns of every decision from an `Outcome` message. Both queues are
+//! bounded: a full hot queue makes the source wait (and the kernel's ring buffer fill,
+//! which is counted as a loss and answered with a reconciliation scan).
+//!
+//! The table (`table::Table`) answers "is this process already governed, pending or given
+//! up on" for every placement, so a process is never placed twice however many reports of
+//! it arrive (an exec event and a scan, a retry and a scan).
+//!
+//! A process the kernel stopped arrives with its `Stopped`: it is resumed right after the
+//! verified move (so its first instruction runs in its cgroup), or as soon as the engine
+//! decides not to place it now — by dropping the value.
+
+mod adopt;
+pub mod messages;
+mod table;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+pub use messages::{Outcome, Placed, Work};
+use table::{Retry, Table, Timed};
+
+use crate::config::Settings;
+use crate::matcher::{decide, Decision, Guard};
+use crate::placer::registry::ToolRoots;
+use crate::placer::{auto_job_id, backoff, monotonic_ns, Class, JobSpec, Placer};
+use crate::process::{is_gone, Known, Pinned, ProcFs, Stopped};
+use crate::record::metrics::SourceCounters;
+use crate::record::state::ProcessRecord;
+use crate::sources::ExecNotice;
+
+/// Capacity of the hot queue. The ring buffer behind it is the larger buffer.
+pub const HOT_QUEUE: usize = 1024;
+/// Capacity of the work queue (a scan sends every candidate at once).
+pub const WORK_QUEUE: usize = 16_384;
+
+/// What the engine needs to start.
+pub struct EngineConfig {
+    pub settings: Arc<Settings>,
+    pub placer: Arc<Placer>,
+    pub guard: Guard,
+    pub dry_run: bool,
+    /// Where `ffrtmp run`/`attach` register their roots.
+    pub runtime_dir: std::path::PathBuf,
+    /// How long a permanently failed placement waits before the scan may try it again.
+    pub failure_backoff: Duration,
+    /// Records of the state file, to govern again without moving them.
+    pub readopt: Vec<ProcessRecord>,
+    /// Exec notices are counted here, by source, as they are taken.
+    pub counters: Arc<SourceCounters>,
+}
+
+/// The running engine: its queues and its thread.
+pub struct EngineHandle {
+    pub hot: Sender<ExecNotice>,
+    pub work: Sender<Work>,
+    /// CLOCK_MONOTONIC ns of the engine's last turn of its loop (the watchdog looks).
+    pub heartbeat: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EngineHandle {
+    /// Ask the engine to stop and wait for it. Work queued before is done first.
+    pub fn shutdown(mut self) {
+        let _ = self.work.send(Work::Shutdown);
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("the placement thread panicked");
+            }
+        }
+    }
+
+    /// Whether the thread ended (it only does on shutdown, or by a panic).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+/// Start the engine thread. Outcomes go to `outcomes` (bounded: a slow record loop makes
+/// the engine wait, and nothing is dropped).
+pub fn spawn(
+    cfg: EngineConfig,
+    outcomes: tokio::sync::mpsc::Sender<Outcome>,
+) -> std::io::Result<EngineHandle> {
+    let (hot_tx, hot_rx) = crossbeam_channel::bounded(HOT_QUEUE);
+    let (work_tx, work_rx) = crossbeam_channel::bounded(WORK_QUEUE);
+    let heartbeat = Arc::new(AtomicU64::new(monotonic_ns()));
+    let beat = heartbeat.clone();
+    let thread = std::thread::Builder::new()
+        .name("ffrtmp-place".into())
+        .spawn(move || {
+            let mut cfg = cfg;
+            let readopt = std::mem::take(&mut cfg.readopt);
+            let mut e = Engine::new(cfg, outcomes, beat);
+            e.readopt_all(readopt);
+            e.run(hot_rx, work_rx);
+        })?;
+    Ok(EngineHandle {
+        hot: hot_tx,
+        work: work_tx,
+        heartbeat,
+        thread: Some(thread),
+    })
+}
+
+struct Engine {
+    settings: Arc<Settings>,
+    placer: Arc<Placer>,
+    proc: ProcFs,
+    guard: Guard,
+    tool_roots: ToolRoots,
+    dry_run: bool,
+    failure_backoff: Duration,
+    table: Table,
+    outcomes: tokio::sync::mpsc::Sender<Outcome>,
+    heartbeat: Arc<AtomicU64>,
+    counters: Arc<SourceCounters>,
+}
+
+/// Where a process came to the engine's attention.
+struct Origin {
+    exec_mono_ns: Option<u64>,
+    source: &'static str,
+    stop: Option<Stopped>,
+}
+
+impl Engine {
+    fn new(
+        cfg: EngineConfig,
+        outcomes: tokio::sync::mpsc::Sender<Outcome>,
+        heartbeat: Arc<AtomicU64>,
+    ) -> Self {
+        let proc = cfg.placer.proc().clone();
+        Engine {
+            settings: cfg.settings,
+            proc,
+            tool_roots: ToolRoots::new(&cfg.runtime_dir),
+            placer: cfg.placer,
+            guard: cfg.guard,
+            dry_run: cfg.dry_run,
+            failure_backoff: cfg.failure_backoff,
+            table: Table::default(),
+            outcomes,
+            heartbeat,
+            counters: cfg.counters,
+        }
+    }
+
+    fn emit(&self, o: Outcome) {
+        // The record loop is gone only when the daemon is shutting down.
+        let _ = self.outcomes.blocking_send(o);
+    }
+
+    fn run(&mut self, hot: Receiver<ExecNotice>, work: Receiver<Work>) {
+        let mut hot = hot;
+        loop {
+            self.heartbeat.store(monotonic_ns(), Ordering::Relaxed);
+            let wait = self
+                .table
+                .next_deadline()
+                .map_or(Duration::from_secs(1), |d| {
+                    d.saturating_duration_since(Instant::now())
+                })
+                .min(Duration::from_secs(1));
+            crossbeam_channel::select_biased! {
+                recv(hot) -> n => match n {
+                    Ok(n) => self.on_exec(n),
+                    // Every source stopped: only the work queue is left.
+                    Err(_) => hot = crossbeam_channel::never(),
+                },
+                recv(work) -> w => match w {
+                    Ok(Work::Shutdown) | Err(_) => return,
+                    Ok(w) => self.on_work(w),
+                },
+                default(wait) => {}
+            }
+            self.fire_timers();
+        }
+    }
+
+    fn on_work(&mut self, w: Work) {
+        match w {
+            Work::Candidate(stat) => {
+                let Ok(pinned) = self.proc.pin(stat.pid) else {
+                    return; // exited since the scan listed it
+                };
+                if pinned.id.start_time != stat.start_time || self.table.knows(pinned.id) {
+                    return;
+                }
+                self.look_at(
+                    pinned,
+                    &Known::default(),
+                    Origin {
+                        exec_mono_ns: None,
+                        source: "scan",
+                        stop: None,
+                    },
+                );
+            }
+            Work::Exited(id) => self.table.exited(id),
+            Work::Adopt {
+                pid,
+                cgroup,
+                job_id,
+                command,
+            } => self.adopt_untracked(pid, &cgroup, &job_id, &command),
+            Work::Orphan(stop) => self.on_orphan(stop),
+            Work::Reload(s) => self.settings = s,
+            Work::Shutdown => {}
+        }
+    }
+
+    fn on_exec(&mut self, n: ExecNotice) {
+        self.counters.count_exec(n.source);
+        let ExecNotice {
+            pid,
+            start_ns,
+            known,
+            exec_mono_ns,
+            stop,
+            source,
+            ..
+        } = n;
+        let origin = Origin {
+            exec_mono_ns,
+            source,
+            stop,
+        };
+        let pinned = match self.proc.pin(pid) {
+            Ok(p) => p,
+            Err(e) if is_gone(&e) => {
+                return self.emit(Outcome::Vanished {
+                    pid,
+                    why: format!("it exited before it could be pinned ({e})"),
+                })
+            }
+            // Not gone, but it cannot be pinned (out of file descriptors, memory…): the
+            // reconciliation scan will find it; a stopped one runs meanwhile (dropped here).
+            Err(e) => {
+                return self.emit(Outcome::NotPinned {
+                    pid,
+                    error: e.to_string(),
+                })
+            }
+        };
+        if let Some(ns) = start_ns {
+            if self.proc.ticks_from_ns(ns) != pinned.id.start_time {
+                return self.emit(Outcome::Vanished {
+                    pid,
+                    why: "it exited and its PID belongs to another process now".into(),
+                });
+            }
+        }
+        // Governed already (a governed process exec'd again: it stays in its cgroup), or
+        // waiting for a timer that will look at it again.
+        if self.table.knows(pinned.id) {
+            return;
+        }
+        self.look_at(pinned, &known, origin);
+    }
+
+    fn on_orphan(&mut self, stop: Stopped) {
+        if !stop.is_present() {
+            return; // gone; dropping the value clears its ledger entry
+        }
+        let id = stop.id(&self.proc);
+        let pinned = match self.proc.pin(id.pid) {
+            Ok(p) if p.id == id => p,
+            _ => return,
+        };
+        if self.table.knows(id) {
+            return;
+        }
+        self.look_at(
+            pinned,
+            &Known::default(),
+            Origin {
+                exec_mono_ns: None,
+                source: "ledger",
+                stop: Some(stop),
+            },
+        );
+    }
+
+    /// Decide on a pinned process and act on the decision.
+    fn look_at(&mut self, pinned: Pinned, known: &Known, origin: Origin) {
+        let needs = crate::matcher::needs(&self.settings.targets, &pinned.stat.comm);
+        let facts = match self.proc.facts(pinned.stat.clone(), needs, known) {
+            Ok(f) => f,
+            Err(e) => {
+                return self.emit(Outcome::Vanished {
+                    pid: pinned.id.pid,
+                    why: format!("it vanished while being read ({e})"),
+                })
+            }
+        };
+        if self.tool_roots.refresh() {
+            self.guard.tool_roots = self.tool_roots.roots().to_vec();
+        }
+        let settings = self.settings.clone();
+        match decide(&settings.targets, &self.guard, &facts) {
+            Decision::Skip(reason) => self.emit(Outcome::Skipped {
+                stat: pinned.stat,
+                reason,
+            }),
+            Decision::Defer { target, remaining } => {
+                // min_runtime outranks strict placement: a deferred process runs meanwhile
+                // (its stop is dropped, i.e. resumed, when `origin` goes out of scope).
+                let comm = String::from_utf8_lossy(&pinned.stat.comm).into_owned();
+                if self.table.defer(pinned.id, Instant::now() + remaining) {
+                    self.emit(Outcome::Deferred {
+                        pid: pinned.id.pid,
+                        comm,
+                        target: target.name.clone(),
+                        remaining,
+                    });
+                }
+            }
+            Decision::Govern(target) => {
+                let spec = JobSpec {
+                    job_id: auto_job_id(&target.name, pinned.id.pid),
+                    command: target.name.clone(),
+                    limits: target.limits.clone(),
+                };
+                self.emit(Outcome::Discovered {
+                    pid: pinned.id.pid,
+                    job_id: spec.job_id.clone(),
+                    command: spec.command.clone(),
+                });
+                self.place(pinned, spec, 0, origin);
+            }
+        }
+    }
+
+    fn place(&mut self, pinned: Pinned, spec: JobSpec, attempt: u32, origin: Origin) {
+        let Origin {
+            exec_mono_ns,
+            source,
+            stop,
+        } = origin;
+        let pid = pinned.id.pid;
+        if self.dry_run {
+            drop(stop);
+            return self.emit(Outcome::DryRun {
+                pid,
+                cgroup: self.placer.cgroup_of(&spec.job_id),
+                job_id: spec.job_id,
+                command: spec.command,
+                limits: spec.limits,
+            });
+        }
+        match self.placer.place(&pinned, &spec) {
+            Ok(placement) => {
+                // Resumed right after the verified move: its next instruction runs inside.
+                drop(stop);
+                let latency_ns = exec_mono_ns.map(|t| placement.verified_mono_ns.saturating_sub(t));
+                let children = self.placer.move_descendants(pid, &placement.cgroup);
+                let exe = self.proc.exe(pid).ok().map(|p| p.display().to_string());
+                self.table.governed(pinned.id, &placement.cgroup);
+                match pinned.pidfd.try_clone() {
+                    Ok(pidfd) => self.emit(Outcome::Placed(Box::new(Placed {
+                        id: pinned.id,
+                        pidfd,
+                        spec,
+                        placement,
+                        latency_ns,
+                        children,
+                        exe,
+                        source,
+                    }))),
+                    Err(e) => self.emit(Outcome::NotPinned {
+                        pid,
+                        error: format!("placed in {}, but its pidfd cannot be duplicated for the exit watch: {e}", placement.cgroup),
+                    }),
+                }
+            }
+            Err(e) if e.class == Class::Vanished => {
+                self.emit(Outcome::Vanished {
+                    pid,
+                    why: format!("it exited before placement finished ({e})"),
+                });
+            }
+            Err(e) if e.class == Class::Retryable && attempt < self.settings.max_retry_attempts => {
+                // Never hold a stopped process through a backoff: it runs meanwhile.
+                drop(stop);
+                let delay = backoff(
+                    attempt + 1,
+                    pinned.id.start_time ^ u64::from(pid) ^ u64::from(attempt),
+                );
+                let id = pinned.id;
+                self.emit(Outcome::Retrying {
+                    pid,
+                    job_id: spec.job_id.clone(),
+                    error: e,
+                    attempt: attempt + 1,
+                    max: self.settings.max_retry_attempts,
+                    delay,
+                });
+                self.table.retry(
+                    id,
+                    Instant::now() + delay,
+                    Timed::Retry(Box::new(Retry {
+                        pinned,
+                        spec,
+                        attempt: attempt + 1,
+                        exec_mono_ns,
+                        source,
+                    })),
+                );
+            }
+            Err(e) => {
+                drop(stop);
+                // Not for ever: the cause may be fixed (a controller enabled, a limit
+                // raised); the scan may try it again after a while.
+                self.table
+                    .failed(pinned.id, Instant::now() + self.failure_backoff);
+                self.emit(Outcome::Failed {
+                    pid,
+                    job_id: spec.job_id,
+                    command: spec.command,
+                    error: e,
+                    attempts: attempt + 1,
+                });
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        for (id, t) in self.table.due(Instant::now()) {
+            match t {
+                // Facts may have changed while it ran (cwd, parent): decide again.
+                Timed::Defer => match self.proc.pin(id.pid) {
+                    Ok(pinned) if pinned.id == id => self.look_at(
+                        pinned,
+                        &Known::default(),
+                        Origin {
+                            exec_mono_ns: None,
+                            source: "min_runtime",
+                            stop: None,
+                        },
+                    ),
+                    _ => {} // exited, or the PID now belongs to another process
+                },
+                Timed::Retry(r) => {
+                    let Retry {
+                        pinned,
+                        spec,
+                        attempt,
+                        exec_mono_ns,
+                        source,
+                    } = *r;
+                    self.place(
+                        pinned,
+                        spec,
+                        attempt,
+                        Origin {
+                            exec_mono_ns,
+                            source,
+                            stop: None,
+                        },
+                    )
+                }
+            }
+        }
+    }
+}

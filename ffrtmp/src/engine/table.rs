@@ -1,0 +1,156 @@
+//! The engine's table: which processes are governed, which wait for a timer (min_runtime,
+//! a retry's backoff), and which were given up on until when. Owned by the engine thread
+//! alone; every report of a process is checked against it, so a process is placed once.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+use crate::placer::JobSpec;
+use crate::process::{Pinned, ProcessId};
+
+/// Work scheduled for later.
+pub enum Timed {
+    /// Waiting for min_runtime. Only the identity is kept (no pidfd): a long min_runtime
+    /// must not hold a file descriptor per young process; it is pinned again when due.
+    Defer,
+    /// A placement that failed with a transient error.
+    Retry(Box<Retry>),
+}
+
+pub struct Retry {
+    pub pinned: Pinned,
+    pub spec: JobSpec,
+    pub attempt: u32,
+    pub exec_mono_ns: Option<u64>,
+    pub source: &'static str,
+}
+
+#[derive(Default)]
+pub struct Table {
+    /// Governed processes by PID, with their job cgroup.
+    governed: HashMap<u32, (ProcessId, String)>,
+    /// Processes with a timer: nobody else places them meanwhile.
+    pending: HashSet<ProcessId>,
+    timers: BTreeMap<(Instant, ProcessId), Timed>,
+    /// Placements that failed for good, and when the scan may try them again.
+    failed: HashMap<ProcessId, Instant>,
+}
+
+impl Table {
+    /// Governed, pending, or given up on (and not due again yet).
+    pub fn knows(&mut self, id: ProcessId) -> bool {
+        if let Some(until) = self.failed.get(&id) {
+            if *until > Instant::now() {
+                return true;
+            }
+            self.failed.remove(&id);
+        }
+        self.governed.get(&id.pid).is_some_and(|(g, _)| *g == id) || self.pending.contains(&id)
+    }
+
+    pub fn governed(&mut self, id: ProcessId, cgroup: &str) {
+        self.pending.remove(&id);
+        self.failed.remove(&id);
+        self.governed.insert(id.pid, (id, cgroup.to_string()));
+    }
+
+    pub fn exited(&mut self, id: ProcessId) {
+        if self.governed.get(&id.pid).is_some_and(|(g, _)| *g == id) {
+            self.governed.remove(&id.pid);
+        }
+        self.failed.remove(&id);
+    }
+
+    /// Schedule a min_runtime look; `false` if one is already scheduled.
+    pub fn defer(&mut self, id: ProcessId, at: Instant) -> bool {
+        if !self.pending.insert(id) {
+            return false;
+        }
+        self.timers.insert((at, id), Timed::Defer);
+        true
+    }
+
+    /// Schedule a retry. The process stays pending until the retry has run.
+    pub fn retry(&mut self, id: ProcessId, at: Instant, t: Timed) {
+        self.pending.insert(id);
+        self.timers.insert((at, id), t);
+    }
+
+    pub fn failed(&mut self, id: ProcessId, until: Instant) {
+        self.pending.remove(&id);
+        self.failed.insert(id, until);
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.keys().next().map(|(t, _)| *t)
+    }
+
+    /// Timers due by `now`, each no longer pending.
+    pub fn due(&mut self, now: Instant) -> Vec<(ProcessId, Timed)> {
+        let mut out = Vec::new();
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (_, id) = *entry.key();
+            self.pending.remove(&id);
+            out.push((id, entry.remove()));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn id(pid: u32, start: u64) -> ProcessId {
+        ProcessId {
+            pid,
+            start_time: start,
+        }
+    }
+
+    #[test]
+    fn a_process_is_known_while_governed_pending_or_failed() {
+        let mut t = Table::default();
+        let a = id(10, 1);
+        assert!(!t.knows(a));
+        assert!(t.defer(a, Instant::now() + Duration::from_secs(60)));
+        assert!(!t.defer(a, Instant::now()), "one timer per process");
+        assert!(t.knows(a));
+        t.governed(a, "/ffrtmp/auto-x-10");
+        assert!(t.knows(a));
+        assert!(!t.knows(id(10, 2)), "a reused PID is another process");
+        t.exited(id(10, 2));
+        assert!(
+            t.knows(a),
+            "the exit of another process with this PID changes nothing"
+        );
+        t.exited(a);
+        assert!(!t.knows(a));
+        t.failed(a, Instant::now() + Duration::from_secs(60));
+        assert!(t.knows(a));
+        t.failed(a, Instant::now() - Duration::from_secs(1));
+        assert!(!t.knows(a), "due again");
+    }
+
+    #[test]
+    fn due_timers_come_in_order_and_stop_being_pending() {
+        let mut t = Table::default();
+        let now = Instant::now();
+        t.defer(id(2, 1), now + Duration::from_millis(20));
+        t.defer(id(1, 1), now + Duration::from_millis(10));
+        t.defer(id(3, 1), now + Duration::from_secs(60));
+        assert_eq!(t.next_deadline(), Some(now + Duration::from_millis(10)));
+        let due: Vec<u32> = t
+            .due(now + Duration::from_millis(30))
+            .into_iter()
+            .map(|(i, _)| i.pid)
+            .collect();
+        assert_eq!(due, [1, 2]);
+        assert!(!t.knows(id(1, 1)));
+        assert!(t.knows(id(3, 1)));
+    }
+}

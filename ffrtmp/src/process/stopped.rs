@@ -1,0 +1,270 @@
+//! A process the kernel stopped for strict placement, as a value. Whoever holds a
+//! `Stopped` owns the duty to resume it, and dropping it resumes it: there is no call site
+//! that has to remember. The kernel program records every stop in a ledger (`STOPPED`,
+//! pinned in bpffs so it outlives a daemon that dies); resuming sends SIGCONT through a
+//! pidfd — so a process whose PID was reused is never signalled — and removes the entry.
+//!
+//! Three parties resume: the holder (placed, refused, failed, shut down, or the thread
+//! holding it unwound), the deadline sweep (`strict_timeout` after the stop, whatever the
+//! holder is doing), and the next daemon (entries of a ledger whose daemon died).
+
+use std::fmt;
+use std::sync::Arc;
+
+use ffrtmp_common::StopKey;
+
+use super::{PidFd, ProcFs, ProcessId};
+
+/// A record of stops: the kernel's `STOPPED` map, or an in-memory one in tests.
+pub trait StopLedger: Send + Sync {
+    /// Remove the entry; `true` if it was there.
+    fn take(&self, key: &StopKey) -> bool;
+    /// Every entry, with `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of its stop.
+    fn entries(&self) -> Vec<(StopKey, u64)>;
+    /// For messages: where the ledger lives.
+    fn describe(&self) -> String;
+    /// The daemon that kept this ledger is gone and the ledger is empty: remove it.
+    fn retire(&self) {}
+}
+
+/// How a resume went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resumed {
+    /// SIGCONT sent; the ledger entry was ours to remove.
+    Now,
+    /// SIGCONT sent, but someone (the deadline sweep) had already resumed it.
+    AlreadyResumed,
+    /// The stopped process is gone (exited, or its PID now belongs to another process).
+    Gone,
+}
+
+pub struct Stopped {
+    key: StopKey,
+    /// The pinned process, if it is still the one that was stopped.
+    pidfd: Option<PidFd>,
+    ledger: Arc<dyn StopLedger>,
+    done: bool,
+}
+
+impl fmt::Debug for Stopped {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "Stopped(pid {}, start {} ns)",
+            self.key.tgid, self.key.start_ns
+        )
+    }
+}
+
+impl Stopped {
+    /// Take over the stop `key` recorded in `ledger`: pin the process and check it is the
+    /// one stopped (its start time), so a reused PID is never resumed or placed for it.
+    pub fn claim(ledger: Arc<dyn StopLedger>, key: StopKey, proc: &ProcFs) -> Stopped {
+        let pidfd = PidFd::open(key.tgid).ok().filter(|_| {
+            proc.stat(key.tgid)
+                .is_ok_and(|s| s.start_time == proc.ticks_from_ns(key.start_ns))
+        });
+        Stopped {
+            key,
+            pidfd,
+            ledger,
+            done: false,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.key.tgid
+    }
+
+    pub fn key(&self) -> StopKey {
+        self.key
+    }
+
+    /// The identity `/proc` shows for the stopped process.
+    pub fn id(&self, proc: &ProcFs) -> ProcessId {
+        ProcessId {
+            pid: self.key.tgid,
+            start_time: proc.ticks_from_ns(self.key.start_ns),
+        }
+    }
+
+    /// Whether the stopped process is still there to be placed.
+    pub fn is_present(&self) -> bool {
+        self.pidfd.as_ref().is_some_and(PidFd::is_alive)
+    }
+
+    /// Resume it now.
+    pub fn resume(mut self) -> Resumed {
+        self.resume_once()
+    }
+
+    fn resume_once(&mut self) -> Resumed {
+        self.done = true;
+        // SIGCONT first, then the ledger: a daemon that dies in between leaves an entry
+        // for a running process (resumed again, harmlessly), never a stopped process
+        // without an entry.
+        let sent = match &self.pidfd {
+            Some(p) => match p.signal(libc::SIGCONT) {
+                Ok(()) => true,
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => false,
+                Err(e) => {
+                    tracing::error!(
+                        pid = self.key.tgid,
+                        "Cannot resume PID {} stopped for strict placement: {e}",
+                        self.key.tgid
+                    );
+                    false
+                }
+            },
+            None => false,
+        };
+        let ours = self.ledger.take(&self.key);
+        match (sent, ours) {
+            (true, true) => Resumed::Now,
+            (true, false) => Resumed::AlreadyResumed,
+            (false, _) => Resumed::Gone,
+        }
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if !self.done {
+            self.resume_once();
+        }
+    }
+}
+
+/// An in-memory ledger, for tests and for sources that stop processes themselves.
+#[derive(Default)]
+pub struct MemoryLedger {
+    entries: std::sync::Mutex<std::collections::BTreeMap<StopKey, u64>>,
+}
+
+impl MemoryLedger {
+    pub fn record(&self, key: StopKey, ktime_ns: u64) {
+        self.entries
+            .lock()
+            .expect("ledger lock")
+            .insert(key, ktime_ns);
+    }
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("ledger lock").len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl StopLedger for MemoryLedger {
+    fn take(&self, key: &StopKey) -> bool {
+        self.entries
+            .lock()
+            .expect("ledger lock")
+            .remove(key)
+            .is_some()
+    }
+    fn entries(&self) -> Vec<(StopKey, u64)> {
+        self.entries
+            .lock()
+            .expect("ledger lock")
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect()
+    }
+    fn describe(&self) -> String {
+        "in-memory ledger".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+    use std::time::Duration;
+
+    fn state(pid: u32) -> u8 {
+        ProcFs::system().stat(pid).map(|s| s.state).unwrap_or(b'?')
+    }
+
+    fn wait_state(pid: u32, want: u8) -> bool {
+        (0..200).any(|_| {
+            if state(pid) == want {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            false
+        })
+    }
+
+    /// A child stopped the way the kernel program stops one, and its ledger entry.
+    fn stopped_child(ledger: &Arc<MemoryLedger>) -> (std::process::Child, StopKey) {
+        let child = crate::testutil::spawn(Command::new("sleep").arg("30"));
+        let pid = child.id();
+        let proc = ProcFs::system();
+        let ticks = proc.stat(pid).unwrap().start_time;
+        // A start time in ns that maps back to the same ticks.
+        let start_ns = ticks * (1_000_000_000 / 100) + 1234;
+        assert_eq!(proc.ticks_from_ns(start_ns), ticks);
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        assert!(wait_state(pid, b'T'));
+        let key = StopKey {
+            tgid: pid,
+            _pad: 0,
+            start_ns,
+        };
+        ledger.record(key, 1);
+        (child, key)
+    }
+
+    #[test]
+    fn dropping_it_resumes_the_process_and_clears_the_ledger() {
+        let ledger = Arc::new(MemoryLedger::default());
+        let (mut child, key) = stopped_child(&ledger);
+        let s = Stopped::claim(ledger.clone(), key, &ProcFs::system());
+        assert!(s.is_present());
+        drop(s);
+        assert!(
+            wait_state(child.id(), b'S'),
+            "state {}",
+            state(child.id()) as char
+        );
+        assert!(ledger.is_empty());
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_second_resumer_finds_it_done() {
+        let ledger = Arc::new(MemoryLedger::default());
+        let (mut child, key) = stopped_child(&ledger);
+        let proc = ProcFs::system();
+        let holder = Stopped::claim(ledger.clone(), key, &proc);
+        let sweep = Stopped::claim(ledger.clone(), key, &proc);
+        assert_eq!(sweep.resume(), Resumed::Now);
+        assert_eq!(holder.resume(), Resumed::AlreadyResumed);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_reused_pid_is_never_signalled() {
+        let ledger = Arc::new(MemoryLedger::default());
+        let (mut child, mut key) = stopped_child(&ledger);
+        // The ledger says another process (another start time) was stopped under this PID.
+        ledger.take(&key);
+        key.start_ns += 10_000_000_000;
+        ledger.record(key, 1);
+        let s = Stopped::claim(ledger.clone(), key, &ProcFs::system());
+        assert!(!s.is_present());
+        assert_eq!(s.resume(), Resumed::Gone);
+        assert_eq!(
+            state(child.id()),
+            b'T',
+            "our stopped child was not continued"
+        );
+        assert!(ledger.is_empty(), "the stale entry is cleared");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
