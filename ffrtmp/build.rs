@@ -36,6 +36,19 @@ fn main() {
         }
         Vec::new()
     };
+    // An id of the object for `ffrtmp --version`, the start-up log and ffrtmp_build_info:
+    // FNV-1a of its bytes (two nodes with the same id run the same kernel program).
+    let id = if bytes.is_empty() {
+        "none".to_string()
+    } else {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in &bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    };
+    println!("cargo::rustc-env=FFRTMP_EBPF_ID={id}");
     // Write only on change, so an unchanged object does not recompile the crate.
     if std::fs::read(&out).ok().as_deref() != Some(bytes.as_slice()) {
         std::fs::write(&out, &bytes)

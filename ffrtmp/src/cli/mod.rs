@@ -19,10 +19,19 @@ use crate::config::Limits;
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_CONFIG: u8 = 2;
 
+/// `ffrtmp --version`: the version and the embedded kernel program.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (kernel object ",
+    env!("FFRTMP_EBPF_ID"),
+    ", event layout 2)"
+);
+const _: () = assert!(ffrtmp_common::EVENT_ABI == 2, "update the layout in VERSION");
+
 #[derive(Parser, Debug)]
 #[command(
     name = "ffrtmp",
-    version,
+    version = VERSION,
     about = "Finds transcoders it did not start and puts each under cgroup limits the moment it appears",
     long_about = None
 )]

@@ -183,7 +183,7 @@ pub fn main(a: WatchArgs) -> ExitCode {
                         counters: counters.clone(),
                         build: BuildInfo {
                             version: env!("CARGO_PKG_VERSION"),
-                            ebpf_object: ebpf::build_id().unwrap_or_else(|| "none".into()),
+                            ebpf_object: ebpf::build_id().unwrap_or("none").to_string(),
                         },
                         usage,
                     });

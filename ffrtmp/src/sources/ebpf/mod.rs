@@ -151,7 +151,7 @@ pub fn start(
             .map(|n| format!(", {n}"))
             .collect::<String>(),
         ring_bytes / 1024,
-        build_id().unwrap_or_default()
+        build_id().unwrap_or("none")
     );
     if let Some(p) = btf_problem {
         warn!("eBPF: BTF lacks some offsets ({p}); events carry less and /proc is read instead (aliases are found by the reconciliation scan)");

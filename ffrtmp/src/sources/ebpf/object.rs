@@ -33,20 +33,12 @@ pub fn is_embedded() -> bool {
     !embedded().is_empty()
 }
 
-/// A short identifier of the embedded object (FNV-1a of its bytes), for `--version`,
-/// the start-up log and `ffrtmp_build_info`: two nodes with the same id run the same
-/// kernel program. `None` without an object.
-pub fn build_id() -> Option<String> {
-    let bytes = embedded();
-    if bytes.is_empty() {
-        return None;
-    }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    Some(format!("{h:016x}"))
+/// A short identifier of the embedded object (FNV-1a of its bytes, computed by build.rs),
+/// for `--version`, the start-up log and `ffrtmp_build_info`: two nodes with the same id
+/// run the same kernel program. `None` without an object.
+pub fn build_id() -> Option<&'static str> {
+    let id = env!("FFRTMP_EBPF_ID");
+    (id != "none").then_some(id)
 }
 
 /// The `FFRTMP_EVENT_ABI` of an object, if it has one.
@@ -100,7 +92,7 @@ mod tests {
         }
         assert_eq!(abi_of(embedded()), Ok(Some(ffrtmp_common::EVENT_ABI)));
         assert!(object().is_ok());
-        assert_eq!(build_id().unwrap().len(), 16);
+        assert_eq!(build_id().map(str::len), Some(16));
     }
 
     #[test]
