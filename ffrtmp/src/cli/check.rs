@@ -77,6 +77,8 @@ pub fn render(s: &Settings) -> String {
         format!("{:?}", s.placement).to_lowercase(),
     ));
     out.push_str(&line("forward_all", s.forward_all.to_string()));
+    out.push_str(&line("strict_timeout", format_go_duration(s.strict_timeout)));
+    out.push_str(&line("job_metrics", s.job_metrics.to_string()));
     out.push_str("# per command, defaults merged field by field:\ncommands:\n");
     for t in &s.targets {
         let body = serde_yaml::to_string(&serde_yaml::Mapping::from_iter([
@@ -91,6 +93,9 @@ pub fn render(s: &Settings) -> String {
         ]))
         .unwrap_or_default();
         out.push_str(&format!("  {}:\n", t.name));
+        if t.govern_containers {
+            out.push_str("    govern_containers: true\n");
+        }
         if let Some(p) = s.command_placement.get(&t.name) {
             out.push_str(&format!(
                 "    placement: {}\n",

@@ -128,6 +128,10 @@ fn set_aside(path: &Path, error: String) -> Loaded {
 
 /// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename,
 /// fsync of the directory. Readers see the old file or the new one, never a mix.
+///
+/// The temp file is created exclusively (`O_CREAT|O_EXCL`, which never follows a symlink
+/// at that name, plus `O_NOFOLLOW`) under a name nobody can predict, so a link planted
+/// in the directory cannot redirect the write anywhere else.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -137,17 +141,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, "state path has no file name")
     })?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
+    let (tmp, mut f) = create_temp(&dir, name)?;
     let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
@@ -158,6 +153,37 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// A new file `.<name>.tmp-<random>` in `dir`, created exclusively.
+fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> io::Result<(PathBuf, std::fs::File)> {
+    for _ in 0..16 {
+        let mut r = [0u8; 8];
+        // SAFETY: getrandom into a buffer of the given length.
+        let got = unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) };
+        if got != r.len() as isize {
+            return Err(io::Error::last_os_error());
+        }
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".tmp-{:016x}", u64::from_ne_bytes(r)));
+        let tmp = dir.join(tmp_name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "could not create a fresh temporary file next to the state file",
+    ))
 }
 
 impl StateFile {
@@ -263,6 +289,34 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    /// A symlink planted where the temp file of the previous release went (its name was
+    /// `.<name>.tmp-<pid>`) or anywhere else in the directory does not redirect the write.
+    #[test]
+    fn a_planted_symlink_never_redirects_the_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let p = dir.path().join("state.json");
+        let old_name = dir.path().join(format!(".state.json.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &old_name).unwrap();
+        StateFile::default().save(&p).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(matches!(load(&p), Loaded::Ok(_)));
+        // And the temp file is never opened through a link: O_EXCL refuses the name.
+        let (tmp, _f) = create_temp(dir.path(), std::ffi::OsStr::new("x")).unwrap();
+        assert!(!tmp.is_symlink());
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let e = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&link)
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     }
 
     #[test]
