@@ -141,12 +141,15 @@ impl Engine {
         heartbeat: Arc<AtomicU64>,
     ) -> Self {
         let proc = cfg.placer.proc().clone();
+        let tool_roots = ToolRoots::new(&cfg.runtime_dir);
+        let mut guard = cfg.guard;
+        guard.tool_roots = tool_roots.roots().to_vec();
         Engine {
             settings: cfg.settings,
             proc,
-            tool_roots: ToolRoots::new(&cfg.runtime_dir),
+            tool_roots,
             placer: cfg.placer,
-            guard: cfg.guard,
+            guard,
             dry_run: cfg.dry_run,
             failure_backoff: cfg.failure_backoff,
             table: Table::default(),

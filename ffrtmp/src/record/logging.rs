@@ -59,8 +59,8 @@ impl tracing::field::Visit for MessageOnly {
     }
 }
 
-/// Changes the level of an installed logger.
-#[derive(Clone)]
+/// Changes the level of an installed logger (`default()`: none installed, a no-op).
+#[derive(Clone, Default)]
 pub struct LogControl(Option<reload::Handle<LevelFilter, Registry>>);
 
 impl LogControl {

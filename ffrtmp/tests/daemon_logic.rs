@@ -1,0 +1,372 @@
+//! The daemon's decision paths, as a normal user: the real `Daemon` (record loop, engine
+//! thread, housekeeping) driven by a channel source, with a fake cgroup backend and a
+//! fixture /proc (`logic_support`). Processes are real children, so pidfds, exits and
+//! SIGSTOP/SIGCONT are the kernel's. Each test waits for a condition (generous timeouts):
+//! none of them measures speed.
+
+mod logic_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ffrtmp::daemon::ScanRole;
+use ffrtmp::process::StopLedger;
+use ffrtmp::sources::SourceEvent;
+use logic_support::{real_state, wait_until, Harness, Start};
+
+const T: Duration = Duration::from_secs(5);
+
+#[test]
+fn an_exec_notice_is_placed_with_its_limits_recorded_and_counted() {
+    let h = Harness::new().start(Start {
+        yaml: "target_commands: [ffmpeg]\ndefault_limits:\n  cpu_quota: 150\n  memory_limit: 64\n",
+        ..Default::default()
+    });
+    let p = h.spawn("ffmpeg", "/user.slice/session-1.scope", 0);
+    let bystander = h.spawn("bash", "/user.slice/session-1.scope", 0);
+    h.send(h.notice(&p));
+    h.send(h.notice(&bystander));
+    let job = Harness::job(&p);
+    assert!(h.placed(&p, &job, T), "not placed: {}", p.cgroup());
+    let (limits, procs) = h.backend.cgroup(&job).unwrap();
+    assert_eq!(
+        limits,
+        ["cpu.max=150000 100000", "memory.max=67108864"],
+        "only the configured limits are written"
+    );
+    assert_eq!(procs, [p.pid]);
+    assert!(wait_until(T, || h.with_telemetry(|t| t.jobs.contains_key(&p.pid))));
+    assert!(wait_until(T, || h.state()["processes"][p.pid.to_string()]
+        ["job_id"]
+        == job.trim_start_matches("/ffrtmp/")));
+    assert_eq!(
+        bystander.cgroup(),
+        "/user.slice/session-1.scope",
+        "a non-target is never moved"
+    );
+    assert_eq!(h.backend.moves().len(), 1);
+    h.with_telemetry(|t| {
+        assert_eq!(t.placements["placed"], 1);
+        assert_eq!(
+            t.exec_to_placed.count(),
+            1,
+            "an exec event gives a latency sample"
+        );
+    });
+    assert_eq!(h.counters.execs()["ebpf"], 2, "both notices were taken");
+}
+
+#[test]
+fn a_stopped_target_is_resumed_only_after_its_move() {
+    let h = Harness::new().start(Start {
+        yaml: "target_commands: [ffmpeg]\nplacement: strict\n",
+        ..Default::default()
+    });
+    let p = h.spawn("ffmpeg", "/", 0);
+    h.send(h.stopped_notice(&p));
+    assert!(h.placed(&p, &Harness::job(&p), T));
+    assert!(wait_until(T, || real_state(p.pid) != b'T'), "left stopped");
+    let moves = h.backend.moves();
+    assert_eq!(
+        moves[0].state, b'T',
+        "it was still stopped when it was moved: {moves:?}"
+    );
+    assert!(
+        wait_until(T, || h.ledger.is_empty()),
+        "the ledger entry is cleared"
+    );
+}
+
+/// Every path out of a stopped process's handling resumes it: not a target after all,
+/// deferred by min_runtime, in a container, a dry run.
+#[test]
+fn a_stopped_process_is_resumed_whatever_the_decision() {
+    let h = Harness::new().start(Start {
+        yaml: "target_commands: [ffmpeg, x264]\nplacement: strict\ncommands:\n  x264:\n    filters:\n      min_runtime: 1h\n",
+        ..Default::default()
+    });
+    let stranger = h.spawn("ffmpeg-impostor", "/", 0);
+    let young = h.spawn("x264", "/", 0);
+    let contained = h.spawn("ffmpeg", "/system.slice/docker-0123.scope", 1);
+    for p in [&stranger, &young, &contained] {
+        h.send(h.stopped_notice(p));
+    }
+    for p in [&stranger, &young, &contained] {
+        assert!(
+            wait_until(T, || real_state(p.pid) != b'T'),
+            "PID {} left stopped",
+            p.pid
+        );
+    }
+    assert!(h.backend.moves().is_empty(), "{:?}", h.backend.moves());
+    assert!(wait_until(T, || h.ledger.is_empty()));
+}
+
+#[test]
+fn a_dry_run_moves_nothing_and_resumes_what_it_was_handed() {
+    let h = Harness::new().start(Start {
+        dry_run: true,
+        ..Default::default()
+    });
+    let p = h.spawn("ffmpeg", "/", 0);
+    h.send(h.stopped_notice(&p));
+    assert!(wait_until(T, || real_state(p.pid) != b'T'));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(h.backend.moves().is_empty());
+    assert_eq!(p.cgroup(), "/");
+    assert!(!h.state_path.exists(), "a dry run writes no state");
+}
+
+/// A placement stuck longer than strict_timeout: the stopped process is resumed unplaced
+/// (counted), and placed when the move goes through.
+#[test]
+fn strict_timeout_resumes_a_target_whose_placement_is_stuck() {
+    let h = Harness::new();
+    h.backend.behave(|b| b.move_delay = Duration::from_secs(2));
+    let h = h.start(Start {
+        yaml: "target_commands: [ffmpeg]\nplacement: strict\nstrict_timeout: 300ms\n",
+        ..Default::default()
+    });
+    let p = h.spawn("ffmpeg", "/", 0);
+    h.send(h.stopped_notice(&p));
+    assert!(
+        wait_until(Duration::from_millis(1500), || real_state(p.pid) != b'T'),
+        "still stopped 1.5 s after the stop with strict_timeout 300ms"
+    );
+    assert!(
+        h.backend.moves().is_empty(),
+        "resumed before the move ended"
+    );
+    assert_eq!(h.with_telemetry(|t| t.strict_timeouts), 1);
+    assert!(
+        h.placed(&p, &Harness::job(&p), T),
+        "placed once the move went through"
+    );
+}
+
+/// A daemon that died left a process stopped in its ledger: this one places it, then
+/// resumes it.
+#[test]
+fn a_stop_left_by_a_dead_daemon_is_placed_and_resumed() {
+    let orphan = Arc::new(ffrtmp::process::MemoryLedger::default());
+    let h = Harness::new();
+    let p = h.spawn("ffmpeg", "/", 0);
+    let key = p.stop(&orphan);
+    let h = h.start(Start {
+        orphans: vec![orphan.clone() as Arc<dyn StopLedger>],
+        ..Default::default()
+    });
+    assert!(h.placed(&p, &Harness::job(&p), T));
+    assert!(wait_until(T, || real_state(p.pid) != b'T'), "left stopped");
+    assert_eq!(
+        h.backend.moves()[0].state,
+        b'T',
+        "placed before it was resumed"
+    );
+    assert!(!orphan.entries().iter().any(|(k, _)| *k == key));
+}
+
+/// A transient error is retried after a backoff; a scan meanwhile does not place the
+/// process a second time; statistics count one placement.
+#[test]
+fn a_retried_placement_is_not_doubled_by_a_scan_in_its_backoff() {
+    let h = Harness::new();
+    h.backend.behave(|b| b.eagain_moves = 2);
+    let h = h.start(Start::default());
+    let p = h.spawn("ffmpeg", "/", 0);
+    h.send(h.notice(&p));
+    assert!(wait_until(T, || h.backend.failed_moves() >= 1));
+    // Lost events force a full scan now, inside the backoff.
+    h.event(SourceEvent::Lost {
+        source: "channel",
+        count: 1,
+    });
+    assert!(h.placed(&p, &Harness::job(&p), T));
+    std::thread::sleep(Duration::from_millis(500));
+    let moves = h.backend.moves();
+    assert_eq!(moves.len(), 1, "moved once: {moves:?}");
+    assert_eq!(h.backend.failed_moves(), 2);
+    assert_eq!(
+        h.backend
+            .cgroups()
+            .iter()
+            .filter(|c| c.contains("auto-ffmpeg"))
+            .count(),
+        1,
+        "{:?}",
+        h.backend.cgroups()
+    );
+    h.with_telemetry(|t| {
+        assert_eq!(t.placements["placed"], 1);
+        assert_eq!(t.placements["retried"], 2);
+        assert_eq!(t.placements["failed"], 0);
+    });
+    assert!(wait_until(T, || h.state()["statistics"]
+        ["total_attachments"]
+        == 1));
+}
+
+#[test]
+fn min_runtime_defers_the_placement() {
+    let h = Harness::new().start(Start {
+        yaml: "target_commands: [ffmpeg]\nfilters:\n  min_runtime: 1500ms\n",
+        ..Default::default()
+    });
+    let p = h.spawn("ffmpeg", "/", 0);
+    h.send(h.notice(&p));
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(p.cgroup(), "/", "placed before min_runtime");
+    assert!(h.placed(&p, &Harness::job(&p), T));
+    assert_eq!(
+        h.with_telemetry(|t| t.exec_to_placed.count()),
+        0,
+        "the wait for min_runtime is not exec -> placed latency"
+    );
+}
+
+/// Another writer moves a governed process out: the reconciliation puts it back and
+/// counts the drift.
+#[test]
+fn drift_is_corrected_and_counted() {
+    let h = Harness::new().start(Start {
+        yaml: "target_commands: [ffmpeg]\nreconcile_interval: 1s\n",
+        ..Default::default()
+    });
+    let p = h.spawn("ffmpeg", "/", 0);
+    h.send(h.notice(&p));
+    let job = Harness::job(&p);
+    assert!(h.placed(&p, &job, T));
+    p.set_cgroup("/system.slice/stream@a.service");
+    assert!(h.placed(&p, &job, T), "not moved back");
+    assert!(wait_until(T, || h.with_telemetry(|t| t.drift_corrections) == 1));
+}
+
+#[test]
+fn an_exit_ends_the_job_and_removes_its_cgroup() {
+    let h = Harness::new().start(Start::default());
+    let mut p = h.spawn("ffmpeg", "/", 0);
+    h.send(h.notice(&p));
+    let job = Harness::job(&p);
+    assert!(h.placed(&p, &job, T));
+    assert!(wait_until(T, || h.with_telemetry(|t| t.jobs.len()) == 1));
+    // The kernel empties the cgroup when the process exits; so does the fake.
+    h.backend.exited(p.pid);
+    p.kill();
+    assert!(wait_until(T, || h.with_telemetry(|t| t.jobs.is_empty())));
+    assert!(
+        wait_until(T, || h.backend.cgroup(&job).is_none()),
+        "job cgroup left: {:?}",
+        h.backend.cgroups()
+    );
+    assert!(wait_until(T, || h.state()["processes"]
+        .as_object()
+        .is_some_and(|m| m.is_empty())));
+}
+
+/// Events the source lost: the reconciliation runs at once and finds the target.
+#[test]
+fn lost_events_trigger_a_scan_that_places_what_was_missed() {
+    let h = Harness::new().start(Start::default());
+    let p = h.spawn("ffmpeg", "/", 0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        p.cgroup(),
+        "/",
+        "the reconciliation interval is an hour: nothing yet"
+    );
+    h.event(SourceEvent::Lost {
+        source: "channel",
+        count: 3,
+    });
+    assert!(h.placed(&p, &Harness::job(&p), T));
+    h.with_telemetry(|t| {
+        assert_eq!(t.events_lost, 3);
+        assert_eq!(t.exec_events["scan"], 1);
+    });
+}
+
+/// Containers are not ours: a target in its own PID namespace, or in a container
+/// manager's cgroup, keeps its container's cgroup; counted; unless govern_containers.
+#[test]
+fn targets_in_containers_keep_their_cgroups_unless_asked() {
+    let h = Harness::new().start(Start {
+        yaml: "target_commands: [ffmpeg, x264]\ncommands:\n  x264:\n    govern_containers: true\n",
+        ..Default::default()
+    });
+    let in_ns = h.spawn("ffmpeg", "/", 1);
+    let in_pod = h.spawn(
+        "ffmpeg",
+        "/kubepods.slice/kubepods-pod1.slice/cri-containerd-ab.scope",
+        0,
+    );
+    let opted_in = h.spawn("x264", "/machine.slice/machine-edge1.scope/payload", 1);
+    for p in [&in_ns, &in_pod, &opted_in] {
+        h.send(h.notice(p));
+    }
+    assert!(h.placed(&opted_in, &format!("/ffrtmp/auto-x264-{}", opted_in.pid), T));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(in_ns.cgroup(), "/");
+    assert_eq!(
+        in_pod.cgroup(),
+        "/kubepods.slice/kubepods-pod1.slice/cri-containerd-ab.scope"
+    );
+    assert_eq!(h.with_telemetry(|t| t.skipped["container"]), 2);
+    assert_eq!(h.backend.moves().len(), 1);
+}
+
+/// `ffrtmp run --cgroup-root /jobs` put a job there: the daemon (root /ffrtmp) never
+/// moves it.
+#[test]
+fn jobs_placed_by_ffrtmp_run_under_another_root_are_left_alone() {
+    let h = Harness::new().start(Start {
+        before: Some(Box::new(|h: &Harness| {
+            ffrtmp::placer::registry::register_tool_root(&h.runtime_dir, "/jobs").unwrap();
+        })),
+        ..Default::default()
+    });
+    let run = h.spawn("ffmpeg", "/jobs/run-1", 0);
+    let own = h.spawn("ffmpeg", "/ffrtmp/run-2", 0);
+    h.send(h.notice(&run));
+    h.send(h.notice(&own));
+    // A scan too: neither is a candidate for placement.
+    h.event(SourceEvent::Lost {
+        source: "channel",
+        count: 1,
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(run.cgroup(), "/jobs/run-1");
+    assert_eq!(own.cgroup(), "/ffrtmp/run-2");
+    assert!(h.backend.moves().is_empty(), "{:?}", h.backend.moves());
+    assert!(h.with_telemetry(|t| t.skipped["ffrtmp_run"]) >= 1);
+    assert_eq!(
+        ffrtmp::placer::registry::published_root(&h.runtime_dir).as_deref(),
+        Some("/ffrtmp"),
+        "the daemon published its root for run and attach"
+    );
+}
+
+/// A restart: the new daemon takes governed processes back from the state file without
+/// moving them, and drops the record of a PID now used by another process.
+#[test]
+fn a_restart_readopts_without_moving() {
+    let mut h = Harness::new().start(Start::default());
+    let p = h.spawn("ffmpeg", "/", 0);
+    h.send(h.notice(&p));
+    let job = Harness::job(&p);
+    assert!(h.placed(&p, &job, T));
+    assert!(wait_until(T, || h.state()["processes"]
+        .as_object()
+        .is_some_and(|m| !m.is_empty())));
+    h.stop();
+    let moves_before = h.backend.moves().len();
+    let h2 = h.start(Start {
+        role: ScanRole::Reconcile,
+        ..Default::default()
+    });
+    assert!(
+        wait_until(T, || h2.with_telemetry(|t| t.jobs.contains_key(&p.pid))),
+        "not re-adopted"
+    );
+    assert_eq!(h2.backend.moves().len(), moves_before, "moved again");
+    assert_eq!(p.cgroup(), job);
+}

@@ -1,0 +1,538 @@
+//! What `daemon_logic.rs` drives the real `Daemon` with, as a normal user: a fixture
+//! `/proc` (a directory per real child process, with the stat, cgroup and status files the
+//! daemon reads, so names, namespaces and cgroups are the test's to choose), a fake
+//! cgroup backend that keeps its cgroups in memory and writes each move into the fixture
+//! `cgroup` file, an in-memory ledger of stops, and the channel source. Processes are
+//! real (`sleep` children): pidfds, exits, SIGSTOP and SIGCONT are the kernel's.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ffrtmp::config::{EnvVars, FlagOverrides, Limits, Settings, Sources};
+use ffrtmp::daemon::{Control, Daemon, Options, ScanRole};
+use ffrtmp::placer::backend::{CgroupBackend, CgroupMode, RootReport, Usage};
+use ffrtmp::placer::limits::{v2_writes, Controller};
+use ffrtmp::placer::{PlaceError, Placer, Step};
+use ffrtmp::process::{parse_cgroup_file, CgroupLine, MemoryLedger, ProcFs, StopLedger};
+use ffrtmp::record::logging::LogControl;
+use ffrtmp::record::metrics::{SourceCounters, Telemetry};
+use ffrtmp::sources::{ChannelSource, ExecNotice, Feed};
+use ffrtmp_common::StopKey;
+
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The real kernel's state letter of a process (R, S, T, …).
+pub fn real_state(pid: u32) -> u8 {
+    ProcFs::system().stat(pid).map(|s| s.state).unwrap_or(b'?')
+}
+
+/// How the fake backend behaves.
+#[derive(Debug, Default)]
+pub struct Behaviour {
+    /// Fail this many moves with EAGAIN before they work.
+    pub eagain_moves: u32,
+    /// Every move takes this long.
+    pub move_delay: Duration,
+}
+
+#[derive(Debug, Default)]
+pub struct Cgroup {
+    pub limits: Vec<String>,
+    pub procs: Vec<u32>,
+}
+
+/// A move the backend did: which process, where, and the process's real state then.
+#[derive(Debug, Clone)]
+pub struct Move {
+    pub pid: u32,
+    pub cgroup: String,
+    pub state: u8,
+}
+
+#[derive(Default)]
+struct Inner {
+    cgroups: BTreeMap<String, Cgroup>,
+    moves: Vec<Move>,
+    failed_moves: u32,
+    behaviour: Behaviour,
+}
+
+/// A cgroup v2 backend in memory. A move rewrites `<proc>/<pid>/cgroup`.
+#[derive(Clone)]
+pub struct FakeBackend {
+    proc_root: PathBuf,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl FakeBackend {
+    pub fn new(proc_root: &Path) -> Self {
+        FakeBackend {
+            proc_root: proc_root.to_path_buf(),
+            inner: Arc::default(),
+        }
+    }
+    pub fn behave(&self, f: impl FnOnce(&mut Behaviour)) {
+        f(&mut self.inner.lock().unwrap().behaviour)
+    }
+    pub fn moves(&self) -> Vec<Move> {
+        self.inner.lock().unwrap().moves.clone()
+    }
+    pub fn failed_moves(&self) -> u32 {
+        self.inner.lock().unwrap().failed_moves
+    }
+    pub fn cgroup(&self, path: &str) -> Option<(Vec<String>, Vec<u32>)> {
+        let i = self.inner.lock().unwrap();
+        i.cgroups
+            .get(path)
+            .map(|c| (c.limits.clone(), c.procs.clone()))
+    }
+    /// The process exited: the kernel takes it out of its cgroup.
+    pub fn exited(&self, pid: u32) {
+        for c in self.inner.lock().unwrap().cgroups.values_mut() {
+            c.procs.retain(|p| *p != pid);
+        }
+    }
+    pub fn cgroups(&self) -> Vec<String> {
+        self.inner.lock().unwrap().cgroups.keys().cloned().collect()
+    }
+    fn write_membership(&self, pid: u32, cgroup: &str) {
+        let _ = std::fs::write(
+            self.proc_root.join(pid.to_string()).join("cgroup"),
+            format!("0::{cgroup}\n"),
+        );
+    }
+}
+
+impl CgroupBackend for FakeBackend {
+    fn mode(&self) -> CgroupMode {
+        CgroupMode::V2
+    }
+    fn describe(&self) -> String {
+        "fake cgroup v2 backend (tests)".into()
+    }
+    fn prepare_root(&self, root: &str) -> RootReport {
+        self.inner
+            .lock()
+            .unwrap()
+            .cgroups
+            .entry(root.to_string())
+            .or_default();
+        RootReport {
+            available: Controller::ALL.to_vec(),
+            ..Default::default()
+        }
+    }
+    fn create(&self, cgroup: &str) -> Result<(), PlaceError> {
+        self.inner
+            .lock()
+            .unwrap()
+            .cgroups
+            .entry(cgroup.to_string())
+            .or_default();
+        Ok(())
+    }
+    fn apply_limits(&self, cgroup: &str, limits: &Limits) -> Vec<(String, Result<(), PlaceError>)> {
+        let mut i = self.inner.lock().unwrap();
+        let cg = i.cgroups.entry(cgroup.to_string()).or_default();
+        v2_writes(limits)
+            .into_iter()
+            .map(|w| {
+                let label = format!("{}={}", w.file, w.value);
+                cg.limits.push(label.clone());
+                (label, Ok(()))
+            })
+            .collect()
+    }
+    fn move_process(&self, cgroup: &str, pid: u32) -> Result<(), PlaceError> {
+        let delay = self.inner.lock().unwrap().behaviour.move_delay;
+        std::thread::sleep(delay);
+        let mut i = self.inner.lock().unwrap();
+        if i.behaviour.eagain_moves > 0 {
+            i.behaviour.eagain_moves -= 1;
+            i.failed_moves += 1;
+            return Err(PlaceError::io(
+                Step::Move,
+                &format!("{cgroup}/cgroup.procs"),
+                &std::io::Error::from_raw_os_error(libc::EAGAIN),
+            ));
+        }
+        for c in i.cgroups.values_mut() {
+            c.procs.retain(|p| *p != pid);
+        }
+        i.cgroups
+            .entry(cgroup.to_string())
+            .or_default()
+            .procs
+            .push(pid);
+        i.moves.push(Move {
+            pid,
+            cgroup: cgroup.to_string(),
+            state: real_state(pid),
+        });
+        drop(i);
+        self.write_membership(pid, cgroup);
+        Ok(())
+    }
+    fn is_member(&self, cgroup: &str, lines: &[CgroupLine]) -> bool {
+        lines.iter().any(|l| l.hierarchy == 0 && l.path == cgroup)
+    }
+    fn location(&self, lines: &[CgroupLine]) -> String {
+        lines
+            .iter()
+            .find(|l| l.hierarchy == 0)
+            .map(|l| l.path.clone())
+            .unwrap_or_default()
+    }
+    fn remove(&self, cgroup: &str) -> std::io::Result<()> {
+        let mut i = self.inner.lock().unwrap();
+        match i.cgroups.get(cgroup) {
+            Some(c) if !c.procs.is_empty() => Err(std::io::Error::from_raw_os_error(libc::EBUSY)),
+            _ => {
+                i.cgroups.remove(cgroup);
+                Ok(())
+            }
+        }
+    }
+    fn procs(&self, cgroup: &str) -> std::io::Result<Vec<u32>> {
+        let i = self.inner.lock().unwrap();
+        Ok(i.cgroups
+            .get(cgroup)
+            .map(|c| c.procs.clone())
+            .unwrap_or_default())
+    }
+    fn children(&self, cgroup: &str) -> std::io::Result<Vec<String>> {
+        let i = self.inner.lock().unwrap();
+        let prefix = format!("{cgroup}/");
+        Ok(i.cgroups
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix))
+            .filter(|rest| !rest.contains('/'))
+            .map(str::to_string)
+            .collect())
+    }
+    fn usage(&self, _cgroup: &str) -> Usage {
+        Usage::default()
+    }
+    fn read_limits(&self, _cgroup: &str) -> Limits {
+        Limits::default()
+    }
+    fn procs_files(&self, _cgroup: &str) -> Vec<PathBuf> {
+        Vec::new()
+    }
+    fn rename(&self, cgroup: &str, _new_name: &str) -> Result<String, PlaceError> {
+        Err(PlaceError::permanent(
+            Step::CreateCgroup,
+            format!("{cgroup}: no rename"),
+        ))
+    }
+    fn supports_rename(&self) -> bool {
+        false
+    }
+}
+
+/// A real child process with a fixture /proc entry saying what the test wants.
+pub struct Proc {
+    pub child: Child,
+    pub pid: u32,
+    /// Start time in clock ticks (the real one).
+    pub start_ticks: u64,
+    dir: PathBuf,
+}
+
+impl Proc {
+    /// The kernel's `start_boottime` (ns) that maps to this process's start ticks.
+    pub fn start_ns(&self) -> u64 {
+        self.start_ticks * 10_000_000 + 4321
+    }
+    pub fn set_cgroup(&self, path: &str) {
+        std::fs::write(self.dir.join("cgroup"), format!("0::{path}\n")).unwrap();
+    }
+    pub fn cgroup(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("cgroup")).unwrap_or_default();
+        parse_cgroup_file(&text)
+            .into_iter()
+            .find(|l| l.hierarchy == 0)
+            .map(|l| l.path)
+            .unwrap_or_default()
+    }
+    /// Stop it the way the kernel program does and record the stop in `ledger`.
+    pub fn stop(&self, ledger: &MemoryLedger) -> StopKey {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.pid as i32, libc::SIGSTOP) };
+        assert!(wait_until(Duration::from_secs(2), || real_state(self.pid) == b'T'));
+        let key = StopKey {
+            tgid: self.pid,
+            _pad: 0,
+            start_ns: self.start_ns(),
+        };
+        ledger.record(key, ffrtmp::placer::monotonic_ns());
+        key
+    }
+    pub fn kill(&mut self) {
+        // SAFETY: kill(2) on our own child (continued first if it was stopped).
+        unsafe { libc::kill(self.pid as i32, libc::SIGCONT) };
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Everything one test runs.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub proc_root: PathBuf,
+    pub proc: ProcFs,
+    pub backend: FakeBackend,
+    pub ledger: Arc<MemoryLedger>,
+    pub telemetry: Arc<Mutex<Telemetry>>,
+    pub counters: Arc<SourceCounters>,
+    pub state_path: PathBuf,
+    pub runtime_dir: PathBuf,
+    feed: Option<crossbeam_channel::Sender<Feed>>,
+    ctl: Option<tokio::sync::mpsc::Sender<Control>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+pub struct Start<'a> {
+    pub yaml: &'a str,
+    pub dry_run: bool,
+    pub role: ScanRole,
+    /// Ledgers a dead daemon left.
+    pub orphans: Vec<Arc<dyn StopLedger>>,
+    /// Before the daemon starts (fixture processes, registered roots).
+    pub before: Option<Box<dyn FnOnce(&Harness) + 'a>>,
+}
+
+impl Default for Start<'_> {
+    fn default() -> Self {
+        Start {
+            yaml: "target_commands: [ffmpeg]\n",
+            dry_run: false,
+            role: ScanRole::Reconcile,
+            orphans: Vec::new(),
+            before: None,
+        }
+    }
+}
+
+impl Harness {
+    /// The parts, not running yet.
+    pub fn new() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let proc_root = dir.path().join("proc");
+        std::fs::create_dir_all(&proc_root).unwrap();
+        let runtime_dir = dir.path().join("run");
+        Harness {
+            proc: ProcFs::new(&proc_root),
+            backend: FakeBackend::new(&proc_root),
+            proc_root,
+            ledger: Arc::new(MemoryLedger::default()),
+            telemetry: Arc::default(),
+            counters: Arc::default(),
+            state_path: dir.path().join("state.json"),
+            runtime_dir,
+            dir,
+            feed: None,
+            ctl: None,
+            thread: None,
+        }
+    }
+
+    pub fn settings(&self, yaml: &str) -> Settings {
+        let path = self.dir.path().join("config.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "{yaml}\ncgroup_root: /ffrtmp\nstate_path: {}\nmetrics_addr: \"\"\n{}",
+                self.state_path.display(),
+                if yaml.contains("reconcile_interval") {
+                    ""
+                } else {
+                    "reconcile_interval: 1h\n"
+                }
+            ),
+        )
+        .unwrap();
+        ffrtmp::config::load(&Sources {
+            config_file: Some(&path),
+            env: &EnvVars::default(),
+            flags: &FlagOverrides::default(),
+            passwd: Path::new("/nonexistent"),
+        })
+        .unwrap()
+    }
+
+    /// Start the daemon with a channel source.
+    pub fn start(mut self, s: Start) -> Harness {
+        if let Some(f) = s.before {
+            f(&self);
+        }
+        let settings = self.settings(s.yaml);
+        let placer = Placer::new(
+            Box::new(self.backend.clone()),
+            "/ffrtmp".into(),
+            self.proc.clone(),
+        );
+        let opts = Options {
+            dry_run: s.dry_run,
+            scan_role: s.role,
+            flush_coalesce: Duration::from_millis(20),
+            runtime_dir: self.runtime_dir.clone(),
+        };
+        let daemon = Daemon::new(settings, opts, placer, LogControl::default())
+            .with_telemetry(self.telemetry.clone())
+            .with_counters(self.counters.clone())
+            .with_ledgers(Some(self.ledger.clone() as Arc<dyn StopLedger>), s.orphans);
+        let (source, feed) = ChannelSource::new();
+        let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(8);
+        self.thread = Some(std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(daemon.run(vec![Box::new(source)], ctl_rx));
+        }));
+        self.feed = Some(feed);
+        self.ctl = Some(ctl_tx);
+        // Ready once the startup scan is done (as READY=1 would say).
+        let t = self.telemetry.clone();
+        assert!(
+            wait_until(Duration::from_secs(10), || t
+                .lock()
+                .unwrap()
+                .scan_duration
+                .count()
+                >= 1),
+            "the daemon did not finish its startup scan"
+        );
+        self
+    }
+
+    /// A real `sleep` child shown in the fixture /proc with `comm`, in cgroup `cgroup`,
+    /// in PID namespace depth `pidns`.
+    pub fn spawn(&self, comm: &str, cgroup: &str, pidns: u32) -> Proc {
+        let child = Command::new("sleep")
+            .arg("60")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let real = ProcFs::system().stat(pid).unwrap();
+        let dir = self.proc_root.join(pid.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("stat"),
+            format!(
+                "{pid} ({comm}) S {} {pid} {pid} 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 1 0 {} 1000 200\n",
+                std::process::id(),
+                real.start_time
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join("cgroup"), format!("0::{cgroup}\n")).unwrap();
+        let nspid: String = std::iter::once(pid.to_string())
+            .chain((0..pidns).map(|i| (i + 1).to_string()))
+            .collect::<Vec<_>>()
+            .join("\t");
+        std::fs::write(
+            dir.join("status"),
+            format!("Name:\t{comm}\nUid:\t1000\t1000\t1000\t1000\nNSpid:\t{nspid}\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("cmdline"), format!("{comm}\0")).unwrap();
+        std::os::unix::fs::symlink(format!("/usr/bin/{comm}"), dir.join("exe")).unwrap();
+        std::os::unix::fs::symlink("/", dir.join("cwd")).unwrap();
+        Proc {
+            child,
+            pid,
+            start_ticks: real.start_time,
+            dir,
+        }
+    }
+
+    /// The exec notice the kernel would send for `p` (no stop).
+    pub fn notice(&self, p: &Proc) -> ExecNotice {
+        let mut n = ExecNotice::pid(p.pid, "ebpf");
+        n.start_ns = Some(p.start_ns());
+        n.exec_mono_ns = Some(ffrtmp::placer::monotonic_ns());
+        n
+    }
+
+    /// The notice for `p` stopped at exec, with the stop claimed as the reader does.
+    pub fn stopped_notice(&self, p: &Proc) -> ExecNotice {
+        let key = p.stop(&self.ledger);
+        let mut n = self.notice(p);
+        n.stop = Some(ffrtmp::process::Stopped::claim(
+            self.ledger.clone() as Arc<dyn StopLedger>,
+            key,
+            &self.proc,
+        ));
+        n
+    }
+
+    pub fn send(&self, n: ExecNotice) {
+        self.feed.as_ref().unwrap().send(Feed::Exec(n)).unwrap();
+    }
+
+    pub fn event(&self, e: ffrtmp::sources::SourceEvent) {
+        self.feed.as_ref().unwrap().send(Feed::Event(e)).unwrap();
+    }
+
+    pub fn job(p: &Proc) -> String {
+        format!("/ffrtmp/auto-ffmpeg-{}", p.pid)
+    }
+
+    /// Wait until `p` is in `cgroup` (the fixture says so).
+    pub fn placed(&self, p: &Proc, cgroup: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || p.cgroup() == cgroup)
+    }
+
+    pub fn with_telemetry<T>(&self, f: impl FnOnce(&Telemetry) -> T) -> T {
+        f(&self.telemetry.lock().unwrap())
+    }
+
+    /// Stop the daemon and wait for it.
+    pub fn stop(&mut self) {
+        if let Some(c) = self.ctl.take() {
+            let _ = c.blocking_send(Control::Shutdown);
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().expect("the daemon thread panicked");
+        }
+        self.feed = None;
+    }
+
+    pub fn state(&self) -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(&self.state_path).unwrap_or_else(|_| "{}".into()),
+        )
+        .unwrap()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
