@@ -525,7 +525,7 @@ fn a_bad_config_exits_2_with_the_error() {
         "scan_interval: 10s\ndefault_limits:\n  cpu_weight: 20000\n",
     )
     .unwrap();
-    let out = std::process::Command::new(ffrtmp_bin())
+    let out = ffrtmp_cmd()
         .args(["watch", "--fallback-scan", "--config"])
         .arg(&cfg)
         .output()
@@ -562,7 +562,7 @@ fn ffrtmp_run_beside_the_daemon_leaves_its_spare_cgroups_alone() {
         assert!(!before.is_empty(), "the daemon keeps spare cgroups on v1");
     }
     // `ffrtmp run` prepares the same root while the daemon holds spare cgroups there.
-    let out = std::process::Command::new(ffrtmp_bin())
+    let out = ffrtmp_cmd()
         .args([
             "run",
             "--cgroup-root",

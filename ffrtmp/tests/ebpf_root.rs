@@ -372,3 +372,138 @@ fn ebpf_places_targets_known_by_their_exe_or_argv0_from_their_exec_event() {
         w.stop();
     }
 }
+
+/// Containers are not ours: a target in a PID namespace of its own, in a cgroup of its own
+/// with a 64 MiB memory limit (what a container runtime makes), is left in it — the
+/// predecessor moved it into its job cgroup and the container's limit no longer applied.
+#[test]
+fn ebpf_a_target_in_a_container_keeps_its_cgroup_and_limits() {
+    require_ebpf!();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut root = TestRoot::new();
+    let container = TestRoot::new();
+    let ct = container.job("ct");
+    container.backend.create(&ct).unwrap();
+    let limits = ffrtmp::config::Limits {
+        memory_limit: Some(64),
+        ..Default::default()
+    };
+    for (label, r) in container.backend.apply_limits(&ct, &limits) {
+        r.unwrap_or_else(|e| panic!("{label}: {e}"));
+    }
+    let name = format!("{}c", tag());
+    let w = Watch::start(
+        dir.path(),
+        &root,
+        &format!("target_commands: [{name}]\nreconcile_interval: 1s\n"),
+        &[],
+        &[("LOG_LEVEL", "debug")],
+        &[],
+    );
+    w.ready();
+    let bin = named_copy(dir.path(), "/bin/sleep", &name);
+    // Enter the container's cgroup, then a new PID namespace, then exec the target.
+    let procs: Vec<String> = container
+        .backend
+        .procs_files(&ct)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let script = format!(
+        "for f in {}; do echo $$ > $f; done; exec unshare --pid --fork --kill-child {} 30",
+        procs.join(" "),
+        bin.display()
+    );
+    let unshare = spawn(&mut root, Path::new("/bin/sh"), &["-c", &script]);
+    let mut pid = 0;
+    assert!(wait_until(Duration::from_secs(5), || {
+        pid = std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        pid != 0
+            && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+    }));
+    let reason = format!("Skipping PID {pid} ({name}): it runs in a container");
+    assert!(
+        wait_until(Duration::from_secs(5), || w.log_text().contains(&reason)),
+        "no container skip for PID {pid}:\n{}",
+        w.log_text()
+    );
+    // Through a few reconciliations it stays where the container put it, with its limit.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        container.is_in(pid, &ct),
+        "moved out of its container's cgroup:\n{}",
+        w.log_text()
+    );
+    assert!(!under_root(&root, pid));
+    let limit = match container.mode() {
+        ffrtmp::placer::CgroupMode::V1 => container.read(&ct, "memory", "memory.limit_in_bytes"),
+        ffrtmp::placer::CgroupMode::V2 => container.read(&ct, "", "memory.max"),
+    };
+    assert_eq!(limit, "67108864");
+    let metrics = support::http_get(&format!("{}/metrics", w.metrics_url().unwrap())).1;
+    assert!(
+        metrics.contains("ffrtmp_skipped_total{reason=\"container\"} 1\n"),
+        "{metrics}"
+    );
+    let log = w.stop();
+    assert_eq!(log.matches(&reason).count(), 1, "logged once:\n{log}");
+    // SAFETY: our own child (unshare kills the target with it).
+    unsafe { libc::kill(unshare as i32, libc::SIGKILL) };
+}
+
+/// The kernel program's counters reach /metrics: execs it saw, what it forwarded.
+#[test]
+fn ebpf_kernel_counters_are_exported() {
+    require_ebpf!();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut root = TestRoot::new();
+    let name = format!("{}m", tag());
+    let w = Watch::start(
+        dir.path(),
+        &root,
+        &format!("target_commands: [{name}]\n"),
+        &[],
+        &[],
+        &[],
+    );
+    w.ready();
+    let bin = named_copy(dir.path(), "/bin/sleep", &name);
+    for _ in 0..3 {
+        let _ = std::process::Command::new("/bin/true").status();
+    }
+    let pid = spawn(&mut root, &bin, &["30"]);
+    assert!(wait_until(Duration::from_secs(5), || root
+        .is_in(pid, &job(&root, &name, pid))));
+    let url = w.metrics_url().unwrap();
+    let value = |m: &str, name: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name}:\n{m}"))
+    };
+    // The reader publishes the counters every 250 ms.
+    let mut m = String::new();
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            m = support::http_get(&format!("{url}/metrics")).1;
+            m.contains("ffrtmp_kernel_forwarded_total ")
+                && value(&m, "ffrtmp_kernel_forwarded_total") >= 1
+        }),
+        "{m}"
+    );
+    assert!(value(&m, "ffrtmp_kernel_execs_total") >= 4, "{m}");
+    assert_eq!(value(&m, "ffrtmp_kernel_ring_full_total"), 0);
+    assert_eq!(value(&m, "ffrtmp_kernel_stop_failures_total"), 0);
+    assert!(
+        m.contains("ffrtmp_build_info{version=\"0.1.0\",ebpf_object=\""),
+        "{m}"
+    );
+    w.stop();
+}

@@ -64,40 +64,58 @@ fn ebpf_strict_target_whose_placement_fails_still_runs() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let root = TestRoot::new();
-    if root.mode() != ffrtmp::placer::CgroupMode::V1 {
-        ebpf_support::skipped(
-            module_path!(),
-            "makes cgroup creation fail by removing the root from one v1 hierarchy",
-        );
-        return;
-    }
     let name = format!("{}x", tag());
     let w = Watch::start(
         dir.path(),
         &root,
-        &format!("target_commands: [{name}]\nplacement: strict\n"),
+        &format!("target_commands: [{name}]\nplacement: strict\nmax_retry_attempts: 0\n"),
         &[],
         &[],
         &[],
     );
     w.ready();
-    // Remove the root (with any empty cgroups the daemon keeps under it) from the pids
-    // hierarchy: no job cgroup can be created or entered there any more.
-    let pids_root = Path::new("/sys/fs/cgroup/pids").join(root.path.trim_start_matches('/'));
-    let gone = wait_until(Duration::from_secs(5), || {
-        for e in std::fs::read_dir(&pids_root)
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if e.path().is_dir() {
-                let _ = std::fs::remove_dir(e.path());
-            }
+    // Make every new job cgroup impossible. cgroup v1: remove the root (with the empty
+    // cgroups the daemon keeps under it) from the pids hierarchy. cgroup v2: allow the
+    // root no more descendants than it has.
+    let restore: Box<dyn Fn()> = match root.mode() {
+        ffrtmp::placer::CgroupMode::V1 => {
+            let pids_root =
+                Path::new("/sys/fs/cgroup/pids").join(root.path.trim_start_matches('/'));
+            let gone = wait_until(Duration::from_secs(5), || {
+                for e in std::fs::read_dir(&pids_root)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    if e.path().is_dir() {
+                        let _ = std::fs::remove_dir(e.path());
+                    }
+                }
+                let _ = std::fs::remove_dir(&pids_root);
+                !pids_root.exists()
+            });
+            assert!(gone, "cannot remove {}", pids_root.display());
+            // Re-created afterwards so TestRoot's cleanup finds what it expects.
+            Box::new(move || {
+                let _ = std::fs::create_dir(&pids_root);
+            })
         }
-        let _ = std::fs::remove_dir(&pids_root);
-        !pids_root.exists()
-    });
-    assert!(gone, "cannot remove {}", pids_root.display());
+        ffrtmp::placer::CgroupMode::V2 => {
+            let dir = Path::new("/sys/fs/cgroup").join(root.path.trim_start_matches('/'));
+            let stat = std::fs::read_to_string(dir.join("cgroup.stat")).unwrap();
+            let now: u64 = stat
+                .lines()
+                .find_map(|l| l.strip_prefix("nr_descendants "))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            std::fs::write(dir.join("cgroup.max.descendants"), now.to_string()).unwrap();
+            Box::new(move || {
+                let _ = std::fs::write(dir.join("cgroup.max.descendants"), "max");
+            })
+        }
+    };
     let sh = named_copy(dir.path(), "/bin/dash", &name);
     let marker = dir.path().join("ran");
     let mut c = Command::new(&sh)
@@ -117,10 +135,134 @@ fn ebpf_strict_target_whose_placement_fails_still_runs() {
         w.log_text()
     );
     assert!(marker.exists());
+    let failed = wait_until(Duration::from_secs(5), || {
+        w.log_text().contains(&format!("Failed to place PID {pid}"))
+    });
     let log = w.stop();
-    assert!(log.contains(&format!("Failed to place PID {pid}")), "{log}");
-    // Re-create it so TestRoot's cleanup finds what it expects.
-    let _ = std::fs::create_dir(&pids_root);
+    restore();
+    assert!(failed, "{log}");
+}
+
+/// The daemon is killed (SIGKILL: watchdog, OOM) while a strict target waits, stopped:
+/// the next daemon finds the stop in the ledger the dead one pinned, places the target,
+/// and only then resumes it; the dead daemon's ledger is removed once empty.
+#[test]
+fn ebpf_strict_stop_outlives_a_killed_daemon() {
+    require_ebpf!();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let root = TestRoot::new();
+    let name = format!("{}k", tag());
+    let yaml = format!("target_commands: [{name}]\nplacement: strict\nstrict_timeout: 1m\n");
+    let mut w = Watch::start(dir.path(), &root, &yaml, &[], &[], &[]);
+    w.ready();
+    let old_pid = w.child.id();
+    let sh = named_copy(dir.path(), "/bin/dash", &name);
+    let out = dir.path().join("cgroup");
+    // The daemon's loop stalls; the kernel stops the target; the daemon is killed.
+    w.signal(libc::SIGSTOP);
+    let mut c = Command::new(&sh)
+        .args(["-c", &strict_script(&out)])
+        .spawn()
+        .unwrap();
+    let pid = c.id();
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read_to_string(format!(
+            "/proc/{pid}/stat"
+        ))
+        .is_ok_and(|s| s
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('T')))),
+        "the kernel did not stop the target"
+    );
+    w.signal(libc::SIGKILL);
+    let _ = w.child.wait();
+    let pin_dir = Path::new(ffrtmp::sources::ebpf::ledger::PIN_DIR);
+    let old_pins = || {
+        std::fs::read_dir(pin_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("stopped-{old_pid}-"))
+            })
+            .count()
+    };
+    assert_eq!(old_pins(), 1, "the dead daemon's ledger is pinned");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        wait_exit(&mut c, Duration::from_millis(10)).is_none(),
+        "resumed by nobody"
+    );
+    // The next daemon.
+    let w2 = Watch::start(dir.path(), &root, &yaml, &[], &[], &[]);
+    w2.ready();
+    let status = wait_exit(&mut c, Duration::from_secs(10));
+    if status.is_none() {
+        // SAFETY: our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+        let _ = c.kill();
+    }
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the target stayed stopped after the restart: {status:?}\n{}",
+        w2.log_text()
+    );
+    let seen = ffrtmp::process::parse_cgroup_file(&std::fs::read_to_string(&out).unwrap());
+    let cg = job(&root, &name, pid);
+    assert!(
+        root.backend.is_member(&cg, &seen),
+        "resumed before it was placed: its first view of itself was {seen:?}, not {cg}\n{}",
+        w2.log_text()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || old_pins() == 0),
+        "the dead daemon's ledger is still pinned"
+    );
+    let log = w2.stop();
+    assert!(
+        log.contains("stopped for strict placement by a daemon that is gone"),
+        "{log}"
+    );
+}
+
+/// `--dry-run` never stops a strict target: with the daemon itself stopped, a target's
+/// exec runs through.
+#[test]
+fn ebpf_dry_run_never_stops_a_strict_target() {
+    require_ebpf!();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let root = TestRoot::new();
+    let name = format!("{}y", tag());
+    let w = Watch::start(
+        dir.path(),
+        &root,
+        &format!("target_commands: [{name}]\nplacement: strict\n"),
+        &["--dry-run"],
+        &[],
+        &[],
+    );
+    w.ready();
+    let sh = named_copy(dir.path(), "/bin/dash", &name);
+    w.signal(libc::SIGSTOP);
+    let mut c = Command::new(&sh).args(["-c", "exit 0"]).spawn().unwrap();
+    let status = wait_exit(&mut c, Duration::from_secs(5));
+    w.signal(libc::SIGCONT);
+    if status.is_none() {
+        // SAFETY: our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
+        let _ = c.kill();
+    }
+    let log = w.stop();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "a dry run stopped the target: {status:?}\n{log}"
+    );
+    assert!(log.contains("no process will be stopped"), "{log}");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use support::*;
 const SECS: Duration = Duration::from_secs(10);
 
 fn run_cmd(root: &TestRoot, job: &str, cmd: &[&str]) -> Command {
-    let mut c = Command::new(ffrtmp_bin());
+    let mut c = ffrtmp_cmd();
     c.args([
         "run",
         "--cpu-quota",
@@ -119,7 +119,7 @@ fn attach_places_and_returns_and_wait_cleans_up() {
     let dir = tempfile::tempdir().unwrap();
     let sleeper = named_copy(dir.path(), "/bin/sleep", &format!("ffrt-a{}", unique()));
     let pid = root.own(spawn_in(&sleeper, &["60"], dir.path()));
-    let out = Command::new(ffrtmp_bin())
+    let out = ffrtmp_cmd()
         .args([
             "attach",
             "--pid",
@@ -149,7 +149,7 @@ fn attach_places_and_returns_and_wait_cleans_up() {
     // --wait returns when the process exits and removes the cgroup.
     let short = spawn_in(&sleeper, &["1"], dir.path());
     let spid = short.id();
-    let waiter = Command::new(ffrtmp_bin())
+    let waiter = ffrtmp_cmd()
         .args([
             "attach",
             "--pid",
@@ -173,7 +173,7 @@ fn attach_places_and_returns_and_wait_cleans_up() {
     );
     assert!(!root.exists(&root.job("waited")));
 
-    let out = Command::new(ffrtmp_bin())
+    let out = ffrtmp_cmd()
         .args(["attach", "--pid", "999999999", "--cgroup-root", &root.path])
         .output()
         .unwrap();
@@ -203,7 +203,7 @@ fn status_shows_governed_processes_with_live_numbers() {
     assert!(wait_until(SECS, || std::fs::read_to_string(&d.state)
         .is_ok_and(|s| s.contains(&job))));
     let status_json = || -> serde_json::Value {
-        let out = Command::new(ffrtmp_bin())
+        let out = ffrtmp_cmd()
             .args(["status", "--json", "--state-path"])
             .arg(&d.state)
             .output()
@@ -241,7 +241,7 @@ fn status_shows_governed_processes_with_live_numbers() {
         "{p}"
     );
     assert_eq!(v["health"]["status"], "healthy");
-    let text = Command::new(ffrtmp_bin())
+    let text = ffrtmp_cmd()
         .args(["status", "--state-path"])
         .arg(&d.state)
         .output()
@@ -251,4 +251,83 @@ fn status_shows_governed_processes_with_live_numbers() {
         text.contains("Health: healthy") && text.contains(&format!("auto-{name}-{pid}")),
         "{text}"
     );
+}
+
+/// `ffrtmp run --cgroup-root R2` while the daemon uses R: the daemon never moves the job
+/// (the predecessor did, within a second), because run registered R2 in the runtime
+/// directory they share. With `--cgroup-root auto` run uses the root the daemon published.
+#[test]
+fn the_daemon_never_moves_a_job_of_ffrtmp_run_whatever_its_root() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon_root = TestRoot::new();
+    let other_root = TestRoot::new();
+    let name = format!("r{}", unique().replace('-', ""));
+    let name = &name[..name.len().min(14)];
+    let bin = named_copy(dir.path(), "/bin/sleep", name);
+    let d = Daemon::start(
+        dir.path(),
+        &daemon_root,
+        &format!("target_commands: [{name}]\nscan_interval: 200ms\n"),
+        &[],
+    );
+    assert!(d.wait_log("Scan complete", SECS), "{}", d.log_text());
+    let run_dir = dir.path().join("run");
+    assert_eq!(
+        ffrtmp::placer::registry::published_root(&run_dir).as_deref(),
+        Some(daemon_root.path.as_str()),
+        "the daemon published its root"
+    );
+    let spawn_run = |root: &str, job: &str| {
+        let mut c = ffrtmp_cmd();
+        c.env(ffrtmp::placer::registry::RUNTIME_DIR_ENV, &run_dir)
+            .args(["run", "--cgroup-root", root, "--job-id", job, "--"])
+            .arg(&bin)
+            .arg("30")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        spawn_retrying(&mut c)
+    };
+    let mut other = spawn_run(&other_root.path, "job-other");
+    let mut auto = spawn_run("auto", "job-auto");
+    let child_of = |run: &std::process::Child| -> u32 {
+        let mut pid = 0;
+        assert!(wait_until(SECS, || {
+            pid = std::fs::read_to_string(format!("/proc/{}/task/{0}/children", run.id()))
+                .unwrap_or_default()
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            pid != 0
+        }));
+        pid
+    };
+    let (p_other, p_auto) = (child_of(&other), child_of(&auto));
+    let cg_other = other_root.job("job-other");
+    let cg_auto = daemon_root.job("job-auto");
+    assert!(wait_until(SECS, || other_root.is_in(p_other, &cg_other)));
+    assert!(
+        wait_until(SECS, || daemon_root.is_in(p_auto, &cg_auto)),
+        "auto did not use the daemon's root"
+    );
+    // Several scans later both are where run put them.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        other_root.is_in(p_other, &cg_other),
+        "the daemon moved the job under the other root:\n{}",
+        d.log_text()
+    );
+    assert!(daemon_root.is_in(p_auto, &cg_auto), "{}", d.log_text());
+    let (_, log) = d.stop();
+    assert!(
+        !log.contains(&format!("Attaching to PID {p_other} ")),
+        "{log}"
+    );
+    for c in [&mut other, &mut auto] {
+        // SAFETY: our own children.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let _ = c.wait();
+    }
 }

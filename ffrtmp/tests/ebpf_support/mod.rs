@@ -89,6 +89,9 @@ impl Watch {
         if !yaml.contains("reconcile_interval") {
             text.push_str("reconcile_interval: 1h\n");
         }
+        if !yaml.contains("metrics_addr") {
+            text.push_str("metrics_addr: 127.0.0.1:0\n");
+        }
         std::fs::write(&config, text).unwrap();
         let mut cmd = match wrapper.split_first() {
             Some((w, rest)) => {
@@ -101,6 +104,8 @@ impl Watch {
         cmd.args(["watch", "--config"])
             .arg(&config)
             .args(args)
+            // Its own runtime directory: never the host's /run/ffrtmp.
+            .env(ffrtmp::placer::registry::RUNTIME_DIR_ENV, dir.join("run"))
             .env_remove("SCAN_INTERVAL")
             .env_remove("TARGET_COMMANDS")
             .env_remove("STATE_PATH")
@@ -116,6 +121,13 @@ impl Watch {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `http://host:port` of /metrics and /healthz (from the log).
+    pub fn metrics_url(&self) -> Option<String> {
+        let log = self.log_text();
+        let rest = log.split("Serving /metrics and /healthz on ").nth(1)?;
+        Some(rest.lines().next()?.trim().to_string())
     }
 
     /// Wait until the eBPF source runs and the startup scan is done.

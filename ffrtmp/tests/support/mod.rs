@@ -231,6 +231,18 @@ pub fn ffrtmp_bin() -> &'static str {
     env!("CARGO_BIN_EXE_ffrtmp")
 }
 
+/// `ffrtmp` with a runtime directory of the tests' own (never the host's /run/ffrtmp) and
+/// no backtraces in user-facing errors.
+pub fn ffrtmp_cmd() -> Command {
+    let mut c = Command::new(ffrtmp_bin());
+    c.env(
+        ffrtmp::placer::registry::RUNTIME_DIR_ENV,
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("run-{}", std::process::id())),
+    )
+    .env_remove("RUST_BACKTRACE");
+    c
+}
+
 /// A running `ffrtmp watch --fallback-scan`, its log in a file.
 pub struct Daemon {
     pub child: Child,
@@ -267,6 +279,11 @@ impl Daemon {
             .args(["watch", "--fallback-scan", "--config"])
             .arg(&config)
             .args(extra)
+            // Its own runtime directory: never the host's /run/ffrtmp.
+            .env(
+                ffrtmp::placer::registry::RUNTIME_DIR_ENV,
+                config.parent().unwrap().join("run"),
+            )
             .env_remove("RUST_BACKTRACE")
             .env_remove("SCAN_INTERVAL")
             .env_remove("TARGET_COMMANDS")
