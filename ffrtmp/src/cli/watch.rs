@@ -123,6 +123,16 @@ pub fn main(a: WatchArgs) -> ExitCode {
         );
     }
     raise_open_files_limit();
+    match delegation::join_init_cgroup_namespace() {
+        Ok(true) => info!("Joined the host's cgroup namespace (PID 1's): this process was in a private one, as in a Kubernetes pod"),
+        Ok(false) => {}
+        Err(e) => {
+            return fail(
+                EXIT_FAILURE,
+                format!("ffrtmp runs in a private cgroup namespace (a container's) and cannot join the host's ({e}): the cgroup paths of the host's processes would be wrong. Give it CAP_SYS_ADMIN (deployment/kubernetes/30-daemonset.yaml does), or run it on the host"),
+            )
+        }
+    }
     if settings.cgroup_root == AUTO {
         let root = resolve_auto_root(a.dry_run);
         settings.cgroup_root = root.clone();

@@ -42,6 +42,30 @@ use crate::sources::{EventSource, SourceEvent, SourceSinks, SourceThread};
 
 pub use housekeeping::ScanReport;
 
+/// How much nicer than the placement path the record loop and housekeeping run.
+pub const HOUSEKEEPING_NICE: i32 = 10;
+
+/// Raise this thread's nice value by `by` (never above 19). Threads made from it later
+/// inherit the new value; threads made before keep theirs.
+fn lower_this_thread(by: i32) {
+    // SAFETY: gettid/getpriority/setpriority on this thread; errno is cleared first
+    // because -1 is a valid priority.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        *libc::__errno_location() = 0;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        if now == -1 && *libc::__errno_location() != 0 {
+            return;
+        }
+        if libc::setpriority(libc::PRIO_PROCESS, tid, (now + by).min(19)) != 0 {
+            tracing::debug!(
+                "cannot lower the record loop's priority: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 /// How the scan is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScanRole {
@@ -342,6 +366,10 @@ impl Daemon {
             }
         }
         drop(sinks);
+        // The engine and the sources run at the priority the unit gives the process
+        // (Nice=-10); everything on this thread, and the blocking pool it spawns, yields
+        // to them.
+        lower_this_thread(HOUSEKEEPING_NICE);
         if running.is_empty() && self.opts.scan_role == ScanRole::Reconcile {
             self.source_down = true;
         }

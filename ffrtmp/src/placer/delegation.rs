@@ -253,6 +253,33 @@ pub fn join(auto: &Auto) -> std::io::Result<()> {
     Ok(())
 }
 
+/// In a private cgroup namespace (a Kubernetes pod with the host's PID namespace: kubelet
+/// and containerd give every container one on cgroup v2, and a pod cannot ask for the
+/// host's), `/proc/PID/cgroup` of the host's processes reads relative to the pod's cgroup
+/// and cgroup paths do not mean what they say. Join PID 1's cgroup namespace then (needs
+/// CAP_SYS_ADMIN). `Ok(false)`: already in it (or PID 1 is our own init, as in LXC).
+pub fn join_init_cgroup_namespace() -> Result<bool, String> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
+    let (Ok(ours), Ok(init)) = (ino("/proc/self/ns/cgroup"), ino("/proc/1/ns/cgroup")) else {
+        return Ok(false); // no cgroup namespaces, or PID 1's are hidden from us
+    };
+    if ours == init {
+        return Ok(false);
+    }
+    let f = std::fs::File::open("/proc/1/ns/cgroup")
+        .map_err(|e| format!("cannot open /proc/1/ns/cgroup: {e}"))?;
+    // SAFETY: setns with a namespace fd we own.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWCGROUP) } != 0 {
+        return Err(format!(
+            "setns(CLONE_NEWCGROUP): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(true)
+}
+
 /// The command line that re-executes this daemon inside a new delegated scope.
 pub fn reexec_command(
     systemd_run: &Path,
