@@ -314,13 +314,12 @@ fn ebpf_strict_never_leaves_a_process_stopped() {
     }
 }
 
-/// The reader itself, without a daemon: a notice it read but could not hand over (the
-/// queue is full), and records still in the ring, are resumed when it stops; a notice that
-/// reached the queue is resumed by whoever drops it.
+/// The ring reader itself, without a daemon: a stop is owned by the notice that carries it
+/// (dropping the notice resumes it), and records still in the ring when the reader is
+/// dropped (what the engine does as it ends) are resumed after the hook is detached.
 #[test]
-fn ebpf_reader_resumes_stopped_processes_it_never_handed_over() {
-    use ffrtmp::record::metrics::SourceCounters;
-    use ffrtmp::sources::{ebpf, EventSource, SourceSinks};
+fn ebpf_ring_reader_resumes_every_stop_it_does_not_hand_over() {
+    use ffrtmp::sources::ebpf;
     require_ebpf!();
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
@@ -338,44 +337,55 @@ fn ebpf_reader_resumes_stopped_processes_it_never_handed_over() {
         passwd: Path::new("/etc/passwd"),
     })
     .unwrap();
-    let me = support::me();
     let started = ebpf::start(
         &settings,
         &ebpf::LoadOptions::parse(None, None).unwrap(),
-        me,
+        support::me(),
         false,
     )
     .unwrap();
     assert!(started.strict_off.is_none(), "{:?}", started.strict_off);
     let ledger = started.ledger.clone();
+    let mut reader = ebpf::RingReader::from_source(started.source);
     let sh = named_copy(dir.path(), "/bin/dash", &name);
-    // Room for one notice: the reader waits on the second, with more read or in the ring.
-    let (exec_tx, exec_rx) = crossbeam_channel::bounded(1);
-    let (events_tx, _events_rx) = tokio::sync::mpsc::channel(16);
-    let reader = Box::new(started.source)
-        .start(SourceSinks {
-            exec: exec_tx,
-            events: events_tx,
-            counters: std::sync::Arc::new(SourceCounters::default()),
+    let spawn = || Command::new(&sh).args(["-c", "exit 0"]).spawn().unwrap();
+    let stopped = |c: &Child| {
+        wait_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(format!("/proc/{}/stat", c.id())).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('T'))
+            })
         })
-        .unwrap();
-    let kids: Vec<Child> = (0..4)
-        .map(|_| Command::new(&sh).args(["-c", "exit 0"]).spawn().unwrap())
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    };
+    let held_kids: Vec<Child> = (0..2).map(|_| spawn()).collect();
+    assert!(held_kids.iter().all(stopped));
+    let mut held = Vec::new();
+    reader.drain(&mut held);
+    assert_eq!(held.len(), 2);
+    assert!(held
+        .iter()
+        .all(|n| n.as_ref().is_ok_and(|n| n.stop.is_some())));
+    let ring_kids: Vec<Child> = (0..2).map(|_| spawn()).collect();
+    assert!(ring_kids.iter().all(stopped));
     use ffrtmp::process::StopLedger;
     assert_eq!(ledger.entries().len(), 4, "the kernel recorded every stop");
-    reader.stop();
-    let handed_over: Vec<_> = exec_rx.try_iter().collect();
-    assert_eq!(handed_over.len(), 1, "the queue holds one notice");
-    assert!(handed_over[0].stop.is_some());
-    // The notice in the queue is the engine's; dropping it is what the engine does at the
-    // end of whatever path it takes.
-    drop(handed_over);
-    for (pid, status) in finish_all(kids, Duration::from_secs(5)) {
+    drop(reader);
+    for (pid, status) in finish_all(ring_kids, Duration::from_secs(5)) {
         assert!(
             status.is_some_and(|s| s.success()),
-            "PID {pid} left stopped: {status:?}"
+            "PID {pid} in the ring was left stopped: {status:?}"
+        );
+    }
+    assert!(
+        held_kids.iter().all(stopped),
+        "a notice still held was resumed by someone else"
+    );
+    drop(held);
+    for (pid, status) in finish_all(held_kids, Duration::from_secs(5)) {
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "PID {pid} held in a notice was left stopped: {status:?}"
         );
     }
     assert!(

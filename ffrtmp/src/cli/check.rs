@@ -77,7 +77,10 @@ pub fn render(s: &Settings) -> String {
         format!("{:?}", s.placement).to_lowercase(),
     ));
     out.push_str(&line("forward_all", s.forward_all.to_string()));
-    out.push_str(&line("strict_timeout", format_go_duration(s.strict_timeout)));
+    out.push_str(&line(
+        "strict_timeout",
+        format_go_duration(s.strict_timeout),
+    ));
     out.push_str(&line("job_metrics", s.job_metrics.to_string()));
     out.push_str("# per command, defaults merged field by field:\ncommands:\n");
     for t in &s.targets {

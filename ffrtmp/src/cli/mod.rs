@@ -26,7 +26,10 @@ const VERSION: &str = concat!(
     env!("FFRTMP_EBPF_ID"),
     ", event layout 2)"
 );
-const _: () = assert!(ffrtmp_common::EVENT_ABI == 2, "update the layout in VERSION");
+const _: () = assert!(
+    ffrtmp_common::EVENT_ABI == 2,
+    "update the layout in VERSION"
+);
 
 #[derive(Parser, Debug)]
 #[command(

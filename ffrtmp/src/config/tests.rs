@@ -523,19 +523,41 @@ fn the_environment_overriding_the_file_is_a_warning_naming_what_is_lost() {
     let w = s.warnings.join("\n");
     assert!(w.contains("TARGET_COMMANDS=\"ffmpeg\""), "{w}");
     assert!(w.contains("gst-launch-1.0 NOT governed"), "{w}");
-    assert!(w.contains("SCAN_INTERVAL=\"10s\" overrides scan_interval 5s"), "{w}");
+    assert!(
+        w.contains("SCAN_INTERVAL=\"10s\" overrides scan_interval 5s"),
+        "{w}"
+    );
     assert!(w.contains("watch.env"), "{w}");
     // An environment variable for a key the file does not set is no surprise.
-    let s = load_text("scan_interval: 5s\n", &[("TARGET_COMMANDS", "ffmpeg")], FlagOverrides::default()).unwrap();
-    assert!(!s.warnings.iter().any(|w| w.contains("TARGET_COMMANDS")), "{:?}", s.warnings);
+    let s = load_text(
+        "scan_interval: 5s\n",
+        &[("TARGET_COMMANDS", "ffmpeg")],
+        FlagOverrides::default(),
+    )
+    .unwrap();
+    assert!(
+        !s.warnings.iter().any(|w| w.contains("TARGET_COMMANDS")),
+        "{:?}",
+        s.warnings
+    );
 }
 
 #[test]
 fn min_runtime_says_how_long_targets_run_unconstrained() {
-    let s = ok(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/watch-config.yaml")).unwrap());
+    let s = ok(&std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/watch-config.yaml"
+    ))
+    .unwrap());
     let w = s.warnings.join("\n");
-    assert!(w.contains("commands.ffmpeg.filters.min_runtime 10s: every new ffmpeg runs unconstrained"), "{w}");
-    assert!(w.contains("filters.min_runtime 5s: every new gst-launch-1.0 runs unconstrained"), "{w}");
+    assert!(
+        w.contains("commands.ffmpeg.filters.min_runtime 10s: every new ffmpeg runs unconstrained"),
+        "{w}"
+    );
+    assert!(
+        w.contains("filters.min_runtime 5s: every new gst-launch-1.0 runs unconstrained"),
+        "{w}"
+    );
 }
 
 #[test]
@@ -553,21 +575,36 @@ fn target_names_must_fit_a_cgroup_name_and_one_line() {
     let long = "x".repeat(raw::MAX_COMMAND_NAME + 1);
     let e = err(&format!("target_commands: [{long}]\n"));
     assert!(e.contains("at most 218"), "{e}");
-    ok(&format!("target_commands: [{}]\n", "x".repeat(raw::MAX_COMMAND_NAME)));
+    ok(&format!(
+        "target_commands: [{}]\n",
+        "x".repeat(raw::MAX_COMMAND_NAME)
+    ));
     // A commands section key is checked too.
-    let e = err("target_commands: [ffmpeg]\ncommands:\n  \"bad\\nname\":\n    limits: {cpu_quota: 100}\n");
+    let e = err(
+        "target_commands: [ffmpeg]\ncommands:\n  \"bad\\nname\":\n    limits: {cpu_quota: 100}\n",
+    );
     assert!(e.contains("control character"), "{e}");
     // The environment and flags get the same check.
-    let e = load_text("", &[("TARGET_COMMANDS", "a\u{7}b")], FlagOverrides::default())
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("TARGET_COMMANDS") && e.contains("control character"), "{e}");
+    let e = load_text(
+        "",
+        &[("TARGET_COMMANDS", "a\u{7}b")],
+        FlagOverrides::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("TARGET_COMMANDS") && e.contains("control character"),
+        "{e}"
+    );
 }
 
 #[test]
 fn only_configured_limits_are_set_and_new_keys_parse() {
     let s = ok("target_commands: [ffmpeg]\ndefault_limits:\n  memory_limit: 64\n");
-    assert_eq!(s.targets[0].limits.cpu_weight, None, "cpu_weight is written only when set");
+    assert_eq!(
+        s.targets[0].limits.cpu_weight, None,
+        "cpu_weight is written only when set"
+    );
     assert_eq!(s.strict_timeout, DEFAULT_STRICT_TIMEOUT);
     assert_eq!(s.job_metrics, JobMetrics::PerJob);
     assert!(!s.targets[0].govern_containers);
@@ -575,7 +612,10 @@ fn only_configured_limits_are_set_and_new_keys_parse() {
     assert_eq!(s.strict_timeout, Duration::from_millis(800));
     assert_eq!(s.job_metrics, JobMetrics::PerCommand);
     assert!(s.targets[0].govern_containers);
-    assert!(!s.targets[1].govern_containers, "the command's own value wins");
+    assert!(
+        !s.targets[1].govern_containers,
+        "the command's own value wins"
+    );
     let e = err("strict_timeout: 2m\n");
     assert!(e.contains("strict_timeout") && e.contains("1m"), "{e}");
     let e = err("job_metrics: all\n");

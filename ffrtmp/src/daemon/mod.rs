@@ -42,30 +42,6 @@ use crate::sources::{EventSource, SourceEvent, SourceSinks, SourceThread};
 
 pub use housekeeping::ScanReport;
 
-/// How much nicer than the placement path the record loop and housekeeping run.
-pub const HOUSEKEEPING_NICE: i32 = 10;
-
-/// Raise this thread's nice value by `by` (never above 19). Threads made from it later
-/// inherit the new value; threads made before keep theirs.
-fn lower_this_thread(by: i32) {
-    // SAFETY: gettid/getpriority/setpriority on this thread; errno is cleared first
-    // because -1 is a valid priority.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        *libc::__errno_location() = 0;
-        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
-        if now == -1 && *libc::__errno_location() != 0 {
-            return;
-        }
-        if libc::setpriority(libc::PRIO_PROCESS, tid, (now + by).min(19)) != 0 {
-            tracing::debug!(
-                "cannot lower the record loop's priority: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-}
-
 /// How the scan is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScanRole {
@@ -84,6 +60,8 @@ pub struct Options {
     pub flush_coalesce: Duration,
     /// Where the daemon publishes its cgroup root and reads `ffrtmp run`'s roots.
     pub runtime_dir: PathBuf,
+    /// The placement thread asks for SCHED_FIFO 1 (tests turn it off).
+    pub realtime: bool,
 }
 
 impl Default for Options {
@@ -93,6 +71,7 @@ impl Default for Options {
             scan_role: ScanRole::Primary,
             flush_coalesce: Duration::from_millis(200),
             runtime_dir: crate::placer::registry::runtime_dir(),
+            realtime: true,
         }
     }
 }
@@ -304,10 +283,7 @@ impl Daemon {
         if let Some(e) = &self.engine {
             if let Err(err) = e.work.try_send(w) {
                 // Full only when the engine is far behind; the next scan sends it again.
-                warn!(
-                    "placement queue full; {:?} is left to the next scan",
-                    err.into_inner()
-                );
+                warn!("placement queue full; {err:?} is left to the next scan");
             }
         }
     }
@@ -323,6 +299,36 @@ impl Daemon {
         let mut exit_rx = self.exit_rx.take().expect("run is called once");
 
         let records = self.startup();
+        let (hot_tx, work_tx, inbox) = match engine::inbox() {
+            Ok(x) => x,
+            Err(e) => {
+                error!("cannot make the placement thread's queues: {e}");
+                return;
+            }
+        };
+        let sinks = SourceSinks {
+            exec: hot_tx,
+            events: event_tx.clone(),
+            counters: self.counters.clone(),
+        };
+        let mut running: Vec<SourceThread> = Vec::new();
+        let mut rings = Vec::new();
+        let mut kernel_counters = None;
+        let mut names = Vec::new();
+        for s in sources {
+            let name = s.name();
+            match s.start(sinks.clone()) {
+                Ok(a) => {
+                    info!("Event source {name} started");
+                    names.push(name);
+                    running.extend(a.thread);
+                    rings.extend(a.ring);
+                    kernel_counters = kernel_counters.or(a.counters);
+                }
+                Err(e) => error!("Event source {name} could not start: {e}"),
+            }
+        }
+        drop(sinks);
         let engine = match engine::spawn(
             EngineConfig {
                 settings: self.settings.clone(),
@@ -333,7 +339,11 @@ impl Daemon {
                 failure_backoff: self.scan_period().max(Duration::from_secs(60)),
                 readopt: records,
                 counters: self.counters.clone(),
+                realtime: self.opts.realtime,
             },
+            inbox,
+            work_tx,
+            rings,
             outcome_tx,
         ) {
             Ok(e) => e,
@@ -345,32 +355,11 @@ impl Daemon {
         for stop in std::mem::take(&mut self.orphan_stops) {
             let _ = engine.work.send(Work::Orphan(stop));
         }
-        let sinks = SourceSinks {
-            exec: engine.hot.clone(),
-            events: event_tx,
-            counters: self.counters.clone(),
-        };
         self.engine = Some(engine);
-
-        let mut running: Vec<SourceThread> = Vec::new();
-        let mut names = Vec::new();
-        for s in sources {
-            let name = s.name();
-            match s.start(sinks.clone()) {
-                Ok(t) => {
-                    info!("Event source {name} started");
-                    names.push(name);
-                    running.push(t);
-                }
-                Err(e) => error!("Event source {name} could not start: {e}"),
-            }
-        }
-        drop(sinks);
-        // The engine and the sources run at the priority the unit gives the process
-        // (Nice=-10); everything on this thread, and the blocking pool it spawns, yields
-        // to them.
-        lower_this_thread(HOUSEKEEPING_NICE);
-        if running.is_empty() && self.opts.scan_role == ScanRole::Reconcile {
+        // The placement thread runs real-time (engine::priority); everything on this
+        // thread, and the blocking pool it spawns later, steps down.
+        crate::engine::priority::housekeeping();
+        if names.is_empty() && self.opts.scan_role == ScanRole::Reconcile {
             self.source_down = true;
         }
         self.telemetry().source = if names.is_empty() {
@@ -405,10 +394,11 @@ impl Daemon {
             .clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut sweep_tick = tokio::time::interval(sweep_every);
         sweep_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut counter_tick = tokio::time::interval(Duration::from_millis(250));
+        counter_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
         let mut scan_job: Option<tokio::task::JoinHandle<ScanReport>> = None;
         let mut chore_job: Option<tokio::task::JoinHandle<housekeeping::ChoreDone>> = None;
-        let mut sources_open = true;
         loop {
             if scan_job.is_none() {
                 if let Some(reason) = self.scan_again.take() {
@@ -421,16 +411,8 @@ impl Daemon {
             let coalesced = self.dirty_since.map(|t| t + self.opts.flush_coalesce);
             tokio::select! {
                 Some(o) = outcome_rx.recv() => self.on_outcome(o),
-                ev = event_rx.recv(), if sources_open => match ev {
-                    Some(ev) => self.on_source_event(ev),
-                    None => {
-                        sources_open = false;
-                        if self.opts.scan_role == ScanRole::Reconcile {
-                            error!("All event sources stopped");
-                            self.source_down = true;
-                        }
-                    }
-                },
+                // `event_tx` lives as long as this loop: the channel never closes.
+                Some(ev) = event_rx.recv() => self.on_source_event(ev),
                 Some(id) = exit_rx.recv() => self.on_exit(id),
                 r = async { scan_job.as_mut().expect("guarded").await }, if scan_job.is_some() => {
                     scan_job = None;
@@ -454,6 +436,10 @@ impl Daemon {
                 _ = scan_tick.tick() => self.ask_scan("interval"),
                 _ = flush_tick.tick() => self.flush(),
                 _ = sweep_tick.tick(), if !self.ledgers.is_empty() => self.sweep_stops(),
+                _ = counter_tick.tick(), if kernel_counters.is_some() => {
+                    let r = kernel_counters.as_mut().expect("guarded").read();
+                    self.on_kernel_counters(r);
+                }
                 _ = sleep_until(coalesced.unwrap_or_else(Instant::now).into()), if coalesced.is_some() => self.flush(),
                 c = control.recv() => match c {
                     Some(Control::Reload(s)) => {
@@ -513,10 +499,28 @@ impl Daemon {
             self.on_outcome(o);
         }
         let _ = stopping.await;
+        drop(event_tx);
         while let Ok(ev) = event_rx.try_recv() {
             self.on_source_event(ev);
         }
         self.shutdown();
+    }
+
+    /// The kernel's counters: into `/metrics`; losses and failed stops acted upon.
+    fn on_kernel_counters(&mut self, r: crate::sources::ebpf::counters::CounterReading) {
+        self.counters.store_kernel(r.totals);
+        if r.lost > 0 {
+            self.on_source_event(SourceEvent::Lost {
+                source: "ebpf",
+                count: r.lost,
+            });
+        }
+        if r.unstopped > 0 {
+            self.on_source_event(SourceEvent::StopsFailed {
+                source: "ebpf",
+                count: r.unstopped,
+            });
+        }
     }
 
     fn on_source_event(&mut self, ev: SourceEvent) {
@@ -541,19 +545,21 @@ impl Daemon {
                     "Event source {source}: {count} strict target(s) could not be stopped at exec (bpf_send_signal failed or the ledger of stops is full); they ran before their placement"
                 );
             }
-            SourceEvent::Undecodable { source, error } => {
-                self.telemetry().undecodable += 1;
-                error!(
-                    source,
-                    "Event source {source}: an undecodable record ({error}); the kernel object and the agent disagree on ExecEvent — rebuild both (cargo xtask build-ebpf, then cargo build). The reconciliation scan finds its process"
-                );
-                self.ask_scan("undecodable event");
-            }
+            SourceEvent::Undecodable { source, error } => self.undecodable(source, &error),
             SourceEvent::Failed { source, error } => {
                 error!(source, "Event source {source} failed: {error}");
                 self.source_down = true;
             }
         }
+    }
+
+    pub(super) fn undecodable(&mut self, source: &str, error: &str) {
+        self.telemetry().undecodable += 1;
+        error!(
+            source,
+            "Event source {source}: an undecodable record ({error}); the kernel object and the agent disagree on ExecEvent — rebuild both (cargo xtask build-ebpf, then cargo build). The reconciliation scan finds its process"
+        );
+        self.ask_scan("undecodable event");
     }
 
     fn watchdog(&mut self, interval: Duration) {

@@ -109,6 +109,7 @@ impl Daemon {
                 *self.telemetry().placements.entry("vanished").or_default() += 1;
                 debug!(pid, "PID {pid}: nothing to do, {why}");
             }
+            Outcome::Undecodable { error } => self.undecodable("ebpf", &error),
             Outcome::NotPinned { pid, error } => {
                 warn!(pid, "Cannot pin PID {pid}: {error}; leaving it to the reconciliation scan");
             }
@@ -132,6 +133,8 @@ impl Daemon {
             spec,
             placement: pl,
             latency_ns,
+            read_ns,
+            receipt_ns,
             children,
             exe,
             ..
@@ -154,9 +157,16 @@ impl Daemon {
                 .or_default() += 1;
             t.limit_failures += pl.failed.len() as u64;
         }
-        let latency_text = latency_ns.map_or(String::new(), |l| {
-            format!(" (exec→placed {:.3}ms)", l as f64 / 1e6)
-        });
+        let latency_text = match (latency_ns, receipt_ns) {
+            (Some(l), Some(r)) => format!(
+                " (exec→placed {:.3}ms; read {:.3}ms, received {:.3}ms)",
+                l as f64 / 1e6,
+                read_ns.unwrap_or(r) as f64 / 1e6,
+                r as f64 / 1e6
+            ),
+            (Some(l), None) => format!(" (exec→placed {:.3}ms)", l as f64 / 1e6),
+            _ => String::new(),
+        };
         info!(
             pid,
             job = %pl.job_id,

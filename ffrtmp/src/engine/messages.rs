@@ -47,6 +47,10 @@ pub struct Placed {
     pub placement: Placement,
     /// Kernel exec timestamp to the verified move, when the exec was reported with one.
     pub latency_ns: Option<u64>,
+    /// Kernel exec timestamp to the source reading the event, and to the engine taking it
+    /// (the rest is the placement).
+    pub read_ns: Option<u64>,
+    pub receipt_ns: Option<u64>,
     /// Children moved after the parent.
     pub children: usize,
     pub exe: Option<String>,
@@ -116,6 +120,10 @@ pub enum Outcome {
     /// Found, but it could not be pinned (out of file descriptors…): left to the scan.
     NotPinned {
         pid: u32,
+        error: String,
+    },
+    /// A kernel record that could not be decoded (its process is left to the scan).
+    Undecodable {
         error: String,
     },
     /// `--dry-run`: what a real run would have done.

@@ -1,13 +1,15 @@
 //! The placement engine: one OS thread, `ffrtmp-place`, that owns the table of governed
 //! processes and is the only one that moves a new process into a job cgroup.
 //!
-//! Nothing stands in front of a placement. Sources hand exec notices straight to its hot
-//! queue; everything else (scan candidates, exits, reloads) waits on a second queue that
-//! is served only while the hot one is empty. It does no housekeeping: state file, cgroup
-//! removal, spare refills, scans, metrics, HTTP and log output happen on the daemon's
-//! record loop, which learns of every decision from an `Outcome` message. Both queues are
-//! bounded: a full hot queue makes the source wait (and the kernel's ring buffer fill,
-//! which is counted as a loss and answered with a reconciliation scan).
+//! Nothing stands in front of a placement. The engine sleeps in poll(2) on the eBPF ring
+//! buffer's fd itself, so an exec event reaches its placement with one wakeup; sources of
+//! other kinds hand notices to its hot queue. Everything else (scan candidates, exits,
+//! reloads) waits on a second queue, served only when the ring and the hot queue are
+//! empty. It does no housekeeping: state file, cgroup removal, spare refills, scans,
+//! metrics, HTTP and log output happen on the daemon's record loop, which learns of every
+//! decision from an `Outcome` message. The queues are bounded: a full one makes its writer
+//! wait, and the kernel's ring buffer, when it fills, counts a loss that is answered with
+//! a reconciliation scan.
 //!
 //! The table (`table::Table`) answers "is this process already governed, pending or given
 //! up on" for every placement, so a process is never placed twice however many reports of
@@ -19,13 +21,15 @@
 
 mod adopt;
 pub mod messages;
+pub mod priority;
 mod table;
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, TryRecvError};
 
 pub use messages::{Outcome, Placed, Work};
 use table::{Retry, Table, Timed};
@@ -37,12 +41,97 @@ use crate::placer::{auto_job_id, backoff, monotonic_ns, Class, JobSpec, Placer};
 use crate::process::{is_gone, Known, Pinned, ProcFs, Stopped};
 use crate::record::metrics::SourceCounters;
 use crate::record::state::ProcessRecord;
+use crate::sources::ebpf::RingReader;
 use crate::sources::ExecNotice;
 
-/// Capacity of the hot queue. The ring buffer behind it is the larger buffer.
+/// Capacity of the hot queue (sources other than the ring).
 pub const HOT_QUEUE: usize = 1024;
 /// Capacity of the work queue (a scan sends every candidate at once).
 pub const WORK_QUEUE: usize = 16_384;
+
+/// Wakes the engine from its poll(2): an eventfd every queue writer signals.
+#[derive(Clone)]
+struct Waker(Arc<OwnedFd>);
+
+impl Waker {
+    fn new() -> std::io::Result<Waker> {
+        // SAFETY: plain syscall; a non-negative result is a new fd we own.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fresh fd owned by nobody else.
+        Ok(Waker(Arc::new(unsafe { OwnedFd::from_raw_fd(fd) })))
+    }
+
+    fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: an 8-byte write to our eventfd (EAGAIN only at a counter of 2^64-2).
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    fn clear(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: an 8-byte read from our non-blocking eventfd.
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+}
+
+/// A writer of one of the engine's queues: bounded, and it wakes the engine.
+pub struct Sender<T> {
+    tx: crossbeam_channel::Sender<T>,
+    waker: Waker,
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        Sender {
+            tx: self.tx.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+}
+
+impl<T> Sender<T> {
+    /// Wait while the queue is full. `Err` when the engine is gone.
+    pub fn send(&self, v: T) -> Result<(), T> {
+        self.tx.send(v).map_err(|e| e.into_inner())?;
+        self.waker.wake();
+        Ok(())
+    }
+
+    /// Without waiting: `Err` when the queue is full or the engine is gone.
+    pub fn try_send(&self, v: T) -> Result<(), T> {
+        self.tx.try_send(v).map_err(|e| e.into_inner())?;
+        self.waker.wake();
+        Ok(())
+    }
+}
+
+/// The engine's queues, made before the sources start (they need the hot queue).
+pub struct Inbox {
+    hot: Receiver<ExecNotice>,
+    work: Receiver<Work>,
+    waker: Waker,
+}
+
+/// The writers of a new inbox: the hot queue (for sources) and the work queue.
+pub fn inbox() -> std::io::Result<(Sender<ExecNotice>, Sender<Work>, Inbox)> {
+    let waker = Waker::new()?;
+    let (hot_tx, hot) = crossbeam_channel::bounded(HOT_QUEUE);
+    let (work_tx, work) = crossbeam_channel::bounded(WORK_QUEUE);
+    Ok((
+        Sender {
+            tx: hot_tx,
+            waker: waker.clone(),
+        },
+        Sender {
+            tx: work_tx,
+            waker: waker.clone(),
+        },
+        Inbox { hot, work, waker },
+    ))
+}
 
 /// What the engine needs to start.
 pub struct EngineConfig {
@@ -58,11 +147,12 @@ pub struct EngineConfig {
     pub readopt: Vec<ProcessRecord>,
     /// Exec notices are counted here, by source, as they are taken.
     pub counters: Arc<SourceCounters>,
+    /// Run the placement thread real-time (`priority`).
+    pub realtime: bool,
 }
 
-/// The running engine: its queues and its thread.
+/// The running engine: its work queue and its thread.
 pub struct EngineHandle {
-    pub hot: Sender<ExecNotice>,
     pub work: Sender<Work>,
     /// CLOCK_MONOTONIC ns of the engine's last turn of its loop (the watchdog looks).
     pub heartbeat: Arc<AtomicU64>,
@@ -70,7 +160,8 @@ pub struct EngineHandle {
 }
 
 impl EngineHandle {
-    /// Ask the engine to stop and wait for it. Work queued before is done first.
+    /// Ask the engine to stop and wait for it. It drops its rings (detaching the hooks and
+    /// resuming the stops still in them) and whatever it holds.
     pub fn shutdown(mut self) {
         let _ = self.work.send(Work::Shutdown);
         if let Some(t) = self.thread.take() {
@@ -86,28 +177,36 @@ impl EngineHandle {
     }
 }
 
-/// Start the engine thread. Outcomes go to `outcomes` (bounded: a slow record loop makes
-/// the engine wait, and nothing is dropped).
+/// Start the engine thread: it reads `rings` itself and the inbox's queues. Outcomes go
+/// to `outcomes` (bounded: a slow record loop makes the engine wait; nothing is dropped).
 pub fn spawn(
     cfg: EngineConfig,
+    inbox: Inbox,
+    work: Sender<Work>,
+    rings: Vec<RingReader>,
     outcomes: tokio::sync::mpsc::Sender<Outcome>,
 ) -> std::io::Result<EngineHandle> {
-    let (hot_tx, hot_rx) = crossbeam_channel::bounded(HOT_QUEUE);
-    let (work_tx, work_rx) = crossbeam_channel::bounded(WORK_QUEUE);
     let heartbeat = Arc::new(AtomicU64::new(monotonic_ns()));
     let beat = heartbeat.clone();
     let thread = std::thread::Builder::new()
         .name("ffrtmp-place".into())
         .spawn(move || {
             let mut cfg = cfg;
+            if cfg.realtime {
+                match priority::placement_realtime() {
+                    Ok(_) => tracing::info!("Placement thread runs SCHED_FIFO 1"),
+                    Err(e) => tracing::warn!(
+                        "Placement thread runs as an ordinary thread (SCHED_FIFO refused: {e}): exec → placed can wait for the scheduler's slice, about 0.75 ms at p90 (docs/benchmarks.md); give ffrtmp CAP_SYS_NICE or run it from its unit (CPUSchedulingPolicy=fifo)"
+                    ),
+                }
+            }
             let readopt = std::mem::take(&mut cfg.readopt);
             let mut e = Engine::new(cfg, outcomes, beat);
             e.readopt_all(readopt);
-            e.run(hot_rx, work_rx);
+            e.run(inbox, rings);
         })?;
     Ok(EngineHandle {
-        hot: hot_tx,
-        work: work_tx,
+        work,
         heartbeat,
         thread: Some(thread),
     })
@@ -130,6 +229,9 @@ struct Engine {
 /// Where a process came to the engine's attention.
 struct Origin {
     exec_mono_ns: Option<u64>,
+    /// When the source read the notice and when the engine took it (CLOCK_MONOTONIC ns).
+    read_mono_ns: Option<u64>,
+    taken_mono_ns: Option<u64>,
     source: &'static str,
     stop: Option<Stopped>,
 }
@@ -164,10 +266,41 @@ impl Engine {
         let _ = self.outcomes.blocking_send(o);
     }
 
-    fn run(&mut self, hot: Receiver<ExecNotice>, work: Receiver<Work>) {
-        let mut hot = hot;
+    fn run(&mut self, inbox: Inbox, mut rings: Vec<RingReader>) {
+        let mut from_ring = Vec::new();
         loop {
             self.heartbeat.store(monotonic_ns(), Ordering::Relaxed);
+            let mut busy = false;
+            // The ring first, then the hot queue: every exec waiting is placed before any
+            // other work is looked at.
+            for r in rings.iter_mut() {
+                r.drain(&mut from_ring);
+            }
+            for n in from_ring.drain(..) {
+                busy = true;
+                match n {
+                    Ok(n) => self.on_exec(n),
+                    Err(error) => self.emit(Outcome::Undecodable { error }),
+                }
+            }
+            while let Ok(n) = inbox.hot.try_recv() {
+                busy = true;
+                self.on_exec(n);
+            }
+            if !busy {
+                match inbox.work.try_recv() {
+                    Ok(Work::Shutdown) | Err(TryRecvError::Disconnected) => return,
+                    Ok(w) => {
+                        busy = true;
+                        self.on_work(w);
+                    }
+                    Err(TryRecvError::Empty) => {}
+                }
+            }
+            self.fire_timers();
+            if busy {
+                continue;
+            }
             let wait = self
                 .table
                 .next_deadline()
@@ -175,19 +308,25 @@ impl Engine {
                     d.saturating_duration_since(Instant::now())
                 })
                 .min(Duration::from_secs(1));
-            crossbeam_channel::select_biased! {
-                recv(hot) -> n => match n {
-                    Ok(n) => self.on_exec(n),
-                    // Every source stopped: only the work queue is left.
-                    Err(_) => hot = crossbeam_channel::never(),
-                },
-                recv(work) -> w => match w {
-                    Ok(Work::Shutdown) | Err(_) => return,
-                    Ok(w) => self.on_work(w),
-                },
-                default(wait) => {}
-            }
-            self.fire_timers();
+            let mut fds: Vec<libc::pollfd> = rings
+                .iter()
+                .map(|r| r.fd())
+                .chain(std::iter::once(inbox.waker.0.as_raw_fd()))
+                .map(|fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            // SAFETY: valid pollfds; a timeout in ms rounded up so a timer is not missed.
+            unsafe {
+                libc::poll(
+                    fds.as_mut_ptr(),
+                    fds.len() as libc::nfds_t,
+                    wait.as_micros().div_ceil(1000) as i32,
+                )
+            };
+            inbox.waker.clear();
         }
     }
 
@@ -205,6 +344,8 @@ impl Engine {
                     &Known::default(),
                     Origin {
                         exec_mono_ns: None,
+                        read_mono_ns: None,
+                        taken_mono_ns: None,
                         source: "scan",
                         stop: None,
                     },
@@ -230,12 +371,15 @@ impl Engine {
             start_ns,
             known,
             exec_mono_ns,
+            read_mono_ns,
             stop,
             source,
             ..
         } = n;
         let origin = Origin {
             exec_mono_ns,
+            read_mono_ns,
+            taken_mono_ns: Some(monotonic_ns()),
             source,
             stop,
         };
@@ -289,6 +433,8 @@ impl Engine {
             &Known::default(),
             Origin {
                 exec_mono_ns: None,
+                read_mono_ns: None,
+                taken_mono_ns: None,
                 source: "ledger",
                 stop: Some(stop),
             },
@@ -348,6 +494,8 @@ impl Engine {
     fn place(&mut self, pinned: Pinned, spec: JobSpec, attempt: u32, origin: Origin) {
         let Origin {
             exec_mono_ns,
+            read_mono_ns,
+            taken_mono_ns,
             source,
             stop,
         } = origin;
@@ -367,6 +515,12 @@ impl Engine {
                 // Resumed right after the verified move: its next instruction runs inside.
                 drop(stop);
                 let latency_ns = exec_mono_ns.map(|t| placement.verified_mono_ns.saturating_sub(t));
+                let receipt_ns = exec_mono_ns
+                    .zip(taken_mono_ns)
+                    .map(|(e, t)| t.saturating_sub(e));
+                let read_ns = exec_mono_ns
+                    .zip(read_mono_ns)
+                    .map(|(e, r)| r.saturating_sub(e));
                 let children = self.placer.move_descendants(pid, &placement.cgroup);
                 let exe = self.proc.exe(pid).ok().map(|p| p.display().to_string());
                 self.table.governed(pinned.id, &placement.cgroup);
@@ -377,6 +531,8 @@ impl Engine {
                         spec,
                         placement,
                         latency_ns,
+                        read_ns,
+                        receipt_ns,
                         children,
                         exe,
                         source,
@@ -448,6 +604,8 @@ impl Engine {
                         &Known::default(),
                         Origin {
                             exec_mono_ns: None,
+                            read_mono_ns: None,
+                            taken_mono_ns: None,
                             source: "min_runtime",
                             stop: None,
                         },
@@ -468,6 +626,8 @@ impl Engine {
                         attempt,
                         Origin {
                             exec_mono_ns,
+                            read_mono_ns: None,
+                            taken_mono_ns: None,
                             source,
                             stop: None,
                         },

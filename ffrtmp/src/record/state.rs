@@ -299,7 +299,9 @@ mod tests {
         let victim = dir.path().join("victim");
         std::fs::write(&victim, "precious").unwrap();
         let p = dir.path().join("state.json");
-        let old_name = dir.path().join(format!(".state.json.tmp-{}", std::process::id()));
+        let old_name = dir
+            .path()
+            .join(format!(".state.json.tmp-{}", std::process::id()));
         std::os::unix::fs::symlink(&victim, &old_name).unwrap();
         StateFile::default().save(&p).unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");

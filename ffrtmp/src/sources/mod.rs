@@ -1,9 +1,11 @@
-//! Event sources: where ffrtmp learns that a process exists. A source runs on a thread of
-//! its own and hands each exec straight to the placement engine (`SourceSinks::exec`, a
-//! bounded queue: when the engine is behind, the source waits and the kernel's ring buffer
-//! takes the slack); what is not an exec (losses, failures) goes to the daemon's record
-//! loop (`SourceSinks::events`). The /proc scan (`scan`) is driven by the daemon itself:
-//! it is the fallback source and the reconciliation.
+//! Event sources: where ffrtmp learns that a process exists. The eBPF source's ring buffer
+//! is read by the placement engine's own thread (`Attached::ring`): one wakeup between the
+//! exec and its placement. A source of another kind runs on a thread of its own and hands
+//! each exec to the engine's hot queue (`SourceSinks::exec`, bounded: when the engine is
+//! behind, the source waits). What is not an exec (losses, failures) goes to the daemon's
+//! record loop (`SourceSinks::events`), which also reads the kernel's counters
+//! (`Attached::counters`). The /proc scan (`scan`) is driven by the daemon itself: it is
+//! the fallback source and the reconciliation.
 
 pub mod ebpf;
 pub mod scan;
@@ -11,8 +13,9 @@ pub mod scan;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 
+use crate::engine::Sender;
 use crate::process::{Known, Stopped};
 use crate::record::metrics::SourceCounters;
 
@@ -32,6 +35,8 @@ pub struct ExecNotice {
     pub filename: Option<Vec<u8>>,
     /// CLOCK_MONOTONIC ns of the exec (for exec → placed latency), if known.
     pub exec_mono_ns: Option<u64>,
+    /// CLOCK_MONOTONIC ns when the source read it (the kernel's ring buffer → the reader).
+    pub read_mono_ns: Option<u64>,
     /// The kernel stopped the process for strict placement: this value resumes it when
     /// dropped, so whoever ends up holding the notice cannot forget to.
     pub stop: Option<Stopped>,
@@ -49,6 +54,7 @@ impl ExecNotice {
             known: Known::default(),
             filename: None,
             exec_mono_ns: None,
+            read_mono_ns: None,
             stop: None,
             source,
         }
@@ -71,7 +77,7 @@ pub enum SourceEvent {
 /// Where a source delivers.
 #[derive(Clone)]
 pub struct SourceSinks {
-    /// The placement engine's exec queue (bounded; `send` blocks when it is full).
+    /// The placement engine's hot queue (bounded; `send` blocks when it is full).
     pub exec: Sender<ExecNotice>,
     /// The record loop.
     pub events: tokio::sync::mpsc::Sender<SourceEvent>,
@@ -82,8 +88,19 @@ pub struct SourceSinks {
 /// A source of exec events.
 pub trait EventSource: Send {
     fn name(&self) -> &'static str;
-    /// Start delivering on a thread of its own.
-    fn start(self: Box<Self>, sinks: SourceSinks) -> std::io::Result<SourceThread>;
+    /// Start delivering.
+    fn start(self: Box<Self>, sinks: SourceSinks) -> std::io::Result<Attached>;
+}
+
+/// What a started source hands the daemon.
+#[derive(Default)]
+pub struct Attached {
+    /// A source on a thread of its own, feeding the hot queue.
+    pub thread: Option<SourceThread>,
+    /// A ring buffer the engine thread reads itself.
+    pub ring: Option<ebpf::RingReader>,
+    /// Kernel counters the record loop reads.
+    pub counters: Option<ebpf::KernelCounters>,
 }
 
 /// A started source: `stop` ends it and waits for its thread.
@@ -140,7 +157,7 @@ pub struct ChannelSource {
 
 impl ChannelSource {
     /// The source and the sender that feeds it.
-    pub fn new() -> (ChannelSource, Sender<Feed>) {
+    pub fn new() -> (ChannelSource, crossbeam_channel::Sender<Feed>) {
         let (tx, rx) = crossbeam_channel::unbounded();
         (ChannelSource { rx }, tx)
     }
@@ -151,7 +168,7 @@ impl EventSource for ChannelSource {
         "channel"
     }
 
-    fn start(self: Box<Self>, sinks: SourceSinks) -> std::io::Result<SourceThread> {
+    fn start(self: Box<Self>, sinks: SourceSinks) -> std::io::Result<Attached> {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
         let rx = self.rx;
         let handle = std::thread::Builder::new()
@@ -174,12 +191,15 @@ impl EventSource for ChannelSource {
                     },
                 }
             })?;
-        Ok(SourceThread::new(
-            "channel",
-            Box::new(move || {
-                let _ = stop_tx.try_send(());
-            }),
-            handle,
-        ))
+        Ok(Attached {
+            thread: Some(SourceThread::new(
+                "channel",
+                Box::new(move || {
+                    let _ = stop_tx.try_send(());
+                }),
+                handle,
+            )),
+            ..Default::default()
+        })
     }
 }

@@ -399,6 +399,7 @@ impl Harness {
             scan_role: s.role,
             flush_coalesce: Duration::from_millis(20),
             runtime_dir: self.runtime_dir.clone(),
+            realtime: false,
         };
         let daemon = Daemon::new(settings, opts, placer, LogControl::default())
             .with_telemetry(self.telemetry.clone())

@@ -1,25 +1,27 @@
-//! Exec → placed, one target at a time: ffrtmp (normal and strict) and, for comparison,
-//! cgrulesengd under the same harness.
+//! Exec → placed, one target at a time: ffrtmp (normal and strict), and ffrtmp against
+//! cgrulesengd under the same harness in interleaved rounds.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
 use super::{
-    daemon_latencies, placed_under, placement_times, receipt_times, summary, Scene, HIERARCHIES,
+    daemon_latencies, daemon_nice, loadavg, niced, percentiles, placed_under, placement_times,
+    read_times, receipt_times, summary, Scene, HIERARCHIES,
 };
 
 pub(super) fn latency(bin: &Path, n: usize, strict: bool) -> Result<()> {
     let scene = Scene::new(if strict { "strict" } else { "latency" })?;
     let name = format!("{}t", scene.tag);
     let target = scene.copy("/bin/sleep", &name)?;
+    let load = loadavg();
     let d = scene.daemon(
         bin,
         &[&name],
         if strict { "placement: strict\n" } else { "" },
-        "trace",
+        "info",
     )?;
     // Targets stay alive until the end, so exits (and their cgroup removal) do not
     // interleave with the placements measured; the storm measures churn.
@@ -27,7 +29,12 @@ pub(super) fn latency(bin: &Path, n: usize, strict: bool) -> Result<()> {
         outside,
         missed,
         mut alive,
-    } = exec_one_at_a_time(&target, &scene.root, n)?;
+    } = exec_one_at_a_time(
+        &target,
+        &scene.root,
+        n,
+        Duration::from_millis(super::GAP_MS.load(std::sync::atomic::Ordering::Relaxed) as u64),
+    )?;
     let pids: Vec<u32> = alive.iter().map(|c| c.id()).collect();
     std::thread::sleep(Duration::from_millis(300));
     let log = d.stop();
@@ -38,7 +45,11 @@ pub(super) fn latency(bin: &Path, n: usize, strict: bool) -> Result<()> {
     let own = daemon_latencies(&log);
     let inside: Vec<f64> = pids.iter().filter_map(|p| own.get(p).copied()).collect();
     let mode = if strict { "strict" } else { "normal" };
-    println!("== exec → placed, placement {mode}, {n} target execs one at a time ==");
+    println!(
+        "== exec → placed, placement {mode}, {n} target execs one at a time, {} ms apart (daemon nice {}, {load}) ==",
+        super::GAP_MS.load(std::sync::atomic::Ordering::Relaxed),
+        daemon_nice()
+    );
     println!("{}", summary("outside (spawn returned → /proc/PID/cgroup shows a job cgroup in cpu,cpuacct,memory,pids)", outside));
     println!(
         "{}",
@@ -47,7 +58,14 @@ pub(super) fn latency(bin: &Path, n: usize, strict: bool) -> Result<()> {
     println!(
         "{}",
         summary(
-            "  of which exec → event received by the daemon",
+            "  of which exec → the ring reader read the event",
+            read_times(&log)
+        )
+    );
+    println!(
+        "{}",
+        summary(
+            "  of which exec → the engine took the event",
             receipt_times(&log)
         )
     );
@@ -59,90 +77,148 @@ pub(super) fn latency(bin: &Path, n: usize, strict: bool) -> Result<()> {
         )
     );
     println!("not placed within 2 s: {missed}");
-    let unlogged: Vec<&u32> = pids.iter().filter(|p| !own.contains_key(p)).collect();
-    if !unlogged.is_empty() {
-        println!(
-            "placements without an exec→placed log line: {}",
-            unlogged.len()
-        );
-        for p in unlogged.iter().take(3) {
-            let needle = format!("PID {p} ");
-            for l in log.lines().filter(|l| l.contains(&needle)).take(4) {
-                println!("  {l}");
-            }
-        }
+    let unlogged = pids.iter().filter(|p| !own.contains_key(p)).count();
+    if unlogged > 0 {
+        println!("placements without an exec→placed log line: {unlogged}");
     }
     Ok(())
 }
 
-/// The outside measurement of `latency`, with cgrulesengd moving the targets into one
-/// existing cgroup (what it does: no cgroup per process, no limits written).
-pub(super) fn cgrulesengd(n: usize) -> Result<()> {
-    const RULES: &str = "/etc/cgrules.conf";
-    if Path::new(RULES).exists() {
-        bail!("{RULES} exists: not overwriting another configuration of cgrulesengd");
-    }
-    let Some(daemon) = ["/usr/sbin/cgrulesengd", "/sbin/cgrulesengd"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-    else {
-        bail!("cgrulesengd is not installed: apt-get install cgroup-tools");
-    };
-    let scene = Scene::new("cgrules")?;
-    let name = format!("{}t", scene.tag);
-    let target = scene.copy("/bin/sleep", &name)?;
-    let dest = format!("{}/dest", scene.root);
-    for h in HIERARCHIES {
-        std::fs::create_dir(
-            PathBuf::from("/sys/fs/cgroup")
-                .join(h)
-                .join(dest.trim_start_matches('/')),
+/// cgrulesengd with /etc/cgrules.conf moving `name` into `<root>/dest`, for as long as
+/// the value lives (then the rules and the empty config it needed are removed).
+struct Cgrulesengd {
+    child: Child,
+    made_conf: bool,
+    made_confd: bool,
+}
+
+impl Cgrulesengd {
+    fn start(root: &str, name: &str) -> Result<Cgrulesengd> {
+        const RULES: &str = "/etc/cgrules.conf";
+        if Path::new(RULES).exists() {
+            bail!("{RULES} exists: not overwriting another configuration of cgrulesengd");
+        }
+        let Some(bin) = ["/usr/sbin/cgrulesengd", "/sbin/cgrulesengd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+        else {
+            bail!("cgrulesengd is not installed: apt-get install cgroup-tools");
+        };
+        let dest = format!("{root}/dest");
+        for h in HIERARCHIES {
+            let _ = std::fs::create_dir(
+                PathBuf::from("/sys/fs/cgroup")
+                    .join(h)
+                    .join(dest.trim_start_matches('/')),
+            );
+        }
+        std::fs::write(
+            RULES,
+            format!(
+                "*:{name} cpu,cpuacct,memory,pids {}\n",
+                dest.trim_start_matches('/')
+            ),
         )?;
+        // cgrulesengd refuses to start without /etc/cgconfig.conf and /etc/cgconfig.d;
+        // empty ones are made for the run where missing, and removed with the rules.
+        let made_conf = !Path::new("/etc/cgconfig.conf").exists()
+            && std::fs::write("/etc/cgconfig.conf", "").is_ok();
+        let made_confd = std::fs::create_dir("/etc/cgconfig.d").is_ok();
+        let mut child = niced(Path::new(bin)).args(["-n", "-Q"]).spawn()?;
+        std::thread::sleep(Duration::from_secs(1));
+        if let Some(status) = child.try_wait()? {
+            bail!("cgrulesengd exited at start ({status}); run `cgrulesengd -d` to see why");
+        }
+        Ok(Cgrulesengd {
+            child,
+            made_conf,
+            made_confd,
+        })
     }
-    std::fs::write(
-        RULES,
-        format!(
-            "*:{name} cpu,cpuacct,memory,pids {}\n",
-            dest.trim_start_matches('/')
-        ),
-    )?;
-    // cgrulesengd refuses to start without /etc/cgconfig.conf and /etc/cgconfig.d; empty
-    // ones are made for the run where missing, and removed with the rules.
-    let made_conf = !Path::new("/etc/cgconfig.conf").exists()
-        && std::fs::write("/etc/cgconfig.conf", "").is_ok();
-    let made_confd = std::fs::create_dir("/etc/cgconfig.d").is_ok();
-    struct RemoveRules(bool, bool);
-    impl Drop for RemoveRules {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file("/etc/cgrules.conf");
-            if self.0 {
-                let _ = std::fs::remove_file("/etc/cgconfig.conf");
-            }
-            if self.1 {
-                let _ = std::fs::remove_dir("/etc/cgconfig.d");
-            }
+}
+
+impl Drop for Cgrulesengd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file("/etc/cgrules.conf");
+        if self.made_conf {
+            let _ = std::fs::remove_file("/etc/cgconfig.conf");
+        }
+        if self.made_confd {
+            let _ = std::fs::remove_dir("/etc/cgconfig.d");
         }
     }
-    let _rules = RemoveRules(made_conf, made_confd);
-    let mut d = Command::new(daemon).args(["-n", "-Q"]).spawn()?;
-    std::thread::sleep(Duration::from_secs(1));
-    if let Some(status) = d.try_wait()? {
-        bail!("cgrulesengd exited at start ({status}); run `cgrulesengd -d` to see why");
+}
+
+/// One round's result line.
+fn round_line(who: &str, round: usize, load: &str, o: &Outside) -> String {
+    match percentiles(&o.outside) {
+        Some((p50, p90, p99, max)) => format!(
+            "| {who} | {round} | {p50:.2} | {p90:.2} | {p99:.2} | {max:.2} | {} | {load} |",
+            o.missed
+        ),
+        None => format!(
+            "| {who} | {round} | - | - | - | - | {} | {load} |",
+            o.missed
+        ),
     }
-    let Outside {
-        outside,
-        missed,
-        mut alive,
-    } = exec_one_at_a_time(&target, &scene.root, n)?;
-    let _ = d.kill();
-    let _ = d.wait();
-    for c in &mut alive {
-        let _ = c.kill();
-        let _ = c.wait();
+}
+
+/// Interleaved rounds: ffrtmp, cgrulesengd, ffrtmp, … with the same outside harness.
+pub(super) fn compare(bin: &Path, n: usize, rounds: usize) -> Result<()> {
+    let scene = Scene::new("compare")?;
+    let ff_name = format!("{}f", scene.tag);
+    let cg_name = format!("{}g", scene.tag);
+    let ff_target = scene.copy("/bin/sleep", &ff_name)?;
+    let cg_target = scene.copy("/bin/sleep", &cg_name)?;
+    println!(
+        "== exec → placed from outside, ffrtmp and cgrulesengd interleaved: {rounds} rounds of {n} execs each, 5 ms apart, both at nice {} ==",
+        daemon_nice()
+    );
+    println!("| governor | round | p50 ms | p90 ms | p99 ms | max ms | not placed in 2 s | load at start |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut ff = Vec::new();
+    let mut cg = Vec::new();
+    for r in 1..=rounds {
+        let load = loadavg();
+        let d = scene.daemon(bin, &[&ff_name], "", "info")?;
+        let mut o = exec_one_at_a_time(&ff_target, &scene.root, n, Duration::from_millis(5))?;
+        let _ = d.stop();
+        println!("{}", round_line("ffrtmp", r, &load, &o));
+        ff.push(percentiles(&o.outside));
+        o.kill();
+        scene.clear_jobs();
+
+        let load = loadavg();
+        let g = Cgrulesengd::start(&scene.root, &cg_name)?;
+        let mut o = exec_one_at_a_time(&cg_target, &scene.root, n, Duration::from_millis(5))?;
+        drop(g);
+        println!("{}", round_line("cgrulesengd", r, &load, &o));
+        cg.push(percentiles(&o.outside));
+        o.kill();
+        scene.clear_jobs();
     }
-    println!("== cgrulesengd, {n} target execs one at a time (moves into one existing cgroup) ==");
-    println!("{}", summary("outside (spawn returned → /proc/PID/cgroup shows the cgroup in cpu,cpuacct,memory,pids)", outside));
-    println!("not placed within 2 s: {missed}");
+    let median = |v: &[Option<(f64, f64, f64, f64)>], f: fn(&(f64, f64, f64, f64)) -> f64| {
+        let mut x: Vec<f64> = v.iter().flatten().map(f).collect();
+        x.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        x.get(x.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    for (label, f) in [
+        (
+            "p50",
+            (|p: &(f64, f64, f64, f64)| p.0) as fn(&(f64, f64, f64, f64)) -> f64,
+        ),
+        ("p90", |p| p.1),
+        ("p99", |p| p.2),
+        ("max", |p| p.3),
+    ] {
+        let (a, b) = (median(&ff, f), median(&cg, f));
+        println!(
+            "median {label} of the rounds: ffrtmp {a:.2} ms, cgrulesengd {b:.2} ms (ffrtmp/cgrulesengd {:.2})",
+            a / b
+        );
+    }
     Ok(())
 }
 
@@ -153,13 +229,23 @@ struct Outside {
     /// Not placed within 2 s.
     missed: usize,
     /// The targets, still running.
-    alive: Vec<std::process::Child>,
+    alive: Vec<Child>,
+}
+
+impl Outside {
+    fn kill(&mut self) {
+        for c in &mut self.alive {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// The outside measurement, the same for every governor measured: spawn the target (it
 /// returns once the exec is done: std waits on a CLOEXEC pipe), then poll
-/// `/proc/PID/cgroup` until every hierarchy shows a cgroup under `root`.
-fn exec_one_at_a_time(target: &Path, root: &str, n: usize) -> Result<Outside> {
+/// `/proc/PID/cgroup` until every hierarchy shows a cgroup under `root`; `gap` between
+/// execs.
+fn exec_one_at_a_time(target: &Path, root: &str, n: usize, gap: Duration) -> Result<Outside> {
     let mut out = Outside {
         outside: Vec::with_capacity(n),
         missed: 0,
@@ -182,6 +268,9 @@ fn exec_one_at_a_time(target: &Path, root: &str, n: usize) -> Result<Outside> {
             std::thread::sleep(Duration::from_micros(20));
         }
         out.alive.push(c);
+        if !gap.is_zero() {
+            std::thread::sleep(gap);
+        }
     }
     Ok(out)
 }

@@ -1,25 +1,32 @@
-//! `cargo xtask bench-exec [latency|strict|storm|rss|steps|all] [--n N]`: the eBPF
+//! `cargo xtask bench-exec <what> [--n N] [--rounds R] [--daemon-nice N]`: the eBPF
 //! benchmarks of docs/benchmarks.md, run against the release `ffrtmp watch` as root.
 //!
-//! - `latency`: exec → placed for N (default 500) target execs, one at a time (each stays
-//!   alive until the end), measured from
-//!   outside (the parent's `spawn` returns once the exec is done; it then polls
-//!   `/proc/PID/cgroup` until every hierarchy shows the job cgroup) and from the daemon's
-//!   own timestamps (kernel exec time → move verified, its `exec→placed` log field).
-//! - `strict`: the same with `placement: strict`.
-//! - `storm`: N (default 20 000) execs as fast as two threads can, 5 % targets: targets
-//!   never placed, events dropped, daemon CPU time per 1 000 execs.
-//! - `rss`: daemon RSS idle, then with 1 000 governed processes.
-//! - `cgrulesengd`: the `latency` harness against libcgroup's cgrulesengd (Debian
-//!   `cgroup-tools`, netlink proc connector), for comparison; it writes /etc/cgrules.conf
-//!   for the run (refusing if one exists) and removes it.
+//! - `compare`: exec → placed from outside, ffrtmp and libcgroup's cgrulesengd (Debian
+//!   `cgroup-tools`, netlink proc connector) under the same harness, in interleaved rounds
+//!   (ffrtmp, cgrulesengd, ffrtmp, …; default 3 rounds of N = 300 each, 5 ms apart), both
+//!   daemons at the same nice value (`--daemon-nice`, default -10: the unit's `Nice=`).
+//!   cgrulesengd gets /etc/cgrules.conf for the run (refused if one exists; removed after).
+//! - `latency` / `strict`: exec → placed for N (default 500) target execs, one at a time
+//!   (each stays alive until the end), from outside (the parent's `spawn` returns once the
+//!   exec is done; it then polls `/proc/PID/cgroup` until every hierarchy shows a job
+//!   cgroup) and from the daemon's own timestamps (kernel exec time → move verified, its
+//!   `exec→placed` log field; `received`: until the engine took the event).
+//! - `storm`: N (default 20 000) execs as fast as two threads can, with 2 % and 5 % of
+//!   them short-lived targets, and a control run without targets: targets never placed,
+//!   events lost, exec → placed during the storm, daemon CPU per placed target (its exit
+//!   cleanup included) and per 1 000 non-target execs.
+//! - `burst`: 50 targets started at once from 50 threads, in R rounds (default 5): all
+//!   placed? exec → placed from outside and the daemon's own.
+//! - `rss`: daemon RSS idle, then with N (default 1 000) governed processes.
+//! - `ready`: start → READY=1 (on a fake NOTIFY_SOCKET), BPF load included, R runs.
 //! - `steps`: where a placement's time goes (mkdir, limit write, move, verify), timed by
 //!   doing the same file operations directly.
+//! - `all`: every one of these.
 //!
-//! `--daemon-nice N` runs the daemon under `nice -n N` (e.g. -10, as a unit's `Nice=`).
+//! Every result line is printed with the load average at the start of its run.
 //!
 //! This file: dispatch, the scene (cgroup root, scratch dir, daemon) and log parsing;
-//! `latency.rs`: latency, strict, cgrulesengd; `load.rs`: storm, rss, steps.
+//! `latency.rs`: compare, latency, strict; `load.rs`: storm, burst, rss, ready, steps.
 //!
 //! Everything runs beneath this process's own cgroup, under names made for the run, and
 //! is removed afterwards.
@@ -39,8 +46,12 @@ mod load;
 
 pub(super) const HIERARCHIES: [&str; 4] = ["cpu", "cpuacct", "memory", "pids"];
 
-/// `--daemon-nice N`: run the daemon under `nice -n N` (0: as the bench runs).
-static DAEMON_NICE: AtomicI32 = AtomicI32::new(0);
+/// `--daemon-nice N`: run the daemons under `nice -n N`.
+static DAEMON_NICE: AtomicI32 = AtomicI32::new(-10);
+/// `--gap-ms N`: pause between the execs of `latency` and `strict` (`compare`: 5 ms).
+pub(super) static GAP_MS: AtomicI32 = AtomicI32::new(0);
+
+const WHAT: &str = "compare|latency|strict|storm|burst|rss|ready|steps|all";
 
 pub fn bench(args: &[String]) -> Result<()> {
     if !is_root() {
@@ -48,18 +59,24 @@ pub fn bench(args: &[String]) -> Result<()> {
     }
     let mut what = "all".to_string();
     let mut n: Option<usize> = None;
+    let mut rounds: Option<usize> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--n" => n = Some(it.next().context("--n N")?.parse().context("--n N")?),
+            "--rounds" => {
+                rounds = Some(it.next().context("--rounds R")?.parse().context("--rounds R")?)
+            }
+            "--gap-ms" => {
+                let v: i32 = it.next().context("--gap-ms N")?.parse().context("--gap-ms N")?;
+                GAP_MS.store(v, Ordering::Relaxed);
+            }
             "--daemon-nice" => {
                 let v: i32 = it.next().context("--daemon-nice N")?.parse().context("--daemon-nice N")?;
                 DAEMON_NICE.store(v, Ordering::Relaxed);
             }
-            "latency" | "strict" | "storm" | "rss" | "steps" | "all" | "cgrulesengd" => {
-                what = a.clone()
-            }
-            other => bail!("unknown argument {other:?} (latency|strict|storm|rss|steps|all, --n N, --daemon-nice N)"),
+            w if WHAT.split('|').any(|x| x == w) => what = w.to_string(),
+            other => bail!("unknown argument {other:?} ({WHAT}, --n N, --rounds R, --daemon-nice N, --gap-ms N)"),
         }
     }
     let root = repo_root();
@@ -68,8 +85,14 @@ pub fn bench(args: &[String]) -> Result<()> {
         .args(["build", "--release", "-p", "ffrtmp"]))?;
     let bin = root.join("target/release/ffrtmp");
     let all = what == "all";
+    if all || what == "ready" {
+        load::ready(&bin, rounds.unwrap_or(10))?;
+    }
     if all || what == "steps" {
         load::steps(n.unwrap_or(200))?;
+    }
+    if all || what == "compare" {
+        latency::compare(&bin, n.unwrap_or(300), rounds.unwrap_or(3))?;
     }
     if all || what == "latency" {
         latency::latency(&bin, n.unwrap_or(500), false)?;
@@ -77,16 +100,39 @@ pub fn bench(args: &[String]) -> Result<()> {
     if all || what == "strict" {
         latency::latency(&bin, n.unwrap_or(500), true)?;
     }
+    if all || what == "burst" {
+        load::burst(&bin, 50, rounds.unwrap_or(5))?;
+    }
     if all || what == "storm" {
         load::storm(&bin, n.unwrap_or(20_000))?;
     }
     if all || what == "rss" {
         load::rss(&bin, n.unwrap_or(1000))?;
     }
-    if what == "cgrulesengd" {
-        latency::cgrulesengd(n.unwrap_or(500))?;
-    }
     Ok(())
+}
+
+/// `load average 1.12 0.98 0.77` now.
+pub(super) fn loadavg() -> String {
+    let l = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let f: Vec<&str> = l.split_whitespace().take(3).collect();
+    format!("load {}", f.join(" "))
+}
+
+/// `cmd` under `nice -n --daemon-nice`.
+pub(super) fn niced(bin: &Path) -> Command {
+    let nice = DAEMON_NICE.load(Ordering::Relaxed);
+    if nice != 0 {
+        let mut c = Command::new("nice");
+        c.args(["-n", &nice.to_string()]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    }
+}
+
+pub(super) fn daemon_nice() -> i32 {
+    DAEMON_NICE.load(Ordering::Relaxed)
 }
 
 /// A cgroup root beneath our own cgroup, a scratch directory, and cleanup of both.
@@ -140,27 +186,18 @@ impl Scene {
         std::fs::write(
             &config,
             format!(
-                "target_commands: [{}]\ncgroup_root: {}\nstate_path: {}\nreconcile_interval: 1h\n{extra_yaml}",
+                "target_commands: [{}]\ncgroup_root: {}\nstate_path: {}\nreconcile_interval: 1h\nmetrics_addr: \"\"\n{extra_yaml}",
                 targets.join(", "),
                 self.root,
                 self.dir.join("state.json").display()
             ),
         )?;
         let log = self.dir.join("daemon.log");
-        // At trace level the reader adds one line per event, written after the daemon
-        // handled the batch: the exec → receipt delay of each event (latency runs only).
-        let nice = DAEMON_NICE.load(Ordering::Relaxed);
-        let mut cmd = if nice != 0 {
-            let mut c = Command::new("nice");
-            c.args(["-n", &nice.to_string()]).arg(bin);
-            c
-        } else {
-            Command::new(bin)
-        };
-        let child = cmd
+        let child = niced(bin)
             .args(["watch", "--config"])
             .arg(&config)
             .env("LOG_LEVEL", level)
+            .env("FFRTMP_RUNTIME_DIR", self.dir.join("run"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
@@ -180,8 +217,9 @@ impl Scene {
     }
 }
 
-impl Drop for Scene {
-    fn drop(&mut self) {
+impl Scene {
+    /// Remove every cgroup under the root (killing our targets still inside).
+    pub fn clear_jobs(&self) {
         for h in HIERARCHIES {
             let base = PathBuf::from("/sys/fs/cgroup")
                 .join(h)
@@ -193,6 +231,12 @@ impl Drop for Scene {
                 }
             }
         }
+    }
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        self.clear_jobs();
         for p in self.created.iter().rev() {
             let _ = std::fs::remove_dir(p);
         }
@@ -335,18 +379,59 @@ pub(super) fn daemon_latencies(log: &str) -> HashMap<u32, f64> {
     out
 }
 
-/// `received N µs after` (exec → the reader has the event) of every event, in µs.
-pub(super) fn receipt_times(log: &str) -> Vec<f64> {
+/// `read X.XXXms` (exec → the ring reader had the event) of every placement, in µs.
+pub(super) fn read_times(log: &str) -> Vec<f64> {
     log.lines()
         .filter_map(|l| {
-            l.split("was received ")
+            l.split("; read ")
                 .nth(1)?
-                .split(' ')
+                .split("ms")
                 .next()?
                 .parse::<f64>()
                 .ok()
         })
+        .map(|ms| ms * 1000.0)
         .collect()
+}
+
+/// `received X.XXXms` (exec → the engine took the event) of every placement, in µs.
+pub(super) fn receipt_times(log: &str) -> Vec<f64> {
+    log.lines()
+        .filter_map(|l| {
+            l.split(", received ")
+                .nth(1)?
+                .split("ms")
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .map(|ms| ms * 1000.0)
+        .collect()
+}
+
+/// Events the daemon said a source lost.
+pub(super) fn lost_events(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| {
+            l.split("Event source ebpf lost ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Percentiles of µs samples: (p50, p90, p99, max), in ms.
+pub(super) fn percentiles(us: &[f64]) -> Option<(f64, f64, f64, f64)> {
+    if us.is_empty() {
+        return None;
+    }
+    let mut v = us.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let p = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize] / 1000.0;
+    Some((p(0.5), p(0.9), p(0.99), v[v.len() - 1] / 1000.0))
 }
 
 /// ` in X.XXXms` (the placement itself) of each placement, in µs.

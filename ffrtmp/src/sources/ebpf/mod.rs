@@ -12,6 +12,7 @@
 //! `reader` (ring → notices, its own thread), `error`.
 
 pub mod btf;
+pub mod counters;
 pub mod error;
 pub mod ledger;
 pub mod load;
@@ -26,13 +27,15 @@ use aya::Ebpf;
 use ffrtmp_common::{OFFSETS_ARGV0, OFFSETS_EXE, OFFSETS_IDENTITY, OFFSETS_PIDNS};
 use tracing::{info, warn};
 
+pub use counters::KernelCounters;
 pub use error::EbpfError;
 pub use ledger::KernelLedger;
 pub use load::{Hook, LoadOptions, HOOK_ENV, RING_ENV};
 pub use object::{build_id, is_embedded};
+pub use reader::RingReader;
 pub use targets::{Plan, TargetTable};
 
-use super::{EventSource, SourceSinks, SourceThread};
+use super::{Attached, EventSource, SourceSinks};
 use crate::config::Settings;
 use crate::process::{ProcFs, ProcessId};
 
@@ -63,6 +66,13 @@ pub struct Started {
 impl EbpfSource {
     pub fn hook(&self) -> Hook {
         self.hook
+    }
+}
+
+impl RingReader {
+    /// The source's ring alone (tests and tools that read it without a daemon).
+    pub fn from_source(s: EbpfSource) -> RingReader {
+        RingReader::new(s.ring, s.ebpf, s.ledger)
     }
 }
 
@@ -217,7 +227,7 @@ impl EventSource for EbpfSource {
         reader::SOURCE
     }
 
-    fn start(self: Box<Self>, sinks: SourceSinks) -> std::io::Result<SourceThread> {
+    fn start(self: Box<Self>, _sinks: SourceSinks) -> std::io::Result<Attached> {
         let EbpfSource {
             ebpf,
             ring,
@@ -225,14 +235,10 @@ impl EventSource for EbpfSource {
             ledger,
             ..
         } = *self;
-        reader::Reader {
-            ring,
-            counters,
-            ebpf: Some(ebpf),
-            ledger,
-            proc: ProcFs::system(),
-            loss: reader::LossTracker::default(),
-        }
-        .spawn(sinks)
+        Ok(Attached {
+            thread: None,
+            ring: Some(RingReader::new(ring, ebpf, ledger)),
+            counters: Some(KernelCounters::new(counters)),
+        })
     }
 }

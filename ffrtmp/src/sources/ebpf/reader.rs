@@ -1,39 +1,33 @@
-//! The ring-buffer reader: a thread of its own (`ffrtmp-ring`) that turns `ExecEvent`
-//! records into `ExecNotice`s and hands each straight to the placement engine.
+//! The ring buffer's reader, drained by the placement engine's own thread: an exec event
+//! goes from the kernel to its placement with one wakeup (the engine sleeps in poll(2) on
+//! the ring's fd). A separate reader thread handing events over a queue was measured
+//! first: the second wakeup added 0.6 ms at p90 (docs/benchmarks.md).
 //!
-//! It sleeps in poll(2) on the ring's fd (no polling loop), decodes each record with the
-//! length-checked `decode_exec_event` (a bad record is reported, never a panic), and for a
-//! process the kernel stopped it claims the stop at once (`Stopped::claim`: pidfd plus a
-//! start-time check), so from the first moment in user space the stop has an owner whose
-//! drop resumes it. Every 250 ms it reads the kernel's counters into `/metrics` and reports
-//! losses (`SourceEvent::Lost`, the daemon reconciles) and strict targets the kernel could
-//! not stop. When the engine's queue is full the reader waits on it and the ring holds the
-//! rest: back-pressure ends in the kernel's `RINGBUF_FULL` count, which is a loss and so a
-//! reconciliation, never a silent miss.
+//! Each record is decoded with the length-checked `decode_exec_event` (a bad one is
+//! reported, never a panic), and for a process the kernel stopped the stop is claimed at
+//! once (`Stopped::claim`: pidfd plus a start-time check), so from its first moment in
+//! user space the stop has an owner whose drop resumes it.
 //!
-//! Stopping it (`SourceThread::stop`) detaches the hook first, then drains what is left
-//! in the ring: a stopped process among those records is resumed by its dropped token.
+//! Dropping the reader (when the engine ends) detaches the hook first, then drains what is
+//! left in the ring: a stopped process among those records is resumed by its dropped
+//! notice.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{MapData, RingBuf};
 use aya::Ebpf;
 use ffrtmp_common::user::decode_exec_event;
 use ffrtmp_common::{
-    counter, ExecEvent, StopKey, EXEC_FLAG_ARGV0_FAILED, EXEC_FLAG_ARGV0_TRUNCATED,
-    EXEC_FLAG_EXE_FAILED, EXEC_FLAG_EXE_TRUNCATED, EXEC_FLAG_FILENAME_FAILED, EXEC_FLAG_STOPPED,
-    EXEC_FLAG_TASK_FAILED,
+    ExecEvent, StopKey, EXEC_FLAG_ARGV0_FAILED, EXEC_FLAG_ARGV0_TRUNCATED, EXEC_FLAG_EXE_FAILED,
+    EXEC_FLAG_EXE_TRUNCATED, EXEC_FLAG_FILENAME_FAILED, EXEC_FLAG_STOPPED, EXEC_FLAG_TASK_FAILED,
 };
 
 use super::ledger::KernelLedger;
 use crate::process::{Known, ProcFs, StopLedger, Stopped};
-use crate::sources::{ExecNotice, SourceEvent, SourceSinks, SourceThread};
+use crate::sources::ExecNotice;
 
 pub const SOURCE: &str = "ebpf";
-const COUNTER_PERIOD: Duration = Duration::from_millis(250);
 
 /// The notice the engine gets for one kernel event (`stop`: the claimed stop, if any).
 pub fn notice_of(ev: &ExecEvent, stop: Option<Stopped>) -> ExecNotice {
@@ -62,119 +56,50 @@ pub fn notice_of(ev: &ExecEvent, stop: Option<Stopped>) -> ExecNotice {
         },
         filename: (ev.flags & EXEC_FLAG_FILENAME_FAILED == 0).then(|| ev.filename_bytes().to_vec()),
         exec_mono_ns: Some(ev.ktime_ns),
+        read_mono_ns: Some(crate::placer::monotonic_ns()),
         stop,
         source: SOURCE,
     }
 }
 
-/// Lost-event accounting from the kernel's cumulative counters.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct LossTracker {
-    pub reported: u64,
-    pub stop_failures: u64,
-}
-
-impl LossTracker {
-    /// How many events were lost since the last call, given the kernel's totals.
-    pub fn newly_lost(&mut self, ringbuf_full: u64, read_failed: u64) -> u64 {
-        let lost = ringbuf_full + read_failed;
-        let new = lost.saturating_sub(self.reported);
-        self.reported = self.reported.max(lost);
-        new
-    }
-
-    /// How many more strict targets the kernel could not stop.
-    pub fn newly_unstopped(&mut self, signal_failed: u64) -> u64 {
-        let new = signal_failed.saturating_sub(self.stop_failures);
-        self.stop_failures = self.stop_failures.max(signal_failed);
-        new
-    }
-}
-
-/// Everything the reader thread owns. Dropping it detaches the hook and resumes the
-/// stopped processes whose records were never read.
-pub(super) struct Reader {
-    pub ring: RingBuf<MapData>,
-    pub counters: PerCpuArray<MapData, u64>,
+/// The ring, the attached programs, and what claiming a stop needs.
+pub struct RingReader {
+    ring: RingBuf<MapData>,
     /// Keeps the programs attached; dropped first.
-    pub ebpf: Option<Ebpf>,
-    pub ledger: Arc<KernelLedger>,
-    pub proc: ProcFs,
-    pub loss: LossTracker,
+    ebpf: Option<Ebpf>,
+    ledger: Arc<KernelLedger>,
+    proc: ProcFs,
 }
 
-impl Reader {
-    /// Start the thread.
-    pub fn spawn(self, sinks: SourceSinks) -> std::io::Result<SourceThread> {
-        // SAFETY: plain syscall; a non-negative result is a new fd we own.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
+impl RingReader {
+    pub(super) fn new(ring: RingBuf<MapData>, ebpf: Ebpf, ledger: Arc<KernelLedger>) -> Self {
+        RingReader {
+            ring,
+            ebpf: Some(ebpf),
+            ledger,
+            proc: ProcFs::system(),
         }
-        // SAFETY: fresh fd owned by nobody else.
-        let stop = unsafe { OwnedFd::from_raw_fd(fd) };
-        let wake = stop.try_clone()?;
-        let stopping = Arc::new(AtomicBool::new(false));
-        let flag = stopping.clone();
-        let handle = std::thread::Builder::new()
-            .name("ffrtmp-ring".into())
-            .spawn(move || self.run(&sinks, &stop, &flag))?;
-        Ok(SourceThread::new(
-            SOURCE,
-            Box::new(move || {
-                stopping.store(true, Ordering::Relaxed);
-                let one: u64 = 1;
-                // SAFETY: an 8-byte write to our eventfd.
-                unsafe { libc::write(wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
-            }),
-            handle,
-        ))
     }
 
-    fn counter(&self, index: u32) -> u64 {
-        self.counters
-            .get(&index, 0)
-            .map(|v| v.iter().sum())
-            .unwrap_or(0)
+    /// The fd that polls readable when records are waiting.
+    pub fn fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
     }
 
-    /// Publish the kernel's counters and report what they say was lost or not stopped.
-    fn check_counters(&mut self, sinks: &SourceSinks) -> bool {
-        let k = &sinks.counters;
-        let values = [
-            self.counter(counter::EXECS),
-            self.counter(counter::FORWARDED),
-            self.counter(counter::RINGBUF_FULL),
-            self.counter(counter::READ_FAILED),
-            self.counter(counter::SIGNAL_FAILED),
-        ];
-        k.store_kernel(values);
-        let [_, _, full, read, signal] = values;
-        let lost = self.loss.newly_lost(full, read);
-        if lost > 0
-            && sinks
-                .events
-                .blocking_send(SourceEvent::Lost {
-                    source: SOURCE,
-                    count: lost,
-                })
-                .is_err()
-        {
-            return false;
+    /// Every record waiting, in order: a notice, or why a record could not be decoded.
+    /// Records are released as they are read, so the kernel gets the space back at once.
+    pub fn drain(&mut self, out: &mut Vec<Result<ExecNotice, String>>) {
+        loop {
+            let decoded = match self.ring.next() {
+                Some(item) => decode_exec_event(&item),
+                None => return,
+            };
+            out.push(
+                decoded
+                    .map(|ev| self.notice(&ev))
+                    .map_err(|e| format!("{e:?}")),
+            );
         }
-        let unstopped = self.loss.newly_unstopped(signal);
-        if unstopped > 0
-            && sinks
-                .events
-                .blocking_send(SourceEvent::StopsFailed {
-                    source: SOURCE,
-                    count: unstopped,
-                })
-                .is_err()
-        {
-            return false;
-        }
-        true
     }
 
     /// The notice for a record, with the stop claimed.
@@ -192,109 +117,16 @@ impl Reader {
         });
         notice_of(ev, stop)
     }
-
-    /// Hand a notice to the engine, waiting while its queue is full, unless told to stop
-    /// (the notice, and so its stop, is then dropped: resumed). `false`: stop reading.
-    fn hand_over(sinks: &SourceSinks, n: ExecNotice, stopping: &AtomicBool) -> bool {
-        let mut n = n;
-        loop {
-            match sinks.exec.send_timeout(n, Duration::from_millis(100)) {
-                Ok(()) => return true,
-                Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => {
-                    if stopping.load(Ordering::Relaxed) {
-                        return false;
-                    }
-                    n = back;
-                }
-                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => return false,
-            }
-        }
-    }
-
-    fn run(mut self, sinks: &SourceSinks, stop: &OwnedFd, stopping: &AtomicBool) {
-        let mut next_check = Instant::now();
-        loop {
-            let wait = next_check.saturating_duration_since(Instant::now());
-            let mut fds = [
-                libc::pollfd {
-                    fd: self.ring.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: stop.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            // SAFETY: two valid pollfds.
-            let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, wait.as_millis() as i32) };
-            if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                let _ = sinks.events.blocking_send(SourceEvent::Failed {
-                    source: SOURCE,
-                    error: format!(
-                        "waiting on the ring buffer failed: {}",
-                        std::io::Error::last_os_error()
-                    ),
-                });
-                return;
-            }
-            if fds[1].revents != 0 {
-                return;
-            }
-            // Records are released as they are read, which frees ring space for the kernel
-            // as early as possible; each notice goes to the engine before the next is read.
-            loop {
-                let decoded = match self.ring.next() {
-                    Some(item) => decode_exec_event(&item),
-                    None => break,
-                };
-                match decoded {
-                    Ok(ev) => {
-                        let n = self.notice(&ev);
-                        if !Self::hand_over(sinks, n, stopping) {
-                            return; // stopping, or the engine is gone; the dropped notice resumed its stop
-                        }
-                    }
-                    Err(e) => {
-                        let error = format!("{e:?}");
-                        if sinks
-                            .events
-                            .blocking_send(SourceEvent::Undecodable {
-                                source: SOURCE,
-                                error,
-                            })
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-            }
-            if Instant::now() >= next_check {
-                if !self.check_counters(sinks) {
-                    return;
-                }
-                next_check = Instant::now() + COUNTER_PERIOD;
-            }
-        }
-    }
 }
 
-impl Drop for Reader {
+impl Drop for RingReader {
     fn drop(&mut self) {
         // Detach first, so no new process is stopped after the drain below.
         drop(self.ebpf.take());
-        loop {
-            let decoded = match self.ring.next() {
-                Some(item) => decode_exec_event(&item),
-                None => break,
-            };
-            if let Ok(ev) = decoded {
-                // The notice's stop, if any, is resumed as it drops here.
-                drop(self.notice(&ev));
-            }
-        }
+        let mut left = Vec::new();
+        self.drain(&mut left);
+        // The notices' stops, if any, are resumed as they drop here.
+        drop(left);
     }
 }
 
@@ -363,21 +195,5 @@ mod tests {
         let mut ev = event(0);
         ev.pidns_level = u32::MAX;
         assert_eq!(notice_of(&ev, None).known.pidns_level, None);
-    }
-
-    #[test]
-    fn losses_and_failed_stops_are_reported_once() {
-        let mut t = LossTracker::default();
-        assert_eq!(t.newly_lost(0, 0), 0);
-        assert_eq!(t.newly_lost(3, 0), 3);
-        assert_eq!(
-            t.newly_lost(3, 0),
-            0,
-            "the same total is not reported twice"
-        );
-        assert_eq!(t.newly_lost(3, 2), 2);
-        assert_eq!(t.newly_unstopped(0), 0);
-        assert_eq!(t.newly_unstopped(2), 2);
-        assert_eq!(t.newly_unstopped(2), 0);
     }
 }
