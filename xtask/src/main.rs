@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: project chores that need more than cargo. Each task is a module.
 
 mod bench_exec;
+mod deb;
 mod ebpf;
 mod run;
 mod test;
@@ -16,6 +17,8 @@ tasks:
                            and state in .state/ (installs build prerequisites when root)
   test [--no-vm]           install what the tests need, build, run unit, host-root and VM tests
   build-ebpf [--install]   build the kernel program (ffrtmp-ebpf) for the agent to embed
+  deb [--out DIR] [--version V] [--lintian] [--chroot-test]
+                           build target/debian/ffrtmp_<version>_amd64.deb (dpkg-deb; lintian)
   vm-test [--quick-only|--systemd-only|--capabilities]
                            cgroup v2 + systemd tier in qemu (root; docs/testing.md)
   bench-exec [latency|strict|storm|rss|steps|all] [--n N]
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let result = match task {
         "build-ebpf" => ebpf::build(rest),
         "bench-exec" => bench_exec::bench(rest),
+        "deb" => deb::deb(rest),
         "run" => run::run_governor(rest),
         "test" => test::test(rest),
         "vm-test" => vm::vm_test(rest),
