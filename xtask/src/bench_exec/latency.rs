@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 
 use super::{
-    daemon_latencies, daemon_nice, loadavg, niced, percentiles, placed_under, placement_times,
-    read_times, receipt_times, summary, Scene, HIERARCHIES,
+    daemon_latencies, daemon_nice, loadavg, niced, percentiles, placed_under, print_breakdown,
+    summary, Scene, HIERARCHIES,
 };
 
 pub(super) fn latency(bin: &Path, n: usize, strict: bool) -> Result<()> {
@@ -55,27 +55,7 @@ pub(super) fn latency(bin: &Path, n: usize, strict: bool) -> Result<()> {
         "{}",
         summary("daemon (kernel exec timestamp → move verified)", inside)
     );
-    println!(
-        "{}",
-        summary(
-            "  of which exec → the ring reader read the event",
-            read_times(&log)
-        )
-    );
-    println!(
-        "{}",
-        summary(
-            "  of which exec → the engine took the event",
-            receipt_times(&log)
-        )
-    );
-    println!(
-        "{}",
-        summary(
-            "  of which the placement itself (placer: cgroup, limits, move, verify)",
-            placement_times(&log)
-        )
-    );
+    print_breakdown(&log);
     println!("not placed within 2 s: {missed}");
     let unlogged = pids.iter().filter(|p| !own.contains_key(p)).count();
     if unlogged > 0 {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 
 use super::{
-    daemon_latencies, daemon_nice, loadavg, lost_events, niced, placed_under, summary, Scene,
-    HIERARCHIES,
+    daemon_latencies, daemon_nice, loadavg, lost_events, niced, placed_under, print_breakdown,
+    summary, Scene, HIERARCHIES,
 };
 
 pub(super) fn storm(bin: &Path, n: usize) -> Result<()> {
@@ -143,6 +143,7 @@ fn storm_run(bin: &Path, n: usize, targets: Option<(usize, f64)>) -> Result<f64>
                     want.iter().filter_map(|p| by_event.get(p).copied()).collect()
                 )
             );
+            print_breakdown(&log);
         }
     }
     Ok(cpu)
@@ -216,6 +217,7 @@ pub(super) fn burst(bin: &Path, count: usize, rounds: usize) -> Result<()> {
             pids.iter().filter_map(|p| own.get(p).copied()).collect()
         )
     );
+    print_breakdown(&log);
     Ok(())
 }
 

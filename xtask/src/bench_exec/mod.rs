@@ -379,8 +379,34 @@ pub(super) fn daemon_latencies(log: &str) -> HashMap<u32, f64> {
     out
 }
 
+/// Where the daemon's exec → placed went, from its log: until the ring was read, until the
+/// engine took the event, and the placement itself.
+pub(super) fn print_breakdown(log: &str) {
+    println!(
+        "{}",
+        summary(
+            "  of which exec → the ring reader read the event",
+            read_times(log)
+        )
+    );
+    println!(
+        "{}",
+        summary(
+            "  of which exec → the engine took the event",
+            receipt_times(log)
+        )
+    );
+    println!(
+        "{}",
+        summary(
+            "  of which the placement itself (placer: cgroup, limits, move, verify)",
+            placement_times(log)
+        )
+    );
+}
+
 /// `read X.XXXms` (exec → the ring reader had the event) of every placement, in µs.
-pub(super) fn read_times(log: &str) -> Vec<f64> {
+fn read_times(log: &str) -> Vec<f64> {
     log.lines()
         .filter_map(|l| {
             l.split("; read ")
@@ -395,7 +421,7 @@ pub(super) fn read_times(log: &str) -> Vec<f64> {
 }
 
 /// `received X.XXXms` (exec → the engine took the event) of every placement, in µs.
-pub(super) fn receipt_times(log: &str) -> Vec<f64> {
+fn receipt_times(log: &str) -> Vec<f64> {
     log.lines()
         .filter_map(|l| {
             l.split(", received ")
@@ -435,7 +461,7 @@ pub(super) fn percentiles(us: &[f64]) -> Option<(f64, f64, f64, f64)> {
 }
 
 /// ` in X.XXXms` (the placement itself) of each placement, in µs.
-pub(super) fn placement_times(log: &str) -> Vec<f64> {
+fn placement_times(log: &str) -> Vec<f64> {
     log.lines()
         .filter(|l| l.contains("Limits applied to PID "))
         .filter_map(|l| {
