@@ -2,8 +2,12 @@
 //!
 //! 1. prerequisites of the eBPF build (installed when missing and running as root),
 //!    the kernel object, the agent with the object embedded;
-//! 2. unit tests and the root integration tests on this host (real v1 cgroups, real BPF);
-//! 3. the VM tier (real cgroup v2 and systemd), unless `--no-vm`.
+//! 2. unit tests and the root integration tests on this host (real v1 cgroups, real BPF;
+//!    `fleet_checks` runs promtool and kubernetes-validate on the fleet files and on a live
+//!    daemon's /metrics);
+//! 3. the Debian package, checked by lintian and installed, upgraded, removed and purged
+//!    in a chroot (root);
+//! 4. the VM tier (real cgroup v2 and systemd), unless `--no-vm`.
 
 use anyhow::Result;
 
@@ -29,6 +33,13 @@ pub fn test(args: &[String]) -> Result<()> {
         eprintln!("xtask test: not root — the root integration tests will print SKIPPED");
     }
     run(t.arg("--").arg("--test-threads=2"))?;
+    if is_root() {
+        crate::deb::deb(&["--lintian".to_string(), "--chroot-test".to_string()])?;
+    } else if std::env::var_os("FFRTMP_REQUIRE_ROOT_TESTS").is_some() {
+        anyhow::bail!("FFRTMP_REQUIRE_ROOT_TESTS is set but the package's chroot test needs root");
+    } else {
+        eprintln!("SKIPPED deb --chroot-test: it needs root (chroot, dpkg inside it)");
+    }
     if no_vm {
         eprintln!("xtask test: --no-vm: VM tier skipped");
     } else {
