@@ -137,7 +137,11 @@ fn strict_timeout_resumes_a_target_whose_placement_is_stuck() {
         h.backend.moves().is_empty(),
         "resumed before the move ended"
     );
-    assert_eq!(h.with_telemetry(|t| t.strict_timeouts), 1);
+    // The count reaches the record stage as a message after the resume.
+    assert!(
+        wait_until(T, || h.with_telemetry(|t| t.strict_timeouts) == 1),
+        "strict timeout not counted"
+    );
     assert!(
         h.placed(&p, &Harness::job(&p), T),
         "placed once the move went through"
@@ -196,14 +200,16 @@ fn a_retried_placement_is_not_doubled_by_a_scan_in_its_backoff() {
         "{:?}",
         h.backend.cgroups()
     );
+    assert!(wait_until(T, || h.state()["statistics"]
+        ["total_attachments"]
+        == 1));
+    assert!(wait_until(T, || h
+        .with_telemetry(|t| t.placements.get("placed") == Some(&1))));
     h.with_telemetry(|t| {
         assert_eq!(t.placements["placed"], 1);
         assert_eq!(t.placements["retried"], 2);
         assert_eq!(t.placements["failed"], 0);
     });
-    assert!(wait_until(T, || h.state()["statistics"]
-        ["total_attachments"]
-        == 1));
 }
 
 #[test]
@@ -279,6 +285,8 @@ fn lost_events_trigger_a_scan_that_places_what_was_missed() {
         count: 3,
     });
     assert!(h.placed(&p, &Harness::job(&p), T));
+    assert!(wait_until(T, || h
+        .with_telemetry(|t| t.exec_events.get("scan") == Some(&1))));
     h.with_telemetry(|t| {
         assert_eq!(t.events_lost, 3);
         assert_eq!(t.exec_events["scan"], 1);
@@ -310,7 +318,11 @@ fn targets_in_containers_keep_their_cgroups_unless_asked() {
         in_pod.cgroup(),
         "/kubepods.slice/kubepods-pod1.slice/cri-containerd-ab.scope"
     );
-    assert_eq!(h.with_telemetry(|t| t.skipped["container"]), 2);
+    assert!(
+        wait_until(T, || h
+            .with_telemetry(|t| t.skipped.get("container") == Some(&2))),
+        "container skips not counted"
+    );
     assert_eq!(h.backend.moves().len(), 1);
 }
 
