@@ -3,7 +3,7 @@
 //! other names a target can go by — the exe's basename (a symlink of another name points
 //! at it) and argv[0]'s basename (`exec -a`). Each is read from `task_struct` at offsets
 //! user space took from BTF; a group whose offsets are unknown is left empty and flagged.
-//! No loop but the bounded basename scan of argv[0].
+//! No loop but the bounded scan of argv[0] for its last '/'.
 
 use aya_ebpf::helpers::{
     bpf_probe_read_kernel,
@@ -152,12 +152,13 @@ unsafe fn exe_name(mm: Option<*const u8>, key: &mut Key) -> u32 {
 /// The basename of argv[0] (read from the new program's stack, `mm->arg_start`), first
 /// 15 bytes.
 ///
-/// The scan is a small state machine over a fixed 128-byte window, not a search for the
-/// last '/': the verifier follows every path through a loop, and a "last slash" index
-/// that can take any of 128 values multiplies its paths past its limit (measured: one
-/// million instructions on 6.18). Here the only state is the position in the key (16
-/// values) and the truncation bit: a '/' restarts the key, any other byte is appended
-/// while there is room. Bytes after the NUL are the zeros the buffer was filled with.
+/// Two reads: argv[0] into a 128-byte window, a scan of the window for the last '/', and
+/// the basename read again from user memory into the key, starting one past that '/'. The
+/// scan keeps one number, `base`, and never uses it to index the stack: it only becomes an
+/// address for the second helper call and a length to compare, so the verifier does not
+/// need to tell its values apart and walks the loop once per byte. (Building the key byte
+/// by byte during the scan made the position in the key an index whose 16 values the
+/// verifier explored separately: past its one-million-instruction limit on 5.10 and 6.1.)
 #[inline(always)]
 unsafe fn argv0_name(mm: Option<*const u8>, key: &mut Key) -> u32 {
     let Some(mm) = mm.filter(|_| offsets_valid(OFFSETS_ARGV0)) else {
@@ -165,10 +166,11 @@ unsafe fn argv0_name(mm: Option<*const u8>, key: &mut Key) -> u32 {
     };
     let mut buf = [0u8; ARGV0_SCAN];
     // SAFETY (caller): checked reads.
+    let Some(start) = (unsafe { read::<u64>(mm, offset(|o| &o.mm_arg_start)) }) else {
+        return EXEC_FLAG_ARGV0_FAILED;
+    };
+    // SAFETY: the helper checks the user address and writes at most ARGV0_SCAN bytes.
     let n = unsafe {
-        let Some(start) = read::<u64>(mm, offset(|o| &o.mm_arg_start)) else {
-            return EXEC_FLAG_ARGV0_FAILED;
-        };
         bpf_probe_read_user_str(
             buf.as_mut_ptr().cast(),
             ARGV0_SCAN as u32,
@@ -178,24 +180,28 @@ unsafe fn argv0_name(mm: Option<*const u8>, key: &mut Key) -> u32 {
     if n <= 0 {
         return EXEC_FLAG_ARGV0_FAILED;
     }
-    // `cut` is the flag itself, never branched on after the loop: the verifier can then
-    // treat the paths out of the loop as one (it only tells apart values that decide a
-    // branch or an offset, and `pos` is dead by then).
-    let mut pos = 0usize;
-    let mut cut = 0u32;
-    for &c in buf.iter() {
+    let mut base = 0u64;
+    for (i, &c) in buf.iter().enumerate() {
         if c == b'/' {
-            key.clear();
-            pos = 0;
-            cut = 0;
-        } else if pos < COMM_LEN - 1 {
-            key.0[pos] = c;
-            pos += 1;
-        } else if c != 0 {
-            cut = EXEC_FLAG_ARGV0_TRUNCATED;
+            base = i as u64 + 1;
         }
     }
-    // `n` counts the NUL: a full window may have cut argv[0] before its basename.
-    let window = ((n as u32) >> 7) & 1; // n == ARGV0_SCAN (128)
-    cut | (window * EXEC_FLAG_ARGV0_TRUNCATED)
+    // SAFETY: as above; at most COMM_LEN bytes, NUL-terminated, into the zeroed key.
+    let r = unsafe {
+        bpf_probe_read_user_str(
+            key.0.as_mut_ptr().cast(),
+            COMM_LEN as u32,
+            (start + base) as *const core::ffi::c_void,
+        )
+    };
+    if r <= 0 {
+        key.clear();
+        return EXEC_FLAG_ARGV0_FAILED;
+    }
+    // `n` counts the NUL; a full window may have cut argv[0] before its basename.
+    let len = (n as u64 - 1).saturating_sub(base);
+    if len > (COMM_LEN - 1) as u64 || n as usize == ARGV0_SCAN {
+        return EXEC_FLAG_ARGV0_TRUNCATED;
+    }
+    0
 }
