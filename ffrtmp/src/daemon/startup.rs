@@ -17,6 +17,9 @@ impl Daemon {
             self.placer.root(),
             self.target_names()
         );
+        if let Some(note) = self.placer.backend().move_cost() {
+            info!("{note}");
+        }
         for w in &self.settings.warnings {
             warn!("config: {w}");
         }

@@ -78,6 +78,11 @@ pub trait CgroupBackend: Send + Sync {
     fn rename(&self, cgroup: &str, new_name: &str) -> Result<String, PlaceError>;
     /// Whether `rename` can work on this hierarchy.
     fn supports_rename(&self) -> bool;
+    /// What a move into a job cgroup costs on this mount, for the start-up log (cgroup v2:
+    /// whether it waits for an RCU grace period).
+    fn move_cost(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Detect the host's hierarchy from `/sys/fs/cgroup`.

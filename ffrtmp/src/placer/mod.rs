@@ -130,10 +130,18 @@ impl Placer {
                 if self.backend.create(&cgroup).is_err() {
                     return created;
                 }
+                let procs = match Spare::open_procs(self.backend.procs_files(&cgroup)) {
+                    Ok(p) => p,
+                    Err(_) => {
+                        let _ = self.backend.remove(&cgroup);
+                        return created;
+                    }
+                };
                 let mut spare = Spare {
                     cgroup,
                     applied: Vec::new(),
                     failed: Vec::new(),
+                    procs,
                 };
                 let mut retry_later = false;
                 for (label, r) in self.backend.apply_limits(&spare.cgroup, limits) {
@@ -227,9 +235,8 @@ impl Placer {
         started: Instant,
     ) -> Result<Placement, PlaceError> {
         let pid = p.id.pid;
-        let moved = self
-            .backend
-            .move_process(&spare.cgroup, pid)
+        let moved = spare
+            .move_process(pid)
             .and_then(|()| self.verify(p, &spare.cgroup));
         if let Err(e) = moved {
             let _ = self.backend.remove(&spare.cgroup);

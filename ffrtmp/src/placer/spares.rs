@@ -1,9 +1,14 @@
-//! Spare job cgroups: created, with a command's limits written and read back, before any
-//! process needs them, so a placement is only a move and a verify. After the move the spare
-//! is renamed to the job's name (`auto-<command>-<pid>`). cgroup v1 supports renaming a
-//! cgroup; cgroup v2 does not (EPERM), so there the cgroup is created on the placement path.
+//! Spare job cgroups: created, with a command's limits written and read back and their
+//! `cgroup.procs` files opened, before any process needs them, so a placement is only a
+//! write of the PID per hierarchy and a verify (no path lookups on the placement path).
+//! After the move the spare is renamed to the job's name (`auto-<command>-<pid>`); the open
+//! files follow the rename. cgroup v1 supports renaming a cgroup; cgroup v2 does not
+//! (EPERM), so there the cgroup is created on the placement path.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write as _;
+use std::path::PathBuf;
 
 use super::error::PlaceError;
 use crate::config::Limits;
@@ -16,6 +21,32 @@ pub struct Spare {
     pub applied: Vec<String>,
     /// Limits that could not be applied (reported when the spare is used).
     pub failed: Vec<(String, PlaceError)>,
+    /// Its `cgroup.procs` files, open for writing, in move order.
+    pub procs: Vec<(PathBuf, File)>,
+}
+
+impl Spare {
+    /// Open the `cgroup.procs` files a move into the spare writes.
+    pub fn open_procs(paths: Vec<PathBuf>) -> std::io::Result<Vec<(PathBuf, File)>> {
+        paths
+            .into_iter()
+            .map(|p| {
+                let f = std::fs::OpenOptions::new().write(true).open(&p)?;
+                Ok((p, f))
+            })
+            .collect()
+    }
+
+    /// Move a whole process into the spare: its PID written to each open file.
+    pub fn move_process(&self, pid: u32) -> Result<(), PlaceError> {
+        let text = pid.to_string();
+        for (path, f) in &self.procs {
+            let mut f: &File = f;
+            f.write_all(text.as_bytes())
+                .map_err(|e| PlaceError::io(super::Step::Move, &path.display().to_string(), &e))?;
+        }
+        Ok(())
+    }
 }
 
 /// Spares by the limits they carry.

@@ -250,4 +250,66 @@ impl CgroupBackend for V2Backend {
     fn supports_rename(&self) -> bool {
         false
     }
+
+    fn move_cost(&self) -> Option<String> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let options = super_options(&mountinfo, &self.mount.display().to_string())?;
+        Some(favordynmods_note(&options, kernel_release().as_deref()))
+    }
+}
+
+/// The super options of the cgroup2 mount at `mount` (`rw,nsdelegate,favordynmods`), from
+/// /proc/self/mountinfo (`… mount-point … - cgroup2 source super-options`).
+fn super_options(mountinfo: &str, mount: &str) -> Option<String> {
+    mountinfo.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let point = left.split_whitespace().nth(4)?;
+        let mut r = right.split_whitespace();
+        (point == mount && r.next()? == "cgroup2").then(|| r.nth(1).unwrap_or("").to_string())
+    })
+}
+
+fn kernel_release() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// What `favordynmods` (Linux 6.0+) means for a placement, for the start-up log.
+fn favordynmods_note(options: &str, release: Option<&str>) -> String {
+    if options.split(',').any(|o| o == "favordynmods") {
+        return "cgroup2 is mounted with favordynmods: a move into a job cgroup does not wait for an RCU grace period".into();
+    }
+    let major = release
+        .and_then(|r| r.split('.').next())
+        .and_then(|m| m.parse::<u32>().ok());
+    if major.is_some_and(|m| m < 6) {
+        return "cgroup2 without favordynmods (Linux before 6.0 has no such option); moves do not wait for an RCU grace period there".into();
+    }
+    "cgroup2 is mounted without favordynmods: each move into a job cgroup waits for an RCU grace period \
+     (exec→placed p50 19-24 ms instead of 4-10 ms in the VM tier; docs/deployment.md); \
+     `install-edge.sh --favordynmods` turns it on, at a cost to every fork and exit"
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+24 30 0:22 / /sys ro,nosuid - sysfs sysfs rw
+26 24 0:24 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate,favordynmods,memory_recursiveprot
+";
+
+    #[test]
+    fn favordynmods_is_read_from_the_super_options() {
+        let o = super_options(MOUNTINFO, "/sys/fs/cgroup").unwrap();
+        assert_eq!(o, "rw,nsdelegate,favordynmods,memory_recursiveprot");
+        assert!(favordynmods_note(&o, Some("6.1.0-57-cloud-amd64")).contains("with favordynmods"));
+        let plain = "rw,nsdelegate,memory_recursiveprot";
+        assert!(favordynmods_note(plain, Some("6.1.0-57-cloud-amd64"))
+            .contains("waits for an RCU grace period"));
+        assert!(favordynmods_note(plain, Some("5.10.0-32-cloud-amd64")).contains("before 6.0"));
+        assert_eq!(super_options(MOUNTINFO, "/sys"), None);
+    }
 }
