@@ -392,6 +392,13 @@ fn drift_is_detected_and_corrected() {
         "{}",
         d.log_text()
     );
+    // Only once the daemon has verified its own move: a move before that is a failed
+    // placement (retried), not drift.
+    assert!(
+        d.wait_log(&format!("Limits applied to PID {pid} "), SECS),
+        "{}",
+        d.log_text()
+    );
     // Another writer moves it into a sibling cgroup of our own.
     let elsewhere = root.job("elsewhere");
     root.backend.create(&elsewhere).unwrap();

@@ -382,3 +382,50 @@ fn a_restart_readopts_without_moving() {
     assert_eq!(h2.backend.moves().len(), moves_before, "moved again");
     assert_eq!(p.cgroup(), job);
 }
+
+/// A state file lost in a crash: the first scan finds the job cgroup with its live process
+/// and takes it back in place, limits read from the cgroup, without a second cgroup.
+#[test]
+fn a_lost_state_file_does_not_lose_a_governed_process() {
+    let mut h = Harness::new().start(Start::default());
+    let p = h.spawn("ffmpeg", "/", 0);
+    h.send(h.notice(&p));
+    let job = Harness::job(&p);
+    assert!(h.placed(&p, &job, T));
+    h.stop();
+    std::fs::remove_file(&h.state_path).unwrap();
+    let moves_before = h.backend.moves().len();
+    let h2 = h.start(Start {
+        role: ScanRole::Reconcile,
+        ..Default::default()
+    });
+    assert!(
+        wait_until(T, || h2.with_telemetry(|t| t.jobs.contains_key(&p.pid))),
+        "not taken back"
+    );
+    assert!(wait_until(T, || h2.state()["processes"][p.pid.to_string()]
+        ["job_id"]
+        == job.trim_start_matches("/ffrtmp/")));
+    assert_eq!(h2.backend.moves().len(), moves_before, "moved again");
+    assert_eq!(p.cgroup(), job);
+}
+
+/// A stop the kernel made after the reader's last read is still in the daemon's ledger
+/// when it shuts down: the exiting daemon resumes it rather than leave it for a successor
+/// that may never start (`dpkg -r`).
+#[test]
+fn a_shutdown_resumes_a_stop_it_never_took() {
+    let mut h = Harness::new().start(Start::default());
+    let p = h.spawn("ffmpeg", "/", 0);
+    p.stop(&h.ledger);
+    h.stop();
+    assert!(
+        wait_until(T, || real_state(p.pid) != b'T'),
+        "left stopped by the exiting daemon"
+    );
+    assert!(h.ledger.is_empty());
+    assert!(
+        h.backend.moves().is_empty(),
+        "an exiting daemon places nothing"
+    );
+}

@@ -354,14 +354,19 @@ fn ebpf_places_targets_known_by_their_exe_or_argv0_from_their_exec_event() {
         for (how, pid) in [("a symlink", by_link), ("argv[0]", by_argv0)] {
             let cg = job(&root, &name, pid);
             let placed = wait_until(Duration::from_secs(3), || root.is_in(pid, &cg));
-            let log = w.log_text();
             assert!(
                 placed,
-                "[forward_all {forward_all}] target by {how} not placed:\n{log}"
+                "[forward_all {forward_all}] target by {how} not placed:\n{}",
+                w.log_text()
             );
+            // The record loop logs a placement after the move is visible.
             assert!(
-                placed_by_event(&log, pid),
-                "[forward_all {forward_all}] target by {how} not placed from its event:\n{log}"
+                wait_until(Duration::from_secs(3), || placed_by_event(
+                    &w.log_text(),
+                    pid
+                )),
+                "[forward_all {forward_all}] target by {how} not placed from its event:\n{}",
+                w.log_text()
             );
         }
         std::thread::sleep(Duration::from_millis(300));

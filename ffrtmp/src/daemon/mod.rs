@@ -31,7 +31,7 @@ use crate::config::{Limits, Settings};
 use crate::engine::{self, EngineConfig, EngineHandle, Outcome, Work};
 use crate::matcher::Guard;
 use crate::placer::{monotonic_ns, Placer};
-use crate::process::{ProcFs, ProcessId, StopLedger};
+use crate::process::{ProcFs, ProcessId, Resumed, StopLedger, Stopped};
 use crate::record::health::Health;
 use crate::record::logging::LogControl;
 use crate::record::metrics::{SourceCounters, Telemetry};
@@ -667,8 +667,21 @@ impl Daemon {
         for g in self.journal.values() {
             g.exit_watch.abort();
         }
-        // Every stop was resumed by now (sources and engine are gone): the ledger goes.
+        // Sources and engine are gone, so their stops were resumed when they dropped. A
+        // stop the kernel made after the reader's last read is still in a ledger: this
+        // daemon will not place it, and a removed package starts no successor, so it is
+        // resumed unplaced rather than left for a next daemon that may never come.
         for l in &self.ledgers {
+            for (key, _) in l.ledger.entries() {
+                let s = Stopped::claim(l.ledger.clone(), key, &self.proc);
+                if s.resume() == Resumed::Now {
+                    warn!(
+                        pid = key.tgid,
+                        "PID {} was stopped for strict placement when the daemon stopped; resumed it unplaced",
+                        key.tgid
+                    );
+                }
+            }
             if l.ledger.entries().is_empty() {
                 l.ledger.retire();
             }

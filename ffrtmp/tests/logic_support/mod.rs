@@ -314,6 +314,9 @@ pub struct Harness {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Run against the harness before the daemon starts.
+pub type Before<'a> = Box<dyn FnOnce(&Harness) + 'a>;
+
 pub struct Start<'a> {
     pub yaml: &'a str,
     pub dry_run: bool,
@@ -321,7 +324,7 @@ pub struct Start<'a> {
     /// Ledgers a dead daemon left.
     pub orphans: Vec<Arc<dyn StopLedger>>,
     /// Before the daemon starts (fixture processes, registered roots).
-    pub before: Option<Box<dyn FnOnce(&Harness) + 'a>>,
+    pub before: Option<Before<'a>>,
 }
 
 impl Default for Start<'_> {
