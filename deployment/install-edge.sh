@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install ffrtmp watch on an edge node as a systemd service (docs/deployment.md).
 #
-#   deployment/install-edge.sh [--binary PATH] [--enable] [--fallback-scan]
+#   deployment/install-edge.sh [--binary PATH] [--enable] [--fallback-scan] [--favordynmods]
 #   deployment/install-edge.sh --check
 #   deployment/install-edge.sh --uninstall [--purge]
 #
@@ -22,6 +22,11 @@
 #
 #   --fallback-scan   also install a drop-in that adds --fallback-scan to ExecStart (for
 #                     nodes where the eBPF source cannot run: the /proc scan governs instead)
+#   --favordynmods    also remount cgroup2 with favordynmods now and at every boot (the unit
+#                     ffrtmp-cgroup-favordynmods.service, ordered before ffrtmp-watch.service):
+#                     placements stop waiting for an RCU grace period, at the price of slower
+#                     fork and exit for every process of the node (numbers: --check, and
+#                     docs/deployment.md). Linux 6.0+; --uninstall removes the unit.
 #   --check           only check the node; exit 1 if the daemon cannot govern here
 #   --purge           with --uninstall: also remove /var/lib/ffrtmp (the state file)
 #
@@ -33,6 +38,8 @@ BIN_DST=/usr/local/bin/ffrtmp
 UNIT_DST=/etc/systemd/system/$UNIT_NAME
 DROPIN_DIR=/etc/systemd/system/$UNIT_NAME.d
 FALLBACK_DST=$DROPIN_DIR/fallback-scan.conf
+FAVOR_NAME=ffrtmp-cgroup-favordynmods.service
+FAVOR_DST=/etc/systemd/system/$FAVOR_NAME
 ETC_DIR=/etc/ffrtmp
 CONFIG_DST=$ETC_DIR/watch-config.yaml
 ENV_DST=$ETC_DIR/watch.env
@@ -56,13 +63,14 @@ usage() { # usage CODE: the header above; to stderr when CODE is not 0
 }
 
 binary=$CHECKOUT/target/release/ffrtmp
-mode=install enable=0 purge=0 fallback=0
+mode=install enable=0 purge=0 fallback=0 favordynmods=0
 while [[ $# -gt 0 ]]; do
     case $1 in
         --binary) [[ $# -ge 2 ]] || { echo "--binary needs a path" >&2; usage 2; }; binary=$2; shift 2 ;;
         --binary=*) binary=${1#*=}; shift ;;
         --enable) enable=1; shift ;;
         --fallback-scan) fallback=1; shift ;;
+        --favordynmods) favordynmods=1; shift ;;
         --uninstall) mode=uninstall; shift ;;
         --purge) purge=1; shift ;;
         --check) mode=check; shift ;;
@@ -71,10 +79,57 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ $purge == 0 || $mode == uninstall ]] || { echo "install-edge: --purge goes with --uninstall" >&2; exit 2; }
+[[ $favordynmods == 0 || $mode == install ]] || { echo "install-edge: --favordynmods goes with an install (not --check or --uninstall)" >&2; exit 2; }
 
 [[ $mode == check || $(id -u) -eq 0 ]] || die "must run as root (it writes /usr/local/bin, /etc and /etc/systemd/system): sudo $0 $*"
 
 have_systemd() { [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; }
+
+# --- favordynmods -------------------------------------------------------------------------
+# Measured in the VM tier (cargo xtask vm-test, systemd scenario 15 on Debian 12 / 6.1 and
+# Debian 13 / 6.12, 2 vCPUs under qemu TCG: 20 starts of a real ffmpeg per setting, and
+# fork loops with the option off and on interleaved; docs/deployment.md has every number):
+FAVOR_GAIN="exec→placed p50 ~24 ms without it, ~10 ms with it (real ffmpeg, VM tier)"
+FAVOR_COST="fork+exit and fork+exec, no slowdown measurable in the VM tier (lost in its noise; +28 % / +25 % reported on 2-vCPU KVM guests)"
+# The options of the cgroup2 mount at /sys/fs/cgroup (empty if there is none).
+cgroup2_opts() { awk '$2 == "/sys/fs/cgroup" && $3 == "cgroup2" {print $4; exit}' /proc/self/mounts 2>/dev/null; }
+has_favordynmods() { [[ ,$(cgroup2_opts), == *,favordynmods,* ]]; }
+kernel_has_favordynmods() { # Linux 6.0+ (commit 6a010a49b63a)
+    local k major minor; k=$(uname -r); major=${k%%.*}; minor=${k#*.}; minor=${minor%%[!0-9]*}
+    (( major >= 6 ))
+}
+# The command that turns the option off again at run time: util-linux's remount keeps the
+# options in effect unless told to ignore them, and the kernel knows no "nofavordynmods".
+favordynmods_off_cmd() {
+    local o; o=$(cgroup2_opts | tr ',' '\n' | grep -vx -e favordynmods -e rw -e ro | paste -sd, -)
+    echo "mount --options-mode=ignore -o remount${o:+,$o} /sys/fs/cgroup"
+}
+favor_unit_text() {
+    cat <<UNIT
+# Written by install-edge.sh --favordynmods; install-edge.sh --uninstall removes it.
+# Remounts cgroup2 with favordynmods before ffrtmp-watch.service starts: a placement (a write
+# to cgroup.procs) then does not wait for an RCU grace period ($FAVOR_GAIN).
+# Cost: every fork and exit on the node takes the cgroup rwsem's slow path ($FAVOR_COST).
+# See $DOC_DST.
+[Unit]
+Description=cgroup2 mount option favordynmods (fast cgroup moves for ffrtmp)
+Documentation=file:$DOC_DST
+Before=$UNIT_NAME
+ConditionPathIsMountPoint=/sys/fs/cgroup
+ConditionKernelVersion=>=6.0
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+# util-linux's (and busybox's) remount keeps the options in effect (nsdelegate,
+# memory_recursiveprot, nosuid, ...) and adds this one.
+ExecStart=/bin/mount -o remount,favordynmods /sys/fs/cgroup
+ExecStartPost=/bin/grep -qE '^[^ ]+ /sys/fs/cgroup cgroup2 [^ ]*favordynmods' /proc/self/mounts
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+}
 
 # --- node check ---------------------------------------------------------------------------
 # Prints each finding; sets node_ok=0 when the daemon cannot govern at all.
@@ -115,6 +170,16 @@ check_node() {
             say "  MISSING cgroup v2 controller(s):$missing (have: ${ctrl:-none}). Limits of those kinds cannot be"
             say "          applied (the daemon logs each failure and reports degraded health). Enable them on the"
             say "          kernel command line (e.g. cgroup_enable=memory) or stop whatever holds them in cgroup v1"
+        fi
+        if has_favordynmods; then
+            say "  ok      cgroup2 has favordynmods: placements do not wait for an RCU grace period ($FAVOR_GAIN; cost: $FAVOR_COST)"
+        elif kernel_has_favordynmods; then
+            say "  NOTE    cgroup2 without favordynmods: every placement waits for an RCU grace period ($FAVOR_GAIN); --favordynmods turns it on at boot (cost: $FAVOR_COST)"
+        else
+            say "  ok      kernel $kver < 6.0: cgroup moves do not wait for an RCU grace period (no favordynmods option needed or known)"
+        fi
+        if [[ -f $FAVOR_DST ]] && have_systemd; then
+            say "          $FAVOR_NAME is installed ($(systemctl is-enabled "$FAVOR_NAME" 2>/dev/null || echo unknown), $(systemctl is-active "$FAVOR_NAME" 2>/dev/null || echo unknown))"
         fi
     elif [[ -d /sys/fs/cgroup/cpu && -d /sys/fs/cgroup/memory ]]; then
         say "  NOTE    cgroup v1 (hybrid/legacy hierarchy): the daemon uses the v1 backend with cgroup_root /ffrtmp;"
@@ -229,6 +294,20 @@ do_install() {
     elif [[ -n ${recorded[$FALLBACK_DST]:-} && -f $FALLBACK_DST ]]; then
         say "note: $FALLBACK_DST from an earlier --fallback-scan install is kept (remove it to use eBPF only)"
     fi
+    local favor_changed=0
+    if [[ $favordynmods == 1 ]]; then
+        [[ $(stat -fc %T /sys/fs/cgroup 2>/dev/null) == cgroup2fs ]] \
+            || die "--favordynmods: /sys/fs/cgroup is not cgroup2 here; the option exists only for cgroup v2"
+        kernel_has_favordynmods \
+            || die "--favordynmods: kernel $(uname -r) is older than 6.0: it has no favordynmods, and its cgroup moves do not wait for an RCU grace period anyway"
+        have_systemd || die "--favordynmods: systemd is not running; mount cgroup2 with -o favordynmods at boot yourself (or boot with cgroup_favordynmods=1 on Linux 6.7+)"
+        local ftmp; ftmp=$(mktemp)
+        favor_unit_text >"$ftmp"
+        install_file "$ftmp" "$FAVOR_DST" 0644 && favor_changed=1
+        rm -f "$ftmp"
+    elif [[ -n ${recorded[$FAVOR_DST]:-} && -f $FAVOR_DST ]]; then
+        say "note: $FAVOR_DST from an earlier --favordynmods install is kept (install-edge.sh --uninstall removes it)"
+    fi
     if [[ -f $DOC_SRC ]]; then install_file "$DOC_SRC" "$DOC_DST" 0644 || true; fi
     install_config "$CONFIG_SRC" "$CONFIG_DST"
     install_config "$ENV_SRC" "$ENV_DST"
@@ -238,9 +317,22 @@ do_install() {
     fi
     save_manifest
 
-    if have_systemd && [[ $unit_changed == 1 ]]; then
+    if have_systemd && [[ $unit_changed == 1 || $favor_changed == 1 ]]; then
         systemctl daemon-reload
         changes+=("systemctl daemon-reload")
+    fi
+    if [[ $favordynmods == 1 ]]; then
+        if ! systemctl is-enabled --quiet "$FAVOR_NAME" 2>/dev/null; then
+            systemctl enable --quiet "$FAVOR_NAME"
+            changes+=("enabled $FAVOR_NAME (cgroup2 gets favordynmods at every boot, before $UNIT_NAME)")
+        fi
+        if [[ $favor_changed == 1 ]] || ! systemctl is-active --quiet "$FAVOR_NAME" || ! has_favordynmods; then
+            systemctl restart "$FAVOR_NAME" \
+                || die "systemctl restart $FAVOR_NAME failed: journalctl -u $FAVOR_NAME -n 20 says why"
+            has_favordynmods || die "$FAVOR_NAME ran but /proc/self/mounts shows no favordynmods for /sys/fs/cgroup ($(cgroup2_opts))"
+            changes+=("remounted /sys/fs/cgroup: $(cgroup2_opts)")
+        fi
+        say "favordynmods on: $FAVOR_GAIN; the cost, for every process on the node: $FAVOR_COST"
     fi
     if [[ $enable == 1 ]]; then
         have_systemd || die "--enable: systemd is not running on this machine"
@@ -303,16 +395,26 @@ do_uninstall() {
             systemctl disable --quiet "$UNIT_NAME"; changes+=("disabled $UNIT_NAME")
         fi
     fi
+    if have_systemd && [[ -f $FAVOR_DST ]] && systemctl is-enabled --quiet "$FAVOR_NAME" 2>/dev/null; then
+        systemctl disable --quiet "$FAVOR_NAME"; changes+=("disabled $FAVOR_NAME")
+    fi
     # Without a manifest, files identical to this checkout's count as ours.
+    local ftmp; ftmp=$(mktemp); favor_unit_text >"$ftmp"
+    adopt_if_identical "$ftmp" "$FAVOR_DST"; rm -f "$ftmp"
     adopt_if_identical "$UNIT_SRC" "$UNIT_DST"
     adopt_if_identical "$CONFIG_SRC" "$CONFIG_DST"
     adopt_if_identical "$ENV_SRC" "$ENV_DST"
-    for p in "$UNIT_DST" "$FALLBACK_DST" "$BIN_DST" "$DOC_DST" "$CONFIG_DST" "$ENV_DST"; do
+    local favor_was=0; [[ -e $FAVOR_DST ]] && favor_was=1
+    for p in "$UNIT_DST" "$FALLBACK_DST" "$FAVOR_DST" "$BIN_DST" "$DOC_DST" "$CONFIG_DST" "$ENV_DST"; do
         remove_recorded "$p"
     done
+    if [[ $favor_was == 1 && ! -e $FAVOR_DST ]]; then
+        if have_systemd; then systemctl stop "$FAVOR_NAME" 2>/dev/null || true; fi
+        has_favordynmods && say "note: /sys/fs/cgroup keeps favordynmods until the next boot; to drop it now: $(favordynmods_off_cmd)"
+    fi
     rmdir "$DROPIN_DIR" "$(dirname "$DOC_DST")" 2>/dev/null || true
     if have_systemd && [[ ! -e $UNIT_DST ]]; then
-        systemctl daemon-reload; systemctl reset-failed "$UNIT_NAME" 2>/dev/null || true
+        systemctl daemon-reload; systemctl reset-failed "$UNIT_NAME" "$FAVOR_NAME" 2>/dev/null || true
     fi
     if [[ -d $STATE_DIR ]]; then
         if [[ $purge == 1 ]]; then

@@ -157,7 +157,6 @@ pub fn deb(args: &[String]) -> Result<()> {
 
 /// The two packages the systemd VM tier installs (`scenarios/systemd/deb.sh`): the default
 /// build and `<version>+test2`, a newer one for the upgrade scenario. Both in target/debian.
-#[allow(dead_code)] // until xtask/src/vm.rs calls it
 pub fn vm_packages() -> Result<[PathBuf; 2]> {
     let first = build(&Opts {
         out: None,

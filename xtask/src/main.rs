@@ -19,9 +19,9 @@ tasks:
   build-ebpf [--install]   build the kernel program (ffrtmp-ebpf) for the agent to embed
   deb [--out DIR] [--version V] [--lintian] [--chroot-test]
                            build target/debian/ffrtmp_<version>_amd64.deb (dpkg-deb; lintian)
-  vm-test [--quick-only|--systemd-only|--capabilities]
+  vm-test [--quick-only|--systemd-only|--capabilities] [--kernel SERIES] [--distro SUITE]
                            cgroup v2 + systemd tier in qemu (root; docs/testing.md)
-  bench-exec [latency|strict|storm|rss|steps|all] [--n N]
+  bench-exec [compare|latency|strict|storm|burst|rss|ready|steps|all] [--n N] [--rounds R] [--gap-ms N] [--daemon-nice N]
                            eBPF benchmarks against the release daemon (root; docs/benchmarks.md)
 ";
 

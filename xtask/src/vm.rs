@@ -1,20 +1,26 @@
-//! `cargo xtask vm-test`: the VM tier. Real cgroup v2 and real systemd 252 under qemu TCG,
-//! through the scripts in `xtask/vm/` (their README documents each one).
+//! `cargo xtask vm-test`: the VM tier. Real cgroup v2 and real systemd under qemu TCG, on
+//! the kernel and distribution matrix of `xtask/vm/kernels.txt`, through the scripts in
+//! `xtask/vm/` (their README documents each one).
 //!
-//! 1. host tools (`setup-host.sh`), the Debian cloud kernel (`fetch-kernel.sh`), the eBPF
-//!    object and the release binary with it embedded;
-//! 2. **quick tier**: every integration test binary of the `ffrtmp` package, run one after
-//!    the other in one initramfs VM with cgroup v2 (`quick-run.sh` +
-//!    `scenarios/quick-tests.sh`), `FFRTMP_REQUIRE_ROOT_TESTS=1` so a skip is a failure;
-//! 3. **systemd tier**: the cached Debian rootfs boots with a payload disk holding the
-//!    binary, `deployment/` and the scenario script (`scenarios/systemd/run.sh`), which
-//!    installs ffrtmp with `install-edge.sh` and runs the scenarios; one line per scenario.
+//! 1. host tools (`setup-host.sh`), every kernel of the matrix (`fetch-kernel.sh --all`), the
+//!    eBPF object and the release binary with it embedded;
+//! 2. **quick tier**, once per kernel, one VM at a time: every integration test binary of the
+//!    `ffrtmp` package, run one after the other in an initramfs VM with cgroup v2
+//!    (`quick-run.sh` + `scenarios/quick-tests.sh`), `FFRTMP_REQUIRE_ROOT_TESTS=1` so a skip
+//!    is a failure; then the daemon's own exec → placed figures on that kernel, with and
+//!    without the `favordynmods` cgroup2 mount option;
+//! 3. **systemd tier**, once per distribution (a `rootfs` column of kernels.txt: Debian 12
+//!    with its 6.1 kernel, Debian 13 with its 6.12): the cached rootfs boots with a payload
+//!    disk holding the binary, `deployment/` and the scenario script
+//!    (`scenarios/systemd/run.sh`), which installs ffrtmp with `install-edge.sh` and runs the
+//!    scenarios; one line per scenario.
 //!
 //! The test binaries are built with the release profile: under TCG a debug `ffrtmp watch`
 //! needs 8.5 s to load its eBPF program (BTF parsing in unoptimized aya), a release one
 //! 1.5 s, and the tests give the daemon 10 s.
 //!
-//! Results stay in `target/vm/` (console logs, `systemd/out/` with the journal).
+//! Results stay in `target/vm/` (console logs per kernel, `systemd-<suite>/out/` with the
+//! journal).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -24,16 +30,22 @@ use anyhow::{bail, Context, Result};
 
 use crate::util::{cargo, is_root, repo_root, run, show};
 
-const USAGE: &str = "usage: cargo xtask vm-test [--quick-only | --systemd-only] [--capabilities]
+const USAGE: &str = "usage: cargo xtask vm-test [--quick-only | --systemd-only] [--kernel SERIES]... [--distro SUITE]... [--capabilities]
 
-Runs the VM tier (root; qemu TCG, one VM at a time):
+Runs the VM tier (root; qemu TCG, one VM at a time) on the matrix of xtask/vm/kernels.txt:
   quick tier     the ffrtmp integration tests on real cgroup v2 (initramfs VM, no systemd)
-  systemd tier   install-edge.sh and the service scenarios in a Debian 12 VM with systemd 252
+                 and the daemon's exec -> placed figure, once per kernel (5.10, 6.1, 6.12, 7.x)
+  systemd tier   install-edge.sh and the service scenarios, once per distribution
+                 (Debian 12 bookworm: systemd 252, kernel 6.1; Debian 13 trixie: systemd 257,
+                 kernel 6.12)
 
-  --quick-only     only the quick tier
-  --systemd-only   only the systemd tier
-  --capabilities   instead of the tiers: the capability probe of ffrtmp-watch.service
-                   (which capabilities the unit needs; xtask/vm/scenarios/capabilities)
+  --quick-only       only the quick tier
+  --systemd-only     only the systemd tier
+  --kernel SERIES    quick tier on this kernel series only (repeatable; e.g. --kernel 6.1)
+  --distro SUITE     systemd tier on this distribution only (repeatable; e.g. --distro trixie)
+  --capabilities     instead of the tiers: the capability probe of ffrtmp-watch.service
+                     (which capabilities the unit needs; xtask/vm/scenarios/capabilities;
+                     on the first --distro, default bookworm)
 
 Caches in $FFRTMP_VM_CACHE (default /var/cache/ffrtmp-vm); results in target/vm/.
 ";
@@ -48,15 +60,23 @@ const QUICK_HOST_FILES: &[&str] = &[
     "/usr/bin/setpriv",
     "/usr/bin/cat",
     "/usr/bin/tail",
+    "/usr/bin/unshare",
 ];
-/// Seconds before a VM is killed.
-const QUICK_TIMEOUT: u32 = 900;
+/// Host programs the quick tier's own measurement uses, and where they go in the VM:
+/// util-linux `mount` can turn `favordynmods` off again (`--options-mode=ignore`); busybox's
+/// remount keeps the options in effect.
+const QUICK_TOOLS: &[(&str, &str)] = &[("/usr/bin/mount", "/usr/lib/ffrtmp-vm/mount")];
+/// Seconds before a VM is killed: 3-5x what a healthy run takes (quick VM 25-110 s, systemd
+/// VM 200-255 s), so a broken build cannot push `.ci/run` far past its budget (6 VMs).
+const QUICK_TIMEOUT: u32 = 600;
 const SYSTEMD_TIMEOUT: u32 = 900;
 
 struct Opts {
     quick: bool,
     systemd: bool,
     capabilities: bool,
+    kernels: Vec<String>,
+    distros: Vec<String>,
 }
 
 fn parse(args: &[String]) -> Result<Option<Opts>> {
@@ -64,17 +84,35 @@ fn parse(args: &[String]) -> Result<Option<Opts>> {
         quick: true,
         systemd: true,
         capabilities: false,
+        kernels: Vec::new(),
+        distros: Vec::new(),
     };
-    for a in args {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{name} needs a value\n\n{USAGE}"))
+        };
         match a.as_str() {
             "--quick-only" => o.systemd = false,
             "--systemd-only" => o.quick = false,
             "--capabilities" => o.capabilities = true,
+            "--kernel" => o.kernels.push(value("--kernel")?),
+            "--distro" => o.distros.push(value("--distro")?),
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return Ok(None);
             }
-            other => bail!("unknown option {other:?}\n\n{USAGE}"),
+            other => {
+                if let Some(v) = other.strip_prefix("--kernel=") {
+                    o.kernels.push(v.to_string());
+                } else if let Some(v) = other.strip_prefix("--distro=") {
+                    o.distros.push(v.to_string());
+                } else {
+                    bail!("unknown option {other:?}\n\n{USAGE}");
+                }
+            }
         }
     }
     if !o.quick && !o.systemd {
@@ -83,10 +121,61 @@ fn parse(args: &[String]) -> Result<Option<Opts>> {
     Ok(Some(o))
 }
 
-/// One result line of a tier: a test binary or a scenario.
+/// One row of `xtask/vm/kernels.txt`.
+struct Row {
+    series: String,
+    /// The suite of the systemd-tier rootfs that boots this kernel, if any.
+    rootfs: Option<String>,
+}
+
+fn matrix(vm: &Path) -> Result<Vec<Row>> {
+    let path = vm.join("kernels.txt");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut rows = Vec::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() != 4 {
+            bail!(
+                "{}: a row needs 4 columns (series suites package rootfs): {line:?}",
+                path.display()
+            );
+        }
+        rows.push(Row {
+            series: f[0].to_string(),
+            rootfs: (f[3] != "-").then(|| f[3].to_string()),
+        });
+    }
+    if rows.is_empty() {
+        bail!("{} lists no kernel", path.display());
+    }
+    Ok(rows)
+}
+
+/// What each distribution of the systemd tier is called in the summary.
+fn distro_name(suite: &str) -> String {
+    match suite {
+        "bookworm" => "Debian 12 bookworm".into(),
+        "trixie" => "Debian 13 trixie".into(),
+        other => format!("Debian {other}"),
+    }
+}
+
+/// One result line of a tier: a test binary, a scenario, or a measured figure.
 struct Outcome {
     line: String,
     passed: bool,
+}
+
+/// The results of one VM: a kernel of the quick tier or a distribution of the systemd tier.
+struct Group {
+    title: String,
+    secs: u64,
+    outcomes: Vec<Outcome>,
 }
 
 pub fn vm_test(args: &[String]) -> Result<()> {
@@ -107,19 +196,48 @@ pub fn vm_test(args: &[String]) -> Result<()> {
     let out = root.join("target/vm");
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let t0 = Instant::now();
+    let rows = matrix(&vm)?;
+    for k in &opts.kernels {
+        if !rows.iter().any(|r| &r.series == k) {
+            bail!(
+                "--kernel {k}: not a series of xtask/vm/kernels.txt (known: {})",
+                rows.iter()
+                    .map(|r| r.series.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+    }
+    for d in &opts.distros {
+        if !rows.iter().any(|r| r.rootfs.as_deref() == Some(d)) {
+            bail!(
+                "--distro {d}: no row of xtask/vm/kernels.txt has rootfs {d} (known: {})",
+                rows.iter()
+                    .filter_map(|r| r.rootfs.as_deref())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+    }
 
     run(&mut Command::new(vm.join("setup-host.sh")))?;
-    run(Command::new(vm.join("fetch-kernel.sh")).stdout(Stdio::null()))?;
+    let kernels = fetch_kernels(&vm)?;
     crate::ebpf::build(&["--install".to_string()])?;
 
     if opts.capabilities {
+        let suite = opts.distros.first().map_or("bookworm", String::as_str);
         let bin = build_release(&root)?;
-        let payload = stage_payload(&root, &out, "capabilities", &bin)?;
+        let payload = stage_payload(&root, &out, "capabilities", "capabilities", &bin)?;
         run(Command::new(vm.join("run-systemd.sh"))
             .arg(&payload)
-            .arg(SYSTEMD_TIMEOUT.to_string()))?;
+            .arg(SYSTEMD_TIMEOUT.to_string())
+            .env("FFRTMP_VM_SUITE", suite))?;
         let caps = std::fs::read_to_string(payload.join("out/caps.txt")).unwrap_or_default();
-        println!("\n=== capability probe ({} s)", t0.elapsed().as_secs());
+        println!(
+            "\n=== capability probe, {} ({} s)",
+            distro_name(suite),
+            t0.elapsed().as_secs()
+        );
         for l in caps.lines().filter(|l| {
             l.starts_with("CAPS ") || l.starts_with("SCOPE ") || l.contains("exposure level")
         }) {
@@ -128,44 +246,108 @@ pub fn vm_test(args: &[String]) -> Result<()> {
         println!("(full report: {})", payload.join("out").display());
         return Ok(());
     }
+    let setup_secs = t0.elapsed().as_secs();
 
-    let mut outcomes = Vec::new();
-    let mut times = Vec::new();
+    let mut groups = Vec::new();
+    let mut times = vec![format!("setup {setup_secs} s")];
     if opts.quick {
         let t = Instant::now();
-        outcomes.extend(quick_tier(&root, &vm, &out)?);
-        times.push(format!("quick tier {} s", t.elapsed().as_secs()));
+        let built = build_tests(&root)?;
+        let build_secs = t.elapsed().as_secs();
+        let mut per = Vec::new();
+        for r in rows
+            .iter()
+            .filter(|r| opts.kernels.is_empty() || opts.kernels.contains(&r.series))
+        {
+            let vmlinuz = kernels
+                .iter()
+                .find(|(s, _)| s == &r.series)
+                .map(|(_, v)| v.clone())
+                .with_context(|| {
+                    format!(
+                        "fetch-kernel.sh --all reported no kernel for series {}",
+                        r.series
+                    )
+                })?;
+            let g = quick_tier(&vm, &out, &built, &r.series, &vmlinuz)?;
+            per.push(format!("{} {} s", r.series, g.secs));
+            groups.push(g);
+        }
+        times.push(format!(
+            "quick tier {} s (test build {build_secs} s; {})",
+            t.elapsed().as_secs(),
+            per.join(", ")
+        ));
     }
     if opts.systemd {
         let t = Instant::now();
-        outcomes.extend(systemd_tier(&root, &vm, &out)?);
-        times.push(format!("systemd tier {} s", t.elapsed().as_secs()));
+        let bin = build_release(&root)?;
+        let mut per = Vec::new();
+        for suite in rows.iter().filter_map(|r| r.rootfs.as_ref()) {
+            if !opts.distros.is_empty() && !opts.distros.contains(suite) {
+                continue;
+            }
+            let g = systemd_tier(&root, &vm, &out, &bin, suite)?;
+            per.push(format!("{suite} {} s", g.secs));
+            groups.push(g);
+        }
+        times.push(format!(
+            "systemd tier {} s ({})",
+            t.elapsed().as_secs(),
+            per.join(", ")
+        ));
     }
 
     println!(
         "\n=== vm-test summary ({}; total {} s)",
-        times.join(", "),
+        times.join("; "),
         t0.elapsed().as_secs()
     );
-    for o in &outcomes {
-        println!("{}", o.line);
+    for g in &groups {
+        println!("--- {} ({} s)", g.title, g.secs);
+        for o in &g.outcomes {
+            println!("{}", o.line);
+        }
     }
-    let failed = outcomes.iter().filter(|o| !o.passed).count();
-    if failed > 0 {
+    let failed: Vec<&str> = groups
+        .iter()
+        .flat_map(|g| {
+            g.outcomes
+                .iter()
+                .filter(|o| !o.passed)
+                .map(|_| g.title.as_str())
+        })
+        .collect();
+    if !failed.is_empty() {
         bail!(
-            "{failed} VM test result(s) failed (logs in {})",
+            "{} VM test result(s) failed (logs in {})",
+            failed.len(),
             out.display()
         );
     }
     Ok(())
 }
 
-/// The quick tier: all integration test binaries of `ffrtmp` in one cgroup v2 VM.
-fn quick_tier(root: &Path, vm: &Path, out: &Path) -> Result<Vec<Outcome>> {
-    let built = build_tests(root)?;
-    if built.tests.is_empty() {
-        bail!("cargo built no integration test binaries for ffrtmp");
+/// `fetch-kernel.sh --all`: (series, vmlinuz) of every kernel of the matrix.
+fn fetch_kernels(vm: &Path) -> Result<Vec<(String, String)>> {
+    let mut cmd = Command::new(vm.join("fetch-kernel.sh"));
+    cmd.arg("--all").stderr(Stdio::inherit());
+    eprintln!("+ {}", show(&cmd));
+    let o = cmd.output().context("cannot run fetch-kernel.sh")?;
+    if !o.status.success() {
+        bail!("`{}` failed with {}", show(&cmd), o.status);
     }
+    Ok(String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(s, v)| (s.to_string(), v.trim().to_string()))
+        .collect())
+}
+
+/// The quick tier on one kernel: all integration test binaries of `ffrtmp` in one cgroup v2
+/// VM, then the daemon's exec → placed figure.
+fn quick_tier(vm: &Path, out: &Path, built: &Built, series: &str, vmlinuz: &str) -> Result<Group> {
+    let t = Instant::now();
     let mut extra: Vec<String> = vec![built.ffrtmp.display().to_string()];
     extra.extend(built.tests.iter().map(|t| t.display().to_string()));
     for f in QUICK_HOST_FILES {
@@ -174,31 +356,51 @@ fn quick_tier(root: &Path, vm: &Path, out: &Path) -> Result<Vec<Outcome>> {
         }
         extra.push(format!("{f}:{f}"));
     }
-    let log = out.join("quick-console.log");
+    for (src, dst) in QUICK_TOOLS {
+        if !Path::new(src).exists() {
+            bail!("{src} is missing on this host; the quick tier's favordynmods measurement runs it (install util-linux / mount)");
+        }
+        extra.push(format!("{src}:{dst}"));
+    }
+    let log = out.join(format!("quick-{series}-console.log"));
     let mut cmd = Command::new(vm.join("quick-run.sh"));
     cmd.arg(vm.join("scenarios/quick-tests.sh"))
         .args(&built.tests)
         .env("QUICK_EXTRA_FILES", extra.join(" "))
+        .env("QUICK_FFRTMP", &built.ffrtmp)
+        .env("FFRTMP_VM_ENV", "QUICK_FFRTMP")
+        .env("FFRTMP_VM_KERNEL_IMAGE", vmlinuz)
         .env("FFRTMP_VM_TIMEOUT", QUICK_TIMEOUT.to_string())
         .env("FFRTMP_VM_LOG", &log);
     eprintln!("+ {}", show(&cmd));
     let status = cmd.status().context("cannot start quick-run.sh")?;
     let console = std::fs::read_to_string(&log).unwrap_or_default();
+    let release = console
+        .lines()
+        .find_map(|l| l.strip_prefix("quick tier: kernel "))
+        .and_then(|l| l.split(';').next())
+        .unwrap_or("?")
+        .to_string();
     let mut outcomes: Vec<Outcome> = console
         .lines()
         .filter(|l| l.starts_with("QUICK "))
         .map(|l| Outcome {
             line: l.to_string(),
-            passed: l.starts_with("QUICK PASS"),
+            passed: !l.starts_with("QUICK FAIL"),
         })
-        // The summary repeats each line: keep the last occurrence of each binary.
+        // The summary repeats each line: keep the last occurrence of each.
         .fold(Vec::new(), |mut acc: Vec<Outcome>, o| {
             acc.retain(|p| p.line != o.line);
             acc.push(o);
             acc
         });
-    let reported = outcomes.len();
-    if !status.success() && outcomes.iter().all(|o| o.passed) {
+    // The measured figures first, then the binaries.
+    outcomes.sort_by_key(|o| !o.line.starts_with("QUICK KERNEL "));
+    let reported = outcomes
+        .iter()
+        .filter(|o| !o.line.starts_with("QUICK KERNEL ") && !o.line.contains(" exec-placement"))
+        .count();
+    if !status.success() && outcomes.iter().all(|o| o.passed) || reported < built.tests.len() {
         outcomes.push(Outcome {
             line: format!(
                 "QUICK FAIL the VM ({status}; {reported} of {} binaries reported; console log {})",
@@ -208,19 +410,40 @@ fn quick_tier(root: &Path, vm: &Path, out: &Path) -> Result<Vec<Outcome>> {
             passed: false,
         });
     }
-    Ok(outcomes)
+    Ok(Group {
+        title: format!("quick tier, kernel {series} ({release})"),
+        secs: t.elapsed().as_secs(),
+        outcomes,
+    })
 }
 
-/// The systemd tier: the scenarios of `scenarios/systemd/run.sh` in the Debian VM.
-fn systemd_tier(root: &Path, vm: &Path, out: &Path) -> Result<Vec<Outcome>> {
-    let bin = build_release(root)?;
-    let payload = stage_payload(root, out, "systemd", &bin)?;
+/// The systemd tier on one distribution: the scenarios of `scenarios/systemd/run.sh`.
+fn systemd_tier(root: &Path, vm: &Path, out: &Path, bin: &Path, suite: &str) -> Result<Group> {
+    let t = Instant::now();
+    let payload = stage_payload(root, out, &format!("systemd-{suite}"), "systemd", bin)?;
+    // The Debian package scenarios (scenarios/systemd/deb.sh): two builds, the second one
+    // newer, for install, upgrade, remove and purge.
+    copy(
+        &root.join("xtask/vm/scenarios/systemd/deb.sh"),
+        &payload.join("deb.sh"),
+    )?;
+    for deb in crate::deb::vm_packages()? {
+        let name = deb.file_name().context("package path")?.to_owned();
+        copy(&deb, &payload.join("repo/target/debian").join(name))?;
+    }
     let mut cmd = Command::new(vm.join("run-systemd.sh"));
-    cmd.arg(&payload).arg(SYSTEMD_TIMEOUT.to_string());
-    eprintln!("+ {}", show(&cmd));
+    cmd.arg(&payload)
+        .arg(SYSTEMD_TIMEOUT.to_string())
+        .env("FFRTMP_VM_SUITE", suite);
+    eprintln!("+ FFRTMP_VM_SUITE={suite} {}", show(&cmd));
     let status = cmd.status().context("cannot start run-systemd.sh")?;
     let results = payload.join("out/results.txt");
     let text = std::fs::read_to_string(&results).unwrap_or_default();
+    let system = text
+        .lines()
+        .find_map(|l| l.strip_prefix("SYSTEM "))
+        .unwrap_or("systemd ?, kernel ?")
+        .to_string();
     let mut outcomes: Vec<Outcome> = text
         .lines()
         .filter(|l| l.starts_with("SCENARIO "))
@@ -242,7 +465,11 @@ fn systemd_tier(root: &Path, vm: &Path, out: &Path) -> Result<Vec<Outcome>> {
             passed: false,
         });
     }
-    Ok(outcomes)
+    Ok(Group {
+        title: format!("systemd tier, {} ({system})", distro_name(suite)),
+        secs: t.elapsed().as_secs(),
+        outcomes,
+    })
 }
 
 /// `SCENARIO 8a …` → (8, "a"), for sorting.
@@ -260,6 +487,12 @@ struct Built {
     ffrtmp: PathBuf,
     tests: Vec<PathBuf>,
 }
+
+/// Integration tests that check files of the checkout with host tools (promtool,
+/// kubernetes-validate, fetched from the network) rather than the kernel: they run on the
+/// host only (`cargo xtask test`), not in the VMs, which have neither the checkout nor a
+/// network.
+const HOST_ONLY_TESTS: &[&str] = &["fleet_checks"];
 
 /// Build the integration tests of `ffrtmp` (release profile) and find their binaries in
 /// cargo's JSON messages.
@@ -300,6 +533,9 @@ fn build_tests(root: &Path) -> Result<Built> {
         let kinds = &msg["target"]["kind"];
         let is = |k: &str| kinds.as_array().is_some_and(|a| a.iter().any(|v| v == k));
         if is("test") && msg["profile"]["test"] == true {
+            if HOST_ONLY_TESTS.contains(&msg["target"]["name"].as_str().unwrap_or("")) {
+                continue;
+            }
             built.tests.push(PathBuf::from(exe));
         } else if is("bin") && msg["target"]["name"] == "ffrtmp" && msg["profile"]["test"] == false
         {
@@ -321,10 +557,16 @@ fn build_release(root: &Path) -> Result<PathBuf> {
     Ok(root.join("target/release/ffrtmp"))
 }
 
-/// `target/vm/<name>/`: `run.sh` and `lib.sh` of the scenario, and `repo/` laid out like a
-/// checkout (deployment/, examples/, docs/deployment.md, target/release/ffrtmp), so
-/// `repo/deployment/install-edge.sh` runs with its defaults. `out/` is left to the VM.
-fn stage_payload(root: &Path, out: &Path, name: &str, bin: &Path) -> Result<PathBuf> {
+/// `target/vm/<name>/`: `run.sh` and `lib.sh` of `scenarios/<scenario>/`, and `repo/` laid
+/// out like a checkout (deployment/, examples/, docs/deployment.md, target/release/ffrtmp),
+/// so `repo/deployment/install-edge.sh` runs with its defaults. `out/` is left to the VM.
+fn stage_payload(
+    root: &Path,
+    out: &Path,
+    name: &str,
+    scenario: &str,
+    bin: &Path,
+) -> Result<PathBuf> {
     let dir = out.join(name);
     if dir.exists() {
         for e in std::fs::read_dir(&dir)? {
@@ -335,7 +577,10 @@ fn stage_payload(root: &Path, out: &Path, name: &str, bin: &Path) -> Result<Path
         }
     }
     let scenarios = root.join("xtask/vm/scenarios");
-    copy(&scenarios.join(name).join("run.sh"), &dir.join("run.sh"))?;
+    copy(
+        &scenarios.join(scenario).join("run.sh"),
+        &dir.join("run.sh"),
+    )?;
     copy(&scenarios.join("lib.sh"), &dir.join("lib.sh"))?;
     let repo = dir.join("repo");
     copy(&root.join("deployment"), &repo.join("deployment"))?;

@@ -1,27 +1,37 @@
 #!/usr/bin/env bash
-# Build (once, cached) the systemd-tier root filesystem: Debian bookworm minbase + systemd +
-# rootfs-packages.txt + the cloud kernel from fetch-kernel.sh, as an ext4 image.
-# The cache key hashes the package list, the kernel package and this script.
-#   FFRTMP_VM_ROOTFS_SIZE=2G   minimum image size (grown if the tree needs more)
-#   FFRTMP_VM_REBUILD=1        rebuild even if cached
-# stdout: the image path (only that). Next to it: vmlinuz (symlink), packages.txt, key.txt.
+# Build (once, cached) a systemd-tier root filesystem: Debian minbase of FFRTMP_VM_SUITE +
+# systemd + rootfs-packages.txt + the cloud kernel of that suite's row in kernels.txt, as an
+# ext4 image.
+#   FFRTMP_VM_SUITE=bookworm      the distribution: bookworm (Debian 12, systemd 252) or trixie
+#                                 (Debian 13, systemd 257); any suite with a row in kernels.txt
+#   FFRTMP_VM_KERNEL_SERIES=...   another kernel series of kernels.txt (default: the suite's row)
+#   FFRTMP_VM_ROOTFS_SIZE=2G      minimum image size (grown if the tree needs more)
+#   FFRTMP_VM_REBUILD=1           rebuild even if cached
+# The cache key hashes the suite, the package list, the kernel package and this script; the
+# two newest images of each suite are kept.
+# stdout: the image path (only that). Next to it: vmlinuz (symlink), packages.txt, key.txt, suite.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need_root
 need_host_tools debootstrap mkfs.ext4 chroot sha256sum
 
-vmlinuz=$("$VM_DIR/fetch-kernel.sh")
-kentry=${vmlinuz%/root/boot/*}
-[[ -f $kentry/kernel.deb ]] || die "kernel package missing in $kentry; re-run fetch-kernel.sh"
+ROOTFS_SUITE=${FFRTMP_VM_SUITE:-bookworm}
+[[ $ROOTFS_SUITE =~ ^[a-z]+$ ]] || die "FFRTMP_VM_SUITE must be a Debian suite name such as bookworm or trixie, got '$ROOTFS_SUITE'"
+[[ -e /usr/share/debootstrap/scripts/$ROOTFS_SUITE ]] \
+    || die "debootstrap on this host does not know '$ROOTFS_SUITE' (no /usr/share/debootstrap/scripts/$ROOTFS_SUITE): install a newer debootstrap"
+kseries=${FFRTMP_VM_KERNEL_SERIES:-$(rootfs_series "$ROOTFS_SUITE")}
+vmlinuz=$(FFRTMP_VM_KERNEL_SERIES=$kseries "$VM_DIR/fetch-kernel.sh" "$kseries")
+kentry=$(kernel_entry "$vmlinuz")
+[[ -n $kentry && -f $kentry/debs.ok ]] || die "kernel packages missing for $vmlinuz; re-run fetch-kernel.sh $kseries"
 
 mapfile -t PKGS < <(sed -e 's/#.*//' -e '/^\s*$/d' "$VM_DIR/rootfs-packages.txt" | tr -d ' \t')
-key=$({ printf '%s\n' "${PKGS[@]}"; basename "$kentry"; cat "$VM_DIR/build-rootfs.sh"; } | sha256sum | cut -c1-16)
+key=$({ echo "$ROOTFS_SUITE"; printf '%s\n' "${PKGS[@]}"; basename "$kentry"; cat "$VM_DIR/build-rootfs.sh"; } | sha256sum | cut -c1-16)
 RDIR="$FFRTMP_VM_CACHE/rootfs"
 dest="$RDIR/$key"
 mkdir -p "$RDIR"
 
 if [[ -f $dest/rootfs.img && ${FFRTMP_VM_REBUILD:-0} != 1 ]]; then
-    log "rootfs $key already built: $dest/rootfs.img"
+    log "rootfs $key ($ROOTFS_SUITE, kernel $(cat "$kentry/release")) already built: $dest/rootfs.img"
     echo "$dest/rootfs.img"; exit 0
 fi
 
@@ -33,20 +43,21 @@ build() {
     cleanup() { umount_all; rm -rf --one-file-system "$b"; }
     trap cleanup EXIT
     cleanup
-    mkdir -p "$root" "$FFRTMP_VM_CACHE/debootstrap-debs"
+    mkdir -p "$root"
 
-    log "debootstrap $SUITE minbase into $root"
-    debootstrap --variant=minbase --cache-dir="$FFRTMP_VM_CACHE/debootstrap-debs" \
-        "$SUITE" "$root" "$DEBIAN_MIRROR" >"$b/debootstrap.log" 2>&1 \
+    log "debootstrap $ROOTFS_SUITE minbase into $root"
+    mkdir -p "$FFRTMP_VM_CACHE/debootstrap-debs/$ROOTFS_SUITE"
+    debootstrap --variant=minbase --cache-dir="$FFRTMP_VM_CACHE/debootstrap-debs/$ROOTFS_SUITE" \
+        "$ROOTFS_SUITE" "$root" "$DEBIAN_MIRROR" >"$b/debootstrap.log" 2>&1 \
         || { tail -n 30 "$b/debootstrap.log" >&2; die "debootstrap failed (log above)"; }
     log "debootstrap done ($((SECONDS - t0)) s)"
 
     mount -t proc proc "$root/proc"
     mount -t sysfs sysfs "$root/sys"
     cat >"$root/etc/apt/sources.list" <<SRC
-deb $DEBIAN_MIRROR $SUITE main
-deb $DEBIAN_MIRROR $SUITE-updates main
-deb $DEBIAN_SECURITY_MIRROR $SUITE-security main
+deb $DEBIAN_MIRROR $ROOTFS_SUITE main
+deb $DEBIAN_MIRROR $ROOTFS_SUITE-updates main
+deb $DEBIAN_SECURITY_MIRROR $ROOTFS_SUITE-security main
 SRC
     printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"; chmod 755 "$root/usr/sbin/policy-rc.d"
     cat >"$root/etc/dpkg/dpkg.cfg.d/01-ffrtmp-nodoc" <<'CFG'
@@ -57,18 +68,20 @@ path-exclude=/usr/share/info/*
 path-exclude=/usr/share/locale/*
 path-include=/usr/share/locale/locale.alias
 CFG
-    cp "$kentry/kernel.deb" "$root/tmp/kernel.deb"
+    mkdir -p "$root/tmp/kernel"
+    cp "$kentry"/debs/*.deb "$root/tmp/kernel/"
+    local kdebs=(); local d; for d in "$root"/tmp/kernel/*.deb; do kdebs+=("/tmp/kernel/$(basename "$d")"); done
     log "installing ${PKGS[*]} + $(cat "$kentry/release")"
     in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
         DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 "$@"; }
     { in_root apt-get -q update && \
-      in_root apt-get -q install -y --no-install-recommends "${PKGS[@]}" /tmp/kernel.deb; } \
+      in_root apt-get -q install -y --no-install-recommends "${PKGS[@]}" "${kdebs[@]}"; } \
         >"$b/apt.log" 2>&1 || { tail -n 30 "$b/apt.log" >&2; die "package install in the rootfs failed (log above)"; }
     log "packages installed ($((SECONDS - t0)) s)"
 
     configure_rootfs "$root" "$key"
     in_root apt-get clean
-    rm -rf "$root"/var/lib/apt/lists/* "$root/tmp/kernel.deb" "$root/usr/sbin/policy-rc.d"
+    rm -rf "$root"/var/lib/apt/lists/* "$root/tmp/kernel" "$root/usr/sbin/policy-rc.d"
     in_root dpkg-query -W -f='${Package} ${Version}\n' >"$b/packages.txt"
     umount_all
 
@@ -83,12 +96,16 @@ CFG
     rm -rf --one-file-system "$root"
     chmod 0444 "$b/rootfs.img"
     echo "$key" >"$b/key.txt"
+    echo "$ROOTFS_SUITE" >"$b/suite"
     ln -s "$vmlinuz" "$b/vmlinuz"
     rm -rf "$dest"; mv "$b" "$dest"
     trap - EXIT
-    log "rootfs $key built in $((SECONDS - t0)) s: $dest/rootfs.img"
-    # Keep only the two newest images.
-    ls -1dt "$RDIR"/*/ | tail -n +3 | while read -r old; do
+    log "rootfs $key ($ROOTFS_SUITE, kernel $(cat "$kentry/release")) built in $((SECONDS - t0)) s: $dest/rootfs.img"
+    # Keep only the two newest images of this suite (older layouts had no suite file: bookworm).
+    local old
+    for old in $(ls -1dt "$RDIR"/*/); do
+        if [[ $(cat "$old/suite" 2>/dev/null || echo bookworm) == "$ROOTFS_SUITE" ]]; then echo "$old"; fi
+    done | tail -n +3 | while read -r old; do
         log "removing old rootfs $old"; rm -rf --one-file-system "$old"
     done
 }

@@ -1,44 +1,43 @@
 #!/usr/bin/env bash
-# Download and unpack the Debian cloud kernel into the cache; print the vmlinuz path.
-#   FFRTMP_VM_KERNEL=<package>      use exactly this package (e.g. linux-image-6.1.0-37-cloud-amd64)
-#   FFRTMP_VM_KERNEL_SERIES=6.1     newest kernel of that series only (default: newest of all)
-#   FFRTMP_VM_KERNEL_BACKPORTS=1    also consider bookworm-backports kernels (*+bpo-cloud-amd64)
-#   FFRTMP_VM_OFFLINE=1             do not touch the network; use the last fetched kernel
-# stdout: the vmlinuz path (only that). Cache: $FFRTMP_VM_CACHE/kernel/<package>_<version>/
+# Download and unpack Debian cloud kernels of the test matrix (kernels.txt) into the cache.
+#
+#   fetch-kernel.sh [SERIES]   one series (default: FFRTMP_VM_KERNEL_SERIES, else the kernel of
+#                              the bookworm rootfs, 6.1); stdout: its vmlinuz path (only that)
+#   fetch-kernel.sh --all      every series of kernels.txt, one at a time; stdout: one line
+#                              "SERIES VMLINUZ" per series
+#
+# Each series resolves to the newest package matching its glob that one of its suites serves,
+# through private apt lists ($FFRTMP_VM_CACHE/apt-kernels/, never the machine's /etc/apt),
+# refreshed once a day (FFRTMP_VM_APT_MAX_AGE minutes). If the newest file cannot be
+# downloaded, the next older package of the series is tried (up to 3).
+#   FFRTMP_VM_KERNEL=<package>  use exactly this package (must be in the kernel suites' lists;
+#                               with a SERIES argument or FFRTMP_VM_KERNEL_SERIES, for that series)
+#   FFRTMP_VM_OFFLINE=1         no network: the kernel cached last for each series
+# Cache: $FFRTMP_VM_CACHE/kernel/<package>_<version>/ (debs/, root/ unpacked, vmlinuz link,
+# vmlinux uncompressed, release, series) and kernel/series-<SERIES> -> the entry in use. An
+# apt failure with a cached kernel for the series falls back to it (with a warning).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need_root
-need_host_tools dpkg-deb apt-get
+need_host_tools dpkg-deb apt-get apt-cache
 
 KDIR="$FFRTMP_VM_CACHE/kernel"
 mkdir -p "$KDIR"
 
-current_vmlinuz() {
-    [[ -e $KDIR/current/vmlinuz ]] || return 1
-    readlink -f "$KDIR/current/vmlinuz"
+all=0 series=
+case ${1:-} in
+    --all) all=1 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+    -*) die "unknown option '$1' (usage: $0 [SERIES | --all])" ;;
+    '') series=$(default_series) ;;
+    *) series=$1 ;;
+esac
+[[ $# -le 1 ]] || die "usage: $0 [SERIES | --all]"
+
+cached_vmlinuz() { # cached_vmlinuz SERIES: the vmlinuz of the entry series-SERIES points to
+    [[ -e $KDIR/series-$1/vmlinuz && -f $KDIR/series-$1/debs.ok ]] || return 1
+    readlink -f "$KDIR/series-$1/vmlinuz"
 }
-
-if [[ ${FFRTMP_VM_OFFLINE:-0} == 1 ]]; then
-    current_vmlinuz || die "FFRTMP_VM_OFFLINE=1 but no kernel cached in $KDIR yet; run once online"
-    exit 0
-fi
-
-if ! with_lock apt apt_private_update; then
-    current_vmlinuz && { log "warning: apt update failed, using cached kernel"; exit 0; }
-    die "cannot refresh package lists and no kernel is cached"
-fi
-
-pkg=${FFRTMP_VM_KERNEL:-}
-if [[ -z $pkg ]]; then
-    filter='bpo'; [[ ${FFRTMP_VM_KERNEL_BACKPORTS:-0} == 1 ]] && filter='^$'
-    pkg=$(apt_cache_private pkgnames linux-image- \
-        | grep -E '^linux-image-[0-9][0-9.]*[-+][0-9a-z.+-]*-cloud-amd64$' \
-        | grep -F "linux-image-${FFRTMP_VM_KERNEL_SERIES:-}" \
-        | grep -v -e "$filter" | sort -V | tail -n1)
-    [[ -n $pkg ]] || die "no linux-image-*-cloud-amd64 package found in the apt lists ($APT_DIR)"
-fi
-ver=$(apt_cache_private policy "$pkg" | awk '/Candidate:/ {print $2}')
-[[ -n $ver && $ver != "(none)" ]] || die "package $pkg has no installable candidate"
 
 # Uncompressed ELF vmlinux (with the PVH entry note): qemu -kernel boots it directly,
 # skipping the in-guest decompression that costs 1.5-2 s under TCG.
@@ -61,31 +60,107 @@ extract_vmlinux() {
     log "note: could not extract an uncompressed vmlinux ($tool); VMs boot the compressed vmlinuz (slower)"
 }
 
-dest="$KDIR/${pkg}_${ver//:/%}"
-fetch() {
-    [[ -e $dest/vmlinuz ]] && return 0  # fetched while we waited for the lock
-    log "fetching $pkg $ver"
-    tmp=$(mktemp -d "$KDIR/.fetch.XXXXXX")
-    trap 'rm -rf "$tmp"' EXIT
-    (cd "$tmp" && apt_private -o APT::Sandbox::User=root download "$pkg=$ver" >&2) \
-        || die "apt-get download $pkg=$ver failed"
-    deb=$(echo "$tmp"/*.deb)
-    dpkg-deb -x "$deb" "$tmp/root"
-    mv "$deb" "$tmp/kernel.deb"
-    vmlinuz=$(cd "$tmp" && echo root/boot/vmlinuz-*)
-    [[ -f $tmp/$vmlinuz ]] || die "no boot/vmlinuz-* in $pkg"
-    ln -s "$vmlinuz" "$tmp/vmlinuz"
-    echo "${vmlinuz#root/boot/vmlinuz-}" >"$tmp/release"
-    extract_vmlinux "$tmp/$vmlinuz" "$tmp/vmlinux"
-    rm -rf "$dest"; mv "$tmp" "$dest"
-    trap - EXIT
-    log "kernel $(cat "$dest/release") unpacked into $dest"
+# candidates SERIES: "package version" of the newest packages of the series (newest first,
+# at most 3), each with the highest version one of the series' suites serves.
+candidates() {
+    local s suites glob _ n found=0 v
+    read -r s suites glob _ < <(matrix_row "$1")
+    if [[ -n ${FFRTMP_VM_KERNEL:-} ]]; then
+        v=$(kapt_cache policy "$FFRTMP_VM_KERNEL" | awk '/Candidate:/ {print $2}')
+        [[ -n $v && $v != "(none)" ]] || die "FFRTMP_VM_KERNEL=$FFRTMP_VM_KERNEL has no candidate in the kernel suites ($KAPT_DIR/sources.list)"
+        echo "$FFRTMP_VM_KERNEL $v"; return 0
+    fi
+    # shellcheck disable=SC2254  # $glob is a pattern on purpose
+    for n in $(kapt_cache pkgnames linux-image- | while read -r p; do case $p in $glob) echo "$p" ;; esac; done | sort -rV); do
+        # madison: " pkg | version | http://mirror suite/main amd64 Packages"
+        v=$(kapt_cache madison "$n" | awk -F'|' -v suites=",$suites," '{
+                gsub(/^ +| +$/, "", $2); split($3, w, " "); split(w[2], sc, "/")
+                if (index(suites, "," sc[1] ",")) print $2 }' | sort -rV | head -n1)
+        [[ -n $v ]] || continue
+        echo "$n $v"
+        (( ++found < 3 )) || break
+    done
+    (( found )) || die "no package matching '$glob' in the suites $suites (lists in $KAPT_DIR; check kernels.txt)"
 }
-if [[ -e $dest/vmlinuz ]]; then
-    log "kernel $pkg $ver already cached in $dest"
-    [[ -e $dest/vmlinux ]] || with_lock kernel extract_vmlinux "$dest/vmlinuz" "$dest/vmlinux"
+
+# fetch_entry SERIES PKG VER: download the package (and its linux-binary-* part, where the
+# 7.x packages keep vmlinuz), unpack, extract vmlinux. Fails (1) when a download fails.
+fetch_entry() {
+    local ser=$1 pkg=$2 ver=$3 dest tmp bin vmlinuz rel d
+    dest="$KDIR/${pkg}_${ver//:/%}"
+    [[ -f $dest/debs.ok ]] && return 0  # fetched while we waited for the lock
+    log "fetching $pkg $ver (series $ser)"
+    tmp=$(mktemp -d "$KDIR/.fetch.XXXXXX")
+    mkdir -p "$tmp/debs"
+    bin=$(kapt_cache show "$pkg=$ver" 2>/dev/null | awk '/^Depends:/ {print; exit}' \
+        | grep -o 'linux-binary-[^ ,(]*' | head -n1 || true)
+    if ! (cd "$tmp/debs" && kapt_get -o APT::Sandbox::User=root download "$pkg=$ver" ${bin:+"$bin=$ver"} >&2); then
+        rm -rf "$tmp"; log "warning: apt-get download $pkg=$ver ${bin:+$bin=$ver} failed"; return 1
+    fi
+    for d in "$tmp"/debs/*.deb; do dpkg-deb -x "$d" "$tmp/root"; done
+    vmlinuz=$(cd "$tmp" && find root/boot root/usr/lib/modules -maxdepth 2 \( -name 'vmlinuz-*' -o -name vmlinuz \) -type f 2>/dev/null | head -n1)
+    [[ -n $vmlinuz ]] || { rm -rf "$tmp"; die "no boot/vmlinuz-* or usr/lib/modules/*/vmlinuz in $pkg ${bin:+/ $bin}"; }
+    case $vmlinuz in
+        root/boot/vmlinuz-*) rel=${vmlinuz#root/boot/vmlinuz-} ;;
+        *) rel=$(basename "$(dirname "$vmlinuz")") ;;
+    esac
+    ln -s "$vmlinuz" "$tmp/vmlinuz"
+    echo "$rel" >"$tmp/release"
+    echo "$ser" >"$tmp/series"
+    echo "$pkg $ver" >"$tmp/package"
+    extract_vmlinux "$tmp/$vmlinuz" "$tmp/vmlinux"
+    touch "$tmp/debs.ok"
+    chmod 755 "$tmp"
+    rm -rf "$dest"; mv "$tmp" "$dest"
+    log "kernel $rel ($pkg $ver) unpacked into $dest"
+}
+
+# Keep the entry in use and the one before it per series; older ones go.
+prune_series() {
+    local ser=$1 keep e
+    keep=$(readlink "$KDIR/series-$ser")
+    for e in $(find "$KDIR" -mindepth 2 -maxdepth 2 -path "$KDIR/linux-*/series" -type f -exec grep -lx "$ser" {} + \
+            | xargs -r -n1 dirname | xargs -r ls -1dt | tail -n +3); do
+        [[ $(basename "$e") == "$keep" ]] && continue
+        log "removing old kernel $e"; rm -rf "$e"
+    done
+}
+
+# one SERIES: make series-SERIES point to the newest fetchable entry; print its vmlinuz.
+one() {
+    local ser=$1 pkg ver ok=0 cands
+    matrix_row "$ser" >/dev/null
+    if [[ ${FFRTMP_VM_OFFLINE:-0} == 1 ]]; then
+        cached_vmlinuz "$ser" || die "FFRTMP_VM_OFFLINE=1 but no kernel of series $ser is cached in $KDIR yet; run once online"
+        return 0
+    fi
+    if ! with_lock apt-kernels kapt_update; then
+        cached_vmlinuz "$ser" && { log "warning: apt update failed, using the cached kernel of series $ser"; return 0; }
+        die "cannot refresh the kernel package lists and no kernel of series $ser is cached"
+    fi
+    cands=$(candidates "$ser") || exit 1
+    while read -r pkg ver; do
+        if [[ -f $KDIR/${pkg}_${ver//:/%}/debs.ok ]]; then
+            log "kernel $pkg $ver (series $ser) already cached"; ok=1; break
+        fi
+        if with_lock kernel fetch_entry "$ser" "$pkg" "$ver"; then ok=1; break; fi
+    done <<<"$cands"
+    if [[ $ok == 0 ]]; then
+        cached_vmlinuz "$ser" && { log "warning: no candidate of series $ser could be downloaded; using the cached one"; return 0; }
+        die "no package of series $ser could be downloaded (tried: $(tr '\n' ' ' <<<"$cands"))"
+    fi
+    local dest="$KDIR/${pkg}_${ver//:/%}"
+    [[ -e $dest/vmlinux || ${FFRTMP_VM_PVH:-1} != 1 ]] || with_lock kernel extract_vmlinux "$(readlink -f "$dest/vmlinuz")" "$dest/vmlinux"
+    ln -sfn "$(basename "$dest")" "$KDIR/series-$ser"
+    prune_series "$ser"
+    readlink -f "$dest/vmlinuz"
+}
+
+if [[ $all == 1 ]]; then
+    for s in $(matrix_rows | awk '{print $1}'); do
+        v=$(one "$s")
+        echo "$s $v"
+    done
 else
-    with_lock kernel fetch
+    one "$series"
 fi
-ln -sfn "$(basename "$dest")" "$KDIR/current"
-readlink -f "$dest/vmlinuz"

@@ -83,6 +83,75 @@ apt_private_update() {
     touch "$stamp"
 }
 
+# --- the test matrix (kernels.txt) and the kernels' private apt lists --------------------
+KERNELS_TXT="$VM_DIR/kernels.txt"
+
+# matrix_rows: "series suites package rootfs" per row of kernels.txt, comments stripped.
+matrix_rows() {
+    [[ -f $KERNELS_TXT ]] || die "$KERNELS_TXT is missing (the kernel matrix)"
+    sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$KERNELS_TXT" | awk -v f="$KERNELS_TXT" '
+        NF != 4 { printf "[ffrtmp-vm] error: %s: a row needs 4 columns (series suites package rootfs): %s\n", f, $0 > "/dev/stderr"; bad = 1; next }
+        { print $1, $2, $3, $4 }
+        END { exit bad }'
+}
+# matrix_row SERIES: that row; dies naming the known series when there is none.
+matrix_row() {
+    local row
+    row=$(matrix_rows | awk -v s="$1" '$1 == s') || exit 1
+    [[ -n $row ]] || die "kernel series '$1' is not in $KERNELS_TXT (known: $(matrix_rows | awk '{printf "%s ", $1}'))"
+    echo "$row"
+}
+# rootfs_series SUITE: the kernel series the systemd-tier rootfs of SUITE boots.
+rootfs_series() {
+    local s
+    s=$(matrix_rows | awk -v r="$1" '$4 == r {print $1; exit}') || exit 1
+    [[ -n $s ]] || die "no row of $KERNELS_TXT has rootfs '$1' (known: $(matrix_rows | awk '$4 != "-" {printf "%s ", $4}'))"
+    echo "$s"
+}
+# The series used when none is asked for: the kernel of the bookworm rootfs (what a Debian 12
+# node runs), else the first row.
+default_series() {
+    [[ -z ${FFRTMP_VM_KERNEL_SERIES:-} ]] || { echo "$FFRTMP_VM_KERNEL_SERIES"; return; }
+    matrix_rows | awk '$4 == "bookworm" {print $1; f = 1; exit} NR == 1 {first = $1} END {if (!f) print first}'
+}
+
+# Kernel packages come from their own private lists (bullseye, bookworm, trixie, backports):
+# kept apart from $APT_DIR, whose bookworm lists setup-host.sh installs qemu from, so trixie
+# candidates never reach a host install.
+KAPT_DIR="$FFRTMP_VM_CACHE/apt-kernels"
+kapt_init() {
+    local s mirror signed=
+    mkdir -p "$KAPT_DIR/lists/partial" "$KAPT_DIR/sources.list.d" "$KAPT_DIR/cache"
+    [[ ! -f /usr/share/keyrings/debian-archive-keyring.gpg ]] \
+        || signed='[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] '
+    for s in $(matrix_rows | awk '{print $2}' | tr ',' '\n' | awk '!seen[$0]++'); do
+        mirror=$DEBIAN_MIRROR; [[ $s != *-security ]] || mirror=$DEBIAN_SECURITY_MIRROR
+        echo "deb $signed$mirror $s main"
+    done >"$KAPT_DIR/sources.list.new"
+    mv "$KAPT_DIR/sources.list.new" "$KAPT_DIR/sources.list"
+}
+kapt_opts() {
+    printf '%s\n' -o Dir::Etc::SourceList="$KAPT_DIR/sources.list" \
+        -o Dir::Etc::SourceParts="$KAPT_DIR/sources.list.d" \
+        -o Dir::State::Lists="$KAPT_DIR/lists" \
+        -o Dir::Cache="$KAPT_DIR/cache" -o Dir::Cache::pkgcache=pkgcache.bin -o Dir::Cache::srcpkgcache=srcpkgcache.bin \
+        -o Acquire::Languages=none -o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false
+}
+kapt_get() { local -a o; mapfile -t o < <(kapt_opts); apt-get -q -o DPkg::Lock::Timeout=600 "${o[@]}" "$@"; }
+kapt_cache() { local -a o; mapfile -t o < <(kapt_opts); apt-cache "${o[@]}" "$@"; }
+# Refresh the kernel lists if missing, older than FFRTMP_VM_APT_MAX_AGE minutes, or made
+# for another kernels.txt.
+kapt_update() {
+    kapt_init
+    local stamp="$KAPT_DIR/updated.stamp" max_age=${FFRTMP_VM_APT_MAX_AGE:-1440}
+    if [[ -f $stamp && -z $(find "$stamp" -mmin +"$max_age") ]] && cmp -s "$stamp" "$KAPT_DIR/sources.list"; then
+        return 0
+    fi
+    log "apt-get update of the kernel suites (private lists in $KAPT_DIR/lists)"
+    kapt_get update >&2 || die "apt-get update of the kernel suites failed (is $DEBIAN_MIRROR reachable? sources: $KAPT_DIR/sources.list)"
+    cp "$KAPT_DIR/sources.list" "$stamp"
+}
+
 # --- qemu -----------------------------------------------------------------------
 QEMU=${FFRTMP_VM_QEMU:-qemu-system-x86_64}
 VM_MEM=${FFRTMP_VM_MEM:-2048}
@@ -131,14 +200,22 @@ run_vm() {
     return 125
 }
 
+# kernel_entry PATH: the cache entry (kernel/<pkg>_<ver>/) a vmlinuz path lies in, or nothing.
+kernel_entry() {
+    local d=$1
+    case $d in
+        */root/*) d=${d%%/root/*} ;;
+        */vmlinuz) d=$(dirname "$d") ;;
+        *) return 0 ;;
+    esac
+    [[ ! -f $d/release ]] || echo "$d"
+}
+
 # boot_image VMLINUZ: the image to give qemu -kernel: the uncompressed PVH vmlinux that
 # fetch-kernel.sh extracts next to a vmlinuz from the cache, if there is one, else VMLINUZ.
 boot_image() {
-    local entry=
-    case $1 in
-        */root/boot/vmlinuz-*) entry=${1%/root/boot/*} ;;
-        */vmlinuz) entry=$(dirname "$1") ;;
-    esac
+    local entry
+    entry=$(kernel_entry "$1")
     if [[ -n $entry && -f $entry/vmlinux && ${FFRTMP_VM_PVH:-1} == 1 ]]; then
         echo "$entry/vmlinux"
     else

@@ -13,8 +13,9 @@
 #                                  src; the libraries of ELF files come too). busybox provides
 #                                  sh, sleep, ... in /bin; a real one given here replaces it.
 #   FFRTMP_VM_CWD=/                working directory of the binary (created if missing)
-#   FFRTMP_VM_KERNEL_IMAGE=path    vmlinuz to boot (default: from fetch-kernel.sh; a cached one
-#                                  is swapped for its uncompressed vmlinux unless FFRTMP_VM_PVH=0)
+#   FFRTMP_VM_KERNEL_IMAGE=path    vmlinuz to boot (default: fetch-kernel.sh's, i.e. the newest of
+#                                  FFRTMP_VM_KERNEL_SERIES, default 6.1; a cached one is swapped
+#                                  for its uncompressed vmlinux unless FFRTMP_VM_PVH=0)
 #   FFRTMP_VM_APPEND="..."         extra kernel command line
 #   FFRTMP_VM_CGROUP2_OPTS=...     cgroup2 mount options (e.g. nsdelegate,favordynmods)
 #   FFRTMP_VM_MEM=2048 FFRTMP_VM_SMP=2

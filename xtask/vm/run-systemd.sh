@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# systemd tier: boot the cached Debian rootfs (read-only, snapshot=on) with a payload disk made
-# from <payload-dir>; the unit ffrtmp-payload.service runs <payload-dir>/run.sh as root after
-# multi-user.target, then the VM powers off.
+# systemd tier: boot the cached Debian rootfs of FFRTMP_VM_SUITE (bookworm: Debian 12 with its
+# 6.1 kernel; trixie: Debian 13 with 6.12; built by build-rootfs.sh on first use) read-only
+# (snapshot=on) with a payload disk made from <payload-dir>; the unit ffrtmp-payload.service
+# runs <payload-dir>/run.sh as root after multi-user.target, then the VM powers off.
 #
 #   run-systemd.sh <payload-dir> [timeout-seconds, default 300]
 #
 # Inside, the payload disk is /payload (cwd of run.sh); whatever run.sh writes under
 # /payload/out is copied back to <payload-dir>/out/ (replaced on each run), plus
 # out/_vm/{payload.log,exit-code,journal.txt,systemd-analyze.txt,console.log}.
-# Env: FFRTMP_VM_ENV="NAME ..." (host vars exported to run.sh), FFRTMP_VM_APPEND,
+# Env: FFRTMP_VM_SUITE (bookworm), FFRTMP_VM_ENV="NAME ..." (host vars exported to run.sh), FFRTMP_VM_APPEND,
 #      FFRTMP_VM_PAYLOAD_SPARE_MB=1024 (free space on the payload disk), FFRTMP_VM_MEM, FFRTMP_VM_SMP.
 # stdout: the serial console. Exit code: run.sh's, or 124 (timeout) / 125 (no exit code seen) / 1.
 set -euo pipefail
