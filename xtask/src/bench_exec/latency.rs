@@ -44,13 +44,15 @@ pub(super) fn latency(bin: &Path, n: usize, strict: bool) -> Result<()> {
     }
     let own = daemon_latencies(&log);
     let inside: Vec<f64> = pids.iter().filter_map(|p| own.get(p).copied()).collect();
+    eprintln!("  slowest outside: {}", slowest(&outside));
+    eprintln!("  slowest in the daemon: {}", slowest(&inside));
     let mode = if strict { "strict" } else { "normal" };
     println!(
         "== exec → placed, placement {mode}, {n} target execs one at a time, {} ms apart (daemon nice {}, {load}) ==",
         super::GAP_MS.load(std::sync::atomic::Ordering::Relaxed),
         daemon_nice()
     );
-    println!("{}", summary("outside (spawn returned → /proc/PID/cgroup shows a job cgroup in cpu,cpuacct,memory,pids)", outside));
+    println!("{}", summary("outside (spawn returned → /proc/PID/cgroup shows a job cgroup in cpu,cpuacct,memory,pids)", outside.clone()));
     println!(
         "{}",
         summary("daemon (kernel exec timestamp → move verified)", inside)
@@ -131,6 +133,18 @@ impl Drop for Cgrulesengd {
     }
 }
 
+/// The three slowest samples with their positions in the round (`#0` is the first exec
+/// after the governor started): where a round's max comes from.
+fn slowest(v: &[f64]) -> String {
+    let mut i: Vec<usize> = (0..v.len()).collect();
+    i.sort_by(|a, b| v[*b].partial_cmp(&v[*a]).unwrap());
+    i.iter()
+        .take(3)
+        .map(|&k| format!("#{k} {:.2} ms", v[k] / 1000.0))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// One round's result line.
 fn round_line(who: &str, round: usize, load: &str, o: &Outside) -> String {
     match percentiles(&o.outside) {
@@ -166,6 +180,7 @@ pub(super) fn compare(bin: &Path, n: usize, rounds: usize) -> Result<()> {
         let mut o = exec_one_at_a_time(&ff_target, &scene.root, n, Duration::from_millis(5))?;
         let _ = d.stop();
         println!("{}", round_line("ffrtmp", r, &load, &o));
+        eprintln!("  ffrtmp round {r}: slowest {}", slowest(&o.outside));
         ff.push(percentiles(&o.outside));
         o.kill();
         scene.clear_jobs();
@@ -175,6 +190,7 @@ pub(super) fn compare(bin: &Path, n: usize, rounds: usize) -> Result<()> {
         let mut o = exec_one_at_a_time(&cg_target, &scene.root, n, Duration::from_millis(5))?;
         drop(g);
         println!("{}", round_line("cgrulesengd", r, &load, &o));
+        eprintln!("  cgrulesengd round {r}: slowest {}", slowest(&o.outside));
         cg.push(percentiles(&o.outside));
         o.kill();
         scene.clear_jobs();
