@@ -605,3 +605,38 @@ fn ffrtmp_run_beside_the_daemon_leaves_its_spare_cgroups_alone() {
     let (_, log) = d.stop();
     assert!(!log.contains("Failed to place"), "{log}");
 }
+
+/// A job cgroup the placement thread has just made is empty until its move is done (on
+/// cgroup v2 the move waits for an RCU grace period): the scan's leftover sweep must not
+/// take it for a leftover and remove it under the placement (seen in the systemd VM tier:
+/// `Failed to place …: cgroup.procs: No such file or directory`).
+#[test]
+fn a_fresh_empty_job_cgroup_is_not_swept_as_a_leftover() {
+    require_root!();
+    let root = TestRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        &root,
+        "scan_interval: 1s\nreconcile_interval: 1s\ntarget_commands: [ffrt-none]\n",
+        &[],
+    );
+    assert!(d.wait_log("Scan complete", SECS), "{}", d.log_text());
+    let job = root.job("auto-ffrt-none-4194000");
+    root.backend.create(&job).unwrap();
+    let scans = |d: &Daemon| d.log_text().matches("Scan complete").count();
+    let before = scans(&d);
+    let deadline = std::time::Instant::now() + SECS;
+    while scans(&d) < before + 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(scans(&d) >= before + 2, "{}", d.log_text());
+    let still = root.backend.procs(&job).is_ok();
+    let (_, log) = d.stop();
+    let _ = root.backend.remove(&job);
+    assert!(
+        still,
+        "a fresh job cgroup was removed as a leftover:\n{log}"
+    );
+    assert!(!log.contains("Removed leftover cgroup"), "{log}");
+}

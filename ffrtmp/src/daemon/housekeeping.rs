@@ -465,7 +465,9 @@ fn collect_leftovers(
             .push(format!("Cannot list {}: {e}", placer.root())),
     }
     for cg in candidates {
-        if owned.contains(cg.as_str()) {
+        // Owned, or just made by the placement thread for a process it is moving now (the
+        // record loop learns of it only once the move is done): not a leftover.
+        if owned.contains(cg.as_str()) || placer.is_fresh(&cg) {
             continue;
         }
         match placer.remove_if_empty(&cg) {

@@ -10,6 +10,7 @@ pub mod spares;
 pub mod v1;
 pub mod v2;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub use backend::{detect, CgroupBackend, CgroupMode, RootReport, Usage};
@@ -20,6 +21,9 @@ use std::sync::Mutex;
 use crate::config::Limits;
 use crate::process::{is_gone, Pinned, ProcFs};
 use spares::{Spare, Spares, SPARE_PREFIX};
+
+/// A job cgroup younger than this is never taken for a leftover (`Placer::is_fresh`).
+pub const LEFTOVER_MIN_AGE: Duration = Duration::from_secs(10);
 
 /// What to place a process as.
 #[derive(Debug, Clone)]
@@ -404,6 +408,29 @@ impl Placer {
     }
 
     /// Remove a job cgroup if it is empty. `Ok(false)` while processes remain.
+    /// Made less than `LEFTOVER_MIN_AGE` ago (by the ctime of its directory): possibly a
+    /// job cgroup the placement thread has just created and not yet moved its process into
+    /// (on cgroup v2 that move waits for an RCU grace period), so not a leftover yet.
+    pub fn is_fresh(&self, cgroup: &str) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some(dir) = self
+            .backend
+            .procs_files(cgroup)
+            .into_iter()
+            .next()
+            .and_then(|f| f.parent().map(Path::to_path_buf))
+        else {
+            return false;
+        };
+        let Ok(m) = std::fs::metadata(&dir) else {
+            return false;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        now.saturating_sub(m.ctime()) < LEFTOVER_MIN_AGE.as_secs() as i64
+    }
+
     pub fn remove_if_empty(&self, cgroup: &str) -> std::io::Result<bool> {
         if !self.backend.procs(cgroup)?.is_empty() {
             return Ok(false);
