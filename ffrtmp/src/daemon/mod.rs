@@ -108,8 +108,9 @@ enum Chore {
 /// How long placements must pause before a chore starts (bench-exec compare: outside
 /// exec → placed p90 0.68 → 0.31 ms with it, on 2 CPUs)...
 const CHORE_QUIET: Duration = Duration::from_millis(2);
-/// ...but no chore waits longer than this, so that a steady stream of targets more often
-/// than every 2 ms still gets its cgroups removed and its spares refilled.
+/// ...but once the queue has waited this long it runs without pausing until it is empty,
+/// so that a steady stream of targets more often than every 2 ms still gets its cgroups
+/// removed and its spares refilled.
 const CHORE_MAX_WAIT: Duration = Duration::from_millis(50);
 
 /// A ledger of strict stops the deadline applies to.
@@ -368,7 +369,9 @@ impl Daemon {
         self.engine = Some(engine);
         // The placement thread runs real-time (engine::priority); everything on this
         // thread, and the blocking pool it spawns later, steps down.
-        crate::engine::priority::housekeeping();
+        if let Err(e) = crate::engine::priority::housekeeping() {
+            warn!("The record loop and housekeeping cannot step down from the process's priority ({e}): they compete with the placement thread and with every transcoder; allow sched_setscheduler and setpriority (the unit's SystemCallFilter=)");
+        }
         if names.is_empty() && self.opts.scan_role == ScanRole::Reconcile {
             self.source_down = true;
         }

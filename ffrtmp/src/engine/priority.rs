@@ -44,25 +44,35 @@ pub fn placement_realtime() -> Result<bool, String> {
 
 /// The calling thread steps down to an ordinary one, `HOUSEKEEPING_NICE` nicer than it
 /// was (never above 19). Threads made from it later inherit that; threads made before
-/// keep theirs. Giving up priority is always allowed.
-pub fn housekeeping() {
+/// keep theirs. The kernel always allows giving up priority, but a seccomp filter may not
+/// (systemd's `@resources` group holds both calls): the error says which call failed.
+pub fn housekeeping() -> Result<(), String> {
     let tid = tid();
     // SAFETY: scheduling calls on this thread; errno is cleared before getpriority
     // because -1 is a valid nice value.
     unsafe {
         if matches!(policy(), libc::SCHED_FIFO | libc::SCHED_RR) {
             let p = libc::sched_param { sched_priority: 0 };
-            libc::sched_setscheduler(tid, libc::SCHED_OTHER, &p);
+            if libc::sched_setscheduler(tid, libc::SCHED_OTHER, &p) != 0 {
+                return Err(format!(
+                    "sched_setscheduler(SCHED_OTHER): {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
         }
         *libc::__errno_location() = 0;
         let now = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
         if now == -1 && *libc::__errno_location() != 0 {
-            return;
+            return Err(format!("getpriority: {}", std::io::Error::last_os_error()));
         }
-        libc::setpriority(
+        if libc::setpriority(
             libc::PRIO_PROCESS,
             tid as libc::id_t,
             (now + HOUSEKEEPING_NICE).min(19),
-        );
+        ) != 0
+        {
+            return Err(format!("setpriority: {}", std::io::Error::last_os_error()));
+        }
     }
+    Ok(())
 }

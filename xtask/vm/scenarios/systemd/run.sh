@@ -106,7 +106,11 @@ t_ready=$(jtime "Started $UNIT" _PID=1)
 log "first scan logged at ${t_scan:-?} s, READY (systemd 'Started') at ${t_ready:-?} s (monotonic)"
 check "first scan done before READY (journal order, 50 ms slack for two sockets)" \
     awk -v s="${t_scan:-1e9}" -v r="${t_ready:-0}" 'BEGIN {exit !(s <= r + 0.05)}'
-note "start->READY ${secs}s; STATUS=\"$status_text\""
+# Priorities: the unit starts the daemon SCHED_FIFO 1; only the placement thread keeps it.
+threads=$(ps -L -o cls=,comm= -p "$main" | awk '{print $1 ":" $2}' | sort | uniq -c | awk '{print $2 "x" $1}' | paste -sd' ' -)
+check "only ffrtmp-place runs real-time ($threads)" bash -c "[[ \$(ps -L -o cls=,comm= -p $main | awk '\$1 == \"FF\" {print \$2}' | paste -sd' ' -) == ffrtmp-place ]]"
+check "no 'cannot step down' warning" bash -c "! journalctl -q -o cat _PID=$main | grep -q 'cannot step down'"
+note "start->READY ${secs}s; STATUS=\"$status_text\"; threads (class:name x count): $threads"
 end_scenario
 
 # ------------------------------------------------------------------------------------------
