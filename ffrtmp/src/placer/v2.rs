@@ -269,10 +269,20 @@ fn super_options(mountinfo: &str, mount: &str) -> Option<String> {
     })
 }
 
+/// From uname(2): the unit's `ProcSubset=pid` hides /proc/sys/kernel/osrelease.
 fn kernel_release() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .ok()
-        .map(|s| s.trim().to_string())
+    // SAFETY: uname fills a zeroed utsname; release is NUL-terminated by the kernel.
+    unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut u) != 0 {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr(u.release.as_ptr())
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
 }
 
 /// What `favordynmods` (Linux 6.0+) means for a placement, for the start-up log.
