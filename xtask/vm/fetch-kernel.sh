@@ -65,7 +65,10 @@ extract_vmlinux() {
 candidates() {
     local s suites glob _ n found=0 v
     read -r s suites glob _ < <(matrix_row "$1")
-    if [[ -n ${FFRTMP_VM_KERNEL:-} ]]; then
+    # FFRTMP_VM_KERNEL pins one package: only for a series whose glob it matches, so
+    # that --all does not point every series at it.
+    # shellcheck disable=SC2254
+    if [[ -n ${FFRTMP_VM_KERNEL:-} ]] && case $FFRTMP_VM_KERNEL in $glob) true ;; *) false ;; esac; then
         v=$(kapt_cache policy "$FFRTMP_VM_KERNEL" | awk '/Candidate:/ {print $2}')
         [[ -n $v && $v != "(none)" ]] || die "FFRTMP_VM_KERNEL=$FFRTMP_VM_KERNEL has no candidate in the kernel suites ($KAPT_DIR/sources.list)"
         echo "$FFRTMP_VM_KERNEL $v"; return 0

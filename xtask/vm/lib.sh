@@ -204,7 +204,7 @@ run_vm() {
 kernel_entry() {
     local d=$1
     case $d in
-        */root/*) d=${d%%/root/*} ;;
+        */root/*) d=${d%/root/*} ;;
         */vmlinuz) d=$(dirname "$d") ;;
         *) return 0 ;;
     esac
