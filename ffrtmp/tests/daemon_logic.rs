@@ -429,3 +429,22 @@ fn a_shutdown_resumes_a_stop_it_never_took() {
         "an exiting daemon places nothing"
     );
 }
+
+/// An exec notice whose start time is not the process's (its PID reused, or clocks that
+/// disagree): the process that has the PID now is judged on its own /proc facts, never
+/// dropped — a target is placed, a non-target is left alone.
+#[test]
+fn a_notice_with_another_start_time_is_decided_on_proc() {
+    let h = Harness::new().start(Start::default());
+    let target = h.spawn("ffmpeg", "/", 0);
+    let other = h.spawn("bash", "/", 0);
+    for p in [&target, &other] {
+        let mut n = h.notice(p);
+        n.start_ns = Some(p.start_ns() + 5_000_000_000);
+        h.send(n);
+    }
+    assert!(h.placed(&target, &Harness::job(&target), T));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(other.cgroup(), "/", "a non-target is never moved");
+    assert_eq!(h.backend.moves().len(), 1);
+}

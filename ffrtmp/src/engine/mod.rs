@@ -402,10 +402,30 @@ impl Engine {
         };
         if let Some(ns) = start_ns {
             if self.proc.ticks_from_ns(ns) != pinned.id.start_time {
-                return self.emit(Outcome::Vanished {
+                // The exec'd process is gone and its PID is another's, or the two clocks
+                // disagree: either way the process that has the PID now is judged on its
+                // own /proc facts (the event's are not its), never silently dropped.
+                tracing::debug!(
                     pid,
-                    why: "it exited and its PID belongs to another process now".into(),
-                });
+                    "PID {pid}: the exec event's start ({} ticks) is not the process's ({}); deciding on /proc",
+                    self.proc.ticks_from_ns(ns),
+                    pinned.id.start_time
+                );
+                if self.table.knows(pinned.id) {
+                    return;
+                }
+                drop(origin.stop);
+                return self.look_at(
+                    pinned,
+                    &Known::default(),
+                    Origin {
+                        exec_mono_ns: None,
+                        read_mono_ns: None,
+                        taken_mono_ns: None,
+                        source,
+                        stop: None,
+                    },
+                );
             }
         }
         // Governed already (a governed process exec'd again: it stays in its cgroup), or
