@@ -716,6 +716,12 @@ impl Daemon {
                 l.ledger.retire();
             }
         }
+        if let Some([execs, fwd, full, read, stops]) = self.counters.kernel() {
+            info!(
+                "Kernel program totals (as last read): {execs} exec(s) seen, {fwd} forwarded, {full} lost to a full ring, {read} unreadable, {stops} strict stop(s) failed; {} exec event(s) taken",
+                self.counters.execs().get("ebpf").copied().unwrap_or(0)
+            );
+        }
         info!(
             "Shutting down; {} governed process(es) keep running in their cgroups",
             self.journal.len()
