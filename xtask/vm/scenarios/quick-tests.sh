@@ -110,7 +110,7 @@ round() {
             i=$((i + 1)); "$M/ffmpeg" 30 & echo "$!" >>"$M/pids"
         done
         for p in $(cat "$M/pids"); do
-            if wait_s 10 placed "$p"; then hits=$((hits + 1)); else echo "note: burst target $p not placed within 10 s"; fi
+            if wait_s 10 placed "$p"; then hits=$((hits + 1)); else echo "note: burst target $p not placed within 10 s (comm $(cat "/proc/$p/comm" 2>/dev/null), exe $(readlink "/proc/$p/exe" 2>/dev/null), $(cat "/proc/$p/cgroup" 2>/dev/null))"; fi
         done
         for p in $(cat "$M/pids"); do kill "$p"; wait "$p" 2>/dev/null; done
         i=$N
