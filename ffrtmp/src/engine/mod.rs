@@ -236,6 +236,19 @@ struct Origin {
     stop: Option<Stopped>,
 }
 
+impl Origin {
+    /// A process looked at on its /proc facts alone: no exec timestamps, no stop.
+    fn from_proc(source: &'static str) -> Origin {
+        Origin {
+            exec_mono_ns: None,
+            read_mono_ns: None,
+            taken_mono_ns: None,
+            source,
+            stop: None,
+        }
+    }
+}
+
 impl Engine {
     fn new(
         cfg: EngineConfig,
@@ -339,17 +352,7 @@ impl Engine {
                 if pinned.id.start_time != stat.start_time || self.table.knows(pinned.id) {
                     return;
                 }
-                self.look_at(
-                    pinned,
-                    &Known::default(),
-                    Origin {
-                        exec_mono_ns: None,
-                        read_mono_ns: None,
-                        taken_mono_ns: None,
-                        source: "scan",
-                        stop: None,
-                    },
-                );
+                self.look_at(pinned, &Known::default(), Origin::from_proc("scan"));
             }
             Work::Exited(id) => self.table.exited(id),
             Work::Adopt {
@@ -400,34 +403,21 @@ impl Engine {
                 })
             }
         };
-        if let Some(ns) = start_ns {
-            if self.proc.ticks_from_ns(ns) != pinned.id.start_time {
-                // The exec'd process is gone and its PID is another's, or the two clocks
-                // disagree: either way the process that has the PID now is judged on its
-                // own /proc facts (the event's are not its), never silently dropped.
+        // The exec'd process is gone and its PID is another's, or the two clocks disagree:
+        // either way the process that has the PID now is judged on its own /proc facts
+        // (the event's are not its), never silently dropped.
+        let (known, origin) = match start_ns.map(|ns| self.proc.ticks_from_ns(ns)) {
+            Some(ticks) if ticks != pinned.id.start_time => {
                 tracing::debug!(
                     pid,
-                    "PID {pid}: the exec event's start ({} ticks) is not the process's ({}); deciding on /proc",
-                    self.proc.ticks_from_ns(ns),
+                    "PID {pid}: the exec event's start ({ticks} ticks) is not the process's ({}); deciding on /proc",
                     pinned.id.start_time
                 );
-                if self.table.knows(pinned.id) {
-                    return;
-                }
                 drop(origin.stop);
-                return self.look_at(
-                    pinned,
-                    &Known::default(),
-                    Origin {
-                        exec_mono_ns: None,
-                        read_mono_ns: None,
-                        taken_mono_ns: None,
-                        source,
-                        stop: None,
-                    },
-                );
+                (Known::default(), Origin::from_proc(source))
             }
-        }
+            _ => (known, origin),
+        };
         // Governed already (a governed process exec'd again: it stays in its cgroup), or
         // waiting for a timer that will look at it again.
         if self.table.knows(pinned.id) {
@@ -452,11 +442,8 @@ impl Engine {
             pinned,
             &Known::default(),
             Origin {
-                exec_mono_ns: None,
-                read_mono_ns: None,
-                taken_mono_ns: None,
-                source: "ledger",
                 stop: Some(stop),
+                ..Origin::from_proc("ledger")
             },
         );
     }
@@ -619,17 +606,9 @@ impl Engine {
             match t {
                 // Facts may have changed while it ran (cwd, parent): decide again.
                 Timed::Defer => match self.proc.pin(id.pid) {
-                    Ok(pinned) if pinned.id == id => self.look_at(
-                        pinned,
-                        &Known::default(),
-                        Origin {
-                            exec_mono_ns: None,
-                            read_mono_ns: None,
-                            taken_mono_ns: None,
-                            source: "min_runtime",
-                            stop: None,
-                        },
-                    ),
+                    Ok(pinned) if pinned.id == id => {
+                        self.look_at(pinned, &Known::default(), Origin::from_proc("min_runtime"))
+                    }
                     _ => {} // exited, or the PID now belongs to another process
                 },
                 Timed::Retry(r) => {
