@@ -9,7 +9,7 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext};
 use ffrtmp_common::counter;
 
 use crate::{
-    forward::{on_exec, NotForwarded},
+    forward::{on_exec, NotForwarded, Pass},
     maps::count,
 };
 
@@ -32,5 +32,5 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), NotForwarded> {
     // SAFETY: pointer arithmetic only; the string is read by bpf_probe_read_kernel_str,
     // which checks the address.
     let filename = unsafe { (ctx.as_ptr() as *const u8).add((data_loc & 0xffff) as usize) };
-    on_exec(filename)
+    on_exec(filename, Pass::Only)
 }

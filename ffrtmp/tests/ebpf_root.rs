@@ -483,9 +483,12 @@ fn ebpf_kernel_counters_are_exported() {
     for _ in 0..3 {
         let _ = std::process::Command::new("/bin/true").status();
     }
-    let pid = spawn(&mut root, &bin, &["30"]);
-    assert!(wait_until(Duration::from_secs(5), || root
-        .is_in(pid, &job(&root, &name, pid))));
+    // Five targets: with the two tp_btf programs each must be forwarded exactly once.
+    let pids: Vec<u32> = (0..5).map(|_| spawn(&mut root, &bin, &["30"])).collect();
+    for &pid in &pids {
+        assert!(wait_until(Duration::from_secs(5), || root
+            .is_in(pid, &job(&root, &name, pid))));
+    }
     let url = w.metrics_url().unwrap();
     let value = |m: &str, name: &str| -> u64 {
         m.lines()
@@ -499,11 +502,37 @@ fn ebpf_kernel_counters_are_exported() {
         wait_until(Duration::from_secs(3), || {
             m = support::http_get(&format!("{url}/metrics")).1;
             m.contains("ffrtmp_kernel_forwarded_total ")
-                && value(&m, "ffrtmp_kernel_forwarded_total") >= 1
+                && value(&m, "ffrtmp_kernel_forwarded_total") >= 5
         }),
         "{m}"
     );
-    assert!(value(&m, "ffrtmp_kernel_execs_total") >= 4, "{m}");
+    // A second read, a counter period later: nothing forwarded twice since.
+    std::thread::sleep(Duration::from_millis(600));
+    m = support::http_get(&format!("{url}/metrics")).1;
+    assert_eq!(
+        value(&m, "ffrtmp_kernel_forwarded_total"),
+        5,
+        "each target exec is forwarded once, by one of the two hooks:\n{m}"
+    );
+    assert_eq!(
+        value(&m, "ffrtmp_exec_events_total{source=\"ebpf\"}"),
+        5,
+        "{m}"
+    );
+    assert!(value(&m, "ffrtmp_kernel_execs_total") >= 8, "{m}");
+    // The kernel's own skip counts, of both hooks (tp_btf is the default here).
+    value(&m, "ffrtmp_kernel_skipped_total{hook=\"first\"}");
+    value(&m, "ffrtmp_kernel_skipped_total{hook=\"backup\"}");
+    assert!(
+        value(&m, "ffrtmp_kernel_rescued_total")
+            <= value(&m, "ffrtmp_kernel_skipped_total{hook=\"first\"}"),
+        "a target is rescued only when the first hook was skipped:\n{m}"
+    );
+    assert!(
+        w.log_text().contains("attached (with its backup hook)"),
+        "{}",
+        w.log_text()
+    );
     assert_eq!(value(&m, "ffrtmp_kernel_ring_full_total"), 0);
     assert_eq!(value(&m, "ffrtmp_kernel_stop_failures_total"), 0);
     assert!(

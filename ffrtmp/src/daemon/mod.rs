@@ -716,9 +716,21 @@ impl Daemon {
                 l.ledger.retire();
             }
         }
-        if let Some([execs, fwd, full, read, stops]) = self.counters.kernel() {
+        if let Some(k) = self.counters.kernel() {
+            let skipped = match k.skipped_backup {
+                Some(b) => format!(
+                    "runs skipped by the kernel: {} of the first hook ({} target(s) forwarded by the backup instead), {b} of the backup",
+                    k.skipped, k.rescued
+                ),
+                None => format!("{} run(s) skipped by the kernel", k.skipped),
+            };
             info!(
-                "Kernel program totals (as last read): {execs} exec(s) seen, {fwd} forwarded, {full} lost to a full ring, {read} unreadable, {stops} strict stop(s) failed; {} exec event(s) taken",
+                "Kernel program totals (as last read): {} exec(s) seen, {} forwarded, {} lost to a full ring, {} unreadable, {} strict stop(s) failed; {skipped}; {} exec event(s) taken",
+                k.execs,
+                k.forwarded,
+                k.ring_full,
+                k.read_failed,
+                k.stop_failed,
                 self.counters.execs().get("ebpf").copied().unwrap_or(0)
             );
         }

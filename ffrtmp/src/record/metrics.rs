@@ -8,12 +8,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::health::HealthStatus;
 use crate::config::{JobMetrics, Limits};
 use crate::placer::limits::{mib_to_bytes, CPU_PERIOD_US};
 use crate::placer::Usage;
+use crate::sources::ebpf::counters::KernelTotals;
 
 /// Upper bounds of the exec → placed latency histogram, seconds.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -73,8 +73,7 @@ impl Histogram {
 pub struct SourceCounters {
     execs: std::sync::Mutex<BTreeMap<&'static str, u64>>,
     /// Set once a kernel source publishes (no kernel series without one).
-    kernel_present: AtomicU64,
-    kernel: [AtomicU64; 5],
+    kernel: std::sync::Mutex<Option<KernelTotals>>,
 }
 
 impl SourceCounters {
@@ -91,17 +90,12 @@ impl SourceCounters {
         self.execs.lock().expect("counters lock").clone()
     }
 
-    /// `[execs, forwarded, ring full, read failures, stop failures]`.
-    pub fn store_kernel(&self, v: [u64; 5]) {
-        for (slot, v) in self.kernel.iter().zip(v) {
-            slot.store(v, Ordering::Relaxed);
-        }
-        self.kernel_present.store(1, Ordering::Relaxed);
+    pub fn store_kernel(&self, v: KernelTotals) {
+        *self.kernel.lock().expect("counters lock") = Some(v);
     }
 
-    pub fn kernel(&self) -> Option<[u64; 5]> {
-        (self.kernel_present.load(Ordering::Relaxed) == 1)
-            .then(|| std::array::from_fn(|i| self.kernel[i].load(Ordering::Relaxed)))
+    pub fn kernel(&self) -> Option<KernelTotals> {
+        *self.kernel.lock().expect("counters lock")
     }
 }
 
@@ -326,7 +320,17 @@ pub fn render(
         &one(t.strict_timeouts),
     );
     counter(&mut out, "ffrtmp_undecodable_events_total", "Kernel records that could not be decoded (a kernel object of another layout); their processes are found by reconciliation.", &one(t.undecodable));
-    if let Some([execs, fwd, full, read, stops]) = kernel {
+    if let Some(k) = kernel {
+        let KernelTotals {
+            execs,
+            forwarded: fwd,
+            ring_full: full,
+            read_failed: read,
+            stop_failed: stops,
+            rescued,
+            skipped,
+            skipped_backup,
+        } = k;
         counter(
             &mut out,
             "ffrtmp_kernel_execs_total",
@@ -356,6 +360,22 @@ pub fn render(
             "ffrtmp_kernel_stop_failures_total",
             "Strict targets the kernel program could not stop (they ran before placement).",
             &one(stops),
+        );
+        let mut runs = vec![("{hook=\"first\"}".to_string(), skipped)];
+        if let Some(b) = skipped_backup {
+            runs.push(("{hook=\"backup\"}".to_string(), b));
+        }
+        counter(
+            &mut out,
+            "ffrtmp_kernel_skipped_total",
+            "Runs of an exec hook the kernel skipped (recursion_misses: the same program was running on that CPU for another task). The backup hook forwards targets the first was skipped for; an exec the backup was skipped for may be seen only by reconciliation.",
+            &runs,
+        );
+        counter(
+            &mut out,
+            "ffrtmp_kernel_rescued_total",
+            "Targets the backup exec hook forwarded because the kernel skipped the first hook for them.",
+            &one(rescued),
         );
     }
     t.exec_to_placed.render(
@@ -636,7 +656,16 @@ mod tests {
             ebpf_object: "abcd".into(),
         };
         let counters = SourceCounters::default();
-        counters.store_kernel([100, 7, 1, 0, 2]);
+        counters.store_kernel(KernelTotals {
+            execs: 100,
+            forwarded: 7,
+            ring_full: 1,
+            read_failed: 0,
+            stop_failed: 2,
+            rescued: 2,
+            skipped: 3,
+            skipped_backup: Some(1),
+        });
         counters.count_exec("ebpf");
         let text = render(&telemetry(), &counters, &build, &usage);
         for family in [
@@ -648,6 +677,9 @@ mod tests {
             "ffrtmp_kernel_forwarded_total 7",
             "ffrtmp_kernel_ring_full_total 1",
             "ffrtmp_kernel_stop_failures_total 2",
+            "ffrtmp_kernel_skipped_total{hook=\"first\"} 3",
+            "ffrtmp_kernel_skipped_total{hook=\"backup\"} 1",
+            "ffrtmp_kernel_rescued_total 2",
             "ffrtmp_strict_timeouts_total 0",
             "ffrtmp_exec_to_placed_seconds_bucket{le=\"0.00025\"} 1",
             "ffrtmp_governed_processes 3",

@@ -1,6 +1,14 @@
 //! The kernel program's per-CPU counters, read by the record loop every 250 ms: they go to
 //! `/metrics`, and when they show lost events or strict targets the kernel could not stop,
 //! the daemon reconciles or warns.
+//!
+//! Beside the program's own counters, the kernel keeps one of its own per program: the
+//! runs it skipped (`recursion_misses` of `bpf_prog_info`, Linux 5.12+). The kernel skips
+//! a hook when the same program is already running on that CPU (see `exec_btf.rs` in the
+//! kernel crate). An exec the backup hook was skipped for may have been seen by neither,
+//! so those count as lost like a full ring (the daemon reconciles).
+
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use aya::maps::{MapData, PerCpuArray};
 use ffrtmp_common::counter;
@@ -14,8 +22,8 @@ pub struct LossTracker {
 
 impl LossTracker {
     /// How many events were lost since the last call, given the kernel's totals.
-    pub fn newly_lost(&mut self, ringbuf_full: u64, read_failed: u64) -> u64 {
-        let lost = ringbuf_full + read_failed;
+    pub fn newly_lost(&mut self, ringbuf_full: u64, read_failed: u64, skipped: u64) -> u64 {
+        let lost = ringbuf_full + read_failed + skipped;
         let new = lost.saturating_sub(self.reported);
         self.reported = self.reported.max(lost);
         new
@@ -29,11 +37,34 @@ impl LossTracker {
     }
 }
 
+/// The kernel program's totals, cumulative since it was loaded.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KernelTotals {
+    /// Execs the (first) hook saw.
+    pub execs: u64,
+    pub forwarded: u64,
+    pub ring_full: u64,
+    pub read_failed: u64,
+    pub stop_failed: u64,
+    /// Targets the backup hook forwarded for the first (`counter::RESCUED`).
+    pub rescued: u64,
+    /// Runs the kernel skipped: of the first hook, and of the backup (None without one).
+    pub skipped: u64,
+    pub skipped_backup: Option<u64>,
+}
+
+impl KernelTotals {
+    /// Skipped runs that may have left an exec unseen: an exec is lost only if the last
+    /// hook to look at it was skipped too.
+    pub fn skipped_unseen(&self) -> u64 {
+        self.skipped_backup.unwrap_or(self.skipped)
+    }
+}
+
 /// What one read of the counters says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CounterReading {
-    /// `[execs, forwarded, ring full, read failures, stop failures]`, cumulative.
-    pub totals: [u64; 5],
+    pub totals: KernelTotals,
     /// Events lost since the last read.
     pub lost: u64,
     /// Strict targets not stopped since the last read.
@@ -42,13 +73,17 @@ pub struct CounterReading {
 
 pub struct KernelCounters {
     map: PerCpuArray<MapData, u64>,
+    /// The attached programs (duplicates of their descriptors: the first hook, then the
+    /// backup if there is one), for the kernel's skip counts.
+    progs: Vec<OwnedFd>,
     loss: LossTracker,
 }
 
 impl KernelCounters {
-    pub(super) fn new(map: PerCpuArray<MapData, u64>) -> Self {
+    pub(super) fn new(map: PerCpuArray<MapData, u64>, progs: Vec<OwnedFd>) -> Self {
         KernelCounters {
             map,
+            progs,
             loss: LossTracker::default(),
         }
     }
@@ -58,20 +93,65 @@ impl KernelCounters {
     }
 
     pub fn read(&mut self) -> CounterReading {
-        let totals = [
-            self.counter(counter::EXECS),
-            self.counter(counter::FORWARDED),
-            self.counter(counter::RINGBUF_FULL),
-            self.counter(counter::READ_FAILED),
-            self.counter(counter::SIGNAL_FAILED),
-        ];
-        let [_, _, full, read, signal] = totals;
+        let misses = |i: usize| self.progs.get(i).and_then(recursion_misses);
+        let totals = KernelTotals {
+            execs: self.counter(counter::EXECS),
+            forwarded: self.counter(counter::FORWARDED),
+            ring_full: self.counter(counter::RINGBUF_FULL),
+            read_failed: self.counter(counter::READ_FAILED),
+            stop_failed: self.counter(counter::SIGNAL_FAILED),
+            rescued: self.counter(counter::RESCUED),
+            skipped: misses(0).unwrap_or(0),
+            skipped_backup: (self.progs.len() > 1).then(|| misses(1).unwrap_or(0)),
+        };
         CounterReading {
             totals,
-            lost: self.loss.newly_lost(full, read),
-            unstopped: self.loss.newly_unstopped(signal),
+            lost: self.loss.newly_lost(
+                totals.ring_full,
+                totals.read_failed,
+                totals.skipped_unseen(),
+            ),
+            unstopped: self.loss.newly_unstopped(totals.stop_failed),
         }
     }
+}
+
+/// The head of the kernel's `struct bpf_prog_info` (uapi/linux/bpf.h, append-only ABI) up
+/// to `recursion_misses`; the kernel fills what it has and says how much in `info_len`.
+#[repr(C)]
+#[derive(Default)]
+struct ProgInfoHead {
+    _before: [u64; 26],
+    recursion_misses: u64,
+}
+
+/// `recursion_misses` of the program, or None on a kernel without it (before 5.12) or when
+/// the query fails.
+fn recursion_misses(prog: &OwnedFd) -> Option<u64> {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut info = ProgInfoHead::default();
+    let mut attr = InfoAttr {
+        bpf_fd: prog.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<ProgInfoHead>() as u32,
+        info: &mut info as *mut ProgInfoHead as u64,
+    };
+    // SAFETY: the kernel writes at most `info_len` bytes into `info`, which outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut attr as *mut InfoAttr,
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    let filled = std::mem::offset_of!(ProgInfoHead, recursion_misses) + 8;
+    (r == 0 && attr.info_len as usize >= filled).then_some(info.recursion_misses)
 }
 
 #[cfg(test)]
@@ -79,16 +159,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn recursion_misses_sits_where_the_kernel_puts_it() {
+        // uapi/linux/bpf.h: run_time_ns at 192, run_cnt at 200, recursion_misses at 208.
+        assert_eq!(std::mem::offset_of!(ProgInfoHead, recursion_misses), 208);
+    }
+
+    #[test]
     fn losses_and_failed_stops_are_reported_once() {
         let mut t = LossTracker::default();
-        assert_eq!(t.newly_lost(0, 0), 0);
-        assert_eq!(t.newly_lost(3, 0), 3);
+        assert_eq!(t.newly_lost(0, 0, 0), 0);
+        assert_eq!(t.newly_lost(3, 0, 0), 3);
         assert_eq!(
-            t.newly_lost(3, 0),
+            t.newly_lost(3, 0, 0),
             0,
             "the same total is not reported twice"
         );
-        assert_eq!(t.newly_lost(3, 2), 2);
+        assert_eq!(t.newly_lost(3, 2, 0), 2);
+        assert_eq!(
+            t.newly_lost(3, 2, 4),
+            4,
+            "runs the kernel skipped are lost too"
+        );
         assert_eq!(t.newly_unstopped(0), 0);
         assert_eq!(t.newly_unstopped(2), 2);
         assert_eq!(t.newly_unstopped(2), 0);

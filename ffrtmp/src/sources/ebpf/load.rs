@@ -52,6 +52,21 @@ pub enum Hook {
     TracePoint,
 }
 
+/// The backup `tp_btf` program: forwards targets the kernel skipped the first one for
+/// (see `ffrtmp-ebpf/src/exec_btf.rs`).
+pub const BACKUP_PROGRAM: &str = "sched_process_exec_btf_backup";
+
+impl Hook {
+    /// The program in the embedded object that this hook loads (first; `tp_btf` also
+    /// loads `BACKUP_PROGRAM` when it can).
+    pub fn program_name(self) -> &'static str {
+        match self {
+            Hook::TpBtf => "sched_process_exec_btf",
+            Hook::TracePoint => "sched_process_exec",
+        }
+    }
+}
+
 impl std::fmt::Display for Hook {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str(match self {
@@ -180,12 +195,21 @@ pub fn attach(loaded: &mut Loaded, opts: &LoadOptions) -> Result<Hook, EbpfError
 
 fn attach_btf(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
     let btf = Btf::from_sys_fs().map_err(|e| classify(Stage::Load, &e))?;
+    attach_btf_program(ebpf, Hook::TpBtf.program_name(), &btf)?;
+    // Attached second, so it runs second: it only forwards what the first did not.
+    if let Err(e) = attach_btf_program(ebpf, BACKUP_PROGRAM, &btf) {
+        warn!("eBPF: the backup exec hook is not attached ({e}); an exec the kernel skips the hook for (it was running on that CPU for another task) is found by reconciliation instead");
+    }
+    Ok(())
+}
+
+fn attach_btf_program(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<(), EbpfError> {
     let p: &mut BtfTracePoint = ebpf
-        .program_mut("sched_process_exec_btf")
-        .ok_or_else(|| missing_program("sched_process_exec_btf"))?
+        .program_mut(name)
+        .ok_or_else(|| missing_program(name))?
         .try_into()
         .map_err(|e| classify(Stage::Load, &e))?;
-    p.load("sched_process_exec", &btf)
+    p.load("sched_process_exec", btf)
         .map_err(|e| classify(Stage::Load, &e))?;
     p.attach().map_err(|e| classify(Stage::Attach, &e))?;
     Ok(())
@@ -193,8 +217,8 @@ fn attach_btf(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
 
 fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
     let p: &mut TracePoint = ebpf
-        .program_mut("sched_process_exec")
-        .ok_or_else(|| missing_program("sched_process_exec"))?
+        .program_mut(Hook::TracePoint.program_name())
+        .ok_or_else(|| missing_program(Hook::TracePoint.program_name()))?
         .try_into()
         .map_err(|e| classify(Stage::Load, &e))?;
     p.load().map_err(|e| classify(Stage::Load, &e))?;

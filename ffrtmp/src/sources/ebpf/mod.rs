@@ -20,6 +20,7 @@ pub mod object;
 pub mod reader;
 pub mod targets;
 
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
@@ -147,8 +148,12 @@ pub fn start(
     .filter(|(bit, _)| valid & bit != 0)
     .map(|(_, n)| *n)
     .collect();
+    let backup = ebpf
+        .program(load::BACKUP_PROGRAM)
+        .is_some_and(|p| p.fd().is_ok());
     info!(
-        "eBPF exec source: {hook} attached; kernel filter: {} ({} target key(s), matched on comm{}); ring {} KiB; object {}",
+        "eBPF exec source: {hook} attached{}; kernel filter: {} ({} target key(s), matched on comm{}); ring {} KiB; object {}",
+        if backup { " (with its backup hook)" } else { "" },
         if plan.forward_all {
             "off, every exec is forwarded"
         } else {
@@ -233,12 +238,21 @@ impl EventSource for EbpfSource {
             ring,
             counters,
             ledger,
-            ..
+            hook,
         } = *self;
+        // The first hook, then the backup if it is loaded (a program not loaded has no fd).
+        let progs = [hook.program_name(), load::BACKUP_PROGRAM]
+            .into_iter()
+            .filter(|name| hook == Hook::TpBtf || *name == hook.program_name())
+            .map_while(|name| {
+                let fd = ebpf.program(name)?.fd().ok()?;
+                fd.as_fd().try_clone_to_owned().ok()
+            })
+            .collect();
         Ok(Attached {
             thread: None,
             ring: Some(RingReader::new(ring, ebpf, ledger)),
-            counters: Some(KernelCounters::new(counters)),
+            counters: Some(KernelCounters::new(counters, progs)),
         })
     }
 }
