@@ -145,19 +145,29 @@ check_node() {
         say "          the daemon needs --fallback-scan (re-run with --fallback-scan) and scans /proc every scan_interval"
         ebpf_ok=0
     fi
-    if [[ -r /sys/kernel/btf/vmlinux ]]; then
-        say "  ok      BTF at /sys/kernel/btf/vmlinux (exec hook tp_btf/sched_process_exec)"
-    elif [[ -e /sys/kernel/tracing/events/sched/sched_process_exec || -e /sys/kernel/debug/tracing/events/sched/sched_process_exec ]]; then
-        say "  MISSING BTF (/sys/kernel/btf/vmlinux; CONFIG_DEBUG_INFO_BTF): the daemon falls back to the"
-        say "          classic tracepoint sched/sched_process_exec through tracefs (found)"
+    local tp_found=0
+    [[ -e /sys/kernel/tracing/events/sched/sched_process_exec || -e /sys/kernel/debug/tracing/events/sched/sched_process_exec ]] && tp_found=1
+    if (( tp_found )); then
+        say "  ok      tracefs with sched/sched_process_exec (exec hook: the classic tracepoint)"
+    elif [[ -r /sys/kernel/btf/vmlinux ]]; then
+        say "  note    tracefs is not mounted: the daemon uses the BTF tracepoint tp_btf/sched_process_exec, which"
+        say "          7.x kernels run preemptibly and skip for some execs under load (counted, found by reconciliation)."
+        say "          Mount tracefs at boot (systemctl enable --now sys-kernel-tracing.mount, or fstab:"
+        say "          tracefs /sys/kernel/tracing tracefs defaults 0 0)"
     elif grep -qw tracefs /proc/filesystems; then
-        say "  MISSING BTF (/sys/kernel/btf/vmlinux) and tracefs is not mounted: the daemon would mount tracefs"
-        say "          itself, which the unit's capability set does not allow. Mount it at boot"
+        say "  MISSING tracefs is not mounted and there is no BTF (/sys/kernel/btf/vmlinux): the daemon would mount"
+        say "          tracefs itself, which the unit's capability set does not allow. Mount it at boot"
         say "          (systemctl enable --now sys-kernel-tracing.mount, or fstab: tracefs /sys/kernel/tracing tracefs defaults 0 0)"
         ebpf_ok=0
     else
         say "  MISSING BTF and tracefs: the eBPF source cannot attach; re-run with --fallback-scan (scans /proc)"
         ebpf_ok=0
+    fi
+    if [[ -r /sys/kernel/btf/vmlinux ]]; then
+        say "  ok      BTF at /sys/kernel/btf/vmlinux (the exec's start time, parent, exe and argv[0] from the event)"
+    else
+        say "  note    no BTF (/sys/kernel/btf/vmlinux; CONFIG_DEBUG_INFO_BTF): events carry less, /proc is read instead,"
+        say "          strict placement is off and aliases are found by reconciliation"
     fi
     fs=$(stat -fc %T /sys/fs/cgroup 2>/dev/null || echo none)
     if [[ $fs == cgroup2fs ]]; then

@@ -178,11 +178,6 @@ pub struct StopValue {
 }
 const _: () = assert!(core::mem::size_of::<StopValue>() == 8);
 
-/// Capacity of `CLAIMS`, the exec claims the two `tp_btf` hooks share (`bprm` → pid_tgid
-/// of the hook that forwarded it). An entry lives from one hook's forward to the other's
-/// look at it; a stale one (the other hook was skipped) is evicted (LRU).
-pub const CLAIMS_ENTRIES: u32 = 1024;
-
 /// Capacity of `STOPPED`. A strict target is stopped only once its stop is recorded; when
 /// the ledger is full it runs and is placed like a normal target (`STOP_FAILED`).
 pub const STOPPED_ENTRIES: u32 = 4096;
@@ -201,11 +196,8 @@ pub mod counter {
     /// A strict target was not stopped: `bpf_send_signal(SIGSTOP)` failed or the stop
     /// could not be recorded in `STOPPED`.
     pub const SIGNAL_FAILED: u32 = 4;
-    /// Targets the backup hook forwarded because the kernel skipped the first hook for
-    /// them (it was running on that CPU for another task; `tp_btf` only).
-    pub const RESCUED: u32 = 5;
     /// Number of counters.
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 5;
 }
 
 #[cfg(feature = "user")]

@@ -10,12 +10,6 @@
 //! is recorded in `STOPPED`, and only then is SIGSTOP sent; so a process is never stopped
 //! unless its event is on its way to the agent and its stop is in a ledger that outlives
 //! the agent. No loop here: the filename is one helper call.
-//!
-//! The `tp_btf` hook is attached twice, as two programs (`exec_btf.rs`): a kernel that runs
-//! tracing programs preemptibly skips a program on a CPU where it is already running for
-//! another task, and that exec is then seen by neither. Whichever of the two sees a
-//! target first claims its exec in `CLAIMS` and forwards it; the other finds the claim,
-//! removes it and stops there. So an exec is forwarded once, unless both are skipped.
 
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
@@ -29,7 +23,7 @@ use ffrtmp_common::{
     FILENAME_LEN, TARGET_FLAG_PREFIX, TARGET_FLAG_STRICT,
 };
 
-use crate::maps::{count, forward_all, CLAIMS, EVENTS, STOPPED, TARGETS};
+use crate::maps::{count, forward_all, EVENTS, STOPPED, TARGETS};
 use crate::task::{self, Key};
 
 /// `SIGSTOP` on Linux.
@@ -45,19 +39,6 @@ pub enum NotForwarded {
     RingFull,
     /// A read the event cannot do without failed (comm, tracepoint record). `READ_FAILED`.
     ReadFailed,
-    /// The other `tp_btf` hook forwarded this exec: not counted.
-    Claimed,
-}
-
-/// Which attachment runs the exec handling.
-#[derive(Clone, Copy)]
-pub enum Pass {
-    /// The only hook (classic tracepoint).
-    Only,
-    /// The first `tp_btf` program, with the exec's `linux_binprm` as its claim.
-    First(u64),
-    /// The second `tp_btf` program: forwards what the kernel kept from the first.
-    Backup(u64),
 }
 
 impl NotForwarded {
@@ -65,7 +46,7 @@ impl NotForwarded {
     #[inline(always)]
     pub fn count(self) {
         match self {
-            NotForwarded::NotTarget | NotForwarded::Claimed => {}
+            NotForwarded::NotTarget => {}
             NotForwarded::RingFull => count(counter::RINGBUF_FULL),
             NotForwarded::ReadFailed => count(counter::READ_FAILED),
         }
@@ -82,7 +63,7 @@ fn lookup(key: &Key) -> Option<u32> {
 /// hook could not find it (the event then carries `EXEC_FLAG_FILENAME_FAILED` and an
 /// all-zero filename).
 #[inline(always)]
-pub fn on_exec(filename: *const u8, pass: Pass) -> Result<(), NotForwarded> {
+pub fn on_exec(filename: *const u8) -> Result<(), NotForwarded> {
     let comm = current_comm().ok_or(NotForwarded::ReadFailed)?;
     let facts = task::current();
 
@@ -107,23 +88,13 @@ pub fn on_exec(filename: *const u8, pass: Pass) -> Result<(), NotForwarded> {
         None => return Err(NotForwarded::NotTarget),
     }
 
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let rescue = match pass {
-        Pass::Only => false,
-        Pass::First(bprm) | Pass::Backup(bprm) => {
-            if !claim(bprm, pid_tgid) {
-                return Err(NotForwarded::Claimed);
-            }
-            matches!(pass, Pass::Backup(_))
-        }
-    };
-
     // Reserve before anything irreversible (see the module comment).
     let mut entry = EVENTS
         .reserve::<ExecEvent>(0)
         .ok_or(NotForwarded::RingFull)?;
     let ev: *mut ExecEvent = entry.as_mut_ptr();
 
+    let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: `ev` points at a reserved, 8-byte aligned record of size_of::<ExecEvent>();
@@ -153,35 +124,7 @@ pub fn on_exec(filename: *const u8, pass: Pass) -> Result<(), NotForwarded> {
     }
     entry.submit(0);
     count(counter::FORWARDED);
-    if rescue {
-        count(counter::RESCUED);
-    }
     Ok(())
-}
-
-/// True when this program is the first of the two to claim the exec `bprm` of `pid_tgid`
-/// (it forwards it); false when the other one has (the claim is removed: it has done its
-/// work). A claim left by an exec whose other hook was skipped may sit under a reused
-/// `bprm` address: it names another task, or the same task's earlier exec, and is taken
-/// over (another task) or consumed (the same task: the other hook then forwards).
-#[inline(always)]
-fn claim(bprm: u64, pid_tgid: u64) -> bool {
-    if CLAIMS.insert(&bprm, &pid_tgid, BPF_NOEXIST).is_ok() {
-        return true;
-    }
-    // SAFETY: the value is copied out at once.
-    match unsafe { CLAIMS.get(&bprm) }.copied() {
-        Some(v) if v == pid_tgid => {
-            let _ = CLAIMS.remove(&bprm);
-            false
-        }
-        _ => {
-            // Stale, or evicted between the two calls: take it over. A failed update
-            // only risks a duplicate event, which the agent ignores.
-            let _ = CLAIMS.insert(&bprm, &pid_tgid, 0);
-            true
-        }
-    }
 }
 
 /// Record the stop, then stop: `EXEC_FLAG_STOPPED`, or `EXEC_FLAG_STOP_FAILED` (counted)

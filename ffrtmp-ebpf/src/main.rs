@@ -1,7 +1,8 @@
 //! Kernel half of ffrtmp: sees every exec, forwards the interesting ones to the agent.
 //!
-//! One hook per file: `exec.rs` (tracepoint) and `exec_btf.rs` (tp_btf, no tracefs needed)
-//! are two attachments of the same logic in `forward.rs`; user space loads one of them.
+//! One hook per file: `exec.rs` (tracepoint, the default) and `exec_btf.rs` (tp_btf, no
+//! tracefs needed) are two attachments of the same logic in `forward.rs`; user space loads
+//! one of them.
 //! `task.rs` reads what the event says about the task (identity, names, namespace); maps
 //! and the counter helper live in `maps.rs`. The types in the ring buffer and the maps
 //! come from `ffrtmp-common`, so both halves agree on every byte. Everything that can be

@@ -6,11 +6,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use ffrtmp_common::{
     counter, KernelOffsets, KernelSettings, StopKey, StopValue, TargetKey, TargetValue,
-    CLAIMS_ENTRIES, STOPPED_ENTRIES,
+    STOPPED_ENTRIES,
 };
 
 /// Default ring size. User space sizes it for the rate it expects (docs/ebpf.md).
@@ -39,11 +39,6 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 /// written before the SIGSTOP and removed by whoever resumes the process.
 #[map(name = "STOPPED")]
 pub static STOPPED: HashMap<StopKey, StopValue> = HashMap::with_max_entries(STOPPED_ENTRIES, 0);
-
-/// Which of the two `tp_btf` hooks forwarded an exec: its `linux_binprm` (unique while the
-/// exec runs) → the pid_tgid it was forwarded for (see `forward::claim`).
-#[map(name = "CLAIMS")]
-pub static CLAIMS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(CLAIMS_ENTRIES, 0);
 
 /// Member offsets of kernel structures, set by user space from BTF at load time.
 #[unsafe(no_mangle)]
@@ -77,9 +72,8 @@ pub fn offsets_valid(bit: u32) -> bool {
 }
 
 /// Add one to counter `index` on this CPU. Per-CPU, so no atomics are needed: the kernel
-/// never runs a program twice at once on one CPU (it skips the second run instead; see
-/// `exec_btf.rs`). The two `tp_btf` hooks are two programs and may interleave on a CPU
-/// whose kernel runs them preemptibly; a count lost that way is a count, not an event.
+/// never runs the program twice at once on one CPU (it skips the second run and counts it
+/// in `bpf_prog_info.recursion_misses`, which the agent reads; see `exec.rs`).
 #[inline(always)]
 pub fn count(index: u32) {
     if let Some(p) = COUNTERS.get_ptr_mut(index) {

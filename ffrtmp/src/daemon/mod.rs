@@ -717,19 +717,13 @@ impl Daemon {
             }
         }
         if let Some(k) = self.counters.kernel() {
-            let skipped = match k.skipped_backup {
-                Some(b) => format!(
-                    "runs skipped by the kernel: {} of the first hook ({} target(s) forwarded by the backup instead), {b} of the backup",
-                    k.skipped, k.rescued
-                ),
-                None => format!("{} run(s) skipped by the kernel", k.skipped),
-            };
             info!(
-                "Kernel program totals (as last read): {} exec(s) seen, {} forwarded, {} lost to a full ring, {} unreadable, {} strict stop(s) failed; {skipped}; {} exec event(s) taken",
+                "Kernel program totals (as last read): {} exec(s) seen, {} forwarded, {} lost to a full ring, {} unreadable, {} skipped by the kernel, {} strict stop(s) failed; {} exec event(s) taken",
                 k.execs,
                 k.forwarded,
                 k.ring_full,
                 k.read_failed,
+                k.skipped,
                 k.stop_failed,
                 self.counters.execs().get("ebpf").copied().unwrap_or(0)
             );

@@ -107,7 +107,7 @@ round() {
     i=0 hits=0 N_RUN=$N
     if [ -n "${R_BURST:-}" ]; then
         # Bursts: all N started at once, then each waited for (10 s); $BURSTS times. A
-        # kernel that runs the exec hook preemptibly skips it for some of them (7.x).
+        # kernel that runs the hook preemptibly skips it for some (tp_btf on 7.x did).
         b=0; : >"$M/all-pids"
         while [ $b -lt "$BURSTS" ]; do
             b=$((b + 1)); i=0; : >"$M/pids"
@@ -167,16 +167,16 @@ round() {
         }')
     hook=$(sed -n 's/.*eBPF exec source: \([a-z_]*\)[^ ]* attached.*/\1/p' "$log" | head -n1)
     msg() { grep -m1 -E "$1" "$log" | sed 's/^[0-9TZ:.-]* *[A-Z]* *\[[a-z]*\] //' | cut -c1-"${2:-160}"; }
-    skips=$(sed -n 's/.*Kernel program totals.*; \(runs skipped by the kernel[^;]*\);.*/\1/p' "$log" | head -n1)
-    [ -z "${R_BURST:-}" ] || [ -z "$skips" ] || R_LINE="$R_LINE; $skips"
+    skips=$(sed -n 's/.*Kernel program totals.*, \([0-9]*\) skipped by the kernel,.*/\1/p' "$log" | head -n1)
+    [ -z "${R_BURST:-}" ] || [ -z "$skips" ] || R_LINE="$R_LINE; execs the kernel skipped the hook for: $skips"
     if [ "$R_K" -lt "$N_RUN" ]; then
         echo "note: $((N_RUN - R_K)) target(s) not placed from events; the daemon's log ($log), last lines:"
         tail -n 15 "$log" | cut -c1-300 | sed 's/^/    | /'
     fi
     R_NOTE=""
-    if grep -q 'using the classic tracepoint' "$log"; then
-        R_NOTE="BTF tracepoint (tp_btf) unavailable: classic tracepoint sched/sched_process_exec ($(msg 'BTF tracepoint failed|no usable BTF' 140))"
-    elif [ -n "$hook" ] && [ "$hook" != tp_btf ]; then
+    if grep -q 'using the BTF tracepoint' "$log"; then
+        R_NOTE="classic tracepoint unavailable: BTF tracepoint tp_btf/sched_process_exec ($(msg 'classic tracepoint cannot be used' 140))"
+    elif [ -n "$hook" ] && [ "$hook" != tracepoint ]; then
         R_NOTE="exec hook $hook"
     fi
     if [ -z "$hook" ]; then

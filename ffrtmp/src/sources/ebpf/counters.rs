@@ -4,9 +4,9 @@
 //!
 //! Beside the program's own counters, the kernel keeps one of its own per program: the
 //! runs it skipped (`recursion_misses` of `bpf_prog_info`, Linux 5.12+). The kernel skips
-//! a hook when the same program is already running on that CPU (see `exec_btf.rs` in the
-//! kernel crate). An exec the backup hook was skipped for may have been seen by neither,
-//! so those count as lost like a full ring (the daemon reconciles).
+//! the hook when the program is already running on that CPU (a kernel that runs it
+//! preemptibly: `tp_btf` on 7.x, see `exec.rs` in the kernel crate). An exec it skipped was
+//! not looked at, so it counts as lost like a full ring (the daemon reconciles).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -40,25 +40,14 @@ impl LossTracker {
 /// The kernel program's totals, cumulative since it was loaded.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct KernelTotals {
-    /// Execs the (first) hook saw.
+    /// Execs the hook saw.
     pub execs: u64,
     pub forwarded: u64,
     pub ring_full: u64,
     pub read_failed: u64,
     pub stop_failed: u64,
-    /// Targets the backup hook forwarded for the first (`counter::RESCUED`).
-    pub rescued: u64,
-    /// Runs the kernel skipped: of the first hook, and of the backup (None without one).
+    /// Runs of the hook the kernel skipped (`recursion_misses`).
     pub skipped: u64,
-    pub skipped_backup: Option<u64>,
-}
-
-impl KernelTotals {
-    /// Skipped runs that may have left an exec unseen: an exec is lost only if the last
-    /// hook to look at it was skipped too.
-    pub fn skipped_unseen(&self) -> u64 {
-        self.skipped_backup.unwrap_or(self.skipped)
-    }
 }
 
 /// What one read of the counters says.
@@ -73,17 +62,16 @@ pub struct CounterReading {
 
 pub struct KernelCounters {
     map: PerCpuArray<MapData, u64>,
-    /// The attached programs (duplicates of their descriptors: the first hook, then the
-    /// backup if there is one), for the kernel's skip counts.
-    progs: Vec<OwnedFd>,
+    /// The attached program (a duplicate of its descriptor), for the kernel's skip count.
+    prog: Option<OwnedFd>,
     loss: LossTracker,
 }
 
 impl KernelCounters {
-    pub(super) fn new(map: PerCpuArray<MapData, u64>, progs: Vec<OwnedFd>) -> Self {
+    pub(super) fn new(map: PerCpuArray<MapData, u64>, prog: Option<OwnedFd>) -> Self {
         KernelCounters {
             map,
-            progs,
+            prog,
             loss: LossTracker::default(),
         }
     }
@@ -93,24 +81,19 @@ impl KernelCounters {
     }
 
     pub fn read(&mut self) -> CounterReading {
-        let misses = |i: usize| self.progs.get(i).and_then(recursion_misses);
         let totals = KernelTotals {
             execs: self.counter(counter::EXECS),
             forwarded: self.counter(counter::FORWARDED),
             ring_full: self.counter(counter::RINGBUF_FULL),
             read_failed: self.counter(counter::READ_FAILED),
             stop_failed: self.counter(counter::SIGNAL_FAILED),
-            rescued: self.counter(counter::RESCUED),
-            skipped: misses(0).unwrap_or(0),
-            skipped_backup: (self.progs.len() > 1).then(|| misses(1).unwrap_or(0)),
+            skipped: self.prog.as_ref().and_then(recursion_misses).unwrap_or(0),
         };
         CounterReading {
             totals,
-            lost: self.loss.newly_lost(
-                totals.ring_full,
-                totals.read_failed,
-                totals.skipped_unseen(),
-            ),
+            lost: self
+                .loss
+                .newly_lost(totals.ring_full, totals.read_failed, totals.skipped),
             unstopped: self.loss.newly_unstopped(totals.stop_failed),
         }
     }

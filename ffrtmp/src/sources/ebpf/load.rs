@@ -1,11 +1,14 @@
 //! Loading the object and attaching one exec hook.
 //!
-//! The BTF tracepoint (`tp_btf/sched_process_exec`) is tried first: it needs no tracefs and
-//! reads `bprm->filename` at an offset taken from the running kernel's BTF. Where BTF is
-//! missing or the hook fails, the classic tracepoint is used; it needs tracefs, which is
-//! mounted here if absent — before aya first looks for it, because aya remembers "tracefs
-//! not found" for the life of the process. Either hook reads the task's identity, names and
-//! namespace at the offsets of `btf::kernel_offsets`, set as the global `OFFSETS`.
+//! The classic tracepoint (`tracepoint/sched/sched_process_exec`) is tried first: the
+//! kernel runs it with preemption off, so it never skips an exec (the BTF tracepoint is run
+//! preemptibly on 7.x kernels, which then skip it for some execs: `ffrtmp-ebpf/src/exec.rs`).
+//! It needs tracefs, which is mounted here if absent — before aya first looks for it,
+//! because aya remembers "tracefs not found" for the life of the process. Where tracefs
+//! cannot be had, the BTF tracepoint (`tp_btf/sched_process_exec`) is used: it needs no
+//! tracefs and reads `bprm->filename` at an offset taken from the running kernel's BTF.
+//! Either hook reads the task's identity, names and namespace at the offsets of
+//! `btf::kernel_offsets`, set as the global `OFFSETS`.
 
 use std::path::Path;
 
@@ -52,13 +55,8 @@ pub enum Hook {
     TracePoint,
 }
 
-/// The backup `tp_btf` program: forwards targets the kernel skipped the first one for
-/// (see `ffrtmp-ebpf/src/exec_btf.rs`).
-pub const BACKUP_PROGRAM: &str = "sched_process_exec_btf_backup";
-
 impl Hook {
-    /// The program in the embedded object that this hook loads (first; `tp_btf` also
-    /// loads `BACKUP_PROGRAM` when it can).
+    /// The program in the embedded object that this hook loads.
     pub fn program_name(self) -> &'static str {
         match self {
             Hook::TpBtf => "sched_process_exec_btf",
@@ -169,47 +167,40 @@ pub fn load_object(opts: &LoadOptions, forward_all: bool) -> Result<Loaded, Ebpf
     })
 }
 
-/// Load and attach one hook, trying tp_btf first unless told otherwise.
+/// Load and attach one hook, trying the classic tracepoint first unless told otherwise.
 pub fn attach(loaded: &mut Loaded, opts: &LoadOptions) -> Result<Hook, EbpfError> {
     let ebpf = &mut loaded.ebpf;
-    let try_btf = match opts.hook {
-        HookChoice::Only(Hook::TracePoint) => false,
-        HookChoice::Only(Hook::TpBtf) => true,
-        HookChoice::Auto => loaded.offsets.valid & ffrtmp_common::OFFSETS_BPRM != 0,
-    };
-    if try_btf {
-        match attach_btf(ebpf) {
-            Ok(()) => return Ok(Hook::TpBtf),
-            Err(e) if opts.hook == HookChoice::Auto && e.worth_another_hook() => {
-                warn!("eBPF: the BTF tracepoint failed ({e}); using the classic tracepoint");
-            }
-            Err(e) => return Err(e),
+    let btf_usable = loaded.offsets.valid & ffrtmp_common::OFFSETS_BPRM != 0;
+    match opts.hook {
+        HookChoice::Only(Hook::TpBtf) => attach_btf(ebpf).map(|()| Hook::TpBtf),
+        HookChoice::Only(Hook::TracePoint) => {
+            ensure_tracefs()?;
+            attach_tracepoint(ebpf).map(|()| Hook::TracePoint)
         }
-    } else if let Some(p) = &loaded.btf_problem {
-        info!("eBPF: BTF does not give the exec filename ({p}); using the classic tracepoint");
+        HookChoice::Auto => match ensure_tracefs().and_then(|()| attach_tracepoint(ebpf)) {
+            Ok(()) => Ok(Hook::TracePoint),
+            Err(e) if btf_usable && e.worth_another_hook() => {
+                warn!("eBPF: the classic tracepoint cannot be used ({e}); using the BTF tracepoint, which a kernel that runs it preemptibly (7.x) skips for some execs under load: those are counted as lost and found by reconciliation");
+                attach_btf(ebpf).map(|()| Hook::TpBtf)
+            }
+            Err(e) => {
+                if let Some(p) = loaded.btf_problem.as_ref().filter(|_| !btf_usable) {
+                    info!("eBPF: BTF does not give the exec filename ({p}), so there is no BTF tracepoint to fall back to");
+                }
+                Err(e)
+            }
+        },
     }
-    ensure_tracefs()?;
-    attach_tracepoint(ebpf)?;
-    Ok(Hook::TracePoint)
 }
 
 fn attach_btf(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
     let btf = Btf::from_sys_fs().map_err(|e| classify(Stage::Load, &e))?;
-    attach_btf_program(ebpf, Hook::TpBtf.program_name(), &btf)?;
-    // Attached second, so it runs second: it only forwards what the first did not.
-    if let Err(e) = attach_btf_program(ebpf, BACKUP_PROGRAM, &btf) {
-        warn!("eBPF: the backup exec hook is not attached ({e}); an exec the kernel skips the hook for (it was running on that CPU for another task) is found by reconciliation instead");
-    }
-    Ok(())
-}
-
-fn attach_btf_program(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<(), EbpfError> {
     let p: &mut BtfTracePoint = ebpf
-        .program_mut(name)
-        .ok_or_else(|| missing_program(name))?
+        .program_mut(Hook::TpBtf.program_name())
+        .ok_or_else(|| missing_program(Hook::TpBtf.program_name()))?
         .try_into()
         .map_err(|e| classify(Stage::Load, &e))?;
-    p.load("sched_process_exec", btf)
+    p.load("sched_process_exec", &btf)
         .map_err(|e| classify(Stage::Load, &e))?;
     p.attach().map_err(|e| classify(Stage::Attach, &e))?;
     Ok(())

@@ -148,12 +148,8 @@ pub fn start(
     .filter(|(bit, _)| valid & bit != 0)
     .map(|(_, n)| *n)
     .collect();
-    let backup = ebpf
-        .program(load::BACKUP_PROGRAM)
-        .is_some_and(|p| p.fd().is_ok());
     info!(
-        "eBPF exec source: {hook} attached{}; kernel filter: {} ({} target key(s), matched on comm{}); ring {} KiB; object {}",
-        if backup { " (with its backup hook)" } else { "" },
+        "eBPF exec source: {hook} attached; kernel filter: {} ({} target key(s), matched on comm{}); ring {} KiB; object {}",
         if plan.forward_all {
             "off, every exec is forwarded"
         } else {
@@ -240,19 +236,14 @@ impl EventSource for EbpfSource {
             ledger,
             hook,
         } = *self;
-        // The first hook, then the backup if it is loaded (a program not loaded has no fd).
-        let progs = [hook.program_name(), load::BACKUP_PROGRAM]
-            .into_iter()
-            .filter(|name| hook == Hook::TpBtf || *name == hook.program_name())
-            .map_while(|name| {
-                let fd = ebpf.program(name)?.fd().ok()?;
-                fd.as_fd().try_clone_to_owned().ok()
-            })
-            .collect();
+        let prog = ebpf
+            .program(hook.program_name())
+            .and_then(|p| p.fd().ok())
+            .and_then(|fd| fd.as_fd().try_clone_to_owned().ok());
         Ok(Attached {
             thread: None,
             ring: Some(RingReader::new(ring, ebpf, ledger)),
-            counters: Some(KernelCounters::new(counters, progs)),
+            counters: Some(KernelCounters::new(counters, prog)),
         })
     }
 }
