@@ -147,7 +147,14 @@ check_node() {
     fi
     local tp_found=0
     [[ -e /sys/kernel/tracing/events/sched/sched_process_exec || -e /sys/kernel/debug/tracing/events/sched/sched_process_exec ]] && tp_found=1
-    if (( tp_found )); then
+    local paranoid
+    paranoid=$(cat /proc/sys/kernel/perf_event_paranoid 2>/dev/null || echo 2)
+    if (( tp_found )) && (( paranoid > 2 )); then
+        say "  note    kernel.perf_event_paranoid=$paranoid: perf events need CAP_SYS_ADMIN, which the unit does not"
+        say "          grant, so the daemon uses the BTF tracepoint tp_btf/sched_process_exec; 7.x kernels skip it"
+        say "          for some execs under load (counted, placed by reconciliation). With"
+        say "          sysctl kernel.perf_event_paranoid=2 it uses the classic tracepoint, which is never skipped"
+    elif (( tp_found )); then
         say "  ok      tracefs with sched/sched_process_exec (exec hook: the classic tracepoint)"
     elif [[ -r /sys/kernel/btf/vmlinux ]]; then
         say "  note    tracefs is not mounted: the daemon uses the BTF tracepoint tp_btf/sched_process_exec, which"

@@ -5,10 +5,11 @@
 //! skips the second run (`bpf_prog_info.recursion_misses`). This hook runs inside the
 //! tracepoint's perf handler with preemption off, so no exec is skipped. Debian's 7.x
 //! kernels run `tp_btf` programs with only migration off: an exec'ing task preempted
-//! inside the program (the wake-up of the agent's real-time reader at submit is enough)
-//! makes the kernel skip it for the next task exec'ing on that CPU. Measured on 7.3.4 in
-//! bursts of 20 targets: `tp_btf` 1-3 of 20 skipped (2 of 60 even as two programs),
-//! this hook 0 of 120.
+//! inside the program makes the kernel skip it for the next task exec'ing on that CPU.
+//! Measured on 7.3.4 in bursts of 20 targets: `tp_btf` 1-3 of 20 skipped (2 of 60 even as
+//! two programs; 4 of 120 with the agent's reader not real-time), this hook 0 of 120.
+//! Attaching it needs `perf_event_open`, which Debian's `perf_event_paranoid=3` allows
+//! only with CAP_SYS_ADMIN; without it the agent uses `tp_btf`.
 //!
 //! Record layout (`/sys/kernel/tracing/events/sched/sched_process_exec/format`, stable ABI):
 //! offset 8 `__data_loc char[] filename` (low 16 bits: offset of the string in the record,

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use aya::Pod;
 use ffrtmp_common::KernelOffsets;
@@ -179,8 +179,13 @@ pub fn attach(loaded: &mut Loaded, opts: &LoadOptions) -> Result<Hook, EbpfError
         }
         HookChoice::Auto => match ensure_tracefs().and_then(|()| attach_tracepoint(ebpf)) {
             Ok(()) => Ok(Hook::TracePoint),
-            Err(e) if btf_usable && e.worth_another_hook() => {
-                warn!("eBPF: the classic tracepoint cannot be used ({e}); using the BTF tracepoint, which a kernel that runs it preemptibly (7.x) skips for some execs under load: those are counted as lost and found by reconciliation");
+            Err(e) if btf_usable && (e.worth_another_hook() || perf_refused(&e)) => {
+                let why = if perf_refused(&e) {
+                    "the kernel refuses perf events to this process (Debian's kernel.perf_event_paranoid=3 allows them only with CAP_SYS_ADMIN, which the shipped unit does not grant; with kernel.perf_event_paranoid=2, CAP_PERFMON is enough)".to_string()
+                } else {
+                    e.to_string()
+                };
+                info!("eBPF: the classic tracepoint cannot be used: {why}; using the BTF tracepoint. A kernel that runs it preemptibly (7.x) skips it for some execs under load: those are counted as lost (ffrtmp_kernel_skipped_total) and placed by the reconciliation they trigger");
                 attach_btf(ebpf).map(|()| Hook::TpBtf)
             }
             Err(e) => {
@@ -191,6 +196,12 @@ pub fn attach(loaded: &mut Loaded, opts: &LoadOptions) -> Result<Hook, EbpfError
             }
         },
     }
+}
+
+/// The tracepoint program loaded (BPF is allowed) but `perf_event_open` was refused: perf
+/// events have their own permission rule (`perf_event_paranoid`).
+fn perf_refused(e: &EbpfError) -> bool {
+    matches!(e, EbpfError::Permission { detail } if detail.contains("perf_event_open"))
 }
 
 fn attach_btf(ebpf: &mut Ebpf) -> Result<(), EbpfError> {

@@ -94,6 +94,14 @@ status_text=$(prop "$UNIT" StatusText)
 log "StatusText: $status_text"
 check "STATUS= names the eBPF source" grep -qi "ebpf" <<<"$status_text"
 check "daemon logged 'Event source ebpf started'" wait_for 3 bash -c "journalctl -q -o cat _PID=$main | grep -q 'Event source ebpf started'"
+# Which exec hook the unit gets: the classic tracepoint needs perf events, which Debian's
+# perf_event_paranoid=3 gives only to CAP_SYS_ADMIN (not in the unit's set).
+hook=$(journalctl -q -o cat _PID="$main" | sed -n 's/.*eBPF exec source: \([^ ]*\) attached.*/\1/p' | head -n1)
+paranoid=$(cat /proc/sys/kernel/perf_event_paranoid)
+if [[ $paranoid -gt 2 ]]; then
+    check "perf_event_paranoid=$paranoid: the daemon says why it uses tp_btf" bash -c "journalctl -q -o cat _PID=$main | grep -q 'classic tracepoint cannot be used: the kernel refuses perf events'"
+fi
+note "exec hook $hook (kernel.perf_event_paranoid=$paranoid)"
 scope=$(scope_cg)
 check "MainPID $main is in $scope/supervisor" test "$(cg_of "$main")" = "$scope/supervisor"
 check "the service's own cgroup holds no process" test -z "$(cg_file "$(prop "$UNIT" ControlGroup)" cgroup.procs)"
