@@ -31,7 +31,7 @@ use crate::config::{Limits, Settings};
 use crate::engine::{self, EngineConfig, EngineHandle, Outcome, Work};
 use crate::matcher::Guard;
 use crate::placer::{monotonic_ns, Placer};
-use crate::process::{ProcFs, ProcessId, Resumed, StopLedger, Stopped};
+use crate::process::{ExitSet, ProcFs, ProcessId, Resumed, StopLedger, Stopped};
 use crate::record::health::Health;
 use crate::record::logging::LogControl;
 use crate::record::metrics::{SourceCounters, Telemetry};
@@ -90,7 +90,6 @@ struct Journaled {
     id: ProcessId,
     cgroup: String,
     record: ProcessRecord,
-    exit_watch: tokio::task::JoinHandle<()>,
 }
 
 /// Blocking work, done one at a time off the loop.
@@ -151,8 +150,9 @@ pub struct Daemon {
     /// The governed set or health changed: publish before the next wait.
     republish: bool,
     engine: Option<EngineHandle>,
-    exit_tx: mpsc::UnboundedSender<ProcessId>,
-    exit_rx: Option<mpsc::UnboundedReceiver<ProcessId>>,
+    /// The pidfds of the governed processes, in one epoll set (made when `run` starts:
+    /// it registers with the runtime).
+    exits: Option<ExitSet>,
     /// The watchdog found the engine stuck (logged once per episode).
     engine_stuck: bool,
 }
@@ -169,7 +169,6 @@ impl Daemon {
             job_metrics: settings.job_metrics,
             ..Default::default()
         };
-        let (exit_tx, exit_rx) = mpsc::unbounded_channel();
         Daemon {
             scanner: Some(Scanner::new(proc.clone())),
             settings: Arc::new(settings),
@@ -194,8 +193,7 @@ impl Daemon {
             source_down: false,
             republish: true,
             engine: None,
-            exit_tx,
-            exit_rx: Some(exit_rx),
+            exits: None,
             engine_stuck: false,
         }
     }
@@ -307,7 +305,13 @@ impl Daemon {
     ) {
         let (outcome_tx, mut outcome_rx) = mpsc::channel::<Outcome>(4096);
         let (event_tx, mut event_rx) = mpsc::channel::<SourceEvent>(256);
-        let mut exit_rx = self.exit_rx.take().expect("run is called once");
+        match ExitSet::new() {
+            Ok(set) => self.exits = Some(set),
+            Err(e) => {
+                error!("cannot make the epoll set that watches governed processes exit: {e}");
+                return;
+            }
+        }
 
         let records = self.startup();
         let (hot_tx, work_tx, inbox) = match engine::inbox() {
@@ -443,7 +447,11 @@ impl Daemon {
                 _ = sleep_until(chore_at.into()), if chore_wait => {}
                 // `event_tx` lives as long as this loop: the channel never closes.
                 Some(ev) = event_rx.recv() => self.on_source_event(ev),
-                Some(id) = exit_rx.recv() => self.on_exit(id),
+                ids = self.exits.as_mut().expect("made at the start of run").exited() => {
+                    for id in ids {
+                        self.on_exit(id);
+                    }
+                }
                 r = async { scan_job.as_mut().expect("guarded").await }, if scan_job.is_some() => {
                     scan_job = None;
                     match r {
@@ -693,9 +701,6 @@ impl Daemon {
         self.flush_now();
         if !self.opts.dry_run {
             self.placer.drain_spares();
-        }
-        for g in self.journal.values() {
-            g.exit_watch.abort();
         }
         // Sources and engine are gone, so their stops were resumed when they dropped. A
         // stop the kernel made after the reader's last read is still in a ledger: this

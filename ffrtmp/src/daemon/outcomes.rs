@@ -214,14 +214,18 @@ impl Daemon {
         self.journal_add(id, pidfd, pl.cgroup, record);
     }
 
-    /// Record a governed process and watch for its exit (no polling: the pidfd sits in
-    /// the runtime's epoll set).
+    /// Record a governed process and watch for its exit (no polling: its pidfd joins the
+    /// exit set's epoll set).
     fn journal_add(&mut self, id: ProcessId, pidfd: PidFd, cgroup: String, record: ProcessRecord) {
-        let tx = self.exit_tx.clone();
-        let exit_watch = tokio::spawn(async move {
-            pidfd.exited().await;
-            let _ = tx.send(id);
-        });
+        if let Some(exits) = self.exits.as_mut() {
+            if let Err(e) = exits.watch(id, pidfd) {
+                // Its exit is then noticed by the next scan that misses it.
+                warn!(
+                    pid = id.pid,
+                    "cannot watch PID {} for its exit: {e}", id.pid
+                );
+            }
+        }
         self.telemetry().jobs.insert(
             id.pid,
             JobInfo {
@@ -232,17 +236,8 @@ impl Daemon {
                 limits: record.limits.clone(),
             },
         );
-        if let Some(old) = self.journal.insert(
-            id.pid,
-            Journaled {
-                id,
-                cgroup,
-                record,
-                exit_watch,
-            },
-        ) {
-            old.exit_watch.abort();
-        }
+        self.journal
+            .insert(id.pid, Journaled { id, cgroup, record });
         self.mark_dirty();
         self.republish = true;
     }
@@ -252,7 +247,9 @@ impl Daemon {
             return;
         }
         let g = self.journal.remove(&id.pid).expect("present");
-        g.exit_watch.abort();
+        if let Some(exits) = self.exits.as_mut() {
+            exits.unwatch(id.pid);
+        }
         self.telemetry().job_exited(id.pid);
         info!(pid = id.pid, job = %g.record.job_id, "PID {} ({}) exited; job {} ended", id.pid, g.record.command, g.record.job_id);
         self.work(Work::Exited(id));

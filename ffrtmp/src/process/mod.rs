@@ -1,6 +1,7 @@
 //! What ffrtmp reads about a process, from a `/proc` root given as a parameter, and how it
 //! pins one (pidfd + start time) so a reused PID is never mistaken for it.
 
+pub mod exits;
 pub mod pidfd;
 pub mod stat;
 pub mod stopped;
@@ -11,6 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use exits::ExitSet;
 pub use pidfd::PidFd;
 pub use stat::{parse_stat, Stat};
 pub use stopped::{MemoryLedger, Resumed, StopLedger, Stopped};
