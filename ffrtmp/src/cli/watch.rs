@@ -101,8 +101,15 @@ pub fn main(a: WatchArgs) -> ExitCode {
     // One malloc arena for the whole daemon: glibc gives each thread that allocates its
     // own (engine, record loop, blocking pool, HTTP), each keeping touched pages; the
     // daemon allocates little and never contends on the heap (bench-exec rss).
+    // A fixed mmap threshold: a large buffer (the state file's JSON, ~450 bytes per
+    // governed process) is mapped and unmapped whole. glibc's default threshold rises to
+    // the size of the last such buffer freed, after which those buffers come from the
+    // heap and their pages stay resident.
     // SAFETY: mallopt before any other thread exists.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+    }
     let loader = Loader {
         path: a.config.clone().or_else(default_config),
         env: EnvVars::from_process(),

@@ -259,14 +259,9 @@ impl Daemon {
         }
     }
 
-    /// The state as JSON.
+    /// The state as JSON, written from the journal's records without copying them.
     fn state_bytes(&mut self) -> Vec<u8> {
         self.state.version = crate::record::state::STATE_VERSION;
-        self.state.processes = self
-            .journal
-            .values()
-            .map(|g| (g.id.pid.to_string(), g.record.clone()))
-            .collect();
         self.state.health = Some(crate::record::state::HealthRecord {
             status: self.health.status.to_string(),
             scan_failures: self.health.scan_failures,
@@ -278,9 +273,18 @@ impl Daemon {
                 .filter(|h| h.status == self.health.status.to_string())
                 .map_or_else(Utc::now, |h| h.since),
         });
-        let bytes = self.state.to_json();
-        self.state.processes.clear();
-        bytes
+        crate::record::state::StateView {
+            version: self.state.version,
+            last_scan_at: self.state.last_scan_at,
+            processes: self
+                .journal
+                .values()
+                .map(|g| (g.id.pid.to_string(), &g.record))
+                .collect(),
+            statistics: &self.state.statistics,
+            health: self.state.health.as_ref(),
+        }
+        .to_json()
     }
 
     /// Queue a write of the state file (nothing in dry-run mode).

@@ -186,11 +186,35 @@ fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> io::Result<(PathBuf, std::
     ))
 }
 
+/// The file as the daemon writes it: `StateFile`'s fields, in its order and with its
+/// attributes, borrowing the governed processes' records instead of copying them, so a
+/// flush of N processes allocates the JSON and N small keys, not N records.
+#[derive(Serialize)]
+pub struct StateView<'a> {
+    pub version: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_scan_at: Option<DateTime<Utc>>,
+    pub processes: BTreeMap<String, &'a ProcessRecord>,
+    pub statistics: &'a Statistics,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<&'a HealthRecord>,
+}
+
+impl StateView<'_> {
+    pub fn to_json(&self) -> Vec<u8> {
+        json(self)
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut v = serde_json::to_vec_pretty(v).expect("state serializes");
+    v.push(b'\n');
+    v
+}
+
 impl StateFile {
     pub fn to_json(&self) -> Vec<u8> {
-        let mut v = serde_json::to_vec_pretty(self).expect("state serializes");
-        v.push(b'\n');
-        v
+        json(self)
     }
 
     pub fn save(&self, path: &Path) -> io::Result<()> {
@@ -218,6 +242,35 @@ mod tests {
     "total_attachments": 43
   }
 }"#;
+
+    #[test]
+    fn the_view_writes_what_the_file_reads() {
+        let mut f: StateFile = serde_json::from_str(PREDECESSOR).unwrap();
+        f.version = STATE_VERSION;
+        f.last_scan_at = Some(Utc::now());
+        let mut r = f.processes["12345"].clone();
+        r.pid = 9;
+        r.start_time = Some(77);
+        r.cgroup = Some("/ffrtmp/auto-ffmpeg-9".into());
+        f.processes.insert("9".into(), r);
+        f.health = Some(HealthRecord {
+            status: "healthy".into(),
+            scan_failures: 1,
+            attach_failures: 2,
+            since: Utc::now(),
+        });
+        let view = StateView {
+            version: f.version,
+            last_scan_at: f.last_scan_at,
+            processes: f.processes.iter().map(|(k, v)| (k.clone(), v)).collect(),
+            statistics: &f.statistics,
+            health: f.health.as_ref(),
+        };
+        assert_eq!(
+            String::from_utf8(view.to_json()).unwrap(),
+            String::from_utf8(f.to_json()).unwrap()
+        );
+    }
 
     #[test]
     fn reads_the_predecessors_file() {
