@@ -149,11 +149,17 @@ check_node() {
     [[ -e /sys/kernel/tracing/events/sched/sched_process_exec || -e /sys/kernel/debug/tracing/events/sched/sched_process_exec ]] && tp_found=1
     local paranoid
     paranoid=$(cat /proc/sys/kernel/perf_event_paranoid 2>/dev/null || echo 2)
-    if (( tp_found )) && (( paranoid > 2 )); then
+    if (( tp_found )) && (( paranoid > 2 )) && [[ ! -r /sys/kernel/btf/vmlinux ]]; then
+        say "  MISSING kernel.perf_event_paranoid=$paranoid: perf events need CAP_SYS_ADMIN, which the unit does not"
+        say "          grant, and without BTF (/sys/kernel/btf/vmlinux) there is no BTF tracepoint to fall back to:"
+        say "          the eBPF source cannot attach. Set sysctl kernel.perf_event_paranoid=2 (persist it in"
+        say "          /etc/sysctl.d/), or re-run with --fallback-scan"
+        ebpf_ok=0
+    elif (( tp_found )) && (( paranoid > 2 )); then
         say "  note    kernel.perf_event_paranoid=$paranoid: perf events need CAP_SYS_ADMIN, which the unit does not"
         say "          grant, so the daemon uses the BTF tracepoint tp_btf/sched_process_exec; 7.x kernels skip it"
         say "          for some execs under load (counted, placed by reconciliation). With"
-        say "          sysctl kernel.perf_event_paranoid=2 it uses the classic tracepoint, which is never skipped"
+        say "          sysctl kernel.perf_event_paranoid=2 it uses the classic tracepoint, which preemption cannot make the kernel skip"
     elif (( tp_found )); then
         say "  ok      tracefs with sched/sched_process_exec (exec hook: the classic tracepoint)"
     elif [[ -r /sys/kernel/btf/vmlinux ]]; then

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::time::{interval_at, sleep_until, MissedTickBehavior};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{Limits, Settings};
 use crate::engine::{self, EngineConfig, EngineHandle, Outcome, Work};
@@ -547,6 +547,14 @@ impl Daemon {
     /// The kernel's counters: into `/metrics`; losses and failed stops acted upon.
     fn on_kernel_counters(&mut self, r: crate::sources::ebpf::counters::CounterReading) {
         self.counters.store_kernel(r.totals);
+        if r.skipped > 0 {
+            // Most skipped execs are not targets: reconcile, count, but do not warn.
+            debug!(
+                "the kernel skipped the exec hook for {} exec(s) (it was running on that CPU); reconciling",
+                r.skipped
+            );
+            self.ask_scan("the kernel skipped the exec hook");
+        }
         if r.lost > 0 {
             self.on_source_event(SourceEvent::Lost {
                 source: "ebpf",
@@ -728,7 +736,8 @@ impl Daemon {
                 k.forwarded,
                 k.ring_full,
                 k.read_failed,
-                k.skipped,
+                k.skipped
+                    .map_or_else(|| "unknown (the kernel does not count them)".to_string(), |n| n.to_string()),
                 k.stop_failed,
                 self.counters.execs().get("ebpf").copied().unwrap_or(0)
             );

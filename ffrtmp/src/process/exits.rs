@@ -11,7 +11,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::{PidFd, ProcessId};
 
-/// How many exits one `take_exited` reports at most (more wait for the next call).
+/// How many exits one `exited` call reports at most (more wait for the next call).
 const BATCH: usize = 64;
 
 pub struct ExitSet {
@@ -40,7 +40,7 @@ impl ExitSet {
     }
 
     /// Watch `id` through `pidfd`. A process already gone is reported by the next
-    /// `take_exited`. Watching a PID again replaces the older process of that PID.
+    /// `exited`. Watching a PID again replaces the older process of that PID.
     pub fn watch(&mut self, id: ProcessId, pidfd: PidFd) -> io::Result<()> {
         self.unwatch(id.pid);
         let mut ev = libc::epoll_event {
@@ -99,7 +99,14 @@ impl ExitSet {
         loop {
             let mut guard = match self.epoll.readable().await {
                 Ok(g) => g,
-                Err(_) => return std::future::pending().await,
+                Err(e) => {
+                    // The runtime is shutting down: no exit will be reported again, and
+                    // the reconciliation scans notice the ended processes instead.
+                    tracing::error!(
+                        "the exit set stopped waiting: {e}; exits are found by scans from now on"
+                    );
+                    return std::future::pending().await;
+                }
             };
             let ready = ready_pids(guard.get_inner().as_raw_fd());
             if ready.len() < BATCH {

@@ -359,12 +359,14 @@ pub fn render(
             "Strict targets the kernel program could not stop (they ran before placement).",
             &one(stops),
         );
-        counter(
-            &mut out,
-            "ffrtmp_kernel_skipped_total",
-            "Execs the kernel did not run the exec hook for (recursion_misses: the program was running on that CPU for another task; seen with tp_btf on 7.x). Counted as lost: their processes are found by reconciliation.",
-            &one(skipped),
-        );
+        if let Some(skipped) = skipped {
+            counter(
+                &mut out,
+                "ffrtmp_kernel_skipped_total",
+                "Execs the kernel did not run the exec hook for (recursion_misses: the program was running on that CPU for another task; seen with tp_btf on 7.x). Each triggers a reconciliation, which places a skipped target. Absent where the kernel does not count them (before 5.12).",
+                &one(skipped),
+            );
+        }
     }
     t.exec_to_placed.render(
         &mut out,
@@ -650,7 +652,7 @@ mod tests {
             ring_full: 1,
             read_failed: 0,
             stop_failed: 2,
-            skipped: 3,
+            skipped: Some(3),
         });
         counters.count_exec("ebpf");
         let text = render(&telemetry(), &counters, &build, &usage);

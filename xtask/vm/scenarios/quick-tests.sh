@@ -229,7 +229,7 @@ YAML
     if [ -n "$mp_fail" ]; then
         echo "QUICK FAIL exec-placement $mp_fail" | tee -a /tmp/quick-results; fail=1
     else
-        echo "QUICK PASS exec-placement ($N targets placed from their exec events)" | tee -a /tmp/quick-results
+        echo "QUICK PASS exec-placement ($N targets one at a time and $BURSTS bursts of $N placed from their exec events)" | tee -a /tmp/quick-results
     fi
     # The same with the cgroup2 mount option favordynmods (Linux 6.0+), and what it costs
     # fork and exit: rounds interleaved off/on, as the VM's speed drifts.

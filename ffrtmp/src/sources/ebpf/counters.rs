@@ -5,8 +5,9 @@
 //! Beside the program's own counters, the kernel keeps one of its own per program: the
 //! runs it skipped (`recursion_misses` of `bpf_prog_info`, Linux 5.12+). The kernel skips
 //! the hook when the program is already running on that CPU (a kernel that runs it
-//! preemptibly: `tp_btf` on 7.x, see `exec.rs` in the kernel crate). An exec it skipped was
-//! not looked at, so it counts as lost like a full ring (the daemon reconciles).
+//! preemptibly: `tp_btf` on 7.x, see `exec.rs` in the kernel crate). An exec it skipped
+//! was not looked at and may have been a target, so the daemon reconciles; most are not
+//! targets, so they are counted apart from lost events (no warning, no `events_lost`).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -18,12 +19,13 @@ use ffrtmp_common::counter;
 pub struct LossTracker {
     pub reported: u64,
     pub stop_failures: u64,
+    pub skips: u64,
 }
 
 impl LossTracker {
     /// How many events were lost since the last call, given the kernel's totals.
-    pub fn newly_lost(&mut self, ringbuf_full: u64, read_failed: u64, skipped: u64) -> u64 {
-        let lost = ringbuf_full + read_failed + skipped;
+    pub fn newly_lost(&mut self, ringbuf_full: u64, read_failed: u64) -> u64 {
+        let lost = ringbuf_full + read_failed;
         let new = lost.saturating_sub(self.reported);
         self.reported = self.reported.max(lost);
         new
@@ -33,6 +35,13 @@ impl LossTracker {
     pub fn newly_unstopped(&mut self, signal_failed: u64) -> u64 {
         let new = signal_failed.saturating_sub(self.stop_failures);
         self.stop_failures = self.stop_failures.max(signal_failed);
+        new
+    }
+
+    /// How many more execs the kernel skipped the hook for.
+    pub fn newly_skipped(&mut self, skipped: u64) -> u64 {
+        let new = skipped.saturating_sub(self.skips);
+        self.skips = self.skips.max(skipped);
         new
     }
 }
@@ -46,16 +55,20 @@ pub struct KernelTotals {
     pub ring_full: u64,
     pub read_failed: u64,
     pub stop_failed: u64,
-    /// Runs of the hook the kernel skipped (`recursion_misses`).
-    pub skipped: u64,
+    /// Execs the kernel did not run the hook for (`recursion_misses`); None where the
+    /// kernel does not say (before 5.12) or has not answered yet.
+    pub skipped: Option<u64>,
 }
 
 /// What one read of the counters says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CounterReading {
     pub totals: KernelTotals,
-    /// Events lost since the last read.
+    /// Events lost since the last read (ring full, unreadable).
     pub lost: u64,
+    /// Execs the kernel skipped the hook for since the last read: most are not targets,
+    /// but one may be, so the daemon reconciles (without calling them lost).
+    pub skipped: u64,
     /// Strict targets not stopped since the last read.
     pub unstopped: u64,
 }
@@ -64,6 +77,8 @@ pub struct KernelCounters {
     map: PerCpuArray<MapData, u64>,
     /// The attached program (a duplicate of its descriptor), for the kernel's skip count.
     prog: Option<OwnedFd>,
+    /// The last skip count the kernel gave (a failed query keeps it).
+    skipped: Option<u64>,
     loss: LossTracker,
 }
 
@@ -72,6 +87,7 @@ impl KernelCounters {
         KernelCounters {
             map,
             prog,
+            skipped: None,
             loss: LossTracker::default(),
         }
     }
@@ -81,19 +97,21 @@ impl KernelCounters {
     }
 
     pub fn read(&mut self) -> CounterReading {
+        if let Some(n) = self.prog.as_ref().and_then(recursion_misses) {
+            self.skipped = Some(n);
+        }
         let totals = KernelTotals {
             execs: self.counter(counter::EXECS),
             forwarded: self.counter(counter::FORWARDED),
             ring_full: self.counter(counter::RINGBUF_FULL),
             read_failed: self.counter(counter::READ_FAILED),
             stop_failed: self.counter(counter::SIGNAL_FAILED),
-            skipped: self.prog.as_ref().and_then(recursion_misses).unwrap_or(0),
+            skipped: self.skipped,
         };
         CounterReading {
             totals,
-            lost: self
-                .loss
-                .newly_lost(totals.ring_full, totals.read_failed, totals.skipped),
+            lost: self.loss.newly_lost(totals.ring_full, totals.read_failed),
+            skipped: self.loss.newly_skipped(totals.skipped.unwrap_or(0)),
             unstopped: self.loss.newly_unstopped(totals.stop_failed),
         }
     }
@@ -150,19 +168,17 @@ mod tests {
     #[test]
     fn losses_and_failed_stops_are_reported_once() {
         let mut t = LossTracker::default();
-        assert_eq!(t.newly_lost(0, 0, 0), 0);
-        assert_eq!(t.newly_lost(3, 0, 0), 3);
+        assert_eq!(t.newly_lost(0, 0), 0);
+        assert_eq!(t.newly_lost(3, 0), 3);
         assert_eq!(
-            t.newly_lost(3, 0, 0),
+            t.newly_lost(3, 0),
             0,
             "the same total is not reported twice"
         );
-        assert_eq!(t.newly_lost(3, 2, 0), 2);
-        assert_eq!(
-            t.newly_lost(3, 2, 4),
-            4,
-            "runs the kernel skipped are lost too"
-        );
+        assert_eq!(t.newly_lost(3, 2), 2);
+        assert_eq!(t.newly_skipped(4), 4);
+        assert_eq!(t.newly_skipped(4), 0);
+        assert_eq!(t.newly_lost(3, 2), 0, "skips are not losses");
         assert_eq!(t.newly_unstopped(0), 0);
         assert_eq!(t.newly_unstopped(2), 2);
         assert_eq!(t.newly_unstopped(2), 0);

@@ -17,6 +17,8 @@ pub enum EbpfError {
     Disabled,
     #[error("the kernel refused to load the eBPF program ({detail}): ffrtmp needs CAP_BPF and CAP_PERFMON. Run it as root with them (check `grep Cap /proc/self/status`, or a systemd CapabilityBoundingSet= that leaves them out); kernels before 5.8 need CAP_SYS_ADMIN instead")]
     Permission { detail: String },
+    #[error("the kernel refused the perf event the classic exec tracepoint is attached through ({detail}): kernel.perf_event_paranoid is above 2 (Debian's default is 3), which allows perf events only with CAP_SYS_ADMIN. Set `sysctl kernel.perf_event_paranoid=2` (CAP_PERFMON is then enough), or let ffrtmp use the BTF tracepoint (FFRTMP_EBPF_HOOK=auto, needs /sys/kernel/btf/vmlinux)")]
+    PerfRefused { detail: String },
     #[error("tracefs is needed to attach the exec tracepoint and it is not mounted; mounting it failed ({detail}). Mount it: mount -t tracefs nodev /sys/kernel/tracing (or make /sys/kernel/btf/vmlinux available so the BTF tracepoint, which needs no tracefs, can be used)")]
     Tracefs { detail: String },
     #[error("this kernel has no BPF ring buffer ({detail}): the eBPF source needs Linux 5.8 or later built with CONFIG_BPF_SYSCALL. Upgrade the kernel, or run with --fallback-scan")]
@@ -47,6 +49,10 @@ pub fn classify(stage: Stage, err: &(dyn StdError + 'static)) -> EbpfError {
     let detail = chain_text(err);
     let errno = first_errno(err);
     if matches!(errno, Some(libc::EPERM) | Some(libc::EACCES)) {
+        // Perf events have a permission rule of their own (perf_event_paranoid).
+        if stage == Stage::Attach && detail.contains("perf_event_open") {
+            return EbpfError::PerfRefused { detail };
+        }
         return EbpfError::Permission { detail };
     }
     if detail.contains("tracefs not found") {
@@ -148,6 +154,27 @@ mod tests {
         });
         let e = classify(Stage::Load, &err);
         assert!(matches!(e, EbpfError::Permission { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn a_refused_perf_event_is_not_a_missing_bpf_capability() {
+        // As aya reports it under the unit on Debian (perf_event_paranoid=3).
+        let err = ProgramError::SyscallError(aya::sys::SyscallError {
+            call: "perf_event_open_trace_point",
+            io_error: io::Error::from_raw_os_error(libc::EACCES),
+        });
+        let e = classify(Stage::Attach, &err);
+        assert!(matches!(e, EbpfError::PerfRefused { .. }), "{e:?}");
+        assert!(e.worth_another_hook(), "tp_btf needs no perf event");
+        assert!(e.to_string().contains("perf_event_paranoid=2"), "{e}");
+        // The same errno loading a program is the missing capability.
+        let err = ProgramError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_prog_load",
+            io_error: io::Error::from_raw_os_error(libc::EACCES),
+        });
+        let e = classify(Stage::Load, &err);
+        assert!(matches!(e, EbpfError::Permission { .. }), "{e:?}");
+        assert!(!e.worth_another_hook());
     }
 
     #[test]

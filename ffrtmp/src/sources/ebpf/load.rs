@@ -1,7 +1,7 @@
 //! Loading the object and attaching one exec hook.
 //!
 //! The classic tracepoint (`tracepoint/sched/sched_process_exec`) is tried first: the
-//! kernel runs it with preemption off, so it never skips an exec (the BTF tracepoint is run
+//! kernel runs it with preemption off, so preemption cannot make the kernel skip it (the BTF tracepoint is run
 //! preemptibly on 7.x kernels, which then skip it for some execs: `ffrtmp-ebpf/src/exec.rs`).
 //! It needs tracefs, which is mounted here if absent — before aya first looks for it,
 //! because aya remembers "tracefs not found" for the life of the process. Where tracefs
@@ -179,13 +179,13 @@ pub fn attach(loaded: &mut Loaded, opts: &LoadOptions) -> Result<Hook, EbpfError
         }
         HookChoice::Auto => match ensure_tracefs().and_then(|()| attach_tracepoint(ebpf)) {
             Ok(()) => Ok(Hook::TracePoint),
-            Err(e) if btf_usable && (e.worth_another_hook() || perf_refused(&e)) => {
-                let why = if perf_refused(&e) {
-                    "the kernel refuses perf events to this process (Debian's kernel.perf_event_paranoid=3 allows them only with CAP_SYS_ADMIN, which the shipped unit does not grant; with kernel.perf_event_paranoid=2, CAP_PERFMON is enough)".to_string()
-                } else {
-                    e.to_string()
+            Err(e) if btf_usable && e.worth_another_hook() => {
+                let why = match &e {
+                    EbpfError::PerfRefused { .. } => "the kernel refuses perf events to this process (Debian's kernel.perf_event_paranoid=3 allows them only with CAP_SYS_ADMIN, which the shipped unit does not grant; with kernel.perf_event_paranoid=2, CAP_PERFMON is enough)".to_string(),
+                    EbpfError::Tracefs { detail } => format!("tracefs is not mounted and could not be ({detail})"),
+                    other => other.to_string(),
                 };
-                info!("eBPF: the classic tracepoint cannot be used: {why}; using the BTF tracepoint. A kernel that runs it preemptibly (7.x) skips it for some execs under load: those are counted as lost (ffrtmp_kernel_skipped_total) and placed by the reconciliation they trigger");
+                info!("eBPF: the classic tracepoint cannot be used: {why}; using the BTF tracepoint. A kernel that runs it preemptibly (7.x) skips it for some execs under load: those are counted (ffrtmp_kernel_skipped_total) and placed by the reconciliation they trigger");
                 attach_btf(ebpf).map(|()| Hook::TpBtf)
             }
             Err(e) => {
@@ -196,12 +196,6 @@ pub fn attach(loaded: &mut Loaded, opts: &LoadOptions) -> Result<Hook, EbpfError
             }
         },
     }
-}
-
-/// The tracepoint program loaded (BPF is allowed) but `perf_event_open` was refused: perf
-/// events have their own permission rule (`perf_event_paranoid`).
-fn perf_refused(e: &EbpfError) -> bool {
-    matches!(e, EbpfError::Permission { detail } if detail.contains("perf_event_open"))
 }
 
 fn attach_btf(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
@@ -224,8 +218,11 @@ fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
         .try_into()
         .map_err(|e| classify(Stage::Load, &e))?;
     p.load().map_err(|e| classify(Stage::Load, &e))?;
-    p.attach("sched", "sched_process_exec")
-        .map_err(|e| classify(Stage::Attach, &e))?;
+    if let Err(e) = p.attach("sched", "sched_process_exec") {
+        // Not left loaded for the daemon's life when the other hook takes over.
+        let _ = p.unload();
+        return Err(classify(Stage::Attach, &e));
+    }
     Ok(())
 }
 

@@ -212,8 +212,8 @@ fn ensure_bpffs() -> Result<(), String> {
     Ok(())
 }
 
-/// Loading parses the kernel's BTF (several MiB, twice: aya's relocations and the tp_btf
-/// load); glibc keeps the freed heap mapped, which would stay in the daemon's RSS for its
+/// Loading parses the kernel's BTF (several MiB; twice when the tp_btf fallback loads:
+/// aya's relocations and the tp_btf load); glibc keeps the freed heap mapped, which would stay in the daemon's RSS for its
 /// whole life. Hand it back.
 fn release_startup_memory() {
     #[cfg(target_env = "gnu")]
