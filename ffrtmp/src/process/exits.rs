@@ -70,12 +70,9 @@ impl ExitSet {
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.watched.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.watched.is_empty()
     }
 
     /// Explicitly out of the set before the pidfd closes: a duplicate of it elsewhere
@@ -184,7 +181,7 @@ mod tests {
             .await
             .expect("the killed sleep exits");
         assert_eq!(got, vec![id_of(&slow)]);
-        assert!(set.is_empty());
+        assert_eq!(set.len(), 0);
         for c in [&mut quick, &mut slow, &mut dropped] {
             let _ = c.wait();
         }

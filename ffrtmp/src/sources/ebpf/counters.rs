@@ -25,25 +25,26 @@ pub struct LossTracker {
 impl LossTracker {
     /// How many events were lost since the last call, given the kernel's totals.
     pub fn newly_lost(&mut self, ringbuf_full: u64, read_failed: u64) -> u64 {
-        let lost = ringbuf_full + read_failed;
-        let new = lost.saturating_sub(self.reported);
-        self.reported = self.reported.max(lost);
-        new
+        newly(&mut self.reported, ringbuf_full + read_failed)
     }
 
     /// How many more strict targets the kernel could not stop.
     pub fn newly_unstopped(&mut self, signal_failed: u64) -> u64 {
-        let new = signal_failed.saturating_sub(self.stop_failures);
-        self.stop_failures = self.stop_failures.max(signal_failed);
-        new
+        newly(&mut self.stop_failures, signal_failed)
     }
 
     /// How many more execs the kernel skipped the hook for.
     pub fn newly_skipped(&mut self, skipped: u64) -> u64 {
-        let new = skipped.saturating_sub(self.skips);
-        self.skips = self.skips.max(skipped);
-        new
+        newly(&mut self.skips, skipped)
     }
+}
+
+/// The growth of a cumulative `total` since `seen`, which then takes it (a total that went
+/// down, as a reloaded program's would, reports nothing).
+fn newly(seen: &mut u64, total: u64) -> u64 {
+    let new = total.saturating_sub(*seen);
+    *seen = (*seen).max(total);
+    new
 }
 
 /// The kernel program's totals, cumulative since it was loaded.

@@ -127,6 +127,13 @@ mod tests {
     use aya::maps::MapError;
     use aya::programs::ProgramError;
 
+    fn syscall(call: &'static str, errno: i32) -> ProgramError {
+        ProgramError::SyscallError(aya::sys::SyscallError {
+            call,
+            io_error: io::Error::from_raw_os_error(errno),
+        })
+    }
+
     fn map_create(name: &str, errno: i32) -> aya::EbpfError {
         aya::EbpfError::MapError(MapError::CreateError {
             name: name.into(),
@@ -148,31 +155,22 @@ mod tests {
 
     #[test]
     fn eperm_on_program_load_is_a_missing_capability() {
-        let err = ProgramError::SyscallError(aya::sys::SyscallError {
-            call: "bpf_prog_load",
-            io_error: io::Error::from_raw_os_error(libc::EPERM),
-        });
-        let e = classify(Stage::Load, &err);
+        let e = classify(Stage::Load, &syscall("bpf_prog_load", libc::EPERM));
         assert!(matches!(e, EbpfError::Permission { .. }), "{e:?}");
     }
 
     #[test]
     fn a_refused_perf_event_is_not_a_missing_bpf_capability() {
         // As aya reports it under the unit on Debian (perf_event_paranoid=3).
-        let err = ProgramError::SyscallError(aya::sys::SyscallError {
-            call: "perf_event_open_trace_point",
-            io_error: io::Error::from_raw_os_error(libc::EACCES),
-        });
-        let e = classify(Stage::Attach, &err);
+        let e = classify(
+            Stage::Attach,
+            &syscall("perf_event_open_trace_point", libc::EACCES),
+        );
         assert!(matches!(e, EbpfError::PerfRefused { .. }), "{e:?}");
         assert!(e.worth_another_hook(), "tp_btf needs no perf event");
         assert!(e.to_string().contains("perf_event_paranoid=2"), "{e}");
         // The same errno loading a program is the missing capability.
-        let err = ProgramError::SyscallError(aya::sys::SyscallError {
-            call: "bpf_prog_load",
-            io_error: io::Error::from_raw_os_error(libc::EACCES),
-        });
-        let e = classify(Stage::Load, &err);
+        let e = classify(Stage::Load, &syscall("bpf_prog_load", libc::EACCES));
         assert!(matches!(e, EbpfError::Permission { .. }), "{e:?}");
         assert!(!e.worth_another_hook());
     }
