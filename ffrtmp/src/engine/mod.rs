@@ -22,16 +22,18 @@
 mod adopt;
 pub mod messages;
 pub mod priority;
+mod queue;
 mod table;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::TryRecvError;
 
 pub use messages::{Outcome, Placed, Work};
+pub use queue::Sender;
+use queue::{Receiver, Waker};
 use table::{Retry, Table, Timed};
 
 use crate::config::Settings;
@@ -49,65 +51,6 @@ pub const HOT_QUEUE: usize = 1024;
 /// Capacity of the work queue (a scan sends every candidate at once).
 pub const WORK_QUEUE: usize = 16_384;
 
-/// Wakes the engine from its poll(2): an eventfd every queue writer signals.
-#[derive(Clone)]
-struct Waker(Arc<OwnedFd>);
-
-impl Waker {
-    fn new() -> std::io::Result<Waker> {
-        // SAFETY: plain syscall; a non-negative result is a new fd we own.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: fresh fd owned by nobody else.
-        Ok(Waker(Arc::new(unsafe { OwnedFd::from_raw_fd(fd) })))
-    }
-
-    fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: an 8-byte write to our eventfd (EAGAIN only at a counter of 2^64-2).
-        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
-    }
-
-    fn clear(&self) {
-        let mut v: u64 = 0;
-        // SAFETY: an 8-byte read from our non-blocking eventfd.
-        unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
-    }
-}
-
-/// A writer of one of the engine's queues: bounded, and it wakes the engine.
-pub struct Sender<T> {
-    tx: crossbeam_channel::Sender<T>,
-    waker: Waker,
-}
-
-impl<T> Clone for Sender<T> {
-    fn clone(&self) -> Self {
-        Sender {
-            tx: self.tx.clone(),
-            waker: self.waker.clone(),
-        }
-    }
-}
-
-impl<T> Sender<T> {
-    /// Wait while the queue is full. `Err` when the engine is gone.
-    pub fn send(&self, v: T) -> Result<(), T> {
-        self.tx.send(v).map_err(|e| e.into_inner())?;
-        self.waker.wake();
-        Ok(())
-    }
-
-    /// Without waiting: `Err` when the queue is full or the engine is gone.
-    pub fn try_send(&self, v: T) -> Result<(), T> {
-        self.tx.try_send(v).map_err(|e| e.into_inner())?;
-        self.waker.wake();
-        Ok(())
-    }
-}
-
 /// The engine's queues, made before the sources start (they need the hot queue).
 pub struct Inbox {
     hot: Receiver<ExecNotice>,
@@ -118,19 +61,9 @@ pub struct Inbox {
 /// The writers of a new inbox: the hot queue (for sources) and the work queue.
 pub fn inbox() -> std::io::Result<(Sender<ExecNotice>, Sender<Work>, Inbox)> {
     let waker = Waker::new()?;
-    let (hot_tx, hot) = crossbeam_channel::bounded(HOT_QUEUE);
-    let (work_tx, work) = crossbeam_channel::bounded(WORK_QUEUE);
-    Ok((
-        Sender {
-            tx: hot_tx,
-            waker: waker.clone(),
-        },
-        Sender {
-            tx: work_tx,
-            waker: waker.clone(),
-        },
-        Inbox { hot, work, waker },
-    ))
+    let (hot_tx, hot) = queue::bounded(HOT_QUEUE, &waker);
+    let (work_tx, work) = queue::bounded(WORK_QUEUE, &waker);
+    Ok((hot_tx, work_tx, Inbox { hot, work, waker }))
 }
 
 /// What the engine needs to start.
@@ -324,7 +257,7 @@ impl Engine {
             let mut fds: Vec<libc::pollfd> = rings
                 .iter()
                 .map(|r| r.fd())
-                .chain(std::iter::once(inbox.waker.0.as_raw_fd()))
+                .chain(std::iter::once(inbox.waker.fd()))
                 .map(|fd| libc::pollfd {
                     fd,
                     events: libc::POLLIN,

@@ -235,6 +235,10 @@ pub(super) fn rss(bin: &Path, n: usize) -> Result<()> {
         peak: d.status_kb("VmHWM:"),
     };
     let idle = mem(&d);
+    eprintln!(
+        "idle RSS by mapping (KiB, largest first): {}",
+        rss_by_mapping(d.pid())
+    );
     // A first batch runs every code path of placement, exit watching and the state file
     // once (their code pages and the allocator's first growth are paid once, not per
     // process); the second batch shows what each further governed process costs.
@@ -283,6 +287,35 @@ pub(super) fn rss(bin: &Path, n: usize) -> Result<()> {
         warm + n
     );
     Ok(())
+}
+
+/// Resident KiB per mapping name from /proc/PID/smaps (anonymous ones by kind), largest
+/// first: where idle memory is, for the numbers in docs/benchmarks.md.
+fn rss_by_mapping(pid: u32) -> String {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut name = String::new();
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            // `start-end perms offset dev inode [path]`
+            let path = f.nth(4).unwrap_or("");
+            name = match path {
+                "" => "anonymous (heap arenas, thread stacks)".into(),
+                p => p.rsplit('/').next().unwrap_or(p).to_string(),
+            };
+        } else if first == "Rss:" {
+            *by.entry(name.clone()).or_default() +=
+                f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+    }
+    let mut v: Vec<_> = by.into_iter().filter(|(_, kb)| *kb > 0).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.iter()
+        .map(|(n, kb)| format!("{n} {kb}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The daemon's memory from /proc/PID/status, in KiB.
