@@ -311,7 +311,7 @@ fn rss_by_mapping(pid: u32) -> String {
         }
     }
     let mut v: Vec<_> = by.into_iter().filter(|(_, kb)| *kb > 0).collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
     v.iter()
         .map(|(n, kb)| format!("{n} {kb}"))
         .collect::<Vec<_>>()
