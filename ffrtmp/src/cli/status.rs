@@ -68,19 +68,19 @@ pub fn main(a: StatusArgs) -> ExitCode {
             let cgroup = r
                 .cgroup
                 .clone()
-                .unwrap_or_else(|| format!("/ffrtmp/{}", r.job_id));
+                .unwrap_or_else(|| format!("/ffrtmp/{}", r.job_id).into());
             let alive = proc
                 .stat(r.pid)
                 .is_ok_and(|s| r.start_time.is_none_or(|st| st == s.start_time) && !s.is_zombie());
             Row {
                 pid: r.pid,
-                job_id: r.job_id.clone(),
-                command: r.command.clone(),
+                job_id: r.job_id.to_string(),
+                command: r.command.to_string(),
                 usage: backend
                     .as_ref()
                     .map(|b| b.usage(&cgroup))
                     .unwrap_or_default(),
-                cgroup,
+                cgroup: cgroup.to_string(),
                 alive,
                 limits: r.limits.clone(),
             }

@@ -88,8 +88,14 @@ pub enum Control {
 /// A governed process as the record loop knows it: what is persisted and shown.
 struct Journaled {
     id: ProcessId,
-    cgroup: String,
     record: ProcessRecord,
+}
+
+impl Journaled {
+    /// Its job cgroup (empty for a predecessor's record that named none).
+    fn cgroup(&self) -> &str {
+        self.record.cgroup.as_deref().unwrap_or("")
+    }
 }
 
 /// Blocking work, done one at a time off the loop.
@@ -126,7 +132,7 @@ pub struct Daemon {
     placer: Arc<Placer>,
     proc: ProcFs,
     guard: Guard,
-    journal: BTreeMap<u32, Journaled>,
+    journal: BTreeMap<u32, Box<Journaled>>,
     state: StateFile,
     dirty_since: Option<Instant>,
     health: Health,

@@ -36,13 +36,13 @@ impl Daemon {
                         Some(e) => error!(pid = id.pid, "Limit {label} NOT applied to predecessor job {}: {e}", record.job_id),
                     }
                 }
-                let cgroup = record.cgroup.clone().unwrap_or_default();
+                let cgroup = record.cgroup.as_deref().unwrap_or_default();
                 if untracked {
                     info!(pid = id.pid, job = %record.job_id, "Re-adopted untracked PID {} ({}) found in {cgroup}", id.pid, record.command);
                 } else {
                     info!(pid = id.pid, job = %record.job_id, "Re-adopted PID {} ({}) in {cgroup} without moving it", id.pid, record.command);
                 }
-                self.journal_add(id, pidfd, cgroup, record);
+                self.journal_add(id, pidfd, record);
             }
             Outcome::Dropped { pid, job_id, why } => {
                 info!(pid, "Dropping PID {pid} (job {job_id}): {why}");
@@ -201,22 +201,22 @@ impl Daemon {
         let now = Utc::now();
         let record = ProcessRecord {
             pid,
-            job_id: pl.job_id.clone(),
-            command: spec.command.clone(),
+            job_id: pl.job_id.as_str().into(),
+            command: spec.command.as_str().into(),
             discovered_at: now,
             attached_at: Some(now),
             last_seen_at: Some(now),
             start_time: Some(id.start_time),
-            cgroup: Some(pl.cgroup.clone()),
+            cgroup: Some(pl.cgroup.as_str().into()),
             exe,
             limits: Some(spec.limits.clone()),
         };
-        self.journal_add(id, pidfd, pl.cgroup, record);
+        self.journal_add(id, pidfd, record);
     }
 
     /// Record a governed process and watch for its exit (no polling: its pidfd joins the
     /// exit set's epoll set).
-    fn journal_add(&mut self, id: ProcessId, pidfd: PidFd, cgroup: String, record: ProcessRecord) {
+    fn journal_add(&mut self, id: ProcessId, pidfd: PidFd, record: ProcessRecord) {
         if let Some(exits) = self.exits.as_mut() {
             if let Err(e) = exits.watch(id, pidfd) {
                 // Its exit is then noticed by the next scan that misses it.
@@ -232,12 +232,12 @@ impl Daemon {
                 job_id: record.job_id.clone(),
                 command: record.command.clone(),
                 pid: id.pid,
-                cgroup: cgroup.clone(),
+                cgroup: record.cgroup.clone().unwrap_or_default(),
                 limits: record.limits.clone(),
             },
         );
         self.journal
-            .insert(id.pid, Journaled { id, cgroup, record });
+            .insert(id.pid, Box::new(Journaled { id, record }));
         self.mark_dirty();
         self.republish = true;
     }
@@ -255,7 +255,7 @@ impl Daemon {
         self.work(Work::Exited(id));
         self.mark_dirty();
         self.republish = true;
-        self.remove_later(id.pid, g.cgroup);
+        self.remove_later(id.pid, g.cgroup().to_string());
     }
 
     pub(super) fn health_placement(&mut self, ok: bool) {

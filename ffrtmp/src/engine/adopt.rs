@@ -26,13 +26,13 @@ impl Engine {
         let (pid, job_id) = (r.pid, r.job_id.clone());
         let dropped = |why: &str| Outcome::Dropped {
             pid,
-            job_id: job_id.clone(),
+            job_id: job_id.to_string(),
             why: why.to_string(),
         };
         let cgroup = r
             .cgroup
             .clone()
-            .unwrap_or_else(|| self.placer.cgroup_of(&r.job_id));
+            .map_or_else(|| self.placer.cgroup_of(&r.job_id), |c| c.to_string());
         let Ok(pinned) = self.proc.pin(pid) else {
             return self.emit(dropped("it exited while ffrtmp was not running"));
         };
@@ -56,9 +56,9 @@ impl Engine {
             }
         }
         r.start_time = Some(pinned.id.start_time);
-        r.cgroup = Some(cgroup.clone());
+        r.cgroup = Some(cgroup.into());
         r.last_seen_at = Some(Utc::now());
-        self.take_back(pinned, cgroup, r, applied, false);
+        self.take_back(pinned, r, applied, false);
     }
 
     pub(super) fn adopt_untracked(&mut self, pid: u32, cgroup: &str, job_id: &str, command: &str) {
@@ -71,28 +71,27 @@ impl Engine {
         let now = Utc::now();
         let record = ProcessRecord {
             pid,
-            job_id: job_id.to_string(),
-            command: command.to_string(),
+            job_id: job_id.into(),
+            command: command.into(),
             discovered_at: now,
             attached_at: None,
             last_seen_at: Some(now),
             start_time: Some(pinned.id.start_time),
-            cgroup: Some(cgroup.to_string()),
+            cgroup: Some(cgroup.into()),
             exe: self.proc.exe(pid).ok().map(|p| p.display().to_string()),
             limits: Some(self.placer.backend().read_limits(cgroup)),
         };
-        self.take_back(pinned, cgroup.to_string(), record, Vec::new(), true);
+        self.take_back(pinned, record, Vec::new(), true);
     }
 
     fn take_back(
         &mut self,
         pinned: Pinned,
-        cgroup: String,
         record: ProcessRecord,
         applied: Vec<(String, Option<String>)>,
         untracked: bool,
     ) {
-        self.table.governed(pinned.id, &cgroup);
+        self.table.governed(pinned.id);
         self.emit(Outcome::Readopted {
             id: pinned.id,
             pidfd: pinned.pidfd,

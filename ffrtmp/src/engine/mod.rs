@@ -463,7 +463,7 @@ impl Engine {
                     .map(|(e, r)| r.saturating_sub(e));
                 let children = self.placer.move_descendants(pid, &placement.cgroup);
                 let exe = self.proc.exe(pid).ok().map(|p| p.display().to_string());
-                self.table.governed(pinned.id, &placement.cgroup);
+                self.table.governed(pinned.id);
                 match pinned.pidfd.try_clone() {
                     Ok(pidfd) => self.emit(Outcome::Placed(Box::new(Placed {
                         id: pinned.id,

@@ -27,8 +27,8 @@ pub struct Retry {
 
 #[derive(Default)]
 pub struct Table {
-    /// Governed processes by PID, with their job cgroup.
-    governed: HashMap<u32, (ProcessId, String)>,
+    /// Governed processes by PID.
+    governed: HashMap<u32, ProcessId>,
     /// Processes with a timer: nobody else places them meanwhile.
     pending: HashSet<ProcessId>,
     timers: BTreeMap<(Instant, ProcessId), Timed>,
@@ -45,17 +45,17 @@ impl Table {
             }
             self.failed.remove(&id);
         }
-        self.governed.get(&id.pid).is_some_and(|(g, _)| *g == id) || self.pending.contains(&id)
+        self.governed.get(&id.pid) == Some(&id) || self.pending.contains(&id)
     }
 
-    pub fn governed(&mut self, id: ProcessId, cgroup: &str) {
+    pub fn governed(&mut self, id: ProcessId) {
         self.pending.remove(&id);
         self.failed.remove(&id);
-        self.governed.insert(id.pid, (id, cgroup.to_string()));
+        self.governed.insert(id.pid, id);
     }
 
     pub fn exited(&mut self, id: ProcessId) {
-        if self.governed.get(&id.pid).is_some_and(|(g, _)| *g == id) {
+        if self.governed.get(&id.pid) == Some(&id) {
             self.governed.remove(&id.pid);
         }
         self.failed.remove(&id);
@@ -120,7 +120,7 @@ mod tests {
         assert!(t.defer(a, Instant::now() + Duration::from_secs(60)));
         assert!(!t.defer(a, Instant::now()), "one timer per process");
         assert!(t.knows(a));
-        t.governed(a, "/ffrtmp/auto-x-10");
+        t.governed(a);
         assert!(t.knows(a));
         assert!(!t.knows(id(10, 2)), "a reused PID is another process");
         t.exited(id(10, 2));

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Arc;
 
 use super::health::HealthStatus;
 use crate::config::{JobMetrics, Limits};
@@ -102,10 +103,10 @@ impl SourceCounters {
 /// One governed job, for the per-job series.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobInfo {
-    pub job_id: String,
-    pub command: String,
+    pub job_id: Arc<str>,
+    pub command: Arc<str>,
     pub pid: u32,
-    pub cgroup: String,
+    pub cgroup: Arc<str>,
     pub limits: Option<Limits>,
 }
 
@@ -170,7 +171,10 @@ impl Telemetry {
         let now = std::time::Instant::now();
         self.ended.retain(|e| now.duration_since(e.at) < ENDED_KEPT);
         let usage = usage.unwrap_or_default();
-        let t = self.ended_totals.entry(info.command.clone()).or_default();
+        let t = self
+            .ended_totals
+            .entry(info.command.to_string())
+            .or_default();
         add(&mut t.cpu_usec, usage.cpu_usec);
         add(&mut t.oom_kills, usage.oom_kills);
         self.ended.push(EndedJob {
@@ -605,10 +609,10 @@ mod tests {
             t.jobs.insert(
                 pid,
                 JobInfo {
-                    job_id: format!("auto-ffmpeg-{pid}"),
+                    job_id: format!("auto-ffmpeg-{pid}").into(),
                     command: cmd.into(),
                     pid,
-                    cgroup: format!("/ffrtmp/auto-ffmpeg-{pid}"),
+                    cgroup: format!("/ffrtmp/auto-ffmpeg-{pid}").into(),
                     limits: Some(Limits {
                         cpu_quota: Some(150),
                         memory_limit: Some(64),

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -34,8 +35,9 @@ pub struct StateFile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessRecord {
     pub pid: u32,
-    pub job_id: String,
-    pub command: String,
+    /// Shared with the metrics' copy of the job (`JobInfo`): one allocation per string.
+    pub job_id: Arc<str>,
+    pub command: Arc<str>,
     pub discovered_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attached_at: Option<DateTime<Utc>>,
@@ -47,7 +49,7 @@ pub struct ProcessRecord {
     pub start_time: Option<u64>,
     /// Hierarchy path of the job cgroup (`/ffrtmp/auto-ffmpeg-42`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cgroup: Option<String>,
+    pub cgroup: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exe: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -281,7 +283,7 @@ mod tests {
             panic!("should load")
         };
         let r = &s.processes["12345"];
-        assert_eq!(r.job_id, "auto-ffmpeg-12345");
+        assert_eq!(&*r.job_id, "auto-ffmpeg-12345");
         assert_eq!(r.start_time, None);
         assert_eq!(s.statistics.total_scans, 1440);
         assert_eq!(s.statistics.total_attachments, 43);
