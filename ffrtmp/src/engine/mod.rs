@@ -421,17 +421,27 @@ impl Engine {
                     command: target.name.clone(),
                     limits: target.limits.clone(),
                 };
-                self.emit(Outcome::Discovered {
+                let discovered = Outcome::Discovered {
                     pid: pinned.id.pid,
                     job_id: spec.job_id.clone(),
                     command: spec.command.clone(),
-                });
-                self.place(pinned, spec, 0, origin);
+                };
+                self.place(pinned, spec, 0, origin, Some(discovered));
             }
         }
     }
 
-    fn place(&mut self, pinned: Pinned, spec: JobSpec, attempt: u32, origin: Origin) {
+    /// `discovered`, the first report of a new target, is sent once the placement has been
+    /// tried: a message wakes the record loop, which must not run beside the target (or
+    /// take a CPU from it) before the move.
+    fn place(
+        &mut self,
+        pinned: Pinned,
+        spec: JobSpec,
+        attempt: u32,
+        origin: Origin,
+        discovered: Option<Outcome>,
+    ) {
         let Origin {
             exec_mono_ns,
             read_mono_ns,
@@ -442,6 +452,9 @@ impl Engine {
         let pid = pinned.id.pid;
         if self.dry_run {
             drop(stop);
+            if let Some(d) = discovered {
+                self.emit(d);
+            }
             return self.emit(Outcome::DryRun {
                 pid,
                 cgroup: self.placer.cgroup_of(&spec.job_id),
@@ -450,7 +463,11 @@ impl Engine {
                 limits: spec.limits,
             });
         }
-        match self.placer.place(&pinned, &spec) {
+        let placed = self.placer.place(&pinned, &spec);
+        if let Some(d) = discovered {
+            self.emit(d);
+        }
+        match placed {
             Ok(placement) => {
                 // Resumed right after the verified move: its next instruction runs inside.
                 drop(stop);
@@ -563,6 +580,7 @@ impl Engine {
                             source,
                             stop: None,
                         },
+                        None,
                     )
                 }
             }
