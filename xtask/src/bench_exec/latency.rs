@@ -138,11 +138,20 @@ impl Drop for Cgrulesengd {
 fn slowest(v: &[f64]) -> String {
     let mut i: Vec<usize> = (0..v.len()).collect();
     i.sort_by(|a, b| v[*b].partial_cmp(&v[*a]).unwrap());
-    i.iter()
+    let top = i
+        .iter()
         .take(3)
         .map(|&k| format!("#{k} {:.2} ms", v[k] / 1000.0))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    // p90 of each third of the round, in exec order: whether slow samples cluster (after
+    // the governor's start, say) or are spread over the round.
+    let thirds = v
+        .chunks(v.len().div_ceil(3).max(1))
+        .filter_map(|c| percentiles(c).map(|p| format!("{:.2}", p.1)))
+        .collect::<Vec<_>>()
+        .join(" / ");
+    format!("{top}; p90 by third of the round: {thirds} ms")
 }
 
 /// One round's result line.
