@@ -177,20 +177,26 @@ pub fn attach(loaded: &mut Loaded, opts: &LoadOptions) -> Result<Hook, EbpfError
         HookChoice::Only(Hook::TpBtf) => attach_btf(ebpf).map(|()| Hook::TpBtf),
         HookChoice::Only(Hook::TracePoint) => {
             ensure_tracefs()?;
-            attach_tracepoint(ebpf).map(|()| Hook::TracePoint)
+            attach_tracepoint(ebpf)
+                .map(|()| Hook::TracePoint)
+                .map_err(|(_, e)| e)
         }
-        HookChoice::Auto => match ensure_tracefs().and_then(|()| attach_tracepoint(ebpf)) {
+        HookChoice::Auto => match ensure_tracefs()
+            .map_err(|e| (Stage::Attach, e))
+            .and_then(|()| attach_tracepoint(ebpf))
+        {
             Ok(()) => Ok(Hook::TracePoint),
-            Err(e) if btf_usable && e.worth_another_hook() => {
+            Err((stage, e)) if btf_usable && try_btf_after(stage, &e) => {
                 let why = match &e {
                     EbpfError::PerfRefused { .. } => "the kernel refuses perf events to this process (Debian's kernel.perf_event_paranoid=3 allows them only with CAP_SYS_ADMIN, which the shipped unit does not grant; with kernel.perf_event_paranoid=2, CAP_PERFMON is enough)".to_string(),
                     EbpfError::Tracefs { detail } => format!("tracefs is not mounted and could not be ({detail})"),
+                    EbpfError::Permission { detail } => format!("attaching it was refused ({detail})"),
                     other => other.to_string(),
                 };
                 info!("eBPF: the classic tracepoint cannot be used: {why}; using the BTF tracepoint. A kernel that runs it preemptibly (7.x) skips it for some execs under load: those are counted (ffrtmp_kernel_skipped_total) and placed by the reconciliation they trigger");
                 attach_btf(ebpf).map(|()| Hook::TpBtf)
             }
-            Err(e) => {
+            Err((_, e)) => {
                 if let Some(p) = loaded.btf_problem.as_ref().filter(|_| !btf_usable) {
                     info!("eBPF: BTF does not give the exec filename ({p}), so there is no BTF tracepoint to fall back to");
                 }
@@ -213,17 +219,26 @@ fn attach_btf(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
     Ok(())
 }
 
-fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
+/// Whether a failure of the classic tracepoint leaves the BTF tracepoint worth trying.
+/// Anything that failed while attaching does: tp_btf needs neither tracefs (whose files an
+/// LSM or their mode may refuse) nor a perf event. A load the kernel refused for want of
+/// a capability, a missing or stale object, or a disabled source would fail it the same way.
+fn try_btf_after(stage: Stage, e: &EbpfError) -> bool {
+    stage == Stage::Attach || e.worth_another_hook()
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<(), (Stage, EbpfError)> {
+    let load = |e: EbpfError| (Stage::Load, e);
     let p: &mut TracePoint = ebpf
         .program_mut(Hook::TracePoint.program_name())
-        .ok_or_else(|| missing_program(Hook::TracePoint.program_name()))?
+        .ok_or_else(|| load(missing_program(Hook::TracePoint.program_name())))?
         .try_into()
-        .map_err(|e| classify(Stage::Load, &e))?;
-    p.load().map_err(|e| classify(Stage::Load, &e))?;
+        .map_err(|e| load(classify(Stage::Load, &e)))?;
+    p.load().map_err(|e| load(classify(Stage::Load, &e)))?;
     if let Err(e) = p.attach("sched", "sched_process_exec") {
         // Not left loaded for the daemon's life when the other hook takes over.
         let _ = p.unload();
-        return Err(classify(Stage::Attach, &e));
+        return Err((Stage::Attach, classify(Stage::Attach, &e)));
     }
     Ok(())
 }
@@ -301,6 +316,23 @@ mod tests {
             LoadOptions::parse(Some("tp_btf"), Some(" ")).unwrap().hook,
             HookChoice::Only(Hook::TpBtf)
         );
+    }
+
+    #[test]
+    fn any_attach_failure_of_the_tracepoint_tries_the_btf_one() {
+        let denied = || EbpfError::Permission {
+            detail: "read /sys/kernel/tracing/events/sched/sched_process_exec/id: EACCES".into(),
+        };
+        assert!(try_btf_after(Stage::Attach, &denied()), "tracefs refused");
+        assert!(
+            !try_btf_after(Stage::Load, &denied()),
+            "a refused load: tp_btf is refused the same"
+        );
+        assert!(!try_btf_after(Stage::Load, &EbpfError::NotBuilt));
+        let perf = EbpfError::PerfRefused {
+            detail: "perf_event_open: EACCES".into(),
+        };
+        assert!(try_btf_after(Stage::Attach, &perf));
     }
 
     #[test]
