@@ -218,15 +218,7 @@ impl Daemon {
                 ChoreDone::Drained
             }
             Chore::Write { path, bytes } => {
-                let written = crate::record::state::write_atomic(&path, &bytes);
-                drop(bytes);
-                // Give back the heap pages that placements and exits since the last write
-                // left free between live records (the transient /proc reads, paths and log
-                // lines of each placement): without it the heap's resident size grows by
-                // about twice the records' own size (bench-exec rss, docs/benchmarks.md).
-                // SAFETY: malloc_trim only releases free heap memory.
-                unsafe { libc::malloc_trim(0) };
-                ChoreDone::Written(written)
+                ChoreDone::Written(crate::record::state::write_atomic(&path, &bytes))
             }
         }))
     }

@@ -228,13 +228,13 @@ impl Daemon {
         }
         self.telemetry().jobs.insert(
             id.pid,
-            JobInfo {
+            Box::new(JobInfo {
                 job_id: record.job_id.clone(),
                 command: record.command.clone(),
                 pid: id.pid,
                 cgroup: record.cgroup.clone().unwrap_or_default(),
                 limits: record.limits.clone(),
-            },
+            }),
         );
         self.journal
             .insert(id.pid, Box::new(Journaled { id, record }));

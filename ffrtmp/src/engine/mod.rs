@@ -157,7 +157,18 @@ struct Engine {
     outcomes: tokio::sync::mpsc::Sender<Outcome>,
     heartbeat: Arc<AtomicU64>,
     counters: Arc<SourceCounters>,
+    /// When the engine last had something to do, if it has not given the heap back since.
+    trim_after: Option<Instant>,
 }
+
+/// How long the engine waits idle before it gives back the heap pages that placements and
+/// exits left free between live records (their /proc reads, paths, log lines): without it
+/// the resident heap grows by about twice the records' own size (bench-exec rss,
+/// docs/benchmarks.md). The engine does it itself: the daemon's threads share one malloc
+/// arena (`M_ARENA_MAX=1`), and `malloc_trim` holds its lock for 70-90 µs; held by a
+/// nicer thread that a busy node preempts, that lock would make the real-time placement
+/// thread wait; held by the placement thread, a placement waits at most the trim.
+const TRIM_AFTER_IDLE: Duration = Duration::from_millis(500);
 
 /// Where a process came to the engine's attention.
 struct Origin {
@@ -204,6 +215,7 @@ impl Engine {
             outcomes,
             heartbeat,
             counters: cfg.counters,
+            trim_after: None,
         }
     }
 
@@ -245,14 +257,22 @@ impl Engine {
             }
             self.fire_timers();
             if busy {
+                self.trim_after = Some(Instant::now() + TRIM_AFTER_IDLE);
                 continue;
+            }
+            let now = Instant::now();
+            if self.trim_after.is_some_and(|t| t <= now) {
+                self.trim_after = None;
+                // SAFETY: malloc_trim only releases free heap memory.
+                unsafe { libc::malloc_trim(0) };
             }
             let wait = self
                 .table
                 .next_deadline()
-                .map_or(Duration::from_secs(1), |d| {
-                    d.saturating_duration_since(Instant::now())
-                })
+                .into_iter()
+                .chain(self.trim_after)
+                .min()
+                .map_or(Duration::from_secs(1), |d| d.saturating_duration_since(now))
                 .min(Duration::from_secs(1));
             let mut fds: Vec<libc::pollfd> = rings
                 .iter()
@@ -432,8 +452,8 @@ impl Engine {
     }
 
     /// `discovered`, the first report of a new target, is sent once the placement has been
-    /// tried: a message wakes the record loop, which must not run beside the target (or
-    /// take a CPU from it) before the move.
+    /// tried and the target resumed: a message wakes the record loop, which must not run
+    /// beside the target (or take a CPU from it) before the move.
     fn place(
         &mut self,
         pinned: Pinned,
@@ -464,13 +484,14 @@ impl Engine {
             });
         }
         let placed = self.placer.place(&pinned, &spec);
+        // Resumed right after the verified move (its next instruction runs inside), or
+        // right after a failed one: never held through a backoff or a message.
+        drop(stop);
         if let Some(d) = discovered {
             self.emit(d);
         }
         match placed {
             Ok(placement) => {
-                // Resumed right after the verified move: its next instruction runs inside.
-                drop(stop);
                 let latency_ns = exec_mono_ns.map(|t| placement.verified_mono_ns.saturating_sub(t));
                 let receipt_ns = exec_mono_ns
                     .zip(taken_mono_ns)
@@ -507,8 +528,6 @@ impl Engine {
                 });
             }
             Err(e) if e.class == Class::Retryable && attempt < self.settings.max_retry_attempts => {
-                // Never hold a stopped process through a backoff: it runs meanwhile.
-                drop(stop);
                 let delay = backoff(
                     attempt + 1,
                     pinned.id.start_time ^ u64::from(pid) ^ u64::from(attempt),
@@ -535,7 +554,6 @@ impl Engine {
                 );
             }
             Err(e) => {
-                drop(stop);
                 // Not for ever: the cause may be fixed (a controller enabled, a limit
                 // raised); the scan may try it again after a while.
                 self.table

@@ -131,10 +131,10 @@ pub struct Telemetry {
     pub attach_failures: u32,
     pub limits_missing: u32,
     /// Governed jobs by PID.
-    pub jobs: BTreeMap<u32, JobInfo>,
+    pub jobs: BTreeMap<u32, Box<JobInfo>>,
     /// Jobs whose process exited and whose cgroup's last numbers are not read yet: still
     /// shown (their numbers are live), no longer counted as governed.
-    pub ending: BTreeMap<u32, JobInfo>,
+    pub ending: BTreeMap<u32, Box<JobInfo>>,
     /// Jobs that ended, with their last numbers, shown for `ENDED_KEPT` so the scrape after
     /// an exit (an OOM kill's, say) still sees them.
     pub ended: Vec<EndedJob>,
@@ -178,7 +178,7 @@ impl Telemetry {
         add(&mut t.cpu_usec, usage.cpu_usec);
         add(&mut t.oom_kills, usage.oom_kills);
         self.ended.push(EndedJob {
-            info,
+            info: *info,
             usage,
             at: now,
         });
@@ -608,7 +608,7 @@ mod tests {
         for (pid, cmd) in [(42, "ff\"mpeg"), (43, "ff\"mpeg"), (44, "x264")] {
             t.jobs.insert(
                 pid,
-                JobInfo {
+                Box::new(JobInfo {
                     job_id: format!("auto-ffmpeg-{pid}").into(),
                     command: cmd.into(),
                     pid,
@@ -618,7 +618,7 @@ mod tests {
                         memory_limit: Some(64),
                         ..Default::default()
                     }),
-                },
+                }),
             );
         }
         t

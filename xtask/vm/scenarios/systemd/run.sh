@@ -571,8 +571,9 @@ exec_placed() {
 # burst is about the moves, not ffmpeg's own start), while /healthz is asked back to back
 # (one curl, one kept-alive connection, 100 requests per run of curl) from before the burst
 # until every target is placed. Out: out/burst-LABEL.ms (the daemon's exec→placed of
-# each), out/burst-LABEL.healthz ("code seconds" per answer), BURST_SPAN (the daemon's first
-# to last placement of the burst, ms, from the journal's monotonic times).
+# each), out/burst-LABEL.healthz ("code seconds" per answer), BURST_SPAN (ms from the
+# first to the last of the burst's "Limits applied" lines in the journal: the record loop
+# writes them, so they bunch together if the loop was held).
 burst() {
     local d=/tmp/ffrtmp-burst i p main hp; main=$(main_pid)
     mkdir -p "$d"; cp /bin/sleep "$d/ffmpeg"; chmod 755 "$d" "$d/ffmpeg"
@@ -637,13 +638,14 @@ hz_p50=$(awk '{print $2}' "$OUT/burst-off.healthz" | sort -n | awk '{v[NR] = $1}
 check "a burst of $BURST_N at once without favordynmods: every one placed from its exec event ($(grep -c . "$OUT/burst-off.ms")/$BURST_N)" \
     test "$(grep -c . "$OUT/burst-off.ms")" = "$BURST_N"
 check "/healthz answered 200 all through the burst ($hz_n answers, $hz_bad not 200)" test "$hz_n" -gt 0 -a "$hz_bad" -eq 0
-# A record loop held by the moves would keep an answer waiting for most of the burst's
-# placements; the slowest answer stays under half of that span (and under 150 ms, what a
-# request takes here at worst when nothing holds the loop: TCG).
-check "...each within 150 ms or half the placements' span of ${BURST_SPAN} ms (slowest $(awk -v s="$hz_max" 'BEGIN {printf "%.1f", s * 1000}') ms)" \
-    awk -v m="$hz_max" -v s="$BURST_SPAN" 'BEGIN {l = s / 2000; if (l < 0.15) l = 0.15; exit !(m < l)}'
+# A record loop held for the burst's moves (20 grace periods, 0.4-1 s here) would keep an
+# answer waiting that long; a free one answers within a few ms (TCG: up to ~40 ms seen).
+# A loop held for each move alone (~20-40 ms) would pass: that case is the daemon_logic
+# test strict_timeout_resumes_a_target_whose_placement_is_stuck.
+check "...each within 200 ms (slowest $(awk -v s="$hz_max" 'BEGIN {printf "%.1f", s * 1000}') ms)" \
+    awk -v m="$hz_max" 'BEGIN {exit !(m < 0.2)}'
 check "...and the watchdog did not restart the daemon (NRestarts $restarts0 -> $(prop "$UNIT" NRestarts))" test "$(prop "$UNIT" NRestarts)" = "$restarts0"
-note "burst of $BURST_N without favordynmods: exec→placed $(pct "$OUT/burst-off.ms"), first to last placement ${BURST_SPAN} ms; /healthz asked back to back meanwhile: p50 $(awk -v s="$hz_p50" 'BEGIN {printf "%.1f", s * 1000}') ms, max $(awk -v s="$hz_max" 'BEGIN {printf "%.1f", s * 1000}') ms ($hz_n answers)"
+note "burst of $BURST_N without favordynmods: exec→placed $(pct "$OUT/burst-off.ms"), its placement lines spread over ${BURST_SPAN} ms; /healthz asked back to back meanwhile: p50 $(awk -v s="$hz_p50" 'BEGIN {printf "%.1f", s * 1000}') ms, max $(awk -v s="$hz_max" 'BEGIN {printf "%.1f", s * 1000}') ms ($hz_n answers)"
 check "remount,favordynmods accepted" favor_on
 opts_on=$(cg2_opts)
 check "/proc/mounts: favordynmods added, nsdelegate and memory_recursiveprot kept ($opts_on)" \
