@@ -639,11 +639,11 @@ check "a burst of $BURST_N at once without favordynmods: every one placed from i
     test "$(grep -c . "$OUT/burst-off.ms")" = "$BURST_N"
 check "/healthz answered 200 all through the burst ($hz_n answers, $hz_bad not 200)" test "$hz_n" -gt 0 -a "$hz_bad" -eq 0
 # A record loop held for the burst's moves (20 grace periods, 0.4-1 s here) would keep an
-# answer waiting that long; a free one answers within a few ms (TCG: up to ~40 ms seen).
+# answer waiting that long; a free one answers within a few ms (TCG: up to ~100 ms seen).
 # A loop held for each move alone (~20-40 ms) would pass: that case is the daemon_logic
 # test strict_timeout_resumes_a_target_whose_placement_is_stuck.
-check "...each within 200 ms (slowest $(awk -v s="$hz_max" 'BEGIN {printf "%.1f", s * 1000}') ms)" \
-    awk -v m="$hz_max" 'BEGIN {exit !(m < 0.2)}'
+check "...each within 300 ms (slowest $(awk -v s="$hz_max" 'BEGIN {printf "%.1f", s * 1000}') ms)" \
+    awk -v m="$hz_max" 'BEGIN {exit !(m < 0.3)}'
 check "...and the watchdog did not restart the daemon (NRestarts $restarts0 -> $(prop "$UNIT" NRestarts))" test "$(prop "$UNIT" NRestarts)" = "$restarts0"
 note "burst of $BURST_N without favordynmods: exec→placed $(pct "$OUT/burst-off.ms"), its placement lines spread over ${BURST_SPAN} ms; /healthz asked back to back meanwhile: p50 $(awk -v s="$hz_p50" 'BEGIN {printf "%.1f", s * 1000}') ms, max $(awk -v s="$hz_max" 'BEGIN {printf "%.1f", s * 1000}') ms ($hz_n answers)"
 check "remount,favordynmods accepted" favor_on
