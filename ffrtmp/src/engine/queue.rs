@@ -164,8 +164,9 @@ mod tests {
         assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
     }
 
-    #[test]
-    fn a_blocked_writer_goes_on_when_the_reader_takes_one() {
+    /// A queue of one holding 1, and a writer waiting to send 2 into it.
+    fn writer_waiting_on_a_full_queue() -> (Receiver<u32>, std::thread::JoinHandle<Result<(), u32>>)
+    {
         let waker = Waker::new().unwrap();
         let (tx, rx) = bounded::<u32>(1, &waker);
         tx.send(1).unwrap();
@@ -175,6 +176,12 @@ mod tests {
             !writer.is_finished(),
             "the second send must wait while the queue is full"
         );
+        (rx, writer)
+    }
+
+    #[test]
+    fn a_blocked_writer_goes_on_when_the_reader_takes_one() {
+        let (rx, writer) = writer_waiting_on_a_full_queue();
         assert_eq!(rx.try_recv(), Ok(1));
         assert_eq!(writer.join().unwrap(), Ok(()));
         assert_eq!(rx.try_recv(), Ok(2));
@@ -182,11 +189,7 @@ mod tests {
 
     #[test]
     fn a_waiting_writer_gives_up_when_the_reader_is_gone() {
-        let waker = Waker::new().unwrap();
-        let (tx, rx) = bounded::<u32>(1, &waker);
-        tx.send(1).unwrap();
-        let writer = std::thread::spawn(move || tx.send(2));
-        std::thread::sleep(Duration::from_millis(20));
+        let (rx, writer) = writer_waiting_on_a_full_queue();
         drop(rx);
         assert_eq!(writer.join().unwrap(), Err(2));
     }
