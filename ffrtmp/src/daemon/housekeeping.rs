@@ -58,7 +58,7 @@ struct ScanJob {
     reason: &'static str,
     targets: Vec<Target>,
     known: HashSet<ProcessId>,
-    governed: Vec<(ProcessId, String, String)>,
+    governed: Vec<(ProcessId, Arc<str>, Arc<str>)>,
     leftovers: Vec<String>,
     placer: Arc<Placer>,
     proc: ProcFs,
@@ -98,7 +98,13 @@ impl Daemon {
             governed: self
                 .journal
                 .values()
-                .map(|g| (g.id, g.cgroup().to_string(), g.record.job_id.to_string()))
+                .map(|g| {
+                    (
+                        g.id,
+                        g.record.cgroup.clone().unwrap_or_default(),
+                        g.record.job_id.clone(),
+                    )
+                })
                 .collect(),
             leftovers: std::mem::take(&mut self.leftovers),
             placer: self.placer.clone(),
@@ -394,7 +400,7 @@ fn run_scan(mut job: ScanJob) -> ScanReport {
 fn check_governed(
     placer: &Placer,
     proc: &ProcFs,
-    governed: &[(ProcessId, String, String)],
+    governed: &[(ProcessId, Arc<str>, Arc<str>)],
     dry_run: bool,
     r: &mut ScanReport,
 ) {
@@ -429,8 +435,8 @@ fn check_governed(
                     });
                     r.drift.push(Drift {
                         id: *id,
-                        job_id: job_id.clone(),
-                        cgroup: cgroup.clone(),
+                        job_id: job_id.to_string(),
+                        cgroup: cgroup.to_string(),
                         location: placer.backend().location(&lines),
                         corrected,
                     });
@@ -448,12 +454,12 @@ fn check_governed(
 /// that hold a live process nobody governs.
 fn collect_leftovers(
     placer: &Placer,
-    governed: &[(ProcessId, String, String)],
+    governed: &[(ProcessId, Arc<str>, Arc<str>)],
     mut candidates: Vec<String>,
     r: &mut ScanReport,
 ) {
     placer.remove_stray_spares();
-    let owned: HashSet<&str> = governed.iter().map(|(_, cg, _)| cg.as_str()).collect();
+    let owned: HashSet<&str> = governed.iter().map(|(_, cg, _)| &**cg).collect();
     match placer.backend().children(placer.root()) {
         Ok(names) => {
             for n in names.into_iter().filter(|n| n.starts_with("auto-")) {

@@ -3,6 +3,8 @@
 //! crash). Only the same process (PID and start time) still inside its job cgroup is
 //! taken back; anything else is left to a fresh decision.
 
+use std::sync::Arc;
+
 use chrono::Utc;
 
 use super::{Engine, Outcome};
@@ -29,10 +31,10 @@ impl Engine {
             job_id: job_id.to_string(),
             why: why.to_string(),
         };
-        let cgroup = r
+        let cgroup: Arc<str> = r
             .cgroup
             .clone()
-            .map_or_else(|| self.placer.cgroup_of(&r.job_id), |c| c.to_string());
+            .unwrap_or_else(|| self.placer.cgroup_of(&r.job_id).into());
         let Ok(pinned) = self.proc.pin(pid) else {
             return self.emit(dropped("it exited while ffrtmp was not running"));
         };
@@ -56,7 +58,7 @@ impl Engine {
             }
         }
         r.start_time = Some(pinned.id.start_time);
-        r.cgroup = Some(cgroup.into());
+        r.cgroup = Some(cgroup);
         r.last_seen_at = Some(Utc::now());
         self.take_back(pinned, r, applied, false);
     }

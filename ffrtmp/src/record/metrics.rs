@@ -140,7 +140,7 @@ pub struct Telemetry {
     pub ended: Vec<EndedJob>,
     /// Per command, the summed last numbers of every job that ended: `per_command` counters
     /// carry them, so they never go down when a job ends.
-    pub ended_totals: BTreeMap<String, Usage>,
+    pub ended_totals: BTreeMap<Arc<str>, Usage>,
     pub job_metrics: JobMetrics,
 }
 
@@ -171,10 +171,7 @@ impl Telemetry {
         let now = std::time::Instant::now();
         self.ended.retain(|e| now.duration_since(e.at) < ENDED_KEPT);
         let usage = usage.unwrap_or_default();
-        let t = self
-            .ended_totals
-            .entry(info.command.to_string())
-            .or_default();
+        let t = self.ended_totals.entry(info.command.clone()).or_default();
         add(&mut t.cpu_usec, usage.cpu_usec);
         add(&mut t.oom_kills, usage.oom_kills);
         self.ended.push(EndedJob {
