@@ -520,6 +520,8 @@ fn ebpf_kernel_counters_are_exported() {
         "{m}"
     );
     assert!(value(&m, "ffrtmp_kernel_execs_total") >= 8, "{m}");
+    assert_eq!(value(&m, "ffrtmp_kernel_ring_full_total"), 0, "{m}");
+    assert_eq!(value(&m, "ffrtmp_kernel_stop_failures_total"), 0, "{m}");
     // The kernel's own count of runs it skipped, read from the program's info: there
     // from 5.12 (bpf_prog_info.recursion_misses), absent before, never a made-up 0.
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
