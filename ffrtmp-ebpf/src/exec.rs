@@ -10,7 +10,8 @@
 //! Measured on 7.3.4 in bursts of 20 targets: `tp_btf` 1-3 of 20 skipped (2 of 60 even as
 //! two programs; 4 of 120 with the agent's reader not real-time), this hook 0 of 120.
 //! Attaching it needs `perf_event_open`, which Debian's `perf_event_paranoid=3` allows
-//! only with CAP_SYS_ADMIN; without it the agent uses `tp_btf`.
+//! only with CAP_SYS_ADMIN; without it (or when attaching fails otherwise) the agent uses
+//! `tp_btf`.
 //!
 //! Record layout (`/sys/kernel/tracing/events/sched/sched_process_exec/format`, stable ABI):
 //! offset 8 `__data_loc char[] filename` (low 16 bits: offset of the string in the record,

@@ -1,8 +1,10 @@
 //! Hook `tp_btf/sched_process_exec`: the same exec handling as `exec.rs`, attached as a BTF
 //! tracepoint (`BtfTracePoint::load("sched_process_exec", &Btf::from_sys_fs()?)` then
-//! `attach()`), which needs no tracefs: the fallback where tracefs cannot be had. Load only
+//! `attach()`), which needs no tracefs or perf event: the fallback where the classic
+//! tracepoint cannot be attached. Load only
 //! one of the two hooks. On a kernel that runs it preemptibly (7.x) the kernel skips it
-//! for some execs (see `exec.rs`); the agent counts those as lost and reconciles.
+//! for some execs (see `exec.rs`); the agent counts those (`ffrtmp_kernel_skipped_total`,
+//! not lost events) and reconciles, which places a skipped target.
 //!
 //! Arguments: `(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`. The
 //! filename is `bprm->filename`; the offset of that member is not ABI (96 on 6.18), and
