@@ -154,6 +154,8 @@ pub fn main(a: WatchArgs) -> ExitCode {
 
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // The blocking pool runs the housekeeping chores, scans and /metrics rendering.
+        .thread_name("ffrtmp-chores")
         .build()
     {
         Ok(rt) => rt,

@@ -34,6 +34,8 @@ fn storm_run(bin: &Path, n: usize, targets: Option<(usize, f64)>) -> Result<f64>
     let load = loadavg();
     let d = scene.daemon(bin, &[&name], "", "info")?;
     let cpu0 = d.cpu_seconds();
+    let clock0 = d.cpu_clock();
+    let threads0 = d.thread_cpu();
     let next = Arc::new(AtomicUsize::new(0));
     let kids: Arc<Mutex<Vec<Child>>> = Arc::default();
     let started = Instant::now();
@@ -97,7 +99,16 @@ fn storm_run(bin: &Path, n: usize, targets: Option<(usize, f64)>) -> Result<f64>
     std::thread::sleep(Duration::from_millis(1500));
     let (u1, s1) = d.cpu_seconds();
     let (user, sys) = (u1 - cpu0.0, s1 - cpu0.1);
-    let cpu = user + sys;
+    let cpu = d.cpu_clock() - clock0;
+    let threads: Vec<(String, f64)> = d
+        .thread_cpu()
+        .into_iter()
+        .map(|(name, t)| {
+            let before = threads0.get(&name).copied().unwrap_or(0.0);
+            (name, t - before)
+        })
+        .filter(|(_, t)| *t > 0.0)
+        .collect();
     let log = d.stop();
     let want = want.lock().unwrap().clone();
     let placed = placed.lock().unwrap().clone();
@@ -122,7 +133,7 @@ fn storm_run(bin: &Path, n: usize, targets: Option<(usize, f64)>) -> Result<f64>
     let cpu_ms = cpu * 1000.0;
     match targets {
         None => println!(
-            "daemon CPU time: {cpu:.3} s (user {user:.3}, system {sys:.3}) = {:.2} ms per 1000 non-target execs",
+            "daemon CPU time: {cpu:.4} s (ticks: user {user:.2}, system {sys:.2}) = {:.2} ms per 1000 non-target execs",
             cpu_ms / (n as f64 / 1000.0)
         ),
         Some((_, control)) => {
@@ -134,7 +145,15 @@ fn storm_run(bin: &Path, n: usize, targets: Option<(usize, f64)>) -> Result<f64>
             let non_targets = (n - targets_n) as f64 / n as f64;
             let per_target = (cpu - control * non_targets) * 1000.0 / targets_n.max(1) as f64;
             println!(
-                "daemon CPU time: {cpu:.3} s (user {user:.3}, system {sys:.3}); less the control run's share for the non-target execs: {per_target:.3} ms per placed target, its exit and cgroup removal included"
+                "daemon CPU time: {cpu:.4} s (ticks: user {user:.2}, system {sys:.2}); less the control run's share for the non-target execs: {per_target:.3} ms per placed target, its exit and cgroup removal included"
+            );
+            let shares: Vec<String> = threads
+                .iter()
+                .map(|(name, t)| format!("{name} {:.3}", t * 1000.0 / targets_n.max(1) as f64))
+                .collect();
+            println!(
+                "  by thread, ms per placed target (ticks of 10 ms; threads that exited are missing): {}",
+                shares.join(", ")
             );
             println!(
                 "{}",
