@@ -487,11 +487,17 @@ impl Engine {
         // Resumed right after the verified move (its next instruction runs inside), or
         // right after a failed one: never held through a backoff or a message.
         drop(stop);
+        let placed = placed.map(|placement| {
+            let children = self.placer.move_descendants(pid, &placement.cgroup);
+            let exe = self.proc.exe(pid).ok().map(|p| p.display().to_string());
+            (placement, children, exe)
+        });
+        // Sent with the result, back to back: one wakeup of the record loop, not two.
         if let Some(d) = discovered {
             self.emit(d);
         }
         match placed {
-            Ok(placement) => {
+            Ok((placement, children, exe)) => {
                 let latency_ns = exec_mono_ns.map(|t| placement.verified_mono_ns.saturating_sub(t));
                 let receipt_ns = exec_mono_ns
                     .zip(taken_mono_ns)
@@ -499,8 +505,6 @@ impl Engine {
                 let read_ns = exec_mono_ns
                     .zip(read_mono_ns)
                     .map(|(e, r)| r.saturating_sub(e));
-                let children = self.placer.move_descendants(pid, &placement.cgroup);
-                let exe = self.proc.exe(pid).ok().map(|p| p.display().to_string());
                 self.table.governed(pinned.id);
                 match pinned.pidfd.try_clone() {
                     Ok(pidfd) => self.emit(Outcome::Placed(Box::new(Placed {

@@ -432,9 +432,8 @@ impl Placer {
     }
 
     pub fn remove_if_empty(&self, cgroup: &str) -> std::io::Result<bool> {
-        if !self.backend.procs(cgroup)?.is_empty() {
-            return Ok(false);
-        }
+        // No read of cgroup.procs first: the kernel refuses to remove a cgroup that has
+        // processes (EBUSY); reading each hierarchy's list first only asked it twice.
         match self.backend.remove(cgroup) {
             Ok(()) => Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(false),
