@@ -1,5 +1,6 @@
-//! `cargo xtask bench-exec <what> [--n N] [--rounds R] [--daemon-nice N]`: the eBPF
-//! benchmarks of docs/benchmarks.md, run against the release `ffrtmp watch` as root.
+//! `cargo xtask bench-exec <what> [--n N] [--rounds R] [--daemon-nice N] [--bin PATH]`: the
+//! eBPF benchmarks of docs/benchmarks.md, run against the release `ffrtmp watch` as root
+//! (`--bin`: another build of it, e.g. an older commit's, without building this one).
 //!
 //! - `compare`: exec → placed from outside, ffrtmp and libcgroup's cgrulesengd (Debian
 //!   `cgroup-tools`, netlink proc connector) under the same harness, in interleaved rounds
@@ -60,6 +61,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     let mut what = "all".to_string();
     let mut n: Option<usize> = None;
     let mut rounds: Option<usize> = None;
+    let mut bin: Option<PathBuf> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -75,15 +77,25 @@ pub fn bench(args: &[String]) -> Result<()> {
                 let v: i32 = it.next().context("--daemon-nice N")?.parse().context("--daemon-nice N")?;
                 DAEMON_NICE.store(v, Ordering::Relaxed);
             }
+            "--bin" => bin = Some(it.next().context("--bin PATH")?.into()),
             w if WHAT.split('|').any(|x| x == w) => what = w.to_string(),
-            other => bail!("unknown argument {other:?} ({WHAT}, --n N, --rounds R, --daemon-nice N, --gap-ms N)"),
+            other => bail!("unknown argument {other:?} ({WHAT}, --n N, --rounds R, --daemon-nice N, --gap-ms N, --bin PATH)"),
         }
     }
-    let root = repo_root();
-    run(cargo()
-        .current_dir(&root)
-        .args(["build", "--release", "-p", "ffrtmp"]))?;
-    let bin = root.join("target/release/ffrtmp");
+    let bin = match bin {
+        Some(b) if b.is_file() => b,
+        Some(b) => bail!(
+            "--bin {}: no such file (give a release build of ffrtmp)",
+            b.display()
+        ),
+        None => {
+            let root = repo_root();
+            run(cargo()
+                .current_dir(&root)
+                .args(["build", "--release", "-p", "ffrtmp"]))?;
+            root.join("target/release/ffrtmp")
+        }
+    };
     let all = what == "all";
     if all || what == "ready" {
         load::ready(&bin, rounds.unwrap_or(10))?;
