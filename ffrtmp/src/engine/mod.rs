@@ -492,7 +492,7 @@ impl Engine {
             let exe = self.proc.exe(pid).ok().map(|p| p.display().to_string());
             (placement, children, exe)
         });
-        // Sent with the result, back to back: one wakeup of the record loop, not two.
+        // Sent with the result, back to back: usually one wakeup of the record loop, not two.
         if let Some(d) = discovered {
             self.emit(d);
         }

@@ -407,7 +407,6 @@ impl Placer {
         moved
     }
 
-    /// Remove a job cgroup if it is empty. `Ok(false)` while processes remain.
     /// Made less than `LEFTOVER_MIN_AGE` ago (by the ctime of its directory): possibly a
     /// job cgroup the placement thread has just created and not yet moved its process into
     /// (on cgroup v2 that move waits for an RCU grace period), so not a leftover yet.
@@ -431,9 +430,10 @@ impl Placer {
         now.saturating_sub(m.ctime()) < LEFTOVER_MIN_AGE.as_secs() as i64
     }
 
+    /// Remove a job cgroup if it is empty. `Ok(false)` while processes remain.
     pub fn remove_if_empty(&self, cgroup: &str) -> std::io::Result<bool> {
         // No read of cgroup.procs first: the kernel refuses to remove a cgroup that has
-        // processes (EBUSY); reading each hierarchy's list first only asked it twice.
+        // processes (EBUSY), and the v1 backend stops at the first hierarchy that does.
         match self.backend.remove(cgroup) {
             Ok(()) => Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(false),

@@ -252,9 +252,15 @@ impl CgroupBackend for V1Backend {
 
     fn remove(&self, cgroup: &str) -> io::Result<()> {
         let mut first_err = None;
+        // In move order: a process on its way in (or a child left behind) is in the first
+        // hierarchy first, and the EBUSY there leaves the cgroup whole in all of them.
         for h in &self.hierarchies {
-            if let Err(e) = rmdir(&dir_of(&h.mount, cgroup)) {
-                first_err.get_or_insert(e);
+            match rmdir(&dir_of(&h.mount, cgroup)) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Err(e),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
             }
         }
         match first_err {

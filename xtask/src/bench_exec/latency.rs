@@ -29,6 +29,7 @@ pub(super) fn latency(bin: &Path, n: usize, strict: bool) -> Result<()> {
         outside,
         missed,
         mut alive,
+        ..
     } = exec_one_at_a_time(
         &target,
         &scene.root,
@@ -154,6 +155,22 @@ fn slowest(v: &[f64]) -> String {
     format!("{top}; p90 by third of the round: {thirds} ms")
 }
 
+/// For the three slowest samples from outside, the daemon's own exec → placed of the same
+/// PIDs: a slow sample the daemon placed fast was slow after the move (the observer waiting
+/// for a CPU), not in the placement.
+fn own_for_slowest(o: &Outside, own: &std::collections::HashMap<u32, f64>) -> String {
+    let mut i: Vec<usize> = (0..o.outside.len()).collect();
+    i.sort_by(|a, b| o.outside[*b].partial_cmp(&o.outside[*a]).unwrap());
+    i.iter()
+        .take(3)
+        .map(|&k| match own.get(&o.pids[k]) {
+            Some(us) => format!("#{k} {:.2} ms", us / 1000.0),
+            None => format!("#{k} not logged"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// One round's result line.
 fn round_line(who: &str, round: usize, load: &str, o: &Outside) -> String {
     match percentiles(&o.outside) {
@@ -187,9 +204,13 @@ pub(super) fn compare(bin: &Path, n: usize, rounds: usize) -> Result<()> {
         let load = loadavg();
         let d = scene.daemon(bin, &[&ff_name], "", "info")?;
         let mut o = exec_one_at_a_time(&ff_target, &scene.root, n, Duration::from_millis(5))?;
-        let _ = d.stop();
+        let own = daemon_latencies(&d.stop());
         println!("{}", round_line("ffrtmp", r, &load, &o));
         eprintln!("  ffrtmp round {r}: slowest {}", slowest(&o.outside));
+        eprintln!(
+            "  ffrtmp round {r}: the daemon's own exec → placed for those: {}",
+            own_for_slowest(&o, &own)
+        );
         ff.push(percentiles(&o.outside));
         o.kill();
         scene.clear_jobs();
@@ -231,6 +252,8 @@ pub(super) fn compare(bin: &Path, n: usize, rounds: usize) -> Result<()> {
 struct Outside {
     /// µs from `spawn` returning to `/proc/PID/cgroup` showing a cgroup under the root.
     outside: Vec<f64>,
+    /// The PID of each sample of `outside`.
+    pids: Vec<u32>,
     /// Not placed within 2 s.
     missed: usize,
     /// The targets, still running.
@@ -253,6 +276,7 @@ impl Outside {
 fn exec_one_at_a_time(target: &Path, root: &str, n: usize, gap: Duration) -> Result<Outside> {
     let mut out = Outside {
         outside: Vec::with_capacity(n),
+        pids: Vec::with_capacity(n),
         missed: 0,
         alive: Vec::with_capacity(n),
     };
@@ -262,6 +286,7 @@ fn exec_one_at_a_time(target: &Path, root: &str, n: usize, gap: Duration) -> Res
         loop {
             if placed_under(c.id(), root) {
                 out.outside.push(t0.elapsed().as_secs_f64() * 1e6);
+                out.pids.push(c.id());
                 break;
             }
             if t0.elapsed() > Duration::from_secs(2) {

@@ -152,7 +152,7 @@ fn storm_run(bin: &Path, n: usize, targets: Option<(usize, f64)>) -> Result<f64>
                 .map(|(name, t)| format!("{name} {:.3}", t * 1000.0 / targets_n.max(1) as f64))
                 .collect();
             println!(
-                "  by thread, ms per placed target (ticks of 10 ms; threads that exited are missing): {}",
+                "  by thread, ms per placed target (ticks of 10 ms, the control run not taken off; threads that exited are missing; the main thread is named after the binary): {}",
                 shares.join(", ")
             );
             println!(

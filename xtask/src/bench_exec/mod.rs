@@ -83,11 +83,13 @@ pub fn bench(args: &[String]) -> Result<()> {
         }
     }
     let bin = match bin {
-        Some(b) if b.is_file() => b,
-        Some(b) => bail!(
-            "--bin {}: no such file (give a release build of ffrtmp)",
-            b.display()
-        ),
+        // Made absolute: `nice` would look a bare name up in PATH.
+        Some(b) => std::fs::canonicalize(&b).with_context(|| {
+            format!(
+                "--bin {}: no such file (give a release build of ffrtmp)",
+                b.display()
+            )
+        })?,
         None => {
             let root = repo_root();
             run(cargo()
