@@ -640,3 +640,49 @@ fn a_fresh_empty_job_cgroup_is_not_swept_as_a_leftover() {
     );
     assert!(!log.contains("Removed leftover cgroup"), "{log}");
 }
+
+/// Job cgroups are removed on the kernel's word (EBUSY while a process is inside), without
+/// reading `cgroup.procs` first. On v1 a move goes hierarchy by hierarchy: a cgroup with a
+/// process in the first hierarchy only (one on its way in) must stay whole in every
+/// hierarchy, and go from all of them once it is empty.
+#[test]
+fn a_job_cgroup_is_removed_only_once_no_hierarchy_holds_a_process() {
+    require_root!();
+    let root = TestRoot::new();
+    let placer = ffrtmp::placer::Placer::new(
+        ffrtmp::placer::detect().unwrap(),
+        root.path.clone(),
+        ffrtmp::process::ProcFs::system(),
+    );
+    let job = root.job(&format!("rm-{}", unique()));
+    root.backend.create(&job).unwrap();
+    let mut child = std::process::Command::new("/bin/sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let files = root.backend.procs_files(&job);
+    std::fs::write(&files[0], child.id().to_string()).unwrap();
+    assert!(
+        !placer.remove_if_empty(&job).unwrap(),
+        "removed with PID {} in {}",
+        child.id(),
+        files[0].display()
+    );
+    for f in &files {
+        assert!(
+            f.exists(),
+            "{} is gone while {} holds PID {}",
+            f.display(),
+            files[0].display(),
+            child.id()
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(wait_until(SECS, || placer
+        .remove_if_empty(&job)
+        .unwrap_or(false)));
+    for f in &files {
+        assert!(!f.exists(), "{} left behind", f.display());
+    }
+}
