@@ -1,5 +1,12 @@
 //! Thread priorities: the placement thread runs SCHED_FIFO at priority 1 (the lowest
-//! real-time priority), everything else as ordinary threads, nicer than the process.
+//! real-time priority), everything else `SCHED_BATCH`, nicer than the process.
+//!
+//! Why batch for the rest: the record loop and the chores wake after every placement (its
+//! message, the refill, the exit) and an ordinary thread that wakes may preempt the task
+//! running on that CPU, a transcoder that has just started; a batch thread never preempts
+//! on waking, it runs when the running task's slice ends, with the same share of CPU. In
+//! `bench-exec compare` (five runs each way, interleaved with cgrulesengd) the p90 from
+//! outside went from 0.86–1.16× cgrulesengd's to 0.81–0.96× (docs/benchmarks.md).
 //!
 //! Why real-time: the kernel wakes the placement thread from the exec'ing process's CPU,
 //! and the fair scheduler lets the running task finish its slice first (0.75 ms by
@@ -42,7 +49,7 @@ pub fn placement_realtime() -> Result<bool, String> {
     Ok(true)
 }
 
-/// The calling thread steps down to an ordinary one, `HOUSEKEEPING_NICE` nicer than it
+/// The calling thread steps down to `SCHED_BATCH`, `HOUSEKEEPING_NICE` nicer than it
 /// was (never above 19). Threads made from it later inherit that; threads made before
 /// keep theirs. The kernel always allows giving up priority, but a seccomp filter may not
 /// (systemd's `@resources` group holds both calls): the error says which call failed.
@@ -51,14 +58,12 @@ pub fn housekeeping() -> Result<(), String> {
     // SAFETY: scheduling calls on this thread; errno is cleared before getpriority
     // because -1 is a valid nice value.
     unsafe {
-        if matches!(policy(), libc::SCHED_FIFO | libc::SCHED_RR) {
-            let p = libc::sched_param { sched_priority: 0 };
-            if libc::sched_setscheduler(tid, libc::SCHED_OTHER, &p) != 0 {
-                return Err(format!(
-                    "sched_setscheduler(SCHED_OTHER): {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
+        let p = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(tid, libc::SCHED_BATCH, &p) != 0 {
+            return Err(format!(
+                "sched_setscheduler(SCHED_BATCH): {}",
+                std::io::Error::last_os_error()
+            ));
         }
         *libc::__errno_location() = 0;
         let now = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
