@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use ffrtmp_common::StopKey;
 
-use super::{PidFd, ProcFs, ProcessId};
+use super::{PidFd, Pinned, ProcFs, ProcessId, Stat};
 
 /// A record of stops: the kernel's `STOPPED` map, or an in-memory one in tests.
 pub trait StopLedger: Send + Sync {
@@ -42,6 +42,9 @@ pub struct Stopped {
     key: StopKey,
     /// The pinned process, if it is still the one that was stopped.
     pidfd: Option<PidFd>,
+    /// Its stat, read when it was claimed (the start-time check); boxed, as every exec
+    /// notice carries an `Option<Stopped>`.
+    stat: Option<Box<Stat>>,
     ledger: Arc<dyn StopLedger>,
     done: bool,
 }
@@ -60,16 +63,38 @@ impl Stopped {
     /// Take over the stop `key` recorded in `ledger`: pin the process and check it is the
     /// one stopped (its start time), so a reused PID is never resumed or placed for it.
     pub fn claim(ledger: Arc<dyn StopLedger>, key: StopKey, proc: &ProcFs) -> Stopped {
-        let pidfd = PidFd::open(key.tgid).ok().filter(|_| {
+        let pinned = PidFd::open(key.tgid).ok().and_then(|pidfd| {
             proc.stat(key.tgid)
-                .is_ok_and(|s| s.start_time == proc.ticks_from_ns(key.start_ns))
+                .ok()
+                .filter(|s| s.start_time == proc.ticks_from_ns(key.start_ns))
+                .map(|stat| (pidfd, Box::new(stat)))
         });
+        let (pidfd, stat) = pinned.unzip();
         Stopped {
             key,
             pidfd,
+            stat,
             ledger,
             done: false,
         }
+    }
+
+    /// The process pinned as `ProcFs::pin` would, from what the claim already opened and
+    /// read (a duplicate of its pidfd; no second pidfd_open and stat read on the strict
+    /// path). `None` if it is gone, or not the process that was stopped.
+    pub fn pin(&self) -> Option<Pinned> {
+        let (pidfd, stat) = (self.pidfd.as_ref()?, self.stat.as_ref()?);
+        if !pidfd.is_alive() || stat.is_zombie() {
+            return None;
+        }
+        Some(Pinned {
+            id: ProcessId {
+                pid: self.key.tgid,
+                start_time: stat.start_time,
+            },
+            stat: Stat::clone(stat),
+            pidfd: pidfd.try_clone().ok()?,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -235,6 +260,27 @@ mod tests {
     }
 
     #[test]
+    fn its_pin_is_the_one_procfs_gives_without_reading_proc_again() {
+        let ledger = Arc::new(MemoryLedger::default());
+        let (mut child, key) = stopped_child(&ledger);
+        let proc = ProcFs::system();
+        let s = Stopped::claim(ledger.clone(), key, &proc);
+        let from_claim = s.pin().expect("a stopped child that is still there");
+        let fresh = proc.pin(child.id()).unwrap();
+        assert_eq!(from_claim.id, fresh.id);
+        assert_eq!(from_claim.stat.comm, fresh.stat.comm);
+        assert!(from_claim.pidfd.is_alive());
+        drop(s);
+        // Its own pidfd: still usable once the stop (and the claim's pidfd) is gone.
+        assert!(from_claim.pidfd.is_alive());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!from_claim.pidfd.is_alive());
+        let gone = Stopped::claim(ledger.clone(), key, &proc);
+        assert!(gone.pin().is_none(), "an exited process is not pinned");
+    }
+
+    #[test]
     fn a_second_resumer_finds_it_done() {
         let ledger = Arc::new(MemoryLedger::default());
         let (mut child, key) = stopped_child(&ledger);
@@ -257,6 +303,7 @@ mod tests {
         ledger.record(key, 1);
         let s = Stopped::claim(ledger.clone(), key, &ProcFs::system());
         assert!(!s.is_present());
+        assert!(s.pin().is_none(), "not pinned for the stopped process");
         assert_eq!(s.resume(), Resumed::Gone);
         assert_eq!(
             state(child.id()),
