@@ -159,6 +159,8 @@ struct Engine {
     counters: Arc<SourceCounters>,
     /// When the engine last had something to do, if it has not given the heap back since.
     trim_after: Option<Instant>,
+    /// The kernel's exec hook feeds the ring: a scan's fresh candidate waits for its event.
+    exec_hook: bool,
 }
 
 /// How long the engine waits idle before it gives back the heap pages that placements and
@@ -169,6 +171,13 @@ struct Engine {
 /// nicer thread that a busy node preempts, that lock would make the real-time placement
 /// thread wait; held by the placement thread, a placement waits at most the trim.
 const TRIM_AFTER_IDLE: Duration = Duration::from_millis(500);
+
+/// A scan's candidate younger than this (since its fork) may have been read before its
+/// exec event was sent: it waits `FRESH_WAIT` for that event (seen once in the systemd VM
+/// tier: a reconciliation placed a just-started ffmpeg ahead of, or without, its event).
+/// Only with the kernel's exec hook attached: a scan-only daemon places at once.
+const FRESH_AGE: Duration = Duration::from_millis(250);
+const FRESH_WAIT: Duration = Duration::from_millis(100);
 
 /// Where a process came to the engine's attention.
 struct Origin {
@@ -216,6 +225,7 @@ impl Engine {
             heartbeat,
             counters: cfg.counters,
             trim_after: None,
+            exec_hook: false,
         }
     }
 
@@ -225,6 +235,7 @@ impl Engine {
     }
 
     fn run(&mut self, inbox: Inbox, mut rings: Vec<RingReader>) {
+        self.exec_hook = !rings.is_empty();
         let mut from_ring = Vec::new();
         loop {
             self.heartbeat.store(monotonic_ns(), Ordering::Relaxed);
@@ -305,6 +316,12 @@ impl Engine {
                 if pinned.id.start_time != stat.start_time || self.table.knows(pinned.id) {
                     return;
                 }
+                // Started moments ago: the scan may have read it between its exec and the
+                // kernel's exec hook (the comm changes first). Its exec event, if one is on
+                // its way, places it; otherwise the scan's finding does, a little later.
+                if self.exec_hook && self.proc.age(stat.start_time) < FRESH_AGE {
+                    return self.table.fresh(pinned.id, Instant::now() + FRESH_WAIT);
+                }
                 self.look_at(pinned, &Known::default(), Origin::from_proc("scan"));
             }
             Work::Exited(id) => self.table.exited(id),
@@ -339,7 +356,13 @@ impl Engine {
             source,
             stop,
         };
-        let pinned = match self.proc.pin(pid) {
+        // A strict target's claim has already pinned it and read its stat.
+        let claimed = origin.stop.as_ref().and_then(Stopped::pin);
+        let pinned = match claimed.filter(|p| p.id.pid == pid) {
+            Some(p) => Ok(p),
+            None => self.proc.pin(pid),
+        };
+        let pinned = match pinned {
             Ok(p) => p,
             Err(e) if is_gone(&e) => {
                 return self.emit(Outcome::Vanished {
@@ -577,6 +600,12 @@ impl Engine {
         for (id, t) in self.table.due(Instant::now()) {
             match t {
                 // Facts may have changed while it ran (cwd, parent): decide again.
+                Timed::Fresh => match self.proc.pin(id.pid) {
+                    Ok(pinned) if pinned.id == id && !self.table.knows(id) => {
+                        self.look_at(pinned, &Known::default(), Origin::from_proc("scan"))
+                    }
+                    _ => {} // placed from its exec event meanwhile, exited, or PID reused
+                },
                 Timed::Defer => match self.proc.pin(id.pid) {
                     Ok(pinned) if pinned.id == id => {
                         self.look_at(pinned, &Known::default(), Origin::from_proc("min_runtime"))

@@ -13,6 +13,10 @@ pub enum Timed {
     /// Waiting for min_runtime. Only the identity is kept (no pidfd): a long min_runtime
     /// must not hold a file descriptor per young process; it is pinned again when due.
     Defer,
+    /// A process a scan found moments after it started: its exec event may still be on
+    /// its way, and places it if it comes first. Not pending (an exec event is not turned
+    /// away); when due, it is looked at unless the table knows it by then.
+    Fresh,
     /// A placement that failed with a transient error.
     Retry(Box<Retry>),
 }
@@ -76,6 +80,11 @@ impl Table {
         self.timers.insert((at, id), t);
     }
 
+    /// Look at a scan's fresh candidate later (see `Timed::Fresh`).
+    pub fn fresh(&mut self, id: ProcessId, at: Instant) {
+        self.timers.insert((at, id), Timed::Fresh);
+    }
+
     pub fn failed(&mut self, id: ProcessId, until: Instant) {
         self.pending.remove(&id);
         self.failed.insert(id, until);
@@ -93,8 +102,12 @@ impl Table {
                 break;
             }
             let (_, id) = *entry.key();
-            self.pending.remove(&id);
-            out.push((id, entry.remove()));
+            let t = entry.remove();
+            // A fresh candidate was never pending: another timer of the process may be.
+            if !matches!(t, Timed::Fresh) {
+                self.pending.remove(&id);
+            }
+            out.push((id, t));
         }
         out
     }
@@ -134,6 +147,21 @@ mod tests {
         assert!(t.knows(a));
         t.failed(a, Instant::now() - Duration::from_secs(1));
         assert!(!t.knows(a), "due again");
+    }
+
+    #[test]
+    fn a_fresh_candidate_waits_without_turning_its_exec_event_away() {
+        let mut t = Table::default();
+        let now = Instant::now();
+        let a = id(7, 1);
+        t.fresh(a, now + Duration::from_millis(10));
+        assert!(!t.knows(a), "the exec event must still place it");
+        // Its exec event came and min_runtime deferred it: the fresh timer, due first,
+        // leaves the deferral pending.
+        assert!(t.defer(a, now + Duration::from_secs(60)));
+        let due = t.due(now + Duration::from_millis(20));
+        assert!(matches!(due.as_slice(), [(i, Timed::Fresh)] if *i == a));
+        assert!(t.knows(a), "still pending for its min_runtime");
     }
 
     #[test]
