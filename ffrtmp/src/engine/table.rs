@@ -82,7 +82,7 @@ impl Table {
 
     /// Look at a scan's fresh candidate later (see `Timed::Fresh`).
     pub fn fresh(&mut self, id: ProcessId, at: Instant) {
-        self.timers.insert((at, id), Timed::Fresh);
+        self.timers.entry((at, id)).or_insert(Timed::Fresh);
     }
 
     pub fn failed(&mut self, id: ProcessId, until: Instant) {
@@ -103,8 +103,14 @@ impl Table {
             }
             let (_, id) = *entry.key();
             let t = entry.remove();
-            // A fresh candidate was never pending: another timer of the process may be.
-            if !matches!(t, Timed::Fresh) {
+            if matches!(t, Timed::Fresh) {
+                // Never pending itself. If the process is pending, its exec event deferred
+                // it or a retry holds it, and that timer (later, or in this batch) looks at
+                // it: the fresh look would be a second one.
+                if self.pending.contains(&id) {
+                    continue;
+                }
+            } else {
                 self.pending.remove(&id);
             }
             out.push((id, t));
@@ -160,8 +166,21 @@ mod tests {
         // leaves the deferral pending.
         assert!(t.defer(a, now + Duration::from_secs(60)));
         let due = t.due(now + Duration::from_millis(20));
-        assert!(matches!(due.as_slice(), [(i, Timed::Fresh)] if *i == a));
+        assert!(due.is_empty(), "the deferral, not the fresh look, decides");
         assert!(t.knows(a), "still pending for its min_runtime");
+        // Both due in one batch (the engine was busy): only the deferral comes out.
+        let b = id(8, 1);
+        t.fresh(b, now + Duration::from_millis(10));
+        assert!(t.defer(b, now + Duration::from_millis(11)));
+        let due = t.due(now + Duration::from_millis(20));
+        assert!(matches!(due.as_slice(), [(i, Timed::Defer)] if *i == b));
+        // A fresh look with nothing else scheduled comes out when due.
+        let c = id(9, 1);
+        t.fresh(c, now + Duration::from_millis(10));
+        t.fresh(c, now + Duration::from_millis(10));
+        let due = t.due(now + Duration::from_millis(20));
+        assert!(matches!(due.as_slice(), [(i, Timed::Fresh)] if *i == c));
+        assert!(!t.knows(c));
     }
 
     #[test]
