@@ -40,7 +40,7 @@ use crate::config::Settings;
 use crate::matcher::{decide, Decision, Guard};
 use crate::placer::registry::ToolRoots;
 use crate::placer::{auto_job_id, backoff, monotonic_ns, Class, JobSpec, Placer};
-use crate::process::{is_gone, Known, Pinned, ProcFs, Stopped};
+use crate::process::{is_gone, Known, Pinned, ProcFs, ProcessId, Stopped};
 use crate::record::metrics::SourceCounters;
 use crate::record::state::ProcessRecord;
 use crate::sources::ebpf::RingReader;
@@ -310,19 +310,20 @@ impl Engine {
     fn on_work(&mut self, w: Work) {
         match w {
             Work::Candidate(stat) => {
-                let Ok(pinned) = self.proc.pin(stat.pid) else {
-                    return; // exited since the scan listed it
+                let id = ProcessId {
+                    pid: stat.pid,
+                    start_time: stat.start_time,
                 };
-                if pinned.id.start_time != stat.start_time || self.table.knows(pinned.id) {
-                    return;
-                }
                 // Started moments ago: the scan may have read it between its exec and the
                 // kernel's exec hook (the comm changes first). Its exec event, if one is on
                 // its way, places it; otherwise the scan's finding does, a little later.
-                if self.exec_hook && self.proc.age(stat.start_time) < FRESH_AGE {
-                    return self.table.fresh(pinned.id, Instant::now() + FRESH_WAIT);
+                if self.exec_hook && self.proc.age(id.start_time) < FRESH_AGE {
+                    if !self.table.knows(id) {
+                        self.table.fresh(id, Instant::now() + FRESH_WAIT);
+                    }
+                    return;
                 }
-                self.look_at(pinned, &Known::default(), Origin::from_proc("scan"));
+                self.scanned(id);
             }
             Work::Exited(id) => self.table.exited(id),
             Work::Adopt {
@@ -335,6 +336,18 @@ impl Engine {
             Work::Reload(s) => self.settings = s,
             Work::Shutdown => {}
         }
+    }
+
+    /// A process a scan found: looked at on its /proc facts unless it exited, its PID is
+    /// another process's now, or the table knows it.
+    fn scanned(&mut self, id: ProcessId) {
+        let Ok(pinned) = self.proc.pin(id.pid) else {
+            return; // exited since the scan listed it
+        };
+        if pinned.id != id || self.table.knows(id) {
+            return;
+        }
+        self.look_at(pinned, &Known::default(), Origin::from_proc("scan"));
     }
 
     fn on_exec(&mut self, n: ExecNotice) {
@@ -357,8 +370,8 @@ impl Engine {
             stop,
         };
         // A strict target's claim has already pinned it and read its stat.
-        let claimed = origin.stop.as_ref().and_then(Stopped::pin);
-        let pinned = match claimed.filter(|p| p.id.pid == pid) {
+        let claimed = origin.stop.as_ref().filter(|s| s.pid() == pid);
+        let pinned = match claimed.and_then(Stopped::pin) {
             Some(p) => Ok(p),
             None => self.proc.pin(pid),
         };
@@ -599,13 +612,9 @@ impl Engine {
     fn fire_timers(&mut self) {
         for (id, t) in self.table.due(Instant::now()) {
             match t {
+                // Unless its exec event placed it meanwhile.
+                Timed::Fresh => self.scanned(id),
                 // Facts may have changed while it ran (cwd, parent): decide again.
-                Timed::Fresh => match self.proc.pin(id.pid) {
-                    Ok(pinned) if pinned.id == id && !self.table.knows(id) => {
-                        self.look_at(pinned, &Known::default(), Origin::from_proc("scan"))
-                    }
-                    _ => {} // placed from its exec event meanwhile, exited, or PID reused
-                },
                 Timed::Defer => match self.proc.pin(id.pid) {
                     Ok(pinned) if pinned.id == id => {
                         self.look_at(pinned, &Known::default(), Origin::from_proc("min_runtime"))

@@ -426,23 +426,31 @@ pub struct Pinned {
     pub pidfd: PidFd,
 }
 
+impl Pinned {
+    /// A pidfd and the stat read after it was opened: the stat is the pidfd's process if
+    /// that process is still alive (and not a zombie) now.
+    pub fn new(pidfd: PidFd, stat: Stat) -> io::Result<Pinned> {
+        if !pidfd.is_alive() || stat.is_zombie() {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        Ok(Pinned {
+            id: ProcessId {
+                pid: stat.pid,
+                start_time: stat.start_time,
+            },
+            stat,
+            pidfd,
+        })
+    }
+}
+
 impl ProcFs {
     /// Pin `pid`: open a pidfd, read stat, and check the pidfd's process is still alive, so
     /// the stat (and the start time in it) belongs to the pinned process.
     pub fn pin(&self, pid: u32) -> io::Result<Pinned> {
         let pidfd = PidFd::open(pid)?;
         let stat = self.stat(pid)?;
-        if !pidfd.is_alive() || stat.is_zombie() {
-            return Err(io::Error::from_raw_os_error(libc::ESRCH));
-        }
-        Ok(Pinned {
-            id: ProcessId {
-                pid,
-                start_time: stat.start_time,
-            },
-            stat,
-            pidfd,
-        })
+        Pinned::new(pidfd, stat)
     }
 }
 

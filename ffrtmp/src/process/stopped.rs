@@ -84,17 +84,7 @@ impl Stopped {
     /// path). `None` if it is gone, or not the process that was stopped.
     pub fn pin(&self) -> Option<Pinned> {
         let (pidfd, stat) = (self.pidfd.as_ref()?, self.stat.as_ref()?);
-        if !pidfd.is_alive() || stat.is_zombie() {
-            return None;
-        }
-        Some(Pinned {
-            id: ProcessId {
-                pid: self.key.tgid,
-                start_time: stat.start_time,
-            },
-            stat: Stat::clone(stat),
-            pidfd: pidfd.try_clone().ok()?,
-        })
+        Pinned::new(pidfd.try_clone().ok()?, Stat::clone(stat)).ok()
     }
 
     pub fn pid(&self) -> u32 {
