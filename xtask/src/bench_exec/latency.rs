@@ -137,12 +137,9 @@ impl Drop for Cgrulesengd {
 /// The three slowest samples with their positions in the round (`#0` is the first exec
 /// after the governor started): where a round's max comes from.
 fn slowest(v: &[f64]) -> String {
-    let mut i: Vec<usize> = (0..v.len()).collect();
-    i.sort_by(|a, b| v[*b].partial_cmp(&v[*a]).unwrap());
-    let top = i
-        .iter()
-        .take(3)
-        .map(|&k| format!("#{k} {:.2} ms", v[k] / 1000.0))
+    let top = slowest_three(v)
+        .into_iter()
+        .map(|k| format!("#{k} {:.2} ms", v[k] / 1000.0))
         .collect::<Vec<_>>()
         .join(", ");
     // p90 of each third of the round, in exec order: whether slow samples cluster (after
@@ -155,15 +152,21 @@ fn slowest(v: &[f64]) -> String {
     format!("{top}; p90 by third of the round: {thirds} ms")
 }
 
+/// Positions of the three largest samples, largest first.
+fn slowest_three(v: &[f64]) -> Vec<usize> {
+    let mut i: Vec<usize> = (0..v.len()).collect();
+    i.sort_by(|a, b| v[*b].partial_cmp(&v[*a]).unwrap());
+    i.truncate(3);
+    i
+}
+
 /// For the three slowest samples from outside, the daemon's own exec → placed of the same
 /// PIDs: a slow sample the daemon placed fast was slow after the move (the observer waiting
 /// for a CPU), not in the placement.
 fn own_for_slowest(o: &Outside, own: &std::collections::HashMap<u32, f64>) -> String {
-    let mut i: Vec<usize> = (0..o.outside.len()).collect();
-    i.sort_by(|a, b| o.outside[*b].partial_cmp(&o.outside[*a]).unwrap());
-    i.iter()
-        .take(3)
-        .map(|&k| match own.get(&o.pids[k]) {
+    slowest_three(&o.outside)
+        .into_iter()
+        .map(|k| match own.get(&o.pids[k]) {
             Some(us) => format!("#{k} {:.2} ms", us / 1000.0),
             None => format!("#{k} not logged"),
         })

@@ -34,7 +34,7 @@ fn storm_run(bin: &Path, n: usize, targets: Option<(usize, f64)>) -> Result<f64>
     let load = loadavg();
     let d = scene.daemon(bin, &[&name], "", "info")?;
     let cpu0 = d.cpu_seconds();
-    let clock0 = d.cpu_clock();
+    let clock0 = d.cpu_clock()?;
     let threads0 = d.thread_cpu();
     let next = Arc::new(AtomicUsize::new(0));
     let kids: Arc<Mutex<Vec<Child>>> = Arc::default();
@@ -99,7 +99,7 @@ fn storm_run(bin: &Path, n: usize, targets: Option<(usize, f64)>) -> Result<f64>
     std::thread::sleep(Duration::from_millis(1500));
     let (u1, s1) = d.cpu_seconds();
     let (user, sys) = (u1 - cpu0.0, s1 - cpu0.1);
-    let cpu = d.cpu_clock() - clock0;
+    let cpu = d.cpu_clock()? - clock0;
     let threads: Vec<(String, f64)> = d
         .thread_cpu()
         .into_iter()

@@ -289,26 +289,33 @@ impl Daemon {
     }
     /// (utime, stime) in seconds, in clock ticks of 10 ms.
     pub fn cpu_seconds(&self) -> (f64, f64) {
-        let f = stat_fields(&format!("/proc/{}/stat", self.pid()));
-        (f.0, f.1)
+        stat_fields(&format!("/proc/{}/stat", self.pid()))
     }
     /// The daemon's CPU time in seconds from its process CPU clock: nanoseconds, threads that
     /// have exited included (the ticks of `cpu_seconds` are 10 ms each).
-    pub fn cpu_clock(&self) -> f64 {
+    pub fn cpu_clock(&self) -> Result<f64> {
         let mut clock: libc::clockid_t = 0;
         let mut ts = libc::timespec {
             tv_sec: 0,
             tv_nsec: 0,
         };
-        // SAFETY: both pointers are to locals that outlive the calls.
-        let ok = unsafe {
-            libc::clock_getcpuclockid(self.pid() as libc::pid_t, &mut clock) == 0
-                && libc::clock_gettime(clock, &mut ts) == 0
-        };
-        if !ok {
-            return 0.0;
+        let pid = self.pid();
+        // SAFETY: the out pointer is to a local; clock_getcpuclockid returns the error.
+        let rc = unsafe { libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock) };
+        if rc != 0 {
+            bail!(
+                "clock_getcpuclockid(daemon PID {pid}): {}",
+                std::io::Error::from_raw_os_error(rc)
+            );
         }
-        ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+        // SAFETY: a clock id the kernel gave and a local out pointer.
+        if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+            bail!(
+                "clock_gettime(CPU clock of daemon PID {pid}): {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9)
     }
     /// CPU seconds (user + system, in ticks) of each live thread, summed by thread name.
     pub fn thread_cpu(&self) -> std::collections::BTreeMap<String, f64> {
