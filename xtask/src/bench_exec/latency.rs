@@ -164,14 +164,21 @@ fn slowest_three(v: &[f64]) -> Vec<usize> {
 /// PIDs: a slow sample the daemon placed fast was slow after the move (the observer waiting
 /// for a CPU), not in the placement.
 fn own_for_slowest(o: &Outside, own: &std::collections::HashMap<u32, f64>) -> String {
-    slowest_three(&o.outside)
+    let three = slowest_three(&o.outside)
         .into_iter()
         .map(|k| match own.get(&o.pids[k]) {
             Some(us) => format!("#{k} {:.2} ms", us / 1000.0),
             None => format!("#{k} not logged"),
         })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    let all: Vec<f64> = o.pids.iter().filter_map(|p| own.get(p).copied()).collect();
+    match percentiles(&all) {
+        Some((p50, p90, p99, max)) => format!(
+            "{three}; the round's own p50 {p50:.2}, p90 {p90:.2}, p99 {p99:.2}, max {max:.2} ms"
+        ),
+        None => three,
+    }
 }
 
 /// One round's result line.
@@ -203,6 +210,8 @@ pub(super) fn compare(bin: &Path, n: usize, rounds: usize) -> Result<()> {
     println!("|---|---|---|---|---|---|---|---|");
     let mut ff = Vec::new();
     let mut cg = Vec::new();
+    // Every sample of every round, per governor: a run's single p99 or max is a few samples.
+    let (mut ff_all, mut cg_all) = (Vec::new(), Vec::new());
     for r in 1..=rounds {
         let load = loadavg();
         let d = scene.daemon(bin, &[&ff_name], "", "info")?;
@@ -215,6 +224,7 @@ pub(super) fn compare(bin: &Path, n: usize, rounds: usize) -> Result<()> {
             own_for_slowest(&o, &own)
         );
         ff.push(percentiles(&o.outside));
+        ff_all.extend_from_slice(&o.outside);
         o.kill();
         scene.clear_jobs();
 
@@ -225,6 +235,7 @@ pub(super) fn compare(bin: &Path, n: usize, rounds: usize) -> Result<()> {
         println!("{}", round_line("cgrulesengd", r, &load, &o));
         eprintln!("  cgrulesengd round {r}: slowest {}", slowest(&o.outside));
         cg.push(percentiles(&o.outside));
+        cg_all.extend_from_slice(&o.outside);
         o.kill();
         scene.clear_jobs();
     }
@@ -246,6 +257,25 @@ pub(super) fn compare(bin: &Path, n: usize, rounds: usize) -> Result<()> {
         println!(
             "median {label} of the rounds: ffrtmp {a:.2} ms, cgrulesengd {b:.2} ms (ffrtmp/cgrulesengd {:.2})",
             a / b
+        );
+    }
+    if let (Some(a), Some(b)) = (percentiles(&ff_all), percentiles(&cg_all)) {
+        println!(
+            "all rounds pooled (ffrtmp n={}, cgrulesengd n={}): ffrtmp/cgrulesengd p50 {:.2}, p90 {:.2}, p99 {:.2}, max {:.2} (ffrtmp {:.2} / {:.2} / {:.2} / {:.2} ms, cgrulesengd {:.2} / {:.2} / {:.2} / {:.2} ms)",
+            ff_all.len(),
+            cg_all.len(),
+            a.0 / b.0,
+            a.1 / b.1,
+            a.2 / b.2,
+            a.3 / b.3,
+            a.0,
+            a.1,
+            a.2,
+            a.3,
+            b.0,
+            b.1,
+            b.2,
+            b.3
         );
     }
     Ok(())

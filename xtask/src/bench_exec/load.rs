@@ -35,7 +35,7 @@ fn storm_run(bin: &Path, n: usize, targets: Option<(usize, f64)>) -> Result<f64>
     let d = scene.daemon(bin, &[&name], "", "info")?;
     let cpu0 = d.cpu_seconds();
     let clock0 = d.cpu_clock()?;
-    let threads0 = d.thread_cpu();
+    let threads0 = d.thread_stats();
     let next = Arc::new(AtomicUsize::new(0));
     let kids: Arc<Mutex<Vec<Child>>> = Arc::default();
     let started = Instant::now();
@@ -100,14 +100,14 @@ fn storm_run(bin: &Path, n: usize, targets: Option<(usize, f64)>) -> Result<f64>
     let (u1, s1) = d.cpu_seconds();
     let (user, sys) = (u1 - cpu0.0, s1 - cpu0.1);
     let cpu = d.cpu_clock()? - clock0;
-    let threads: Vec<(String, f64)> = d
-        .thread_cpu()
+    let threads: Vec<(String, f64, u64)> = d
+        .thread_stats()
         .into_iter()
-        .map(|(name, t)| {
-            let before = threads0.get(&name).copied().unwrap_or(0.0);
-            (name, t - before)
+        .map(|(name, (t, w))| {
+            let (t0, w0) = threads0.get(&name).copied().unwrap_or((0.0, 0));
+            (name, t - t0, w.saturating_sub(w0))
         })
-        .filter(|(_, t)| *t > 0.0)
+        .filter(|(_, t, w)| *t > 0.0 || *w > 0)
         .collect();
     let log = d.stop();
     let want = want.lock().unwrap().clone();
@@ -147,12 +147,13 @@ fn storm_run(bin: &Path, n: usize, targets: Option<(usize, f64)>) -> Result<f64>
             println!(
                 "daemon CPU time: {cpu:.4} s (ticks: user {user:.2}, system {sys:.2}); less the control run's share for the non-target execs: {per_target:.3} ms per placed target, its exit and cgroup removal included"
             );
+            let per = |x: f64| x / targets_n.max(1) as f64;
             let shares: Vec<String> = threads
                 .iter()
-                .map(|(name, t)| format!("{name} {:.3}", t * 1000.0 / targets_n.max(1) as f64))
+                .map(|(name, t, w)| format!("{name} {:.3} ms, {:.1} switches", per(*t * 1000.0), per(*w as f64)))
                 .collect();
             println!(
-                "  by thread, ms per placed target (ticks of 10 ms, the control run not taken off; threads that exited are missing; the main thread is named after the binary): {}",
+                "  by thread, per placed target (CPU in ticks of 10 ms; context switches, each a sleep and a wakeup or a preemption; the control run not taken off; threads that exited are missing; the main thread is named after the binary): {}",
                 shares.join(", ")
             );
             println!(

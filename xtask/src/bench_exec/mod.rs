@@ -317,15 +317,24 @@ impl Daemon {
         }
         Ok(ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9)
     }
-    /// CPU seconds (user + system, in ticks) of each live thread, summed by thread name.
-    pub fn thread_cpu(&self) -> std::collections::BTreeMap<String, f64> {
+    /// Of each live thread, summed by thread name: CPU seconds (user + system, in ticks) and
+    /// context switches (voluntary + involuntary: a thread that sleeps and is woken counts one).
+    pub fn thread_stats(&self) -> std::collections::BTreeMap<String, (f64, u64)> {
         let mut by_name = std::collections::BTreeMap::new();
         let task = format!("/proc/{}/task", self.pid());
         for e in std::fs::read_dir(&task).into_iter().flatten().flatten() {
             let dir = e.path();
             let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
             let (u, s) = stat_fields(&dir.join("stat").to_string_lossy());
-            *by_name.entry(name.trim().to_string()).or_insert(0.0) += u + s;
+            let switches: u64 = std::fs::read_to_string(dir.join("status"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum();
+            let e = by_name.entry(name.trim().to_string()).or_insert((0.0, 0));
+            e.0 += u + s;
+            e.1 += switches;
         }
         by_name
     }
