@@ -253,6 +253,31 @@ fn drift_is_corrected_and_counted() {
     assert!(wait_until(T, || h.with_telemetry(|t| t.drift_corrections) == 1));
 }
 
+/// The record loop writes down outcomes (and runs chores) once placements pause, but
+/// never waits longer than 50 ms for that pause: a steady stream of targets must not keep
+/// its placements out of the journal. Here the pause asked for is an hour.
+#[test]
+fn outcomes_are_written_down_without_a_pause_after_at_most_the_wait() {
+    let h = Harness::new().start(Start {
+        quiet: Duration::from_secs(3600),
+        ..Default::default()
+    });
+    // The first after the start may be taken in with the start's own state write; both
+    // stay alive (an exit would write the state, and take in what is held with it).
+    let mut alive = Vec::new();
+    for _ in 0..2 {
+        let p = h.spawn("ffmpeg", "/", 0);
+        h.send(h.notice(&p));
+        assert!(h.placed(&p, &Harness::job(&p), T));
+        assert!(
+            wait_until(T, || h.with_telemetry(|t| t.jobs.contains_key(&p.pid))),
+            "the placement was not written down"
+        );
+        assert!(wait_until(T, || h.state()["processes"][p.pid.to_string()].is_object()));
+        alive.push(p);
+    }
+}
+
 #[test]
 fn an_exit_ends_the_job_and_removes_its_cgroup() {
     let h = Harness::new().start(Start::default());

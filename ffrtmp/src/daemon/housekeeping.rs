@@ -89,6 +89,7 @@ impl Daemon {
         &mut self,
         reason: &'static str,
     ) -> Option<tokio::task::JoinHandle<ScanReport>> {
+        self.release_outcomes();
         let scanner = self.scanner.take()?;
         let job = ScanJob {
             scanner,
@@ -115,6 +116,7 @@ impl Daemon {
     }
 
     pub(super) fn finish_scan(&mut self, r: ScanReport) {
+        self.release_outcomes();
         self.scanner = Some(r.scanner);
         self.leftovers.extend(r.leftovers);
         for w in &r.warnings {
@@ -295,6 +297,7 @@ impl Daemon {
 
     /// Queue a write of the state file (nothing in dry-run mode).
     pub(super) fn flush(&mut self) {
+        self.release_outcomes();
         self.dirty_since = None;
         if self.opts.dry_run {
             return;
@@ -308,6 +311,7 @@ impl Daemon {
 
     /// Write the state file now (at shutdown).
     pub(super) fn flush_now(&mut self) {
+        self.release_outcomes();
         self.dirty_since = None;
         if self.opts.dry_run {
             return;

@@ -62,6 +62,12 @@ pub struct Options {
     pub runtime_dir: PathBuf,
     /// The placement thread asks for SCHED_FIFO 1 (tests turn it off).
     pub realtime: bool,
+    /// How long placements must pause before the record loop writes their outcomes down
+    /// and starts a chore (cgroup removal, spare refill, state write): on a small node that
+    /// CPU would otherwise land beside a target that has just started, or delay the next
+    /// placement (bench-exec compare: outside exec → placed p90 0.68 → 0.31 ms with it for
+    /// chores, on 2 CPUs). Neither waits longer than `CHORE_MAX_WAIT`.
+    pub quiet: Duration,
 }
 
 impl Default for Options {
@@ -72,6 +78,7 @@ impl Default for Options {
             flush_coalesce: Duration::from_millis(200),
             runtime_dir: crate::placer::registry::runtime_dir(),
             realtime: true,
+            quiet: Duration::from_millis(2),
         }
     }
 }
@@ -110,12 +117,10 @@ enum Chore {
     Write { path: PathBuf, bytes: Vec<u8> },
 }
 
-/// How long placements must pause before a chore starts (bench-exec compare: outside
-/// exec → placed p90 0.68 → 0.31 ms with it, on 2 CPUs)...
-const CHORE_QUIET: Duration = Duration::from_millis(2);
-/// ...but once the queue has waited this long it runs without pausing until it is empty,
-/// so that a steady stream of targets more often than every 2 ms still gets its cgroups
-/// removed and its spares refilled.
+/// Chores and outcomes wait for a pause in placements (`Options::quiet`), but once the
+/// oldest has waited this long they go ahead without it, so that a steady stream of
+/// targets more often than the pause still gets its cgroups removed, its spares refilled
+/// and its placements written down.
 const CHORE_MAX_WAIT: Duration = Duration::from_millis(50);
 
 /// A ledger of strict stops the deadline applies to.
@@ -148,6 +153,11 @@ pub struct Daemon {
     chores: VecDeque<Chore>,
     /// When the placement thread last reported a result: chores wait for a quiet moment.
     last_outcome: Instant,
+    /// Outcomes received and not yet written down, oldest first: they wait for the same
+    /// quiet moment as chores (`release_outcomes`), and anything that reads the journal
+    /// takes them in first.
+    held: Vec<Outcome>,
+    held_since: Option<Instant>,
     ledgers: Vec<Ledger>,
     /// Stops taken over from dead daemons, handed to the engine once it runs.
     orphan_stops: Vec<crate::process::Stopped>,
@@ -194,6 +204,8 @@ impl Daemon {
             leftovers: Vec::new(),
             chores: VecDeque::new(),
             last_outcome: Instant::now(),
+            held: Vec::new(),
+            held_since: None,
             ledgers: Vec::new(),
             orphan_stops: Vec::new(),
             source_down: false,
@@ -276,6 +288,7 @@ impl Daemon {
 
     /// Publish health for `/metrics`, `/healthz` and systemd's STATUS.
     fn publish(&mut self) {
+        self.release_outcomes();
         {
             let mut t = self.telemetry();
             t.health = self.health.status;
@@ -429,27 +442,27 @@ impl Daemon {
                     scan_job = self.start_scan(reason);
                 }
             }
-            // Chores (cgroup removal, spare refills, state writes) start once placements
-            // have paused for CHORE_QUIET: on a small node their CPU would otherwise land
-            // beside a target that has just started, or the next placement.
+            // Chores (cgroup removal, spare refills, state writes) and the writing down of
+            // outcomes wait for a pause in placements (`Options::quiet`).
             if self.chores.is_empty() {
                 chores_since = None;
             } else if chores_since.is_none() {
                 chores_since = Some(Instant::now());
             }
-            let chore_at = chores_since.map_or(self.last_outcome + CHORE_QUIET, |since| {
-                (self.last_outcome + CHORE_QUIET).min(since + CHORE_MAX_WAIT)
+            let chore_at = chores_since.map_or(self.last_outcome + self.opts.quiet, |since| {
+                (self.last_outcome + self.opts.quiet).min(since + CHORE_MAX_WAIT)
             });
             if chore_job.is_none() && !self.chores.is_empty() && Instant::now() >= chore_at {
                 chore_job = self.start_chore();
             }
             let chore_wait = chore_job.is_none() && !self.chores.is_empty();
+            let release_at = self
+                .held_since
+                .map(|since| (self.last_outcome + self.opts.quiet).min(since + CHORE_MAX_WAIT));
             let coalesced = self.dirty_since.map(|t| t + self.opts.flush_coalesce);
             tokio::select! {
-                Some(o) = outcome_rx.recv() => {
-                    self.last_outcome = Instant::now();
-                    self.on_outcome(o);
-                }
+                Some(o) = outcome_rx.recv() => self.hold(o),
+                _ = sleep_until(release_at.unwrap_or_else(Instant::now).into()), if release_at.is_some() => self.release_outcomes(),
                 _ = sleep_until(chore_at.into()), if chore_wait => {}
                 // `event_tx` lives as long as this loop: the channel never closes.
                 Some(ev) = event_rx.recv() => self.on_source_event(ev),
@@ -539,6 +552,7 @@ impl Daemon {
             }
             engine.shutdown();
         });
+        self.release_outcomes();
         while let Some(o) = outcome_rx.recv().await {
             self.on_outcome(o);
         }
@@ -576,6 +590,7 @@ impl Daemon {
     }
 
     fn on_source_event(&mut self, ev: SourceEvent) {
+        self.release_outcomes();
         match ev {
             SourceEvent::Lost { source, count } => {
                 self.state.statistics.total_events_lost += count;
@@ -635,6 +650,7 @@ impl Daemon {
     }
 
     fn reload(&mut self, new: Settings) {
+        self.release_outcomes();
         let mut new = new;
         if new.cgroup_root != self.settings.cgroup_root {
             warn!(

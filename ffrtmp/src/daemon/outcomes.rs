@@ -15,7 +15,33 @@ use crate::record::health::HealthStatus;
 use crate::record::metrics::JobInfo;
 use crate::record::state::ProcessRecord;
 
+/// Outcomes held at most this many before they are written down regardless of the pause.
+const HELD_MAX: usize = 256;
+
 impl Daemon {
+    /// An outcome from the engine. It is written down (log line, journal, exit watch,
+    /// metrics) once placements pause (`Options::quiet`), as chores are: that work would
+    /// otherwise take the CPU beside the target that has just been placed, or from the next
+    /// placement. It waits at most `CHORE_MAX_WAIT`, and whatever reads the journal first takes in what
+    /// is held (`release_outcomes`), so nothing acts on a journal behind the engine's table.
+    pub(super) fn hold(&mut self, o: Outcome) {
+        let now = std::time::Instant::now();
+        self.last_outcome = now;
+        self.held_since.get_or_insert(now);
+        self.held.push(o);
+        if self.held.len() >= HELD_MAX {
+            self.release_outcomes();
+        }
+    }
+
+    /// Write down every held outcome, in the order the engine sent them.
+    pub(super) fn release_outcomes(&mut self) {
+        self.held_since = None;
+        for o in std::mem::take(&mut self.held) {
+            self.on_outcome(o);
+        }
+    }
+
     pub(super) fn on_outcome(&mut self, o: Outcome) {
         match o {
             Outcome::Discovered { .. } => {

@@ -325,6 +325,8 @@ pub struct Start<'a> {
     pub orphans: Vec<Arc<dyn StopLedger>>,
     /// Before the daemon starts (fixture processes, registered roots).
     pub before: Option<Before<'a>>,
+    /// The pause in placements the record loop waits for (`Options::quiet`).
+    pub quiet: Duration,
 }
 
 impl Default for Start<'_> {
@@ -335,6 +337,7 @@ impl Default for Start<'_> {
             role: ScanRole::Reconcile,
             orphans: Vec::new(),
             before: None,
+            quiet: Duration::from_millis(2),
         }
     }
 }
@@ -403,6 +406,7 @@ impl Harness {
             flush_coalesce: Duration::from_millis(20),
             runtime_dir: self.runtime_dir.clone(),
             realtime: false,
+            quiet: s.quiet,
         };
         let daemon = Daemon::new(settings, opts, placer, LogControl::default())
             .with_telemetry(self.telemetry.clone())
