@@ -300,6 +300,34 @@ fn an_exit_ends_the_job_and_removes_its_cgroup() {
         .is_some_and(|m| m.is_empty())));
 }
 
+/// Jobs that end together: their removals go to the blocking pool as one batch, and every
+/// one is done and counted.
+#[test]
+fn jobs_that_end_together_are_all_removed() {
+    let h = Harness::new().start(Start::default());
+    let mut procs: Vec<_> = (0..5).map(|_| h.spawn("ffmpeg", "/", 0)).collect();
+    for p in &procs {
+        h.send(h.notice(p));
+    }
+    for p in &procs {
+        assert!(h.placed(p, &Harness::job(p), T));
+    }
+    assert!(wait_until(T, || h.with_telemetry(|t| t.jobs.len()) == 5));
+    for p in procs.iter_mut() {
+        h.backend.exited(p.pid);
+        p.kill();
+    }
+    assert!(wait_until(T, || h.with_telemetry(|t| t.jobs.is_empty())));
+    for p in &procs {
+        let job = Harness::job(p);
+        assert!(
+            wait_until(T, || h.backend.cgroup(&job).is_none()),
+            "job cgroup {job} left: {:?}",
+            h.backend.cgroups()
+        );
+    }
+}
+
 /// Events the source lost: the reconciliation runs at once and finds the target.
 #[test]
 fn lost_events_trigger_a_scan_that_places_what_was_missed() {

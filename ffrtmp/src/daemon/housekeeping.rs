@@ -200,34 +200,22 @@ impl Daemon {
         self.mark_dirty();
     }
 
-    /// The next chore on the blocking pool, if any is queued.
-    pub(super) fn start_chore(&mut self) -> Option<tokio::task::JoinHandle<ChoreDone>> {
-        let chore = self.chores.pop_front()?;
+    /// The queued chores (up to `CHORE_BATCH`), one after another in one task on the
+    /// blocking pool: one wakeup of a pool thread and one of this loop for all of them,
+    /// not one each.
+    pub(super) fn start_chores(&mut self) -> Option<tokio::task::JoinHandle<Vec<ChoreDone>>> {
+        if self.chores.is_empty() {
+            return None;
+        }
+        let n = self.chores.len().min(CHORE_BATCH);
+        let batch: Vec<Chore> = self.chores.drain(..n).collect();
         let placer = self.placer.clone();
         let dry_run = self.opts.dry_run;
-        Some(tokio::task::spawn_blocking(move || match chore {
-            Chore::Refill(limits) => ChoreDone::Refilled(placer.refill_spares(limits.iter())),
-            Chore::Remove { pid, cgroup } => {
-                let usage = placer.backend().usage(&cgroup);
-                let result = if dry_run {
-                    Ok(true)
-                } else {
-                    placer.remove_if_empty(&cgroup)
-                };
-                ChoreDone::Removed {
-                    pid,
-                    cgroup,
-                    usage,
-                    result,
-                }
-            }
-            Chore::DrainSpares => {
-                placer.drain_spares();
-                ChoreDone::Drained
-            }
-            Chore::Write { path, bytes } => {
-                ChoreDone::Written(crate::record::state::write_atomic(&path, &bytes))
-            }
+        Some(tokio::task::spawn_blocking(move || {
+            batch
+                .into_iter()
+                .map(|chore| run_chore(&placer, dry_run, chore))
+                .collect()
         }))
     }
 
@@ -498,6 +486,37 @@ fn collect_leftovers(
                     .push(format!("Cannot remove leftover cgroup {cg}: {e}"));
                 r.leftovers.push(cg);
             }
+        }
+    }
+}
+
+/// At most this many chores go to the blocking pool in one task: what comes after waits
+/// for the batch, and its results reach the loop together.
+const CHORE_BATCH: usize = 64;
+
+fn run_chore(placer: &Placer, dry_run: bool, chore: Chore) -> ChoreDone {
+    match chore {
+        Chore::Refill(limits) => ChoreDone::Refilled(placer.refill_spares(limits.iter())),
+        Chore::Remove { pid, cgroup } => {
+            let usage = placer.backend().usage(&cgroup);
+            let result = if dry_run {
+                Ok(true)
+            } else {
+                placer.remove_if_empty(&cgroup)
+            };
+            ChoreDone::Removed {
+                pid,
+                cgroup,
+                usage,
+                result,
+            }
+        }
+        Chore::DrainSpares => {
+            placer.drain_spares();
+            ChoreDone::Drained
+        }
+        Chore::Write { path, bytes } => {
+            ChoreDone::Written(crate::record::state::write_atomic(&path, &bytes))
         }
     }
 }

@@ -309,7 +309,13 @@ impl Daemon {
 
     fn work(&self, w: Work) {
         if let Some(e) = &self.engine {
-            if let Err(err) = e.work.try_send(w) {
+            // An exit changes none of the engine's decisions but for that process, which
+            // cannot exec again: it need not wake the placement thread.
+            let sent = match w {
+                Work::Exited(_) => e.work.try_send_lazy(w),
+                _ => e.work.try_send(w),
+            };
+            if let Err(err) = sent {
                 // Full only when the engine is far behind; the next scan sends it again.
                 warn!("placement queue full; {err:?} is left to the next scan");
             }
@@ -434,7 +440,7 @@ impl Daemon {
         counter_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
         let mut scan_job: Option<tokio::task::JoinHandle<ScanReport>> = None;
-        let mut chore_job: Option<tokio::task::JoinHandle<housekeeping::ChoreDone>> = None;
+        let mut chore_job: Option<tokio::task::JoinHandle<Vec<housekeeping::ChoreDone>>> = None;
         let mut chores_since: Option<Instant> = None;
         loop {
             if scan_job.is_none() {
@@ -453,7 +459,7 @@ impl Daemon {
                 (self.last_outcome + self.opts.quiet).min(since + CHORE_MAX_WAIT)
             });
             if chore_job.is_none() && !self.chores.is_empty() && Instant::now() >= chore_at {
-                chore_job = self.start_chore();
+                chore_job = self.start_chores();
             }
             let chore_wait = chore_job.is_none() && !self.chores.is_empty();
             let release_at = self
@@ -483,7 +489,7 @@ impl Daemon {
                 }
                 r = async { chore_job.as_mut().expect("guarded").await }, if chore_job.is_some() => {
                     chore_job = None;
-                    if let Ok(done) = r {
+                    for done in r.into_iter().flatten() {
                         self.finish_chore(done);
                     }
                 }

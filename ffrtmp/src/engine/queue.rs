@@ -91,6 +91,20 @@ impl<T> Sender<T> {
 
     /// Without waiting: `Err` when the queue is full or the engine is gone.
     pub fn try_send(&self, v: T) -> Result<(), T> {
+        self.enqueue(v)?;
+        self.waker.wake();
+        Ok(())
+    }
+
+    /// As `try_send`, but without waking the engine: it takes the message at its next
+    /// turn (an exec, other work, a timer, or its heartbeat at least once a second). For
+    /// news that changes no decision until then, so that it costs no wakeup of the
+    /// real-time thread, which would preempt whatever runs on its CPU.
+    pub fn try_send_lazy(&self, v: T) -> Result<(), T> {
+        self.enqueue(v)
+    }
+
+    fn enqueue(&self, v: T) -> Result<(), T> {
         let fill = &self.fill;
         if fill.closed.load(Ordering::Acquire) {
             return Err(v);
@@ -103,7 +117,6 @@ impl<T> Sender<T> {
             fill.len.fetch_sub(1, Ordering::AcqRel);
             return Err(e.into_inner());
         }
-        self.waker.wake();
         Ok(())
     }
 }
@@ -162,6 +175,37 @@ mod tests {
         assert_eq!(rx.try_recv(), Ok(2));
         assert_eq!(rx.try_recv(), Ok(3));
         assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+    }
+
+    fn signalled(waker: &Waker) -> bool {
+        let mut p = libc::pollfd {
+            fd: waker.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no wait.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+
+    #[test]
+    fn a_lazy_message_is_queued_and_counted_without_waking_the_engine() {
+        let waker = Waker::new().unwrap();
+        let (tx, rx) = bounded::<u32>(2, &waker);
+        assert!(tx.try_send_lazy(1).is_ok());
+        assert!(
+            !signalled(&waker),
+            "a lazy message must not wake the engine"
+        );
+        assert!(tx.try_send(2).is_ok());
+        assert!(signalled(&waker), "an ordinary one does");
+        assert_eq!(
+            tx.try_send_lazy(3),
+            Err(3),
+            "the bound holds for lazy ones too"
+        );
+        waker.clear();
+        assert_eq!(rx.try_recv(), Ok(1));
+        assert_eq!(rx.try_recv(), Ok(2));
     }
 
     /// A queue of one holding 1, and a writer waiting to send 2 into it.
