@@ -17,7 +17,7 @@
 //! offset 8 `__data_loc char[] filename` (low 16 bits: offset of the string in the record,
 //! high 16 bits: its length), 12 `pid`, 16 `old_pid`.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext};
+use aya_ebpf::{programs::TracePointContext, EbpfContext};
 use ffrtmp_common::counter;
 
 use crate::{
@@ -28,13 +28,25 @@ use crate::{
 /// Offset of `__data_loc char[] filename` in the tracepoint record.
 const FILENAME_DATA_LOC: usize = 8;
 
-#[tracepoint(category = "sched", name = "sched_process_exec")]
-pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+/// What the program returns: the kernel runs every program attached to a tracepoint
+/// through perf, and gives the event to perf's own listeners on it (`perf stat`, `perf
+/// record -e sched:sched_process_exec`, `perf trace`) only if none of them returned 0.
+/// Returning 0, as tracing programs usually do, made every exec on the node invisible to
+/// them while the daemon ran. 1 costs a count increment of our own perf event.
+const PASS_ON: u32 = 1;
+
+/// The entry point, written out as aya-ebpf's `#[tracepoint]` would write it (same
+/// section, same symbol) but for the return value: the macro returns 0 whatever the
+/// function returns.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "tracepoint/sched/sched_process_exec")]
+pub fn sched_process_exec(ctx: *mut core::ffi::c_void) -> u32 {
+    let ctx = TracePointContext::new(ctx);
     count(counter::EXECS);
     if let Err(e) = try_sched_process_exec(&ctx) {
         e.count();
     }
-    0
+    PASS_ON
 }
 
 fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), NotForwarded> {

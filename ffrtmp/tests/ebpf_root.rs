@@ -547,3 +547,76 @@ fn ebpf_kernel_counters_are_exported() {
     );
     w.stop();
 }
+
+/// The tracepoint is shared: a program attached to it through perf decides whether perf's
+/// own listeners get each event (returning 0 drops it for all of them). With the daemon's
+/// default hook attached, a counting `perf_event_open` on `sched:sched_process_exec` (what
+/// `perf stat` and `perf record -e` open) must still count every exec.
+#[test]
+fn ebpf_other_tracers_still_see_every_exec() {
+    require_ebpf!();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let root = TestRoot::new();
+    let w = Watch::start(
+        dir.path(),
+        &root,
+        &format!("target_commands: [{}z]\n", tag()),
+        &[],
+        &[],
+        &[],
+    );
+    w.ready();
+    assert!(
+        w.log_text()
+            .contains("tracepoint/sched/sched_process_exec attached"),
+        "the classic tracepoint is the default hook:\n{}",
+        w.log_text()
+    );
+    let id: u64 = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|t| {
+            std::fs::read_to_string(format!("{t}/events/sched/sched_process_exec/id")).ok()
+        })
+        .expect("tracefs: the daemon attached a classic tracepoint, so it is mounted")
+        .trim()
+        .parse()
+        .unwrap();
+    // struct perf_event_attr: type @0, size @4, config @8, flags @40 (bit 1: inherit).
+    let mut attr = [0u64; 16];
+    attr[0] = 2 | (128u64 << 32); // PERF_TYPE_TRACEPOINT, size 128
+    attr[1] = id;
+    attr[5] = 1 << 1;
+    // SAFETY: a zeroed attr of the size it claims; this process and its children, any CPU.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr.as_ptr(),
+            0,
+            -1,
+            -1,
+            libc::c_ulong::from(8u8), // PERF_FLAG_FD_CLOEXEC
+        )
+    };
+    assert!(
+        fd >= 0,
+        "perf_event_open: {}",
+        std::io::Error::last_os_error()
+    );
+    for _ in 0..5 {
+        assert!(Command::new("/bin/true").status().unwrap().success());
+    }
+    let mut count = 0u64;
+    // SAFETY: an 8-byte read into a local from the fd opened above, then closed.
+    let n = unsafe {
+        let n = libc::read(fd as i32, (&mut count as *mut u64).cast(), 8);
+        libc::close(fd as i32);
+        n
+    };
+    assert_eq!(n, 8);
+    assert!(
+        count >= 5,
+        "perf counted {count} of 5 execs while the daemon's program was attached"
+    );
+    w.stop();
+}
