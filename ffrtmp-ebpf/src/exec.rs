@@ -29,10 +29,11 @@ use crate::{
 const FILENAME_DATA_LOC: usize = 8;
 
 /// What the program returns: the kernel runs every program attached to a tracepoint
-/// through perf, and gives the event to perf's own listeners on it (`perf stat`, `perf
-/// record -e sched:sched_process_exec`, `perf trace`) only if none of them returned 0.
-/// Returning 0, as tracing programs usually do, made every exec on the node invisible to
-/// them while the daemon ran. 1 costs a count increment of our own perf event.
+/// through perf, ANDs what they return, and gives the event to perf's own listeners on it
+/// (`perf stat`, `perf record -e sched:sched_process_exec`, `perf trace`) only if the
+/// result is 1. Returning 0, as tracing programs usually do, made every exec on the node
+/// invisible to them while the daemon ran. 1 costs, for execs on CPU 0 (where aya opens
+/// our perf event, counting only), a count increment.
 const PASS_ON: u32 = 1;
 
 /// The entry point, written out as aya-ebpf's `#[tracepoint]` would write it (same

@@ -318,6 +318,12 @@ fn jobs_that_end_together_are_all_removed() {
         p.kill();
     }
     assert!(wait_until(T, || h.with_telemetry(|t| t.jobs.is_empty())));
+    // Each removal's result reached the record loop: the job's last numbers are in.
+    assert!(
+        wait_until(T, || h
+            .with_telemetry(|t| t.ending.is_empty() && t.ended.len() == 5)),
+        "not every ended job's removal was finished"
+    );
     for p in &procs {
         let job = Harness::job(p);
         assert!(

@@ -116,8 +116,9 @@ impl Daemon {
     }
 
     pub(super) fn finish_scan(&mut self, r: ScanReport) {
-        self.release_outcomes();
+        // The scanner first: a held `Skipped` marks what it has seen in it.
         self.scanner = Some(r.scanner);
+        self.release_outcomes();
         self.leftovers.extend(r.leftovers);
         for w in &r.warnings {
             warn!("{w}");
@@ -212,14 +213,33 @@ impl Daemon {
         let placer = self.placer.clone();
         let dry_run = self.opts.dry_run;
         Some(tokio::task::spawn_blocking(move || {
+            // A chore that panics loses its own result, not the rest of the batch's.
             batch
                 .into_iter()
-                .map(|chore| run_chore(&placer, dry_run, chore))
+                .filter_map(|chore| {
+                    let what = chore.label();
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_chore(&placer, dry_run, chore)
+                    }))
+                    .map_err(|_| error!("a chore ({what}) panicked; the others of its batch go on"))
+                    .ok()
+                })
                 .collect()
         }))
     }
 
-    pub(super) fn finish_chore(&mut self, done: ChoreDone) {
+    pub(super) fn finish_chores(&mut self, r: Result<Vec<ChoreDone>, tokio::task::JoinError>) {
+        match r {
+            Ok(done) => {
+                for d in done {
+                    self.finish_chore(d);
+                }
+            }
+            Err(e) => error!("a batch of chores did not finish: {e}"),
+        }
+    }
+
+    fn finish_chore(&mut self, done: ChoreDone) {
         match done {
             ChoreDone::Refilled(n) if n > 0 => debug!("{n} spare cgroup(s) made"),
             ChoreDone::Refilled(_) | ChoreDone::Drained => {}

@@ -106,6 +106,7 @@ impl Journaled {
 }
 
 /// Blocking work, done one at a time off the loop.
+#[derive(Debug)]
 enum Chore {
     /// Create spare cgroups for these limits again.
     Refill(Vec<Limits>),
@@ -115,6 +116,17 @@ enum Chore {
     DrainSpares,
     /// Write the state file.
     Write { path: PathBuf, bytes: Vec<u8> },
+}
+
+impl Chore {
+    fn label(&self) -> String {
+        match self {
+            Chore::Refill(_) => "spare refill".into(),
+            Chore::Remove { cgroup, .. } => format!("removal of {cgroup}"),
+            Chore::DrainSpares => "spare drain".into(),
+            Chore::Write { path, .. } => format!("write of {}", path.display()),
+        }
+    }
 }
 
 /// Chores and outcomes wait for a pause in placements (`Options::quiet`), but once the
@@ -158,6 +170,8 @@ pub struct Daemon {
     /// takes them in first.
     held: Vec<Outcome>,
     held_since: Option<Instant>,
+    /// Since when the oldest queued chore (or the held outcome that queued it) waits.
+    chores_since: Option<Instant>,
     ledgers: Vec<Ledger>,
     /// Stops taken over from dead daemons, handed to the engine once it runs.
     orphan_stops: Vec<crate::process::Stopped>,
@@ -206,6 +220,7 @@ impl Daemon {
             last_outcome: Instant::now(),
             held: Vec::new(),
             held_since: None,
+            chores_since: None,
             ledgers: Vec::new(),
             orphan_stops: Vec::new(),
             source_down: false,
@@ -288,7 +303,6 @@ impl Daemon {
 
     /// Publish health for `/metrics`, `/healthz` and systemd's STATUS.
     fn publish(&mut self) {
-        self.release_outcomes();
         {
             let mut t = self.telemetry();
             t.health = self.health.status;
@@ -441,7 +455,6 @@ impl Daemon {
 
         let mut scan_job: Option<tokio::task::JoinHandle<ScanReport>> = None;
         let mut chore_job: Option<tokio::task::JoinHandle<Vec<housekeeping::ChoreDone>>> = None;
-        let mut chores_since: Option<Instant> = None;
         loop {
             if scan_job.is_none() {
                 if let Some(reason) = self.scan_again.take() {
@@ -451,13 +464,15 @@ impl Daemon {
             // Chores (cgroup removal, spare refills, state writes) and the writing down of
             // outcomes wait for a pause in placements (`Options::quiet`).
             if self.chores.is_empty() {
-                chores_since = None;
-            } else if chores_since.is_none() {
-                chores_since = Some(Instant::now());
+                self.chores_since = None;
+            } else if self.chores_since.is_none() {
+                self.chores_since = Some(Instant::now());
             }
-            let chore_at = chores_since.map_or(self.last_outcome + self.opts.quiet, |since| {
-                (self.last_outcome + self.opts.quiet).min(since + CHORE_MAX_WAIT)
-            });
+            let chore_at = self
+                .chores_since
+                .map_or(self.last_outcome + self.opts.quiet, |since| {
+                    (self.last_outcome + self.opts.quiet).min(since + CHORE_MAX_WAIT)
+                });
             if chore_job.is_none() && !self.chores.is_empty() && Instant::now() >= chore_at {
                 chore_job = self.start_chores();
             }
@@ -489,9 +504,7 @@ impl Daemon {
                 }
                 r = async { chore_job.as_mut().expect("guarded").await }, if chore_job.is_some() => {
                     chore_job = None;
-                    for done in r.into_iter().flatten() {
-                        self.finish_chore(done);
-                    }
+                    self.finish_chores(r);
                 }
                 // Pinged from the loop, and only while the placement thread turns: a stuck
                 // loop or a stuck engine stops the pings, and systemd restarts the daemon.
@@ -563,6 +576,11 @@ impl Daemon {
             self.on_outcome(o);
         }
         let _ = stopping.await;
+        // A batch still running finishes first: its state write must not land after the
+        // last one, nor its refill after the spares are drained.
+        if let Some(job) = chore_job.take() {
+            self.finish_chores(job.await);
+        }
         drop(event_tx);
         while let Ok(ev) = event_rx.try_recv() {
             self.on_source_event(ev);

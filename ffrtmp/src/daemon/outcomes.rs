@@ -36,9 +36,16 @@ impl Daemon {
 
     /// Write down every held outcome, in the order the engine sent them.
     pub(super) fn release_outcomes(&mut self) {
-        self.held_since = None;
+        let Some(since) = self.held_since.take() else {
+            return;
+        };
         for o in std::mem::take(&mut self.held) {
             self.on_outcome(o);
+        }
+        // A chore these outcomes queued (a spare to replace) has waited since they did:
+        // its bound counts from then, not from now.
+        if !self.chores.is_empty() {
+            self.chores_since = Some(self.chores_since.map_or(since, |c| c.min(since)));
         }
     }
 

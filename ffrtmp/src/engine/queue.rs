@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crossbeam_channel::TryRecvError;
 
-/// Wakes the engine from its poll(2): an eventfd every queue writer signals.
+/// Wakes the engine from its poll(2): an eventfd queue writers signal (all but a lazy send).
 #[derive(Clone)]
 pub struct Waker(Arc<OwnedFd>);
 
@@ -54,7 +54,8 @@ struct Fill {
     closed: AtomicBool,
 }
 
-/// A writer of one of the engine's queues: bounded, and it wakes the engine.
+/// A writer of one of the engine's queues: bounded, and it wakes the engine (unless it
+/// sends lazily).
 pub struct Sender<T> {
     tx: crossbeam_channel::Sender<T>,
     fill: Arc<Fill>,
