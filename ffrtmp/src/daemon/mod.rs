@@ -106,7 +106,6 @@ impl Journaled {
 }
 
 /// Blocking work, done one at a time off the loop.
-#[derive(Debug)]
 enum Chore {
     /// Create spare cgroups for these limits again.
     Refill(Vec<Limits>),

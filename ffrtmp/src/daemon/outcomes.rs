@@ -22,8 +22,9 @@ impl Daemon {
     /// An outcome from the engine. It is written down (log line, journal, exit watch,
     /// metrics) once placements pause (`Options::quiet`), as chores are: that work would
     /// otherwise take the CPU beside the target that has just been placed, or from the next
-    /// placement. It waits at most `CHORE_MAX_WAIT`, and whatever reads the journal first takes in what
-    /// is held (`release_outcomes`), so nothing acts on a journal behind the engine's table.
+    /// placement. It waits at most `CHORE_MAX_WAIT`, and whatever reads the journal first
+    /// takes in what is held (`release_outcomes`), so nothing acts on a journal behind the
+    /// engine's table.
     pub(super) fn hold(&mut self, o: Outcome) {
         let now = std::time::Instant::now();
         self.last_outcome = now;

@@ -260,22 +260,19 @@ pub(super) fn compare(bin: &Path, n: usize, rounds: usize) -> Result<()> {
         );
     }
     if let (Some(a), Some(b)) = (percentiles(&ff_all), percentiles(&cg_all)) {
+        let ms = |p: (f64, f64, f64, f64)| {
+            format!("{:.2} / {:.2} / {:.2} / {:.2} ms", p.0, p.1, p.2, p.3)
+        };
         println!(
-            "all rounds pooled (ffrtmp n={}, cgrulesengd n={}): ffrtmp/cgrulesengd p50 {:.2}, p90 {:.2}, p99 {:.2}, max {:.2} (ffrtmp {:.2} / {:.2} / {:.2} / {:.2} ms, cgrulesengd {:.2} / {:.2} / {:.2} / {:.2} ms)",
+            "all rounds pooled (ffrtmp n={}, cgrulesengd n={}): ffrtmp/cgrulesengd p50 {:.2}, p90 {:.2}, p99 {:.2}, max {:.2} (ffrtmp {}, cgrulesengd {})",
             ff_all.len(),
             cg_all.len(),
             a.0 / b.0,
             a.1 / b.1,
             a.2 / b.2,
             a.3 / b.3,
-            a.0,
-            a.1,
-            a.2,
-            a.3,
-            b.0,
-            b.1,
-            b.2,
-            b.3
+            ms(a),
+            ms(b)
         );
     }
     Ok(())
