@@ -309,20 +309,22 @@ pub fn vm_test(args: &[String]) -> Result<()> {
             println!("{}", o.line);
         }
     }
-    let failed: Vec<&str> = groups
+    // The failures again, last: a log read from its tail (CI's) shows what failed and where.
+    let failed: Vec<String> = groups
         .iter()
         .flat_map(|g| {
             g.outcomes
                 .iter()
                 .filter(|o| !o.passed)
-                .map(|_| g.title.as_str())
+                .map(move |o| format!("  [{}] {}", g.title, o.line))
         })
         .collect();
     if !failed.is_empty() {
         bail!(
-            "{} VM test result(s) failed (logs in {})",
+            "{} VM test result(s) failed (logs in {}):\n{}",
             failed.len(),
-            out.display()
+            out.display(),
+            failed.join("\n")
         );
     }
     Ok(())

@@ -10,7 +10,7 @@
 # QUICK_UL_MOUNT (default /usr/lib/ffrtmp-vm/mount: util-linux mount, which can turn
 # favordynmods off again; busybox's remount keeps the options in effect).
 # Prints one line per binary:
-#   QUICK PASS <name> (<seconds>s)    or    QUICK FAIL <name> exit <code> (<seconds>s)
+#   QUICK PASS <name> (<seconds>s)    or    QUICK FAIL <name> exit <code> (<seconds>s)[: <tests> -- <panic>]
 #                                     or    QUICK FAIL <name> timed out after <s>s (killed)
 # then the measurement: `ffrtmp watch` with a config of its own (target: a copy of /bin/sleep
 # named ffmpeg -- a short name, as the real one: the 6.1 comm bug missed short names only --
@@ -34,8 +34,13 @@ for bin in "$@"; do
     echo
     echo "=== $name"
     t0=$(cut -d' ' -f1 /proc/uptime)
-    timeout -s KILL "${QUICK_BIN_TIMEOUT:-150}" "$bin" --test-threads="${QUICK_TEST_THREADS:-2}"
-    rc=$?
+    { timeout -s KILL "${QUICK_BIN_TIMEOUT:-150}" "$bin" --test-threads="${QUICK_TEST_THREADS:-2}" 2>&1; echo $? >/tmp/quick-rc; } | tee /tmp/quick-out
+    rc=$(cat /tmp/quick-rc)
+    # Which tests failed, and the first panic's message: the result line must say it (a log
+    # is often read from its tail only).
+    why=$(sed -n 's/^test \(.*\) \.\.\. FAILED$/\1/p' /tmp/quick-out | paste -sd, -)
+    panic=$(grep -m1 -A1 "panicked at" /tmp/quick-out | tail -n 1 | cut -c1-300)
+    why=${why:+: $why${panic:+ -- $panic}}
     secs=$(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN {printf "%.1f", b - a}')
     if [ $rc -eq 0 ]; then
         echo "QUICK PASS $name (${secs}s)" | tee -a /tmp/quick-results
@@ -47,7 +52,7 @@ for bin in "$@"; do
             [ "$(readlink "$d/exe" 2>/dev/null)" = "${QUICK_FFRTMP:-/nonexistent}" ] && kill -9 "${d#/proc/}" 2>/dev/null
         done
     else
-        echo "QUICK FAIL $name exit $rc (${secs}s)" | tee -a /tmp/quick-results
+        echo "QUICK FAIL $name exit $rc (${secs}s)$why" | tee -a /tmp/quick-results
         fail=1
     fi
     # What a failed test left behind would disturb the next binary: report it.
