@@ -22,7 +22,7 @@ use crate::config::Target;
 use crate::engine::Work;
 use crate::placer::{monotonic_ns, Placer};
 use crate::process::{is_gone, ProcFs, ProcessId, Resumed, Stopped};
-use crate::sources::scan::{ScanOutcome, Scanner};
+use crate::sources::scan::{Note, ScanOutcome, Scanner};
 
 /// A governed process that another writer moved out of its job cgroup.
 #[derive(Debug)]
@@ -115,9 +115,25 @@ impl Daemon {
         Some(tokio::task::spawn_blocking(move || run_scan(job)))
     }
 
+    /// Tell the scanner now, or when the running scan gives it back.
+    pub(super) fn tell_scanner(&mut self, note: Note) {
+        match self.scanner.as_mut() {
+            Some(s) => s.take_note(note),
+            None => self.scanner_notes.push(note),
+        }
+    }
+
+    /// The scanner is back from a scan: what it was told meanwhile first.
+    pub(super) fn give_back_scanner(&mut self, mut scanner: Scanner) {
+        for note in self.scanner_notes.drain(..) {
+            scanner.take_note(note);
+        }
+        self.scanner = Some(scanner);
+    }
+
     pub(super) fn finish_scan(&mut self, r: ScanReport) {
         // The scanner first: a held `Skipped` marks what it has seen in it.
-        self.scanner = Some(r.scanner);
+        self.give_back_scanner(r.scanner);
         self.release_outcomes();
         self.leftovers.extend(r.leftovers);
         for w in &r.warnings {

@@ -37,7 +37,7 @@ use crate::record::logging::LogControl;
 use crate::record::metrics::{SourceCounters, Telemetry};
 use crate::record::state::{ProcessRecord, StateFile};
 use crate::record::systemd::Notifier;
-use crate::sources::scan::Scanner;
+use crate::sources::scan::{Note, Scanner};
 use crate::sources::{EventSource, SourceEvent, SourceSinks, SourceThread};
 
 pub use housekeeping::ScanReport;
@@ -156,8 +156,10 @@ pub struct Daemon {
     counters: Arc<SourceCounters>,
     notifier: Notifier,
     log: LogControl,
-    /// `None` while a scan runs on the blocking pool.
+    /// `None` while a scan runs on the blocking pool; what it is told meanwhile waits in
+    /// `scanner_notes` (`tell_scanner`).
     scanner: Option<Scanner>,
+    scanner_notes: Vec<Note>,
     /// A scan was asked for while one ran: run it next (the reason of the last ask).
     scan_again: Option<&'static str>,
     leftovers: Vec<String>,
@@ -200,6 +202,7 @@ impl Daemon {
         };
         Daemon {
             scanner: Some(Scanner::new(proc.clone())),
+            scanner_notes: Vec::new(),
             settings: Arc::new(settings),
             opts,
             placer: Arc::new(placer),
@@ -497,7 +500,7 @@ impl Daemon {
                         Ok(report) => self.finish_scan(report),
                         Err(e) => {
                             error!("a scan failed: {e}");
-                            self.scanner = Some(Scanner::new(self.proc.clone()));
+                            self.give_back_scanner(Scanner::new(self.proc.clone()));
                         }
                     }
                 }
@@ -623,9 +626,7 @@ impl Daemon {
                     lost = count,
                     "Event source {source} lost {count} event(s); reconciling now"
                 );
-                if let Some(s) = self.scanner.as_mut() {
-                    s.force_full();
-                }
+                self.tell_scanner(Note::Full);
                 self.ask_scan("events lost");
             }
             SourceEvent::StopsFailed { source, count } => {
@@ -713,9 +714,7 @@ impl Daemon {
             self.chores.push_back(Chore::Refill(self.target_limits()));
         }
         // Targets or filters may have changed: look at every process again.
-        if let Some(s) = self.scanner.as_mut() {
-            s.forget_all();
-        }
+        self.tell_scanner(Note::ForgetAll);
         info!(
             "Configuration reloaded from {}: targets {}; governed processes keep their limits",
             self.settings

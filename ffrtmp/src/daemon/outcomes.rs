@@ -14,6 +14,7 @@ use crate::process::{PidFd, ProcessId};
 use crate::record::health::HealthStatus;
 use crate::record::metrics::JobInfo;
 use crate::record::state::ProcessRecord;
+use crate::sources::scan::Note;
 
 /// Outcomes held at most this many before they are written down regardless of the pause.
 const HELD_MAX: usize = 256;
@@ -82,9 +83,6 @@ impl Daemon {
                 info!(pid, "Dropping PID {pid} (job {job_id}): {why}");
             }
             Outcome::Skipped { stat, reason } => {
-                if let Some(s) = self.scanner.as_mut() {
-                    s.mark_seen(&stat);
-                }
                 let pid = stat.pid;
                 if reason.is_target() {
                     *self.telemetry().skipped.entry(reason.label()).or_default() += 1;
@@ -99,6 +97,7 @@ impl Daemon {
                     }
                     debug!(pid, "Skipping PID {pid}: {reason}");
                 }
+                self.tell_scanner(Note::Seen(stat));
             }
             Outcome::Deferred {
                 pid,

@@ -333,7 +333,10 @@ impl Engine {
                 command,
             } => self.adopt_untracked(pid, &cgroup, &job_id, &command),
             Work::Orphan(stop) => self.on_orphan(stop),
-            Work::Reload(s) => self.settings = s,
+            Work::Reload(s) => {
+                self.settings = s;
+                self.table.forget_skips();
+            }
             Work::Shutdown => {}
         }
     }
@@ -344,7 +347,10 @@ impl Engine {
         let Ok(pinned) = self.proc.pin(id.pid) else {
             return; // exited since the scan listed it
         };
-        if pinned.id != id || self.table.knows(id) {
+        if pinned.id != id
+            || self.table.knows(id)
+            || self.table.skipped_as(id, &pinned.stat.comm, Instant::now())
+        {
             return;
         }
         self.look_at(pinned, &Known::default(), Origin::from_proc("scan"));
@@ -454,10 +460,14 @@ impl Engine {
         }
         let settings = self.settings.clone();
         match decide(&settings.targets, &self.guard, &facts) {
-            Decision::Skip(reason) => self.emit(Outcome::Skipped {
-                stat: pinned.stat,
-                reason,
-            }),
+            Decision::Skip(reason) => {
+                self.table
+                    .skipped(pinned.id, &pinned.stat.comm, Instant::now());
+                self.emit(Outcome::Skipped {
+                    stat: pinned.stat,
+                    reason,
+                })
+            }
             Decision::Defer { target, remaining } => {
                 // min_runtime outranks strict placement: a deferred process runs meanwhile
                 // (its stop is dropped, i.e. resumed, when `origin` goes out of scope).

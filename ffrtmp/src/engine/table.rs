@@ -1,9 +1,10 @@
 //! The engine's table: which processes are governed, which wait for a timer (min_runtime,
-//! a retry's backoff), and which were given up on until when. Owned by the engine thread
+//! a retry's backoff), which were given up on until when, and which were skipped moments
+//! ago. Owned by the engine thread
 //! alone; every report of a process is checked against it, so a process is placed once.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Instant;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use crate::placer::JobSpec;
 use crate::process::{Pinned, ProcessId};
@@ -38,7 +39,19 @@ pub struct Table {
     timers: BTreeMap<(Instant, ProcessId), Timed>,
     /// Placements that failed for good, and when the scan may try them again.
     failed: HashMap<ProcessId, Instant>,
+    /// Processes skipped moments ago, with their comm: a scan's report of one of them is
+    /// the same report again (see `skipped`).
+    skipped: HashMap<ProcessId, (Vec<u8>, Instant)>,
+    skipped_order: VecDeque<(Instant, ProcessId)>,
 }
+
+/// How long a skip answers a scan's report of the same process with the same comm. The
+/// scanner learns of a skip through the record loop, so a scan that ran meanwhile (a few
+/// ms; longer on a loaded node) reports the process once more; so does a fresh candidate's
+/// second look. Beyond this the scanner knows.
+const SKIP_MEMORY: Duration = Duration::from_secs(5);
+/// At most this many are remembered (a storm of skipped targets keeps the newest).
+const SKIP_MEMORY_MAX: usize = 1024;
 
 impl Table {
     /// Governed, pending, or given up on (and not due again yet).
@@ -88,6 +101,34 @@ impl Table {
     pub fn failed(&mut self, id: ProcessId, until: Instant) {
         self.pending.remove(&id);
         self.failed.insert(id, until);
+    }
+
+    /// Skipped now, as it is (`comm`).
+    pub fn skipped(&mut self, id: ProcessId, comm: &[u8], now: Instant) {
+        while let Some(&(at, old)) = self.skipped_order.front() {
+            if at + SKIP_MEMORY > now && self.skipped_order.len() < SKIP_MEMORY_MAX {
+                break;
+            }
+            self.skipped_order.pop_front();
+            self.skipped.remove(&old);
+        }
+        if self.skipped.insert(id, (comm.to_vec(), now)).is_none() {
+            self.skipped_order.push_back((now, id));
+        }
+    }
+
+    /// Skipped moments ago with this comm: a scan's report of it changes nothing. With
+    /// another comm it exec'd since, and is looked at again.
+    pub fn skipped_as(&self, id: ProcessId, comm: &[u8], now: Instant) -> bool {
+        self.skipped
+            .get(&id)
+            .is_some_and(|(c, at)| c == comm && *at + SKIP_MEMORY > now)
+    }
+
+    /// Targets or filters changed: every skip is decided again.
+    pub fn forget_skips(&mut self) {
+        self.skipped.clear();
+        self.skipped_order.clear();
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -199,5 +240,30 @@ mod tests {
         assert_eq!(due, [1, 2]);
         assert!(!t.knows(id(1, 1)));
         assert!(t.knows(id(3, 1)));
+    }
+
+    #[test]
+    fn a_skip_answers_a_scan_for_a_while_and_only_for_the_same_comm() {
+        let mut t = Table::default();
+        let now = Instant::now();
+        let a = id(10, 1);
+        t.skipped(a, b"ffmpeg", now);
+        assert!(t.skipped_as(a, b"ffmpeg", now + Duration::from_secs(1)));
+        assert!(
+            !t.skipped_as(a, b"x264", now),
+            "it exec'd since: look again"
+        );
+        assert!(!t.skipped_as(id(10, 2), b"ffmpeg", now), "a reused PID");
+        assert!(!t.skipped_as(a, b"ffmpeg", now + SKIP_MEMORY));
+        assert!(!t.knows(a), "a skip never turns an exec event away");
+        // Bounded: the oldest go first.
+        for pid in 0..SKIP_MEMORY_MAX as u32 + 10 {
+            t.skipped(id(1000 + pid, 1), b"ffmpeg", now);
+        }
+        assert_eq!(t.skipped.len(), SKIP_MEMORY_MAX);
+        assert_eq!(t.skipped_order.len(), SKIP_MEMORY_MAX);
+        assert!(!t.skipped_as(id(1000, 1), b"ffmpeg", now));
+        t.forget_skips();
+        assert!(!t.skipped_as(id(1000 + SKIP_MEMORY_MAX as u32, 1), b"ffmpeg", now));
     }
 }

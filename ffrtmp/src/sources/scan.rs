@@ -41,6 +41,18 @@ struct Seen {
 /// the rereads do not bunch up).
 const REVALIDATE: u64 = 8;
 
+/// What the record loop tells the scanner. While a scan has the scanner (on the blocking
+/// pool) notes wait, and are taken in order when it comes back: none is lost.
+#[derive(Debug)]
+pub enum Note {
+    /// Decided on (skipped): no further look (`mark_seen`).
+    Seen(Stat),
+    /// Events were lost: the next scan reads every process (`force_full`).
+    Full,
+    /// Targets or filters changed: look at every process again (`forget_all`).
+    ForgetAll,
+}
+
 /// Scans a /proc root, remembering what it already decided on.
 pub struct Scanner {
     proc: ProcFs,
@@ -57,6 +69,14 @@ impl Scanner {
             seen: HashMap::new(),
             generation: 0,
             full: false,
+        }
+    }
+
+    pub fn take_note(&mut self, note: Note) {
+        match note {
+            Note::Seen(stat) => self.mark_seen(&stat),
+            Note::Full => self.force_full(),
+            Note::ForgetAll => self.forget_all(),
         }
     }
 
