@@ -122,7 +122,7 @@ fn a_dry_run_moves_nothing_and_resumes_what_it_was_handed() {
 #[test]
 fn strict_timeout_resumes_a_target_whose_placement_is_stuck() {
     let h = Harness::new();
-    h.backend.behave(|b| b.move_delay = Duration::from_secs(2));
+    h.backend.behave(|b| b.move_delay = Duration::from_secs(3));
     let h = h.start(Start {
         yaml: "target_commands: [ffmpeg]\nplacement: strict\nstrict_timeout: 300ms\n",
         ..Default::default()
@@ -130,8 +130,8 @@ fn strict_timeout_resumes_a_target_whose_placement_is_stuck() {
     let p = h.spawn("ffmpeg", "/", 0);
     h.send(h.stopped_notice(&p));
     assert!(
-        wait_until(Duration::from_millis(1500), || real_state(p.pid) != b'T'),
-        "still stopped 1.5 s after the stop with strict_timeout 300ms"
+        wait_until(Duration::from_millis(2500), || real_state(p.pid) != b'T'),
+        "still stopped 2.5 s after the stop with strict_timeout 300ms (the move takes 3 s)"
     );
     assert!(
         h.backend.moves().is_empty(),
@@ -226,7 +226,7 @@ fn min_runtime_defers_the_placement() {
     });
     let p = h.spawn("ffmpeg", "/", 0);
     h.send(h.notice(&p));
-    std::thread::sleep(Duration::from_millis(700));
+    std::thread::sleep(Duration::from_millis(400));
     assert_eq!(p.cgroup(), "/", "placed before min_runtime");
     assert!(h.placed(&p, &Harness::job(&p), T));
     assert_eq!(

@@ -74,6 +74,9 @@ wait_s() {
     done
 }
 placed() { grep -q '^0::/ffrtmp-quick/' "/proc/$1/cgroup" 2>/dev/null; }
+# placed_logged PID: placed, and the daemon has said so. It checks the move once more
+# after the kernel shows it, so a target killed in between is logged as gone, not placed.
+placed_logged() { placed "$1" && grep -q "Limits applied to PID $1 " "$log"; }
 cg2_opts() { awk '$2 == "/sys/fs/cgroup" && $3 == "cgroup2" {print $4}' /proc/mounts; }
 has_favor() { case ,$(cg2_opts), in *,favordynmods,*) return 0 ;; esac; return 1; }
 UL_MOUNT=${QUICK_UL_MOUNT:-/usr/lib/ffrtmp-vm/mount}
@@ -120,7 +123,7 @@ round() {
                 i=$((i + 1)); "$M/ffmpeg" 30 & echo "$!" >>"$M/pids"
             done
             for p in $(cat "$M/pids"); do
-                if wait_s 10 placed "$p"; then hits=$((hits + 1)); else echo "note: burst target $p not placed within 10 s (comm $(cat "/proc/$p/comm" 2>/dev/null), exe $(readlink "/proc/$p/exe" 2>/dev/null), $(cat "/proc/$p/cgroup" 2>/dev/null))"; fi
+                if wait_s 10 placed_logged "$p"; then hits=$((hits + 1)); else echo "note: burst target $p not placed within 10 s (comm $(cat "/proc/$p/comm" 2>/dev/null), exe $(readlink "/proc/$p/exe" 2>/dev/null), $(cat "/proc/$p/cgroup" 2>/dev/null))"; fi
             done
             for p in $(cat "$M/pids"); do kill "$p"; wait "$p" 2>/dev/null; done
             cat "$M/pids" >>"$M/all-pids"
@@ -140,10 +143,10 @@ round() {
         esac
         p=$!
         echo "$p" >>"$M/pids"
-        if wait_s 3 placed "$p"; then
+        if wait_s 3 placed_logged "$p"; then
             hits=$((hits + 1))
         else
-            echo "note: target $p not placed within 3 s ($(cat /proc/$p/cgroup 2>/dev/null))"
+            echo "note: target $p not placed (and logged) within 3 s ($(cat /proc/$p/cgroup 2>/dev/null))"
         fi
         kill "$p"; wait "$p" 2>/dev/null
         if [ $i -ge 5 ] && [ $hits -eq 0 ]; then

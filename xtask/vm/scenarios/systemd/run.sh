@@ -421,8 +421,9 @@ check "after daemon-reload: active, MainPID $sp" test "$(prop stream@a.service A
 systemctl daemon-reexec
 sleep 2
 after_reexec=$(cg_of "$sp")
+# At once, or put back by the next reconcile (5 s); systemd may still be reloading units.
 check "after daemon-reexec: placed, active, MainPID $sp" \
-    bash -c "[[ \$(sed -n 's/^0:://p' /proc/$sp/cgroup) == '$sjob' ]] || sleep 6; [[ \$(sed -n 's/^0:://p' /proc/$sp/cgroup) == '$sjob' && \$(systemctl show -P ActiveState stream@a.service) == active && \$(systemctl show -P MainPID stream@a.service) == $sp ]]"
+    wait_for 12 bash -c "[[ \$(sed -n 's/^0:://p' /proc/$sp/cgroup) == '$sjob' && \$(systemctl show -P ActiveState stream@a.service) == active && \$(systemctl show -P MainPID stream@a.service) == $sp ]]"
 sleep 6  # one more reconcile before reading the drift counter
 d1=$(drift)
 note "systemd $SYSTEMD_VERSION: daemon-reload left it in $( [[ $after_reload == "$sjob" ]] && echo 'its job cgroup' || echo "$after_reload (moved back!)"), daemon-reexec in $( [[ $after_reexec == "$sjob" ]] && echo 'its job cgroup' || echo "$after_reexec (moved back!)"); ffrtmp_drift_corrections_total $d0 -> $d1"
