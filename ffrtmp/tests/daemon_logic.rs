@@ -224,11 +224,18 @@ fn min_runtime_defers_the_placement() {
         yaml: "target_commands: [ffmpeg]\nfilters:\n  min_runtime: 1500ms\n",
         ..Default::default()
     });
+    // Before the spawn: the age counts from the fork (10 ms ticks, rounded down).
+    let t0 = std::time::Instant::now();
     let p = h.spawn("ffmpeg", "/", 0);
     h.send(h.notice(&p));
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(p.cgroup(), "/", "placed before min_runtime");
     assert!(h.placed(&p, &Harness::job(&p), T));
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1490),
+        "placed {:?} after the spawn, before min_runtime 1500ms",
+        t0.elapsed()
+    );
     assert_eq!(
         h.with_telemetry(|t| t.exec_to_placed.count()),
         0,

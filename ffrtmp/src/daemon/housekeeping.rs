@@ -24,6 +24,9 @@ use crate::placer::{monotonic_ns, Placer};
 use crate::process::{is_gone, ProcFs, ProcessId, Resumed, Stopped};
 use crate::sources::scan::{Note, ScanOutcome, Scanner};
 
+/// At most this many notes wait for the scanner while a scan has it (`tell_scanner`).
+const NOTES_MAX: usize = 4096;
+
 /// A governed process that another writer moved out of its job cgroup.
 #[derive(Debug)]
 pub struct Drift {
@@ -115,12 +118,21 @@ impl Daemon {
         Some(tokio::task::spawn_blocking(move || run_scan(job)))
     }
 
-    /// Tell the scanner now, or when the running scan gives it back.
+    /// Tell the scanner now, or when the running scan gives it back. What waits is bounded:
+    /// a reload makes the skips before it moot, `Full` is kept once, and past
+    /// `NOTES_MAX` a skip is not noted (a scan that never returns must not grow the
+    /// daemon; the engine's memory of skips covers the next 5 s, then a second look).
     pub(super) fn tell_scanner(&mut self, note: Note) {
-        match self.scanner.as_mut() {
-            Some(s) => s.take_note(note),
-            None => self.scanner_notes.push(note),
-        }
+        let Some(s) = self.scanner.as_mut() else {
+            match note {
+                Note::ForgetAll => self.scanner_notes.retain(|n| matches!(n, Note::Full)),
+                Note::Full if self.scanner_notes.iter().any(|n| matches!(n, Note::Full)) => return,
+                Note::Seen(_) if self.scanner_notes.len() >= NOTES_MAX => return,
+                _ => {}
+            }
+            return self.scanner_notes.push(note);
+        };
+        s.take_note(note);
     }
 
     /// The scanner is back from a scan: what it was told meanwhile first.

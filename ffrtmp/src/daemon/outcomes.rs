@@ -9,7 +9,6 @@ use tracing::{debug, error, info, warn};
 use super::{Chore, Daemon, Journaled};
 use crate::config::units::format_go_duration;
 use crate::engine::{Outcome, Placed, Work};
-use crate::matcher::Skip;
 use crate::process::{PidFd, ProcessId};
 use crate::record::health::HealthStatus;
 use crate::record::metrics::JobInfo;
@@ -84,17 +83,16 @@ impl Daemon {
             }
             Outcome::Skipped { stat, reason } => {
                 let pid = stat.pid;
-                if reason.is_target() {
+                if reason.is_counted() {
                     *self.telemetry().skipped.entry(reason.label()).or_default() += 1;
+                }
+                if reason.is_target() {
                     info!(
                         pid,
                         "Skipping PID {pid} ({}): {reason}",
                         String::from_utf8_lossy(&stat.comm)
                     );
                 } else {
-                    if matches!(reason, Skip::UnderCgroupRoot(_)) {
-                        *self.telemetry().skipped.entry(reason.label()).or_default() += 1;
-                    }
                     debug!(pid, "Skipping PID {pid}: {reason}");
                 }
                 self.tell_scanner(Note::Seen(stat));

@@ -461,8 +461,12 @@ impl Engine {
         let settings = self.settings.clone();
         match decide(&settings.targets, &self.guard, &facts) {
             Decision::Skip(reason) => {
-                self.table
-                    .skipped(pinned.id, &pinned.stat.comm, Instant::now());
+                // Only what is counted: bystanders (forward_all sends every exec) would
+                // crowd the targets out of the memory.
+                if reason.is_counted() {
+                    self.table
+                        .skipped(pinned.id, &pinned.stat.comm, Instant::now());
+                }
                 self.emit(Outcome::Skipped {
                     stat: pinned.stat,
                     reason,

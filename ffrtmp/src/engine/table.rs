@@ -105,16 +105,22 @@ impl Table {
 
     /// Skipped now, as it is (`comm`).
     pub fn skipped(&mut self, id: ProcessId, comm: &[u8], now: Instant) {
+        // The order holds one entry per skip; a process skipped again is renewed (its
+        // older entries no longer match the map's time, and only drop out).
         while let Some(&(at, old)) = self.skipped_order.front() {
-            if at + SKIP_MEMORY > now && self.skipped_order.len() < SKIP_MEMORY_MAX {
+            if at + SKIP_MEMORY > now
+                && self.skipped.len() < SKIP_MEMORY_MAX
+                && self.skipped_order.len() < 2 * SKIP_MEMORY_MAX
+            {
                 break;
             }
             self.skipped_order.pop_front();
-            self.skipped.remove(&old);
+            if self.skipped.get(&old).is_some_and(|(_, t)| *t == at) {
+                self.skipped.remove(&old);
+            }
         }
-        if self.skipped.insert(id, (comm.to_vec(), now)).is_none() {
-            self.skipped_order.push_back((now, id));
-        }
+        self.skipped.insert(id, (comm.to_vec(), now));
+        self.skipped_order.push_back((now, id));
     }
 
     /// Skipped moments ago with this comm: a scan's report of it changes nothing. With
@@ -256,12 +262,16 @@ mod tests {
         assert!(!t.skipped_as(id(10, 2), b"ffmpeg", now), "a reused PID");
         assert!(!t.skipped_as(a, b"ffmpeg", now + SKIP_MEMORY));
         assert!(!t.knows(a), "a skip never turns an exec event away");
+        // Skipped again later: remembered from then.
+        t.skipped(a, b"x264", now + Duration::from_secs(4));
+        t.skipped(id(11, 1), b"ffmpeg", now + Duration::from_secs(6));
+        assert!(t.skipped_as(a, b"x264", now + Duration::from_secs(6)));
         // Bounded: the oldest go first.
         for pid in 0..SKIP_MEMORY_MAX as u32 + 10 {
             t.skipped(id(1000 + pid, 1), b"ffmpeg", now);
         }
         assert_eq!(t.skipped.len(), SKIP_MEMORY_MAX);
-        assert_eq!(t.skipped_order.len(), SKIP_MEMORY_MAX);
+        assert!(t.skipped_order.len() <= 2 * SKIP_MEMORY_MAX);
         assert!(!t.skipped_as(id(1000, 1), b"ffmpeg", now));
         t.forget_skips();
         assert!(!t.skipped_as(id(1000 + SKIP_MEMORY_MAX as u32, 1), b"ffmpeg", now));

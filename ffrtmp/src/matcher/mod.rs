@@ -73,6 +73,12 @@ impl Skip {
         )
     }
 
+    /// Counted in `ffrtmp_skipped_total` (and so said once per process): a target's skip,
+    /// or a process already beneath the cgroup root.
+    pub fn is_counted(&self) -> bool {
+        self.is_target() || matches!(self, Skip::UnderCgroupRoot(_))
+    }
+
     /// The `reason` label of `ffrtmp_skipped_total`.
     pub fn label(&self) -> &'static str {
         match self {

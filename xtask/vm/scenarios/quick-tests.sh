@@ -34,13 +34,17 @@ for bin in "$@"; do
     echo
     echo "=== $name"
     t0=$(cut -d' ' -f1 /proc/uptime)
-    { timeout -s KILL "${QUICK_BIN_TIMEOUT:-150}" "$bin" --test-threads="${QUICK_TEST_THREADS:-2}" 2>&1; echo $? >/tmp/quick-rc; } | tee /tmp/quick-out
-    rc=$(cat /tmp/quick-rc)
+    # Into a file, then shown: a pipe would wait for every process still holding it (a
+    # test's stopped or orphaned child), and the tier would hang.
+    timeout -s KILL "${QUICK_BIN_TIMEOUT:-150}" "$bin" --test-threads="${QUICK_TEST_THREADS:-2}" >/tmp/quick-out 2>&1
+    rc=$?
+    cat /tmp/quick-out
     # Which tests failed, and the first panic's message: the result line must say it (a log
     # is often read from its tail only).
     why=$(sed -n 's/^test \(.*\) \.\.\. FAILED$/\1/p' /tmp/quick-out | paste -sd, -)
     panic=$(grep -m1 -A1 "panicked at" /tmp/quick-out | tail -n 1 | cut -c1-300)
-    why=${why:+: $why${panic:+ -- $panic}}
+    why=${why:+: $why}
+    [ -z "$panic" ] || why="${why:-:} -- $panic"
     secs=$(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN {printf "%.1f", b - a}')
     if [ $rc -eq 0 ]; then
         echo "QUICK PASS $name (${secs}s)" | tee -a /tmp/quick-results
