@@ -10,7 +10,7 @@
 # QUICK_UL_MOUNT (default /usr/lib/ffrtmp-vm/mount: util-linux mount, which can turn
 # favordynmods off again; busybox's remount keeps the options in effect).
 # Prints one line per binary:
-#   QUICK PASS <name> (<seconds>s)    or    QUICK FAIL <name> exit <code> (<seconds>s)[: <tests> -- <panic>]
+#   QUICK PASS <name> (<seconds>s)    or    QUICK FAIL <name> exit <code> (<seconds>s)[: <tests>][ -- <panic>]
 #                                     or    QUICK FAIL <name> timed out after <s>s (killed)
 # then the measurement: `ffrtmp watch` with a config of its own (target: a copy of /bin/sleep
 # named ffmpeg -- a short name, as the real one: the 6.1 comm bug missed short names only --
@@ -35,7 +35,9 @@ for bin in "$@"; do
     echo "=== $name"
     t0=$(cut -d' ' -f1 /proc/uptime)
     # Into a file, then shown: a pipe would wait for every process still holding it (a
-    # test's stopped or orphaned child), and the tier would hang.
+    # test's stopped or orphaned child), and the tier would hang. A new file each time:
+    # what an earlier binary left behind writes to the one it has.
+    rm -f /tmp/quick-out
     timeout -s KILL "${QUICK_BIN_TIMEOUT:-150}" "$bin" --test-threads="${QUICK_TEST_THREADS:-2}" >/tmp/quick-out 2>&1
     rc=$?
     cat /tmp/quick-out
