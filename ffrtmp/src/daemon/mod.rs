@@ -118,12 +118,13 @@ enum Chore {
 }
 
 impl Chore {
-    fn label(&self) -> String {
+    /// What it is, for the one message that needs it (a panic): no allocation per chore.
+    fn label(&self) -> &'static str {
         match self {
-            Chore::Refill(_) => "spare refill".into(),
-            Chore::Remove { cgroup, .. } => format!("removal of {cgroup}"),
-            Chore::DrainSpares => "spare drain".into(),
-            Chore::Write { path, .. } => format!("write of {}", path.display()),
+            Chore::Refill(_) => "spare refill",
+            Chore::Remove { .. } => "job cgroup removal",
+            Chore::DrainSpares => "spare drain",
+            Chore::Write { .. } => "state write",
         }
     }
 }

@@ -1,9 +1,9 @@
 //! The engine's table: which processes are governed, which wait for a timer (min_runtime,
 //! a retry's backoff), which were given up on until when, and which were skipped moments
-//! ago. Owned by the engine thread
-//! alone; every report of a process is checked against it, so a process is placed once.
+//! ago. Owned by the engine thread alone; every report of a process is checked against
+//! it, so a process is placed once.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::placer::JobSpec;
@@ -42,7 +42,6 @@ pub struct Table {
     /// Processes skipped moments ago, with their comm: a scan's report of one of them is
     /// the same report again (see `skipped`).
     skipped: HashMap<ProcessId, (Vec<u8>, Instant)>,
-    skipped_order: VecDeque<(Instant, ProcessId)>,
 }
 
 /// How long a skip answers a scan's report of the same process with the same comm. The
@@ -50,7 +49,9 @@ pub struct Table {
 /// ms; longer on a loaded node) reports the process once more; so does a fresh candidate's
 /// second look. Beyond this the scanner knows.
 const SKIP_MEMORY: Duration = Duration::from_secs(5);
-/// At most this many are remembered (a storm of skipped targets keeps the newest).
+/// At most this many are remembered. When full, the expired go; if more than half are
+/// still fresh (a storm of skipped targets), all go: the sweep then runs at most once per
+/// half of this many skips.
 const SKIP_MEMORY_MAX: usize = 1024;
 
 impl Table {
@@ -105,22 +106,13 @@ impl Table {
 
     /// Skipped now, as it is (`comm`).
     pub fn skipped(&mut self, id: ProcessId, comm: &[u8], now: Instant) {
-        // The order holds one entry per skip; a process skipped again is renewed (its
-        // older entries no longer match the map's time, and only drop out).
-        while let Some(&(at, old)) = self.skipped_order.front() {
-            if at + SKIP_MEMORY > now
-                && self.skipped.len() < SKIP_MEMORY_MAX
-                && self.skipped_order.len() < 2 * SKIP_MEMORY_MAX
-            {
-                break;
-            }
-            self.skipped_order.pop_front();
-            if self.skipped.get(&old).is_some_and(|(_, t)| *t == at) {
-                self.skipped.remove(&old);
+        if self.skipped.len() >= SKIP_MEMORY_MAX && !self.skipped.contains_key(&id) {
+            self.skipped.retain(|_, (_, at)| *at + SKIP_MEMORY > now);
+            if self.skipped.len() > SKIP_MEMORY_MAX / 2 {
+                self.skipped.clear();
             }
         }
         self.skipped.insert(id, (comm.to_vec(), now));
-        self.skipped_order.push_back((now, id));
     }
 
     /// Skipped moments ago with this comm: a scan's report of it changes nothing. With
@@ -134,7 +126,6 @@ impl Table {
     /// Targets or filters changed: every skip is decided again.
     pub fn forget_skips(&mut self) {
         self.skipped.clear();
-        self.skipped_order.clear();
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -266,14 +257,17 @@ mod tests {
         t.skipped(a, b"x264", now + Duration::from_secs(4));
         t.skipped(id(11, 1), b"ffmpeg", now + Duration::from_secs(6));
         assert!(t.skipped_as(a, b"x264", now + Duration::from_secs(6)));
-        // Bounded: the oldest go first.
+        // Bounded: when full the expired go (a, 11), then, in a storm, all but the newest.
+        let later = now + Duration::from_secs(20);
         for pid in 0..SKIP_MEMORY_MAX as u32 + 10 {
-            t.skipped(id(1000 + pid, 1), b"ffmpeg", now);
+            t.skipped(id(1000 + pid, 1), b"ffmpeg", later);
+            assert!(t.skipped.len() <= SKIP_MEMORY_MAX);
         }
-        assert_eq!(t.skipped.len(), SKIP_MEMORY_MAX);
-        assert!(t.skipped_order.len() <= 2 * SKIP_MEMORY_MAX);
-        assert!(!t.skipped_as(id(1000, 1), b"ffmpeg", now));
+        assert!(!t.skipped_as(a, b"x264", later), "expired");
+        assert!(!t.skipped_as(id(1000, 1), b"ffmpeg", later));
+        let newest = id(1000 + SKIP_MEMORY_MAX as u32 + 9, 1);
+        assert!(t.skipped_as(newest, b"ffmpeg", later));
         t.forget_skips();
-        assert!(!t.skipped_as(id(1000 + SKIP_MEMORY_MAX as u32, 1), b"ffmpeg", now));
+        assert!(!t.skipped_as(newest, b"ffmpeg", later));
     }
 }
