@@ -33,7 +33,7 @@ UNIT=ffrtmp-watch.service
 
 if [[ ! -x $BASE/usr/bin/systemctl || ! -x $BASE/bin/kill ]]; then
     echo "chroot-test: debootstrap bookworm into $BASE" >&2
-    mkdir -p "$(dirname "$BASE")"
+    mkdir -p "$(dirname "$BASE")/debootstrap-debs"
     rm -rf --one-file-system "$BASE" "$BASE.tmp"
     debootstrap --variant=minbase --include=systemd,procps \
         --cache-dir="$(dirname "$BASE")/debootstrap-debs" bookworm "$BASE.tmp" http://deb.debian.org/debian \
