@@ -83,18 +83,28 @@ pub fn render(s: &Settings) -> String {
     ));
     out.push_str(&line("job_metrics", s.job_metrics.to_string()));
     out.push_str("# per command, defaults merged field by field:\ncommands:\n");
+    // Targets without a command section share the defaults: each distinct body is
+    // rendered once in a row (100 000 names took 0.85 s, most of it emitting YAML).
+    let mut last: Option<(&crate::config::Limits, &crate::config::Filters, String)> = None;
     for t in &s.targets {
-        let body = serde_yaml::to_string(&serde_yaml::Mapping::from_iter([
-            (
-                serde_yaml::Value::from("limits"),
-                serde_yaml::to_value(&t.limits).unwrap_or_default(),
-            ),
-            (
-                serde_yaml::Value::from("filters"),
-                serde_yaml::to_value(&t.filters).unwrap_or_default(),
-            ),
-        ]))
-        .unwrap_or_default();
+        let body = match &last {
+            Some((l, f, body)) if **l == t.limits && **f == t.filters => body.clone(),
+            _ => {
+                let body = serde_yaml::to_string(&serde_yaml::Mapping::from_iter([
+                    (
+                        serde_yaml::Value::from("limits"),
+                        serde_yaml::to_value(&t.limits).unwrap_or_default(),
+                    ),
+                    (
+                        serde_yaml::Value::from("filters"),
+                        serde_yaml::to_value(&t.filters).unwrap_or_default(),
+                    ),
+                ]))
+                .unwrap_or_default();
+                last = Some((&t.limits, &t.filters, body.clone()));
+                body
+            }
+        };
         out.push_str(&format!("  {}:\n", t.name));
         if t.govern_containers {
             out.push_str("    govern_containers: true\n");

@@ -72,10 +72,11 @@ pub(super) fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Setting
             check_target_list(v.split(',').map(str::to_string))
         })?;
         if let Some(file) = &raw.target_commands {
+            let kept: std::collections::HashSet<&String> = names.iter().collect();
             let dropped: Vec<&str> = file
                 .0
                 .iter()
-                .filter(|n| !names.contains(n))
+                .filter(|n| !kept.contains(n))
                 .map(String::as_str)
                 .collect();
             let effect = if dropped.is_empty() {
@@ -260,6 +261,7 @@ pub(super) fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Setting
     let default_limits = raw.default_limits.clone().unwrap_or_default();
     let default_filters = raw.filters.clone().unwrap_or_default();
     let commands = raw.commands.clone().unwrap_or_default();
+    let targeted: std::collections::HashSet<&String> = target_names.iter().collect();
     for name in commands.keys() {
         if let Err(message) = raw::check_command_name(name) {
             return Err(file_err(
@@ -267,13 +269,14 @@ pub(super) fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Setting
                 message,
             ));
         }
-        if !target_names.contains(name) {
+        if !targeted.contains(name) {
             warnings.push(format!(
                 "commands.{name} is configured but {name:?} is not a target ({}); its settings are unused",
                 target_names.join(", ")
             ));
         }
     }
+    let mut warned = std::collections::HashSet::new();
     let mut targets = Vec::new();
     let mut command_placement = BTreeMap::new();
     for name in &target_names {
@@ -283,7 +286,7 @@ pub(super) fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Setting
         }
         let limits = merge_limits(&default_limits, cmd.and_then(|c| c.limits.as_ref()));
         let raw_filters = merge_filters(&default_filters, cmd.and_then(|c| c.filters.as_ref()));
-        let filters = resolve_filters(raw_filters, &users, &mut warnings);
+        let filters = resolve_filters(raw_filters, &users, &mut warnings, &mut warned);
         if let (Some(min), Some(max)) = (filters.min_runtime, filters.max_runtime) {
             if min > max {
                 let key = if cmd.and_then(|c| c.filters.as_ref()).is_some() {
@@ -417,10 +420,13 @@ fn merge_filters(global: &RawFilters, cmd: Option<&RawFilters>) -> RawFilters {
     }
 }
 
+/// `warned` holds the warnings already given, so each is given once however many targets
+/// share the filter (a set: a config may name 100 000 targets).
 fn resolve_filters(
     raw: RawFilters,
     users: &BTreeMap<String, u32>,
     warnings: &mut Vec<String>,
+    warned: &mut std::collections::HashSet<String>,
 ) -> Filters {
     let mut resolve = |names: Option<Vec<String>>, key: &str| -> Vec<UserRef> {
         names
@@ -432,7 +438,7 @@ fn resolve_filters(
                     let w = format!(
                         "{key}: no user {name:?} in the passwd file; it matches no process until it exists and the config is reloaded"
                     );
-                    if !warnings.contains(&w) {
+                    if warned.insert(w.clone()) {
                         warnings.push(w);
                     }
                 }

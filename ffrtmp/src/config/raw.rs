@@ -206,9 +206,10 @@ pub fn check_command_name(name: &str) -> Result<String, String> {
 /// Check a whole target list (non-empty, no duplicates).
 pub fn check_target_list(names: impl IntoIterator<Item = String>) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for raw in names {
         let n = check_command_name(&raw)?;
-        if out.contains(&n) {
+        if !seen.insert(n.clone()) {
             return Err(format!("{n:?} is listed twice"));
         }
         out.push(n);
