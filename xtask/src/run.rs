@@ -21,7 +21,9 @@ pub fn run_governor(args: &[String]) -> Result<()> {
     let state = root.join(".state");
     std::fs::create_dir_all(&state)
         .with_context(|| format!("cannot create {}", state.display()))?;
-    let mut cmd = std::process::Command::new(root.join("target/release/ffrtmp"));
+    let bin = root.join("target/release/ffrtmp");
+    print!("{}", first_steps(&bin));
+    let mut cmd = std::process::Command::new(&bin);
     cmd.current_dir(&root)
         .args([
             "watch",
@@ -33,4 +35,28 @@ pub fn run_governor(args: &[String]) -> Result<()> {
         .arg(state.join("watch-state.json"))
         .args(args);
     run(&mut cmd)
+}
+
+/// What a newcomer can try while the governor runs, and what to expect: the example config
+/// is the predecessor's, with `min_runtime: 10s` for ffmpeg (5 s for the other targets) and
+/// `blocked_dirs: [/tmp]`, so a target started from /tmp is skipped and a placement waits.
+fn first_steps(bin: &std::path::Path) -> String {
+    let b = bin.display();
+    format!(
+        "
+xtask run: starting the governor (examples/watch-config.yaml, state in .state/). In a second terminal:
+
+  sudo {b} status                       # this daemon's jobs (it publishes its state file in /run/ffrtmp)
+  cp /bin/sleep /var/tmp/ffmpeg          # a stand-in target named ffmpeg
+  (cd / && /var/tmp/ffmpeg 120 &)        # its working directory outside /tmp: the example blocks /tmp
+
+What to expect here: \"PID N (ffmpeg) matches ffmpeg but has not run min_runtime yet; placing it in 10s\"
+at once (at the next scan, within 10 s, without the eBPF source); the example keeps the guide's
+min_runtime: 10s for ffmpeg, so then \"Limits applied to PID N (job
+auto-ffmpeg-N)\" 10 s later; `status` lists it with its CPU and memory. Without a min_runtime a target is
+placed within milliseconds of its exec: `ffrtmp watch --config FILE` with your own file. Ctrl-C stops the
+governor; governed processes keep running in their cgroups.
+
+"
+    )
 }

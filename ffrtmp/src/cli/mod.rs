@@ -165,7 +165,8 @@ pub struct AttachArgs {
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// State file of the daemon (default: $STATE_PATH, else /var/lib/ffrtmp/watch-state.json).
+    /// State file of the daemon (default: $STATE_PATH, else the one the running daemon
+    /// published in its runtime directory, else /var/lib/ffrtmp/watch-state.json).
     #[arg(long, value_name = "PATH")]
     pub state_path: Option<PathBuf>,
     /// Print JSON.

@@ -31,12 +31,20 @@ struct Report {
 }
 
 pub fn main(a: StatusArgs) -> ExitCode {
+    // --state-path, STATE_PATH, the running daemon's (it publishes it in the runtime
+    // directory, wherever its --state-path put it), else the default.
     let path = a
         .state_path
         .or_else(|| {
             std::env::var_os("STATE_PATH")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
+        })
+        .or_else(|| {
+            crate::placer::registry::running_daemon_state(
+                &crate::placer::registry::runtime_dir(),
+                &ProcFs::system(),
+            )
         })
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_PATH));
     let state: StateFile = match std::fs::read(&path) {
@@ -53,8 +61,9 @@ pub fn main(a: StatusArgs) -> ExitCode {
             return fail(
                 EXIT_FAILURE,
                 format!(
-                    "cannot read {}: {e} (is the daemon running with this --state-path?)",
-                    path.display()
+                    "cannot read {}: {e} (no running daemon published its state file in {}; is it running? Else give its --state-path)",
+                    path.display(),
+                    crate::placer::registry::runtime_dir().display()
                 ),
             )
         }

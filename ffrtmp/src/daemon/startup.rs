@@ -39,6 +39,21 @@ impl Daemon {
                     self.opts.runtime_dir.display()
                 ),
             }
+            let me = std::process::id();
+            let start = self.proc.stat(me).map_or(0, |s| s.start_time);
+            if let Err(e) = crate::placer::registry::publish_daemon(
+                &self.opts.runtime_dir,
+                me,
+                start,
+                &std::path::absolute(&self.settings.state_path)
+                    .unwrap_or_else(|_| self.settings.state_path.clone()),
+            ) {
+                warn!(
+                    "Cannot publish the state file's path in {} ({e}): `ffrtmp status` needs --state-path {}",
+                    self.opts.runtime_dir.display(),
+                    self.settings.state_path.display()
+                );
+            }
         }
         let records = self.load_state();
         info!(

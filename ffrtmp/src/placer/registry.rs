@@ -5,6 +5,8 @@
 //!   attach` put their jobs there by default, so the daemon sees them as already placed.
 //! - `tool-roots`: every root `run`/`attach` put a job under, one per line. The daemon
 //!   never moves a process that lies under one of them, whatever `--cgroup-root` said.
+//! - `daemon`: the running daemon's PID, start time and state file, written at start, so
+//!   `ffrtmp status` finds the state wherever `--state-path` put it.
 //!
 //! Under systemd the directory is the unit's `RuntimeDirectory=` (kept across restarts).
 
@@ -17,6 +19,7 @@ pub const RUNTIME_DIR_ENV: &str = "FFRTMP_RUNTIME_DIR";
 pub const DEFAULT_RUNTIME_DIR: &str = "/run/ffrtmp";
 const ROOT_FILE: &str = "cgroup-root";
 const TOOL_ROOTS_FILE: &str = "tool-roots";
+const DAEMON_FILE: &str = "daemon";
 
 /// The runtime directory.
 pub fn runtime_dir() -> PathBuf {
@@ -37,6 +40,31 @@ pub fn published_root(dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(dir.join(ROOT_FILE)).ok()?;
     let root = text.trim();
     (root.starts_with('/') && root.len() > 1).then(|| root.to_string())
+}
+
+/// The daemon publishes who it is and where its state file is: `<pid> <start time>
+/// <state path>` on one line.
+pub fn publish_daemon(dir: &Path, pid: u32, start_time: u64, state: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    std::fs::create_dir_all(dir)?;
+    let mut line = format!("{pid} {start_time} ").into_bytes();
+    line.extend_from_slice(state.as_os_str().as_bytes());
+    line.push(b'\n');
+    crate::record::state::write_atomic(&dir.join(DAEMON_FILE), &line)
+}
+
+/// The state file of the daemon that published itself in `dir`, if that daemon still runs
+/// (the same PID with the same start time: a reused PID is another process).
+pub fn running_daemon_state(dir: &Path, proc: &crate::process::ProcFs) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let text = std::fs::read(dir.join(DAEMON_FILE)).ok()?;
+    let line = text.strip_suffix(b"\n").unwrap_or(&text);
+    let mut f = line.splitn(3, |b| *b == b' ');
+    let pid: u32 = std::str::from_utf8(f.next()?).ok()?.parse().ok()?;
+    let start: u64 = std::str::from_utf8(f.next()?).ok()?.parse().ok()?;
+    let path = PathBuf::from(std::ffi::OsStr::from_bytes(f.next()?));
+    let stat = proc.stat(pid).ok()?;
+    (stat.start_time == start && !stat.is_zombie() && path.is_absolute()).then_some(path)
 }
 
 /// `run`/`attach` record the root they place a job under. One `write` of one line with
@@ -138,6 +166,26 @@ mod tests {
             2,
             "a root is registered once: {text:?}"
         );
+    }
+
+    #[test]
+    fn the_running_daemon_is_found_and_a_dead_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let proc = crate::process::ProcFs::system();
+        let me = std::process::id();
+        let start = proc.stat(me).unwrap().start_time;
+        assert_eq!(running_daemon_state(dir.path(), &proc), None);
+        let state = Path::new("/work dir/.state/watch-state.json");
+        publish_daemon(dir.path(), me, start, state).unwrap();
+        assert_eq!(
+            running_daemon_state(dir.path(), &proc).as_deref(),
+            Some(state)
+        );
+        // The same PID with another start time: a reused PID, not the daemon.
+        publish_daemon(dir.path(), me, start + 1, state).unwrap();
+        assert_eq!(running_daemon_state(dir.path(), &proc), None);
+        std::fs::write(dir.path().join(DAEMON_FILE), "garbage\n").unwrap();
+        assert_eq!(running_daemon_state(dir.path(), &proc), None);
     }
 
     #[test]
