@@ -15,9 +15,12 @@
 # install-edge.sh. The service itself runs only in the systemd VM tier
 # (xtask/vm/scenarios/systemd/deb.sh).
 #
-# The chroot is a debootstrap'd bookworm (minbase + systemd + procps, 30 s) cached in
-# $FFRTMP_DEB_CHROOT (default /var/cache/ffrtmp-ci/deb-chroot); each run works on a copy
-# in /var/tmp and removes it. No mounts are made; policy-rc.d forbids every start.
+# The chroot is a Debian 12 root with systemd and procps: $FFRTMP_DEB_CHROOT (`cargo xtask
+# deb --chroot-test` passes the systemd VM tier's bookworm root, xtask/vm/build-rootfs.sh's
+# tree/), else a debootstrap'd bookworm (minbase + systemd + procps, 30 s; packages from
+# apt's archive when an earlier run fetched them) made in $FFRTMP_CI_CACHE/deb-chroot
+# (default /var/cache/ffrtmp-ci). Each run works on a copy in /var/tmp and removes it; the
+# base is never changed. No mounts are made; policy-rc.d forbids every start.
 # Exit 0 when every check passed.
 set -euo pipefail
 
@@ -28,15 +31,16 @@ V1=$(dpkg-deb -f "$DEB1" Version) V2=$(dpkg-deb -f "$DEB2" Version)
 dpkg --compare-versions "$V2" gt "$V1" || { echo "chroot-test: $V2 does not sort after $V1" >&2; exit 1; }
 HERE=$(cd "$(dirname "$0")" && pwd)
 CHECKOUT=$(cd "$HERE/../.." && pwd)
-BASE=${FFRTMP_DEB_CHROOT:-/var/cache/ffrtmp-ci/deb-chroot}
+BASE=${FFRTMP_DEB_CHROOT:-${FFRTMP_CI_CACHE:-/var/cache/ffrtmp-ci}/deb-chroot}
 UNIT=ffrtmp-watch.service
 
 if [[ ! -x $BASE/usr/bin/systemctl || ! -x $BASE/bin/kill ]]; then
     echo "chroot-test: debootstrap bookworm into $BASE" >&2
-    mkdir -p "$(dirname "$BASE")/debootstrap-debs"
+    ARCHIVE=$(eval "$(apt-config shell A Dir::Cache::archives/d)"; echo "${A:-/var/cache/apt/archives/}")
+    mkdir -p "$(dirname "$BASE")" "$ARCHIVE"
     rm -rf --one-file-system "$BASE" "$BASE.tmp"
     debootstrap --variant=minbase --include=systemd,procps \
-        --cache-dir="$(dirname "$BASE")/debootstrap-debs" bookworm "$BASE.tmp" http://deb.debian.org/debian \
+        --cache-dir="${ARCHIVE%/}" bookworm "$BASE.tmp" http://deb.debian.org/debian \
         >"$BASE.debootstrap.log" 2>&1 || { tail -n 20 "$BASE.debootstrap.log" >&2; exit 1; }
     mv "$BASE.tmp" "$BASE"
 fi
@@ -45,6 +49,9 @@ trap 'rm -rf --one-file-system "$WORK"' EXIT
 R=$WORK/root
 cp -a "$BASE" "$R"
 cp "$DEB1" "$R/tmp/old.deb"; cp "$DEB2" "$R/tmp/new.deb"
+# The package's files are checked as a default dpkg installs them: a root trimmed for size
+# (the VM images exclude /usr/share/man and docs) gets its path-excludes dropped in the copy.
+grep -l '^path-exclude' "$R"/etc/dpkg/dpkg.cfg.d/* 2>/dev/null | xargs -r rm -f
 printf '#!/bin/sh\nexit 101\n' >"$R/usr/sbin/policy-rc.d"; chmod 755 "$R/usr/sbin/policy-rc.d"
 
 FAILS=0 N=0

@@ -6,7 +6,7 @@
 //! manifests (docs/fleet.md, "Checks").
 //!
 //! Root (BPF, cgroups); fleet.sh fetches promtool and kubernetes-validate the first time
-//! (apt, PyPI) into /var/cache/ffrtmp-ci.
+//! (apt, PyPI) into $FFRTMP_CI_CACHE (default /var/cache/ffrtmp-ci).
 
 mod support;
 #[macro_use]

@@ -22,10 +22,12 @@
 #   per_command daemon. Histogram families stand for their _bucket, _sum and _count.
 #
 # Needs root the first time (apt, /var/cache): it fetches promtool from Debian's
-# `prometheus` package without installing it (apt-get download + dpkg-deb -x: no server,
-# no user, no unit) and kubernetes-validate from PyPI into a venv, both cached under
-# $FFRTMP_CI_CACHE (default /var/cache/ffrtmp-ci). A second run reuses the cache and makes
-# no network access. Optional: FFRTMP_BIN=path/to/ffrtmp also runs `ffrtmp config check`
+# `prometheus` package without installing it (apt-get download into apt's archive of
+# downloaded .debs + dpkg-deb -x: no server, no user, no unit) and kubernetes-validate from
+# PyPI into a venv (pip's wheel cache keeps the downloads), both made under
+# $FFRTMP_CI_CACHE (default /var/cache/ffrtmp-ci). A second run reuses that and makes no
+# network access; an empty $FFRTMP_CI_CACHE (CI's) is made again from the two package
+# managers' caches. Optional: FFRTMP_BIN=path/to/ffrtmp also runs `ffrtmp config check`
 # on the watch config inside the Kubernetes ConfigMap.
 # Exit status: 0 all checks passed, 1 a check failed, 2 usage or setup error.
 set -euo pipefail
@@ -64,6 +66,34 @@ mkdir -p "$CACHE" || setup_die "cannot create $CACHE (run as root, or set FFRTMP
 # --- promtool, from Debian's prometheus package, never installed -------------------------
 APT_OPTS=(-o DPkg::Lock::Timeout=600 -q)
 PROMTOOL=""
+# prometheus_deb: the candidate prometheus package in apt's archive of downloaded .debs (the
+# one cache kept across runs, by content): taken from there when an earlier run fetched it
+# (same SHA256 as the lists say), else downloaded into it. Prints its path.
+prometheus_deb() {
+    local A= ver sum file tmp f
+    eval "$(apt-config shell A Dir::Cache::archives/d)"
+    A=${A:-/var/cache/apt/archives/}; A=${A%/}
+    ver=$(apt-cache policy prometheus 2>/dev/null | awk '/Candidate:/ {print $2}')
+    [[ -n $ver && $ver != "(none)" ]] || return 1
+    sum=$(apt-cache show "prometheus=$ver" 2>/dev/null | awk '/^SHA256:/ {print $2; exit}')
+    file=$(apt-cache show "prometheus=$ver" 2>/dev/null | awk '/^Filename:/ {print $2; exit}')
+    [[ -n $sum && -n $file ]] || return 1
+    file=$A/${file##*/}
+    if [[ -f $file ]] && sha256sum "$file" | grep -q "^$sum "; then
+        say "prometheus $ver: from apt's archive" >&2
+        echo "$file"; return 0
+    fi
+    mkdir -p "$A"
+    tmp=$(mktemp -d "$A/.ffrtmp-fetch.XXXXXX")
+    # As root apt-get downloads unsandboxed (the _apt user cannot write here).
+    (cd "$tmp" && apt-get "${APT_OPTS[@]}" -o APT::Sandbox::User=root download "prometheus=$ver" >&2) \
+        || { rm -rf "$tmp"; return 1; }
+    f=$(find "$tmp" -maxdepth 1 -name 'prometheus_*.deb' | head -n1)
+    [[ -n $f ]] && sha256sum "$f" | grep -q "^$sum " \
+        || { rm -rf "$tmp"; setup_die "the downloaded prometheus package does not match the lists' SHA256"; }
+    mv -f "$f" "$file"; rm -rf "$tmp"
+    echo "$file"
+}
 install_promtool() {
     local dir=$CACHE/prometheus stamp=$CACHE/prometheus/extracted
     if [[ -f $stamp && -x $dir/root/usr/bin/promtool ]] \
@@ -72,25 +102,16 @@ install_promtool() {
         say "promtool: cached ($(cat "$stamp"))"
         return
     fi
-    mkdir -p "$dir/debs"
-    # apt-get download writes into the current directory; as root it downloads unsandboxed
-    # (the _apt user cannot write here), which is what we want for a root-owned cache.
-    local out
-    if ! out=$(cd "$dir/debs" && apt-get "${APT_OPTS[@]}" -o APT::Sandbox::User=root download prometheus 2>&1); then
-        say "apt-get download prometheus failed (${out##*$'\n'}); running apt-get update"
-        apt-get "${APT_OPTS[@]}" update >/dev/null || setup_die "apt-get update failed"
-        (cd "$dir/debs" && apt-get "${APT_OPTS[@]}" -o APT::Sandbox::User=root download prometheus) \
-            || setup_die "apt-get download prometheus failed after apt-get update"
-    fi
     local deb
-    deb=$(ls -t "$dir"/debs/prometheus_*.deb 2>/dev/null | head -n1)
-    [[ -n $deb ]] || setup_die "no prometheus_*.deb in $dir/debs after apt-get download"
+    deb=$(prometheus_deb) || {
+        say "prometheus is not in apt's lists; running apt-get update"
+        apt-get "${APT_OPTS[@]}" update >/dev/null || setup_die "apt-get update failed"
+        deb=$(prometheus_deb) || setup_die "apt-get download prometheus failed after apt-get update"
+    }
     rm -rf "$dir/root.new" && mkdir -p "$dir/root.new"
     dpkg-deb -x "$deb" "$dir/root.new" || setup_die "dpkg-deb -x $deb failed"
     [[ -x $dir/root.new/usr/bin/promtool ]] || setup_die "$deb has no usr/bin/promtool"
     rm -rf "$dir/root" && mv "$dir/root.new" "$dir/root"
-    # Only the newest package is kept.
-    find "$dir/debs" -name 'prometheus_*.deb' ! -path "$deb" -delete
     basename "$deb" >"$stamp"
     PROMTOOL=$dir/root/usr/bin/promtool
     say "promtool: extracted from $(basename "$deb")"

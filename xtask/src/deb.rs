@@ -27,8 +27,10 @@
 //! reason, in `deployment/debian/lintian-overrides`) and its maintainer scripts by
 //! shellcheck. With `--chroot-test`, a second build `<version>+test2` and the first are
 //! installed, upgraded, removed and purged in a throw-away Debian chroot
-//! (`deployment/debian/chroot-test.sh`); the systemd VM tier does the same with the service
-//! running (`xtask/vm/scenarios/systemd/deb.sh`, packages from `vm_packages`).
+//! (`deployment/debian/chroot-test.sh`, in a copy of the systemd VM tier's Debian 12 root);
+//! the systemd VM tier does the same with the service running
+//! (`xtask/vm/scenarios/systemd/deb.sh`). `cargo xtask test` builds the two packages once
+//! (`test_packages`) for both.
 //!
 //! `SOURCE_DATE_EPOCH` (default: the time of the last commit) sets the changelog date and
 //! clamps the mtimes in the archive, so the same tree gives the same package.
@@ -99,7 +101,7 @@ pub fn deb(args: &[String]) -> Result<()> {
         version: None,
         lintian: false,
     };
-    let mut chroot_test = false;
+    let mut with_chroot = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| {
@@ -111,7 +113,7 @@ pub fn deb(args: &[String]) -> Result<()> {
             "--out" => o.out = Some(value("--out")?.into()),
             "--version" => o.version = Some(value("--version")?),
             "--lintian" => o.lintian = true,
-            "--chroot-test" => chroot_test = true,
+            "--chroot-test" => with_chroot = true,
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return Ok(());
@@ -131,7 +133,7 @@ pub fn deb(args: &[String]) -> Result<()> {
     if o.lintian {
         check(&deb)?;
     }
-    if chroot_test {
+    if with_chroot {
         // A second, newer build to upgrade to, then deployment/debian/chroot-test.sh.
         let v = o.version.clone().unwrap_or(cargo_version(&repo_root())?);
         let lintian = o.lintian;
@@ -142,21 +144,46 @@ pub fn deb(args: &[String]) -> Result<()> {
         if lintian {
             check(&newer)?;
         }
-        if !is_root() {
-            bail!("--chroot-test needs root (chroot, dpkg inside it): sudo -E cargo xtask deb --chroot-test");
-        }
-        ensure_tool("debootstrap", "debootstrap")?;
-        run(
-            Command::new(repo_root().join("deployment/debian/chroot-test.sh"))
-                .arg(&deb)
-                .arg(&newer),
-        )?;
+        chroot_test(&deb, &newer)?;
     }
     Ok(())
 }
 
-/// The two packages the systemd VM tier installs (`scenarios/systemd/deb.sh`): the default
-/// build and `<version>+test2`, a newer one for the upgrade scenario. Both in target/debian.
+/// What `cargo xtask test` does with the package, once: the default build and
+/// `<version>+test2` (a newer one to upgrade to), both checked by lintian and tried in the
+/// chroot. The systemd VM tier installs the same two files (`scenarios/systemd/deb.sh`).
+pub fn test_packages() -> Result<[PathBuf; 2]> {
+    let opts = |version: Option<String>| Opts {
+        out: None,
+        version,
+        lintian: true,
+    };
+    let first = build(&opts(None))?;
+    check(&first)?;
+    let v2 = format!("{}{VM_UPGRADE_SUFFIX}", cargo_version(&repo_root())?);
+    let second = build(&opts(Some(v2)))?;
+    check(&second)?;
+    chroot_test(&first, &second)?;
+    Ok([first, second])
+}
+
+/// `deployment/debian/chroot-test.sh OLD NEW` in a copy of the systemd VM tier's Debian 12
+/// root (one bookworm root for both: `xtask/vm/build-rootfs.sh`, cached).
+fn chroot_test(old: &Path, new: &Path) -> Result<()> {
+    if !is_root() {
+        bail!("--chroot-test needs root (chroot, dpkg inside it): sudo -E cargo xtask deb --chroot-test");
+    }
+    let tree = crate::vm::rootfs_tree("bookworm")?;
+    run(
+        Command::new(repo_root().join("deployment/debian/chroot-test.sh"))
+            .arg(old)
+            .arg(new)
+            .env("FFRTMP_DEB_CHROOT", tree),
+    )
+}
+
+/// The two packages the systemd VM tier installs when it runs on its own (`cargo xtask
+/// vm-test`): the default build and `<version>+test2`. Both in target/debian.
 pub fn vm_packages() -> Result<[PathBuf; 2]> {
     let first = build(&Opts {
         out: None,

@@ -51,6 +51,12 @@ pub fn build(args: &[String]) -> Result<()> {
             other => bail!("unknown option {other:?} (accepted: --install)"),
         }
     }
+    // Built once per xtask run: `test` reaches it from several steps (set-up, the VM
+    // tier, the package), and each would print and run the same no-op build again.
+    static BUILT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if BUILT.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
     let root = workspace_root();
     let route = prepare(install)?;
     let ebpf_dir = root.join("ffrtmp-ebpf");
@@ -87,6 +93,7 @@ pub fn build(args: &[String]) -> Result<()> {
         .with_context(|| format!("the build succeeded but {} is missing", obj.display()))?
         .len();
     println!("xtask: eBPF object: {} ({size} bytes)", obj.display());
+    BUILT.store(true, std::sync::atomic::Ordering::Relaxed);
     println!("xtask: now rebuild the agent to embed it: cargo build --release -p ffrtmp");
     Ok(())
 }

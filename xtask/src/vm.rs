@@ -121,6 +121,35 @@ fn parse(args: &[String]) -> Result<Option<Opts>> {
     Ok(Some(o))
 }
 
+impl Opts {
+    /// Every --kernel and --distro names a row of the matrix.
+    fn check(&self, rows: &[Row]) -> Result<()> {
+        for k in &self.kernels {
+            if !rows.iter().any(|r| &r.series == k) {
+                bail!(
+                    "--kernel {k}: not a series of xtask/vm/kernels.txt (known: {})",
+                    rows.iter()
+                        .map(|r| r.series.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
+        }
+        for d in &self.distros {
+            if !rows.iter().any(|r| r.rootfs.as_deref() == Some(d)) {
+                bail!(
+                    "--distro {d}: no row of xtask/vm/kernels.txt has rootfs {d} (known: {})",
+                    rows.iter()
+                        .filter_map(|r| r.rootfs.as_deref())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One row of `xtask/vm/kernels.txt`.
 struct Row {
     series: String,
@@ -191,65 +220,138 @@ pub fn vm_test(args: &[String]) -> Result<()> {
         eprintln!("SKIPPED vm-test: {why}");
         return Ok(());
     }
-    let root = repo_root();
-    let vm = root.join("xtask/vm");
-    let out = root.join("target/vm");
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let t0 = Instant::now();
-    let rows = matrix(&vm)?;
-    for k in &opts.kernels {
-        if !rows.iter().any(|r| &r.series == k) {
-            bail!(
-                "--kernel {k}: not a series of xtask/vm/kernels.txt (known: {})",
-                rows.iter()
-                    .map(|r| r.series.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            );
-        }
+    let rows = matrix(&repo_root().join("xtask/vm"))?;
+    opts.check(&rows)?;
+    let suites: Vec<String> = if opts.capabilities {
+        vec![opts.distros.first().cloned().unwrap_or("bookworm".into())]
+    } else if opts.systemd {
+        rows.iter()
+            .filter_map(|r| r.rootfs.clone())
+            .filter(|s| opts.distros.is_empty() || opts.distros.contains(s))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let prepared = prepare(&suites)?;
+    if opts.capabilities {
+        return capabilities(&suites[0], t0);
     }
-    for d in &opts.distros {
-        if !rows.iter().any(|r| r.rootfs.as_deref() == Some(d)) {
-            bail!(
-                "--distro {d}: no row of xtask/vm/kernels.txt has rootfs {d} (known: {})",
-                rows.iter()
-                    .filter_map(|r| r.rootfs.as_deref())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            );
-        }
-    }
+    tiers(&opts, &prepared, None)
+}
 
+/// What `cargo xtask test` runs: both tiers on the whole matrix, with the packages it built.
+pub fn test_tiers(prepared: &Prepared, packages: &[PathBuf; 2]) -> Result<()> {
+    let opts = parse(&[])?.expect("no --help");
+    tiers(&opts, prepared, Some(packages))
+}
+
+/// What the tiers boot, made once: the host tools (qemu, debootstrap…), every kernel of the
+/// matrix, and the root filesystem of each distribution asked for (also the package
+/// tests' chroot), each from its cache in `$FFRTMP_VM_CACHE` when there.
+pub struct Prepared {
+    /// (series, vmlinuz) of every kernel of the matrix.
+    kernels: Vec<(String, String)>,
+    secs: u64,
+}
+
+pub fn prepare(suites: &[String]) -> Result<Prepared> {
+    let t = Instant::now();
+    let vm = repo_root().join("xtask/vm");
     run(&mut Command::new(vm.join("setup-host.sh")))?;
     let kernels = fetch_kernels(&vm)?;
-    crate::ebpf::build(&["--install".to_string()])?;
-
-    if opts.capabilities {
-        let suite = opts.distros.first().map_or("bookworm", String::as_str);
-        let bin = build_release(&root)?;
-        let payload = stage_payload(&root, &out, "capabilities", "capabilities", &bin)?;
-        run(Command::new(vm.join("run-systemd.sh"))
-            .arg(&payload)
-            .arg(SYSTEMD_TIMEOUT.to_string())
-            .env("FFRTMP_VM_SUITE", suite))?;
-        let caps = std::fs::read_to_string(payload.join("out/caps.txt")).unwrap_or_default();
-        println!(
-            "\n=== capability probe, {} ({} s)",
-            distro_name(suite),
-            t0.elapsed().as_secs()
-        );
-        for l in caps.lines().filter(|l| {
-            l.starts_with("CAPS ") || l.starts_with("SCOPE ") || l.contains("exposure level")
-        }) {
-            println!("{l}");
-        }
-        println!("(full report: {})", payload.join("out").display());
-        return Ok(());
+    for suite in suites {
+        rootfs_image(suite)?;
     }
-    let setup_secs = t0.elapsed().as_secs();
+    crate::ebpf::build(&["--install".to_string()])?;
+    Ok(Prepared {
+        kernels,
+        secs: t.elapsed().as_secs(),
+    })
+}
 
+/// The distributions of the systemd tier (the `rootfs` column of kernels.txt).
+pub fn rootfs_suites() -> Result<Vec<String>> {
+    Ok(matrix(&repo_root().join("xtask/vm"))?
+        .into_iter()
+        .filter_map(|r| r.rootfs)
+        .collect())
+}
+
+/// `build-rootfs.sh` for one distribution (cached: a second call finds the image): its path.
+fn rootfs_image(suite: &str) -> Result<PathBuf> {
+    let mut cmd = Command::new(repo_root().join("xtask/vm/build-rootfs.sh"));
+    cmd.env("FFRTMP_VM_SUITE", suite).stderr(Stdio::inherit());
+    eprintln!("+ FFRTMP_VM_SUITE={suite} {}", show(&cmd));
+    let o = cmd.output().context("cannot run build-rootfs.sh")?;
+    if !o.status.success() {
+        bail!("`{}` failed with {}", show(&cmd), o.status);
+    }
+    let image = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    if image.is_empty() {
+        bail!("build-rootfs.sh printed no image path");
+    }
+    Ok(PathBuf::from(image))
+}
+
+/// The root of a distribution's systemd-tier image as a directory (`tree/` beside the
+/// image), for the Debian package's chroot test: one root per distribution.
+pub fn rootfs_tree(suite: &str) -> Result<PathBuf> {
+    run(&mut Command::new(
+        repo_root().join("xtask/vm/setup-host.sh"),
+    ))?;
+    let image = rootfs_image(suite)?;
+    let tree = image.with_file_name("tree");
+    if !tree.join("usr/bin/systemctl").exists() {
+        bail!(
+            "{} has no usr/bin/systemctl: an image built before the tree was kept; rebuild it with FFRTMP_VM_REBUILD=1",
+            tree.display()
+        );
+    }
+    Ok(tree)
+}
+
+/// `--capabilities`: the capability probe of ffrtmp-watch.service on one distribution.
+fn capabilities(suite: &str, t0: Instant) -> Result<()> {
+    let root = repo_root();
+    let vm = root.join("xtask/vm");
+    let out = out_dir(&root)?;
+    let bin = build_release(&root)?;
+    let payload = stage_payload(&root, &out, "capabilities", "capabilities", &bin)?;
+    run(Command::new(vm.join("run-systemd.sh"))
+        .arg(&payload)
+        .arg(SYSTEMD_TIMEOUT.to_string())
+        .env("FFRTMP_VM_SUITE", suite))?;
+    let caps = std::fs::read_to_string(payload.join("out/caps.txt")).unwrap_or_default();
+    println!(
+        "\n=== capability probe, {} ({} s)",
+        distro_name(suite),
+        t0.elapsed().as_secs()
+    );
+    for l in caps.lines().filter(|l| {
+        l.starts_with("CAPS ") || l.starts_with("SCOPE ") || l.contains("exposure level")
+    }) {
+        println!("{l}");
+    }
+    println!("(full report: {})", payload.join("out").display());
+    Ok(())
+}
+
+fn out_dir(root: &Path) -> Result<PathBuf> {
+    let out = root.join("target/vm");
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    Ok(out)
+}
+
+/// The quick and systemd tiers, one VM at a time, then the summary (per VM, per tier).
+fn tiers(opts: &Opts, prepared: &Prepared, packages: Option<&[PathBuf; 2]>) -> Result<()> {
+    let root = repo_root();
+    let vm = root.join("xtask/vm");
+    let out = out_dir(&root)?;
+    let t0 = Instant::now();
+    let rows = matrix(&vm)?;
     let mut groups = Vec::new();
-    let mut times = vec![format!("setup {setup_secs} s")];
+    let mut times = vec![format!("set-up {} s", prepared.secs)];
     if opts.quick {
         let t = Instant::now();
         let built = build_tests(&root)?;
@@ -259,7 +361,8 @@ pub fn vm_test(args: &[String]) -> Result<()> {
             .iter()
             .filter(|r| opts.kernels.is_empty() || opts.kernels.contains(&r.series))
         {
-            let vmlinuz = kernels
+            let vmlinuz = prepared
+                .kernels
                 .iter()
                 .find(|(s, _)| s == &r.series)
                 .map(|(_, v)| v.clone())
@@ -282,12 +385,16 @@ pub fn vm_test(args: &[String]) -> Result<()> {
     if opts.systemd {
         let t = Instant::now();
         let bin = build_release(&root)?;
+        let packages = match packages {
+            Some(p) => p.clone(),
+            None => crate::deb::vm_packages()?,
+        };
         let mut per = Vec::new();
         for suite in rows.iter().filter_map(|r| r.rootfs.as_ref()) {
             if !opts.distros.is_empty() && !opts.distros.contains(suite) {
                 continue;
             }
-            let g = systemd_tier(&root, &vm, &out, &bin, suite)?;
+            let g = systemd_tier(&root, &vm, &out, &bin, &packages, suite)?;
             per.push(format!("{suite} {} s", g.secs));
             groups.push(g);
         }
@@ -301,7 +408,7 @@ pub fn vm_test(args: &[String]) -> Result<()> {
     println!(
         "\n=== vm-test summary ({}; total {} s)",
         times.join("; "),
-        t0.elapsed().as_secs()
+        t0.elapsed().as_secs() + prepared.secs
     );
     for g in &groups {
         println!("--- {} ({} s)", g.title, g.secs);
@@ -420,7 +527,14 @@ fn quick_tier(vm: &Path, out: &Path, built: &Built, series: &str, vmlinuz: &str)
 }
 
 /// The systemd tier on one distribution: the scenarios of `scenarios/systemd/run.sh`.
-fn systemd_tier(root: &Path, vm: &Path, out: &Path, bin: &Path, suite: &str) -> Result<Group> {
+fn systemd_tier(
+    root: &Path,
+    vm: &Path,
+    out: &Path,
+    bin: &Path,
+    packages: &[PathBuf; 2],
+    suite: &str,
+) -> Result<Group> {
     let t = Instant::now();
     let payload = stage_payload(root, out, &format!("systemd-{suite}"), "systemd", bin)?;
     // The Debian package scenarios (scenarios/systemd/deb.sh): two builds, the second one
@@ -429,9 +543,9 @@ fn systemd_tier(root: &Path, vm: &Path, out: &Path, bin: &Path, suite: &str) -> 
         &root.join("xtask/vm/scenarios/systemd/deb.sh"),
         &payload.join("deb.sh"),
     )?;
-    for deb in crate::deb::vm_packages()? {
+    for deb in packages {
         let name = deb.file_name().context("package path")?.to_owned();
-        copy(&deb, &payload.join("repo/target/debian").join(name))?;
+        copy(deb, &payload.join("repo/target/debian").join(name))?;
     }
     let mut cmd = Command::new(vm.join("run-systemd.sh"));
     cmd.arg(&payload)

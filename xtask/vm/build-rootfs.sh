@@ -8,8 +8,12 @@
 #   FFRTMP_VM_ROOTFS_SIZE=2G      minimum image size (grown if the tree needs more)
 #   FFRTMP_VM_REBUILD=1           rebuild even if cached
 # The cache key hashes the suite, the package list, the kernel package and this script; the
-# two newest images of each suite are kept.
-# stdout: the image path (only that). Next to it: vmlinuz (symlink), packages.txt, key.txt, suite.
+# two newest images of each suite are kept. Packages come from apt's archive when an earlier
+# run fetched them (debootstrap's --cache-dir and the rootfs's own apt both use it), so a
+# fresh $FFRTMP_VM_CACHE rebuilds without downloading again.
+# stdout: the image path (only that). Next to it: tree/ (the same root as a directory: the
+# package tests' chroot, deployment/debian/chroot-test.sh, copies it), vmlinuz (symlink),
+# packages.txt, key.txt, suite.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need_root
@@ -38,22 +42,28 @@ fi
 build() {
     [[ -f $dest/rootfs.img && ${FFRTMP_VM_REBUILD:-0} != 1 ]] && return 0  # built while we waited
     local b="$RDIR/.build-$key" t0=$SECONDS
-    local root="$b/root"
-    umount_all() { umount -R "$root/proc" "$root/sys" 2>/dev/null || true; }
+    local root="$b/tree" archive
+    archive=$(apt_archive)
+    umount_all() {
+        umount -R "$root/proc" "$root/sys" 2>/dev/null || true
+        umount "$root/var/cache/apt/archives" 2>/dev/null || true
+    }
     cleanup() { umount_all; rm -rf --one-file-system "$b"; }
     trap cleanup EXIT
     cleanup
     mkdir -p "$root"
 
     log "debootstrap $ROOTFS_SUITE minbase into $root"
-    mkdir -p "$FFRTMP_VM_CACHE/debootstrap-debs/$ROOTFS_SUITE"
-    debootstrap --variant=minbase --cache-dir="$FFRTMP_VM_CACHE/debootstrap-debs/$ROOTFS_SUITE" \
+    mkdir -p "$archive"
+    debootstrap --variant=minbase --cache-dir="$archive" \
         "$ROOTFS_SUITE" "$root" "$DEBIAN_MIRROR" >"$b/debootstrap.log" 2>&1 \
         || { tail -n 30 "$b/debootstrap.log" >&2; die "debootstrap failed (log above)"; }
     log "debootstrap done ($((SECONDS - t0)) s)"
 
     mount -t proc proc "$root/proc"
     mount -t sysfs sysfs "$root/sys"
+    # The rootfs's apt downloads into (and takes from) the host's archive.
+    mount --bind "$archive" "$root/var/cache/apt/archives"
     cat >"$root/etc/apt/sources.list" <<SRC
 deb $DEBIAN_MIRROR $ROOTFS_SUITE main
 deb $DEBIAN_MIRROR $ROOTFS_SUITE-updates main
@@ -75,10 +85,11 @@ CFG
     in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
         DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 "$@"; }
     { in_root apt-get -q update && \
-      in_root apt-get -q install -y --no-install-recommends "${PKGS[@]}" "${kdebs[@]}"; } \
+      in_root apt-get -q -o APT::Sandbox::User=root install -y --no-install-recommends "${PKGS[@]}" "${kdebs[@]}"; } \
         >"$b/apt.log" 2>&1 || { tail -n 30 "$b/apt.log" >&2; die "package install in the rootfs failed (log above)"; }
     log "packages installed ($((SECONDS - t0)) s)"
 
+    umount "$root/var/cache/apt/archives"
     configure_rootfs "$root" "$key"
     in_root apt-get clean
     rm -rf "$root"/var/lib/apt/lists/* "$root/tmp/kernel" "$root/usr/sbin/policy-rc.d"
@@ -93,7 +104,6 @@ CFG
     truncate -s "${size_mb}M" "$b/rootfs.img"
     mkfs.ext4 -q -F -L ffrtmp-root -d "$root" "$b/rootfs.img" >&2 \
         || die "mkfs.ext4 -d failed (e2fsprogs >= 1.43 needed for -d)"
-    rm -rf --one-file-system "$root"
     chmod 0444 "$b/rootfs.img"
     echo "$key" >"$b/key.txt"
     echo "$ROOTFS_SUITE" >"$b/suite"

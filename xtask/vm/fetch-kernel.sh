@@ -13,6 +13,7 @@
 #   FFRTMP_VM_KERNEL=<package>  use exactly this package (must be in the kernel suites' lists;
 #                               with a SERIES argument or FFRTMP_VM_KERNEL_SERIES, for that series)
 #   FFRTMP_VM_OFFLINE=1         no network: the kernel cached last for each series
+# The .debs come from apt's archive when an earlier run fetched them (lib.sh archive_fetch).
 # Cache: $FFRTMP_VM_CACHE/kernel/<package>_<version>/ (debs/, root/ unpacked, vmlinuz link,
 # vmlinux uncompressed, release, series) and kernel/series-<SERIES> -> the entry in use. An
 # apt failure with a cached kernel for the series falls back to it (with a warning).
@@ -97,8 +98,8 @@ fetch_entry() {
     mkdir -p "$tmp/debs"
     bin=$(kapt_cache show "$pkg=$ver" 2>/dev/null | awk '/^Depends:/ {print; exit}' \
         | grep -o 'linux-binary-[^ ,(]*' | head -n1 || true)
-    if ! (cd "$tmp/debs" && kapt_get -o APT::Sandbox::User=root download "$pkg=$ver" ${bin:+"$bin=$ver"} >&2); then
-        rm -rf "$tmp"; log "warning: apt-get download $pkg=$ver ${bin:+$bin=$ver} failed"; return 1
+    if ! archive_fetch kapt_cache kapt_get "$tmp/debs" "$pkg=$ver" ${bin:+"$bin=$ver"}; then
+        rm -rf "$tmp"; log "warning: fetching $pkg=$ver ${bin:+$bin=$ver} failed"; return 1
     fi
     for d in "$tmp"/debs/*.deb; do dpkg-deb -x "$d" "$tmp/root"; done
     vmlinuz=$(cd "$tmp" && find root/boot root/usr/lib/modules -maxdepth 2 \( -name 'vmlinuz-*' -o -name vmlinuz \) -type f 2>/dev/null | head -n1)

@@ -83,6 +83,49 @@ apt_private_update() {
     touch "$stamp"
 }
 
+# --- apt's archive of downloaded .debs: the one download cache reused across runs --------
+# Everything else under $FFRTMP_VM_CACHE is made by these scripts and may be thrown away
+# (CI starts every run with an empty one). Packages are kept by content, as apt keeps them:
+# <name>_<version>_<arch>.deb, checked against the SHA256 of the package lists.
+apt_archive() {
+    local A=
+    eval "$(apt-config shell A Dir::Cache::archives/d)"
+    A=${FFRTMP_APT_ARCHIVE:-${A:-/var/cache/apt/archives/}}
+    echo "${A%/}"
+}
+
+# archive_fetch APT-CACHE APT-GET DEST PKG=VER...: each package from the archive when an
+# earlier run fetched it (same SHA256), else downloaded into it; then linked into DEST.
+# APT-CACHE and APT-GET are the functions that read the right lists (apt_cache_private,
+# kapt_cache...). Fails (1) when a download fails.
+archive_fetch() {
+    local show=$1 get=$2 dest=$3 spec file sum arch tmp f
+    shift 3
+    arch=$(apt_archive)
+    mkdir -p "$arch" "$dest"
+    for spec in "$@"; do
+        read -r file sum < <("$show" show "$spec" 2>/dev/null | awk '
+            /^Filename:/ {f = $2} /^SHA256:/ {s = $2}
+            /^$/ && f {print f, s; done = 1; exit}
+            END {if (!done && f) print f, s}') || true
+        [[ -n ${file:-} && -n ${sum:-} ]] || die "$spec: no Filename and SHA256 in the package lists"
+        file=${file##*/}
+        if [[ -f $arch/$file ]] && sha256sum "$arch/$file" | grep -q "^$sum "; then
+            log "$file: from apt's archive ($arch)"
+        else
+            tmp=$(mktemp -d "$arch/.ffrtmp-fetch.XXXXXX")
+            if ! (cd "$tmp" && "$get" -o APT::Sandbox::User=root download "$spec" >&2); then
+                rm -rf "$tmp"; log "warning: apt-get download $spec failed"; return 1
+            fi
+            f=$(find "$tmp" -maxdepth 1 -name '*.deb' | head -n1)
+            [[ -n $f ]] && sha256sum "$f" | grep -q "^$sum " \
+                || { rm -rf "$tmp"; die "$spec: the downloaded file does not match the lists' SHA256"; }
+            mv -f "$f" "$arch/$file"; rm -rf "$tmp"
+        fi
+        ln -f "$arch/$file" "$dest/$file" 2>/dev/null || cp "$arch/$file" "$dest/$file"
+    done
+}
+
 # --- the test matrix (kernels.txt) and the kernels' private apt lists --------------------
 KERNELS_TXT="$VM_DIR/kernels.txt"
 
