@@ -46,6 +46,8 @@ fn main() {
         .unwrap_or(300);
     let root = own_root();
     let placer = Placer::new(detect().unwrap(), root.clone(), ProcFs::system());
+    // The backend alone, for the steps of one placement timed one by one.
+    let steps = detect().unwrap();
     let report = placer.prepare_root();
     let limits = Limits {
         cpu_quota: Some(200),
@@ -69,13 +71,13 @@ fn main() {
         let pinned = placer.proc().pin(pid).unwrap();
         let cg = placer.cgroup_of(&format!("bench-{pid}"));
         let t0 = Instant::now();
-        placer.backend().create(&cg).unwrap();
+        steps.create(&cg).unwrap();
         let t1 = Instant::now();
-        for (label, r) in placer.backend().apply_limits(&cg, &limits) {
+        for (label, r) in steps.apply_limits(&cg, &limits) {
             r.unwrap_or_else(|e| panic!("{label}: {e}"));
         }
         let t2 = Instant::now();
-        placer.backend().move_process(&cg, pid).unwrap();
+        steps.move_process(&cg, pid).unwrap();
         let t3 = Instant::now();
         placer.verify(&pinned, &cg).unwrap();
         let t4 = Instant::now();
@@ -89,23 +91,19 @@ fn main() {
     let mut fast = vec![];
     for k in &kids {
         let pid = k.id();
-        placer.refill_spares(std::iter::once(&limits));
+        let spare = placer.make_spares(&limits, 1).pop();
         let pinned = placer.proc().pin(pid).unwrap();
         let spec = JobSpec {
-            job_id: format!("bench2-{pid}"),
+            job_id: ffrtmp::job::JobId::named(&format!("bench2-{pid}")).unwrap(),
             command: "sleep".into(),
             limits: limits.clone(),
         };
         let t = Instant::now();
-        let pl = placer.place(&pinned, &spec).unwrap();
+        let pl = placer.place(&pinned, &spec, spare).unwrap();
         fast.push(t.elapsed());
-        assert_eq!(pl.cgroup, placer.cgroup_of(&spec.job_id));
+        assert_eq!(pl.cgroup, placer.cgroup_of(spec.job_id.as_str()));
     }
-    placer.drain_spares();
-    println!(
-        "{} ({n} placements, limits {limits})",
-        placer.backend().describe()
-    );
+    println!("{} ({n} placements, limits {limits})", placer.describe());
     for (name, v) in [
         ("create", &mut create),
         ("limits", &mut apply),
@@ -126,10 +124,10 @@ fn main() {
         let _ = k.wait();
     }
     std::thread::sleep(Duration::from_millis(200));
-    for name in placer.backend().children(&root).unwrap_or_default() {
-        let _ = placer.backend().remove(&format!("{root}/{name}"));
+    for name in steps.children(&root).unwrap_or_default() {
+        let _ = steps.remove(&format!("{root}/{name}"));
     }
-    let _ = placer.backend().remove(&root);
+    let _ = steps.remove(&root);
     for d in report.created.iter().rev() {
         let _ = std::fs::remove_dir(d);
     }

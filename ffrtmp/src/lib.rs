@@ -12,7 +12,10 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod durable;
 pub mod engine;
+pub mod exec;
+pub mod job;
 pub mod matcher;
 pub mod placer;
 pub mod process;

@@ -25,7 +25,7 @@ fn a_target_name_with_a_newline_is_a_config_error_naming_the_line() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    // serde_yaml reports the list the name is in (line 3).
+    // yaml_serde reports the list the name is in (line 3).
     assert!(err.contains(&format!("{}:3:", cfg.display())), "{err}");
     assert!(
         err.contains("target_commands") && err.contains("control character"),

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use ffrtmp::daemon::ScanRole;
 use ffrtmp::process::StopLedger;
+use ffrtmp::record::tally::Count;
 use ffrtmp::sources::SourceEvent;
 use logic_support::{real_state, wait_until, Harness, Start};
 
@@ -35,7 +36,7 @@ fn an_exec_notice_is_placed_with_its_limits_recorded_and_counted() {
         "only the configured limits are written"
     );
     assert_eq!(procs, [p.pid]);
-    assert!(wait_until(T, || h.with_telemetry(|t| t.jobs.contains_key(&p.pid))));
+    assert!(wait_until(T, || h.governs(p.pid)));
     assert!(wait_until(T, || h.state()["processes"][p.pid.to_string()]
         ["job_id"]
         == job.trim_start_matches("/ffrtmp/")));
@@ -45,15 +46,19 @@ fn an_exec_notice_is_placed_with_its_limits_recorded_and_counted() {
         "a non-target is never moved"
     );
     assert_eq!(h.backend.moves().len(), 1);
-    h.with_telemetry(|t| {
-        assert_eq!(t.placements["placed"], 1);
+    h.with_snapshot(|t| {
+        assert_eq!(t.tally.placements()["placed"], 1);
         assert_eq!(
-            t.exec_to_placed.count(),
+            t.tally.exec_to_placed.count(),
             1,
             "an exec event gives a latency sample"
         );
     });
-    assert_eq!(h.counters.execs()["ebpf"], 2, "both notices were taken");
+    assert_eq!(
+        h.with_snapshot(|t| t.execs.clone()),
+        vec![("ebpf", 2)],
+        "both notices were taken"
+    );
 }
 
 #[test]
@@ -139,7 +144,9 @@ fn strict_timeout_resumes_a_target_whose_placement_is_stuck() {
     );
     // The count reaches the record stage as a message after the resume.
     assert!(
-        wait_until(T, || h.with_telemetry(|t| t.strict_timeouts) == 1),
+        wait_until(T, || h
+            .with_snapshot(|t| t.tally.get(Count::StrictTimeouts))
+            == 1),
         "strict timeout not counted"
     );
     assert!(
@@ -209,12 +216,15 @@ fn a_retried_placement_is_not_doubled_by_a_scan_in_its_backoff() {
     assert!(wait_until(T, || h.state()["statistics"]
         ["total_attachments"]
         == 1));
-    assert!(wait_until(T, || h
-        .with_telemetry(|t| t.placements.get("placed") == Some(&1))));
-    h.with_telemetry(|t| {
-        assert_eq!(t.placements["placed"], 1);
-        assert_eq!(t.placements["retried"], 2);
-        assert_eq!(t.placements["failed"], 0);
+    assert!(wait_until(T, || h.with_snapshot(|t| t
+        .tally
+        .placements()
+        .get("placed")
+        == Some(&1))));
+    h.with_snapshot(|t| {
+        assert_eq!(t.tally.placements()["placed"], 1);
+        assert_eq!(t.tally.placements()["retried"], 2);
+        assert_eq!(t.tally.placements()["failed"], 0);
     });
 }
 
@@ -237,7 +247,7 @@ fn min_runtime_defers_the_placement() {
         t0.elapsed()
     );
     assert_eq!(
-        h.with_telemetry(|t| t.exec_to_placed.count()),
+        h.with_snapshot(|t| t.tally.exec_to_placed.count()),
         0,
         "the wait for min_runtime is not exec -> placed latency"
     );
@@ -257,7 +267,9 @@ fn drift_is_corrected_and_counted() {
     assert!(h.placed(&p, &job, T));
     p.set_cgroup("/system.slice/stream@a.service");
     assert!(h.placed(&p, &job, T), "not moved back");
-    assert!(wait_until(T, || h.with_telemetry(|t| t.drift_corrections) == 1));
+    assert!(wait_until(T, || h
+        .with_snapshot(|t| t.tally.get(Count::DriftCorrections))
+        == 1));
 }
 
 /// The record loop writes down outcomes (and runs chores) once placements pause, but
@@ -277,7 +289,7 @@ fn outcomes_are_written_down_without_a_pause_after_at_most_the_wait() {
         h.send(h.notice(&p));
         assert!(h.placed(&p, &Harness::job(&p), T));
         assert!(
-            wait_until(T, || h.with_telemetry(|t| t.jobs.contains_key(&p.pid))),
+            wait_until(T, || h.governs(p.pid)),
             "the placement was not written down"
         );
         assert!(wait_until(T, || h.state()["processes"][p.pid.to_string()].is_object()));
@@ -292,11 +304,11 @@ fn an_exit_ends_the_job_and_removes_its_cgroup() {
     h.send(h.notice(&p));
     let job = Harness::job(&p);
     assert!(h.placed(&p, &job, T));
-    assert!(wait_until(T, || h.with_telemetry(|t| t.jobs.len()) == 1));
+    assert!(wait_until(T, || h.governed() == 1));
     // The kernel empties the cgroup when the process exits; so does the fake.
     h.backend.exited(p.pid);
     p.kill();
-    assert!(wait_until(T, || h.with_telemetry(|t| t.jobs.is_empty())));
+    assert!(wait_until(T, || h.governed() == 0));
     assert!(
         wait_until(T, || h.backend.cgroup(&job).is_none()),
         "job cgroup left: {:?}",
@@ -319,16 +331,17 @@ fn jobs_that_end_together_are_all_removed() {
     for p in &procs {
         assert!(h.placed(p, &Harness::job(p), T));
     }
-    assert!(wait_until(T, || h.with_telemetry(|t| t.jobs.len()) == 5));
+    assert!(wait_until(T, || h.governed() == 5));
     for p in procs.iter_mut() {
         h.backend.exited(p.pid);
         p.kill();
     }
-    assert!(wait_until(T, || h.with_telemetry(|t| t.jobs.is_empty())));
+    assert!(wait_until(T, || h.governed() == 0));
     // Each removal's result reached the record loop: the job's last numbers are in.
     assert!(
-        wait_until(T, || h
-            .with_telemetry(|t| t.ending.is_empty() && t.ended.len() == 5)),
+        wait_until(T, || h.with_snapshot(
+            |t| t.jobs.ending.is_empty() && t.jobs.ended.len() == 5
+        )),
         "not every ended job's removal was finished"
     );
     for p in &procs {
@@ -358,10 +371,10 @@ fn lost_events_trigger_a_scan_that_places_what_was_missed() {
     });
     assert!(h.placed(&p, &Harness::job(&p), T));
     assert!(wait_until(T, || h
-        .with_telemetry(|t| t.exec_events.get("scan") == Some(&1))));
-    h.with_telemetry(|t| {
-        assert_eq!(t.events_lost, 3);
-        assert_eq!(t.exec_events["scan"], 1);
+        .with_snapshot(|t| t.tally.get(Count::ScanCandidates) == 1)));
+    h.with_snapshot(|t| {
+        assert_eq!(t.tally.get(Count::EventsLost), 3);
+        assert_eq!(t.tally.get(Count::ScanCandidates), 1);
     });
 }
 
@@ -391,8 +404,11 @@ fn targets_in_containers_keep_their_cgroups_unless_asked() {
         "/kubepods.slice/kubepods-pod1.slice/cri-containerd-ab.scope"
     );
     assert!(
-        wait_until(T, || h
-            .with_telemetry(|t| t.skipped.get("container") == Some(&2))),
+        wait_until(T, || h.with_snapshot(|t| t
+            .tally
+            .skipped()
+            .get("container")
+            == Some(&2))),
         "container skips not counted"
     );
     assert_eq!(h.backend.moves().len(), 1);
@@ -421,7 +437,7 @@ fn jobs_placed_by_ffrtmp_run_under_another_root_are_left_alone() {
     assert_eq!(run.cgroup(), "/jobs/run-1");
     assert_eq!(own.cgroup(), "/ffrtmp/run-2");
     assert!(h.backend.moves().is_empty(), "{:?}", h.backend.moves());
-    assert!(h.with_telemetry(|t| t.skipped["ffrtmp_run"]) >= 1);
+    assert!(h.with_snapshot(|t| t.tally.skipped()["ffrtmp_run"]) >= 1);
     assert_eq!(
         ffrtmp::placer::registry::published_root(&h.runtime_dir).as_deref(),
         Some("/ffrtmp"),
@@ -447,10 +463,7 @@ fn a_restart_readopts_without_moving() {
         role: ScanRole::Reconcile,
         ..Default::default()
     });
-    assert!(
-        wait_until(T, || h2.with_telemetry(|t| t.jobs.contains_key(&p.pid))),
-        "not re-adopted"
-    );
+    assert!(wait_until(T, || h2.governs(p.pid)), "not re-adopted");
     assert_eq!(h2.backend.moves().len(), moves_before, "moved again");
     assert_eq!(p.cgroup(), job);
 }
@@ -471,10 +484,7 @@ fn a_lost_state_file_does_not_lose_a_governed_process() {
         role: ScanRole::Reconcile,
         ..Default::default()
     });
-    assert!(
-        wait_until(T, || h2.with_telemetry(|t| t.jobs.contains_key(&p.pid))),
-        "not taken back"
-    );
+    assert!(wait_until(T, || h2.governs(p.pid)), "not taken back");
     assert!(wait_until(T, || h2.state()["processes"][p.pid.to_string()]
         ["job_id"]
         == job.trim_start_matches("/ffrtmp/")));

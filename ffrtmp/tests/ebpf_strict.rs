@@ -11,6 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use ffrtmp::exec::Ring as _;
+
 use ebpf_support::{finish_all, job, serial, strict_script, tag, wait_exit, Watch};
 use support::{named_copy, wait_until, TestRoot};
 
@@ -74,14 +76,15 @@ fn ebpf_strict_target_whose_placement_fails_still_runs() {
         &[],
     );
     w.ready();
-    // Make every new job cgroup impossible. cgroup v1: remove the root (with the empty
-    // cgroups the daemon keeps under it) from the pids hierarchy. cgroup v2: allow the
-    // root no more descendants than it has.
+    // Make every new job cgroup impossible. cgroup v1: empty the root of the pids
+    // hierarchy (the spare cgroups the daemon keeps there go) and mount a read-only tmpfs
+    // over it, so a job cgroup cannot be made there (EROFS; a root that is gone would be
+    // made again). cgroup v2: allow the root no more descendants than it has.
     let restore: Box<dyn Fn()> = match root.mode() {
         ffrtmp::placer::CgroupMode::V1 => {
             let pids_root =
                 Path::new("/sys/fs/cgroup/pids").join(root.path.trim_start_matches('/'));
-            let gone = wait_until(Duration::from_secs(5), || {
+            let emptied = wait_until(Duration::from_secs(5), || {
                 for e in std::fs::read_dir(&pids_root)
                     .into_iter()
                     .flatten()
@@ -91,13 +94,17 @@ fn ebpf_strict_target_whose_placement_fails_still_runs() {
                         let _ = std::fs::remove_dir(e.path());
                     }
                 }
-                let _ = std::fs::remove_dir(&pids_root);
-                !pids_root.exists()
+                std::fs::read_dir(&pids_root).is_ok_and(|d| d.flatten().all(|e| !e.path().is_dir()))
             });
-            assert!(gone, "cannot remove {}", pids_root.display());
-            // Re-created afterwards so TestRoot's cleanup finds what it expects.
+            assert!(emptied, "cannot empty {}", pids_root.display());
+            let status = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "ro,size=4k", "ffrtmp-test"])
+                .arg(&pids_root)
+                .status()
+                .unwrap();
+            assert!(status.success(), "mount a read-only tmpfs on {}", pids_root.display());
             Box::new(move || {
-                let _ = std::fs::create_dir(&pids_root);
+                let _ = Command::new("umount").arg(&pids_root).status();
             })
         }
         ffrtmp::placer::CgroupMode::V2 => {

@@ -38,10 +38,10 @@ impl Timeline {
         println!("\n=== xtask test: time per step");
         for (name, secs, ok) in &self.steps {
             let mark = if *ok { "" } else { "  (FAILED)" };
-            println!("  {name:<52} {:>4}:{:02}{mark}", secs / 60, secs % 60);
+            println!("  {name:<58} {:>4}:{:02}{mark}", secs / 60, secs % 60);
         }
         let total = started.elapsed().as_secs();
-        println!("  {:<52} {:>4}:{:02}", "total", total / 60, total % 60);
+        println!("  {:<58} {:>4}:{:02}", "total", total / 60, total % 60);
     }
 }
 

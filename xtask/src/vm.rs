@@ -604,11 +604,11 @@ struct Built {
     tests: Vec<PathBuf>,
 }
 
-/// Integration tests that check files of the checkout with host tools (promtool,
-/// kubernetes-validate, fetched from the network) rather than the kernel: they run on the
-/// host only (`cargo xtask test`), not in the VMs, which have neither the checkout nor a
-/// network.
-const HOST_ONLY_TESTS: &[&str] = &["fleet_checks"];
+/// Integration tests that check files of the checkout (with host tools: promtool,
+/// kubernetes-validate, fetched from the network; or the source itself: `layout`) rather
+/// than the kernel: they run on the host only (`cargo xtask test`), not in the VMs, which
+/// have neither the checkout nor a network.
+const HOST_ONLY_TESTS: &[&str] = &["fleet_checks", "layout"];
 
 /// Build the integration tests of `ffrtmp` (release profile) and find their binaries in
 /// cargo's JSON messages.

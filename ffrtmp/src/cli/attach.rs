@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use super::{check_job_id, fail, AttachArgs, EXIT_CONFIG, EXIT_FAILURE};
+use super::{fail, AttachArgs, EXIT_CONFIG, EXIT_FAILURE};
 use crate::config::raw::CgroupRoot;
 use crate::placer::{detect, Class, JobSpec, Placer};
 use crate::process::ProcFs;
@@ -17,9 +17,10 @@ pub fn main(a: AttachArgs) -> ExitCode {
         .job_id
         .clone()
         .unwrap_or_else(|| format!("attach-{}", a.pid));
-    if let Err(e) = check_job_id(&job_id) {
-        return fail(EXIT_CONFIG, e);
-    }
+    let job_id = match crate::job::JobId::named(&job_id) {
+        Ok(id) => id,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
     let proc = ProcFs::system();
     let pinned = match proc.pin(a.pid) {
         Ok(p) => p,
@@ -42,22 +43,9 @@ pub fn main(a: AttachArgs) -> ExitCode {
         job_id,
         limits: a.limits.limits(),
     };
-    let mut attempt = 0;
-    let placement = loop {
-        match placer.place(&pinned, &spec) {
-            Ok(p) => break p,
-            Err(e) if e.class == Class::Retryable && attempt < 5 => {
-                attempt += 1;
-                std::thread::sleep(crate::placer::backoff(attempt, u64::from(a.pid)));
-            }
-            Err(e) if e.class == Class::Vanished => {
-                return fail(
-                    EXIT_FAILURE,
-                    format!("PID {} exited before it could be placed", a.pid),
-                )
-            }
-            Err(e) => return fail(EXIT_FAILURE, format!("cannot place PID {}: {e}", a.pid)),
-        }
+    let placement = match place(&placer, &pinned, &spec) {
+        Ok(p) => p,
+        Err(e) => return fail(EXIT_FAILURE, e),
     };
     let moved = placer.move_descendants(a.pid, &placement.cgroup);
     println!(
@@ -81,25 +69,52 @@ pub fn main(a: AttachArgs) -> ExitCode {
         code = fail(EXIT_FAILURE, format!("limit {label} NOT applied: {e}"));
     }
     if a.wait {
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => return fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
-        };
-        rt.block_on(pinned.pidfd.exited());
-        match placer.remove_if_empty(&placement.cgroup) {
-            Ok(true) => println!("PID {} exited; removed {}", a.pid, placement.cgroup),
-            Ok(false) => println!(
-                "PID {} exited; {} still has processes and stays",
-                a.pid, placement.cgroup
-            ),
-            Err(e) => eprintln!(
-                "ffrtmp: PID {} exited; cannot remove {}: {e}",
-                a.pid, placement.cgroup
-            ),
+        if let Err(e) = wait_and_remove(&placer, a.pid, pinned.pidfd, &placement.cgroup) {
+            return fail(EXIT_FAILURE, e);
         }
     }
     code
+}
+
+/// `--wait`: until the process exits, then its cgroup goes if it is empty.
+fn wait_and_remove(
+    placer: &Placer,
+    pid: u32,
+    pidfd: crate::process::PidFd,
+    cgroup: &str,
+) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    rt.block_on(pidfd.exited());
+    match placer.remove_if_empty(cgroup) {
+        Ok(true) => println!("PID {pid} exited; removed {cgroup}"),
+        Ok(false) => println!("PID {pid} exited; {cgroup} still has processes and stays"),
+        Err(e) => eprintln!("ffrtmp: PID {pid} exited; cannot remove {cgroup}: {e}"),
+    }
+    Ok(())
+}
+
+/// Place it, retrying what may pass (EAGAIN, EBUSY) a few times.
+fn place(
+    placer: &Placer,
+    pinned: &crate::process::Pinned,
+    spec: &JobSpec,
+) -> Result<crate::placer::Placement, String> {
+    let pid = pinned.id.pid;
+    let mut attempt = 0;
+    loop {
+        match placer.place(pinned, spec, None) {
+            Ok(p) => return Ok(p),
+            Err(e) if e.class == Class::Retryable && attempt < 5 => {
+                attempt += 1;
+                std::thread::sleep(crate::placer::backoff(attempt, u64::from(pid)));
+            }
+            Err(e) if e.class == Class::Vanished => {
+                return Err(format!("PID {pid} exited before it could be placed"))
+            }
+            Err(e) => return Err(format!("cannot place PID {pid}: {e}")),
+        }
+    }
 }

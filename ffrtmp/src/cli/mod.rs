@@ -174,16 +174,6 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-/// Check a job id given on the command line: it becomes a directory name.
-pub fn check_job_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id == "." || id == ".." || id.contains('/') || id.contains('\0') {
-        return Err(format!(
-            "job id {id:?} must be a plain name (no '/', not . or ..)"
-        ));
-    }
-    Ok(())
-}
-
 /// Parse arguments and run. The binary's `main` is only this.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::{check_job_id, fail, RunArgs, EXIT_CONFIG, EXIT_FAILURE};
+use super::{fail, RunArgs, EXIT_CONFIG, EXIT_FAILURE};
 use crate::config::raw::CgroupRoot;
 use crate::placer::limits::needed_controllers;
 use crate::placer::{detect, Placer};
@@ -25,9 +25,10 @@ pub fn main(a: RunArgs) -> ExitCode {
         .job_id
         .clone()
         .unwrap_or_else(|| format!("run-{}", std::process::id()));
-    if let Err(e) = check_job_id(&job_id) {
-        return fail(EXIT_CONFIG, e);
-    }
+    let job_id = match crate::job::JobId::named(&job_id) {
+        Ok(id) => id,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
     let limits = a.limits.limits();
     let backend = match detect() {
         Ok(b) => b,
@@ -44,25 +45,14 @@ pub fn main(a: RunArgs) -> ExitCode {
             );
         }
     }
-    let cgroup = placer.cgroup_of(&job_id);
-    if let Err(e) = placer.backend().create(&cgroup) {
-        return fail(EXIT_FAILURE, format!("cannot create {cgroup}: {e}"));
-    }
-    for (label, r) in placer.backend().apply_limits(&cgroup, &limits) {
-        if let Err(e) = r {
-            let _ = placer.backend().remove(&cgroup);
-            return fail(
-                EXIT_FAILURE,
-                format!("cannot apply {label} to {cgroup}: {e}"),
-            );
-        }
-    }
-    let procs: Vec<CString> = placer
-        .backend()
-        .procs_files(&cgroup)
-        .into_iter()
-        .map(|p| CString::new(p.as_os_str().as_bytes()).expect("cgroup paths have no NUL"))
-        .collect();
+    let cgroup = placer.cgroup_of(job_id.as_str());
+    let procs: Vec<CString> = match placer.prepare_job(&cgroup, &limits) {
+        Ok(files) => files
+            .into_iter()
+            .map(|p| CString::new(p.as_os_str().as_bytes()).expect("cgroup paths have no NUL"))
+            .collect(),
+        Err(e) => return fail(EXIT_FAILURE, e),
+    };
 
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -85,19 +75,19 @@ async fn run_child(a: &RunArgs, procs: Vec<CString>) -> ExitCode {
     let mut cmd = tokio::process::Command::new(&a.command[0]);
     cmd.args(&a.command[1..]);
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe syscalls (open, write, close) on memory prepared before the fork.
+    // async-signal-safe syscalls (open, write, close: rustix's raw syscalls, no allocation)
+    // on memory prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
+            use rustix::fs::{open, Mode, OFlags};
             for p in &procs {
-                let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let r = libc::write(fd, b"0".as_ptr().cast(), 1);
-                let err = std::io::Error::last_os_error();
-                libc::close(fd);
-                if r != 1 {
-                    return Err(err);
+                let fd = open(
+                    p.as_c_str(),
+                    OFlags::WRONLY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                if rustix::io::write(&fd, b"0")? != 1 {
+                    return Err(std::io::Error::other("short write to cgroup.procs"));
                 }
             }
             Ok(())
@@ -125,17 +115,17 @@ async fn run_child(a: &RunArgs, procs: Vec<CString>) -> ExitCode {
             );
         }
     };
-    let pid = child.id().expect("running child has a pid") as libc::pid_t;
-    let forward = |sig: i32| {
-        // SAFETY: kill with our own child's pid.
-        unsafe { libc::kill(pid, sig) };
+    let pid = rustix::process::Pid::from_raw(child.id().expect("running child has a pid") as i32)
+        .expect("a child's PID is positive");
+    let forward = |sig: rustix::process::Signal| {
+        let _ = rustix::process::kill_process(pid, sig);
     };
     let status = loop {
         tokio::select! {
             s = child.wait() => break s,
-            _ = int.recv() => forward(libc::SIGINT),
-            _ = term.recv() => forward(libc::SIGTERM),
-            _ = hup.recv() => forward(libc::SIGHUP),
+            _ = int.recv() => forward(rustix::process::Signal::INT),
+            _ = term.recv() => forward(rustix::process::Signal::TERM),
+            _ = hup.recv() => forward(rustix::process::Signal::HUP),
         }
     };
     match status {

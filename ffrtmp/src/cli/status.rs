@@ -31,22 +31,7 @@ struct Report {
 }
 
 pub fn main(a: StatusArgs) -> ExitCode {
-    // --state-path, STATE_PATH, the running daemon's (it publishes it in the runtime
-    // directory, wherever its --state-path put it), else the default.
-    let path = a
-        .state_path
-        .or_else(|| {
-            std::env::var_os("STATE_PATH")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        })
-        .or_else(|| {
-            crate::placer::registry::running_daemon_state(
-                &crate::placer::registry::runtime_dir(),
-                &ProcFs::system(),
-            )
-        })
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_PATH));
+    let path = state_path(a.state_path);
     let state: StateFile = match std::fs::read(&path) {
         Ok(b) => match serde_json::from_slice(&b) {
             Ok(s) => s,
@@ -68,6 +53,42 @@ pub fn main(a: StatusArgs) -> ExitCode {
             )
         }
     };
+    let report = Report {
+        processes: rows(&state),
+        state_path: path,
+        health: state.health,
+        statistics: state.statistics,
+    };
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serializes")
+        );
+    } else {
+        print_text(&report);
+    }
+    ExitCode::SUCCESS
+}
+
+/// `--state-path`, `STATE_PATH`, the running daemon's (it publishes it in the runtime
+/// directory, wherever its `--state-path` put it), else the default.
+fn state_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| {
+        std::env::var_os("STATE_PATH")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+    .or_else(|| {
+        crate::placer::registry::running_daemon_state(
+            &crate::placer::registry::runtime_dir(),
+            &ProcFs::system(),
+        )
+    })
+    .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_PATH))
+}
+
+/// One row per recorded process, with its cgroup's live numbers, by PID.
+fn rows(state: &StateFile) -> Vec<Row> {
     let backend = detect().ok();
     let proc = ProcFs::system();
     let mut rows: Vec<Row> = state
@@ -96,19 +117,10 @@ pub fn main(a: StatusArgs) -> ExitCode {
         })
         .collect();
     rows.sort_by_key(|r| r.pid);
-    let report = Report {
-        state_path: path,
-        health: state.health,
-        processes: rows,
-        statistics: state.statistics,
-    };
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("serializes")
-        );
-        return ExitCode::SUCCESS;
-    }
+    rows
+}
+
+fn print_text(report: &Report) {
     match &report.health {
         Some(h) => println!(
             "Health: {} (scan failures: {}, attach failures: {}) since {}",
@@ -155,5 +167,4 @@ pub fn main(a: StatusArgs) -> ExitCode {
         "Totals: scans {} discovered {} attached {} placement failures {} limit failures {} drift corrections {} events lost {}",
         s.total_scans, s.total_discovered, s.total_attachments, s.total_placement_failures, s.total_limit_failures, s.total_drift_corrections, s.total_events_lost
     );
-    ExitCode::SUCCESS
 }

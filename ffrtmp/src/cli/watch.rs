@@ -11,19 +11,19 @@ use super::check::default_config;
 use super::{fail, WatchArgs, EXIT_CONFIG, EXIT_FAILURE};
 use crate::config::raw::AUTO;
 use crate::config::{self, EnvVars, FlagOverrides, Settings, Sources};
-use crate::daemon::{Control, Daemon, Options, ScanRole};
+use crate::daemon::{Daemon, Options, ScanRole};
 use crate::placer::delegation::{self, Auto};
 use crate::placer::{detect, Placer};
 use crate::process::ProcFs;
 use crate::process::{ProcessId, StopLedger};
 use crate::record::http::{self, Exposition, UsageReader};
 use crate::record::logging;
-use crate::record::metrics::{BuildInfo, SourceCounters, Telemetry};
+use crate::record::metrics::BuildInfo;
 use crate::record::systemd::Notifier;
 use crate::sources::ebpf::{self, TargetTable};
 use crate::sources::EventSource;
 use std::os::unix::process::CommandExt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 struct Loader {
     path: Option<PathBuf>,
@@ -110,7 +110,26 @@ pub fn main(a: WatchArgs) -> ExitCode {
         libc::mallopt(libc::M_ARENA_MAX, 1);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
     }
-    let loader = Loader {
+    let (loader, settings, log) = match prepare(&a) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        // The blocking pool runs the housekeeping chores and /metrics rendering.
+        .thread_name("ffrtmp-chores")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
+    };
+    rt.block_on(serve(a, loader, settings, log))
+}
+
+/// The settings (with `cgroup_root: auto` resolved), the logger, the process's limits and
+/// cgroup namespace made right.
+fn prepare(a: &WatchArgs) -> Result<(Loader, Settings, logging::LogControl), ExitCode> {
+    let mut loader = Loader {
         path: a.config.clone().or_else(default_config),
         env: EnvVars::from_process(),
         flags: FlagOverrides {
@@ -122,11 +141,7 @@ pub fn main(a: WatchArgs) -> ExitCode {
         },
         resolved_root: None,
     };
-    let mut loader = loader;
-    let mut settings = match loader.load() {
-        Ok(s) => s,
-        Err(e) => return fail(EXIT_CONFIG, e),
-    };
+    let mut settings = loader.load().map_err(|e| fail(EXIT_CONFIG, e))?;
     let log = logging::init(settings.log_level, "watch", delegation::service_unit());
     if loader.path.is_none() {
         info!(
@@ -140,10 +155,10 @@ pub fn main(a: WatchArgs) -> ExitCode {
         Ok(true) => info!("Joined the host's cgroup namespace (PID 1's): this process was in a private one, as in a Kubernetes pod"),
         Ok(false) => {}
         Err(e) => {
-            return fail(
+            return Err(fail(
                 EXIT_FAILURE,
                 format!("ffrtmp runs in a private cgroup namespace (a container's) and cannot join the host's ({e}): the cgroup paths of the host's processes would be wrong. Give it CAP_SYS_ADMIN (deployment/kubernetes/30-daemonset.yaml does), or run it on the host"),
-            )
+            ))
         }
     }
     if settings.cgroup_root == AUTO {
@@ -151,95 +166,98 @@ pub fn main(a: WatchArgs) -> ExitCode {
         settings.cgroup_root = root.clone();
         loader.resolved_root = Some(root);
     }
+    Ok((loader, settings, log))
+}
 
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        // The blocking pool runs the housekeeping chores, scans and /metrics rendering.
-        .thread_name("ffrtmp-chores")
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
+/// Signals, sources, the daemon and its `/metrics` server, until SIGTERM or SIGINT.
+async fn serve(
+    a: WatchArgs,
+    loader: Loader,
+    settings: Settings,
+    log: logging::LogControl,
+) -> ExitCode {
+    // Register the handlers before anything else: a SIGTERM during startup must stop the
+    // daemon cleanly, not kill it with the default action.
+    let (Ok(term), Ok(int), Ok(hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return fail(EXIT_FAILURE, "cannot install signal handlers");
     };
-    rt.block_on(async move {
-        // Register the handlers before anything else: a SIGTERM during startup must stop
-        // the daemon cleanly, not kill it with the default action.
-        let (Ok(term), Ok(int), Ok(hup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::hangup()),
-        ) else {
-            return fail(EXIT_FAILURE, "cannot install signal handlers");
-        };
-        let me = ProcessId {
-            pid: std::process::id(),
-            start_time: ProcFs::system()
-                .stat(std::process::id())
-                .map_or(0, |s| s.start_time),
-        };
-        let picked = match pick_sources(&a, &settings, me) {
-            Ok(s) => s,
-            Err(e) => return fail(EXIT_FAILURE, e),
-        };
-        let backend = match detect() {
-            Ok(b) => b,
-            Err(e) => return fail(EXIT_FAILURE, e),
-        };
-        let placer = Placer::new(backend, settings.cgroup_root.clone(), ProcFs::system());
-        let opts = Options {
-            dry_run: a.dry_run,
-            scan_role: picked.role,
-            ..Default::default()
-        };
-        let telemetry = Arc::new(Mutex::new(Telemetry::default()));
-        let counters = Arc::new(SourceCounters::default());
-        let server = match settings.metrics_addr {
-            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
-                Ok(l) => {
-                    let bound = l.local_addr().map_or(addr.to_string(), |a| a.to_string());
-                    info!("Serving /metrics and /healthz on http://{bound}");
-                    let usage_backend = match detect() {
-                        Ok(b) => b,
-                        Err(e) => return fail(EXIT_FAILURE, e),
-                    };
-                    let usage: UsageReader = Arc::new(move |cg: &str| usage_backend.usage(cg));
-                    let expo = Arc::new(Exposition {
-                        telemetry: telemetry.clone(),
-                        counters: counters.clone(),
-                        build: BuildInfo {
-                            version: env!("CARGO_PKG_VERSION"),
-                            ebpf_object: ebpf::build_id().unwrap_or("none").to_string(),
-                        },
-                        usage,
-                    });
-                    Some(tokio::spawn(http::serve(l, expo)))
-                }
-                Err(e) => {
-                    return fail(
-                        EXIT_FAILURE,
-                        format!("cannot listen on {addr} for /metrics and /healthz: {e} (set metrics_addr to a free host:port, or \"\" to disable)"),
-                    )
-                }
-            },
-            None => {
-                info!("metrics_addr is empty: /metrics and /healthz are off");
-                None
-            }
-        };
-        let (ctl_tx, ctl_rx) = mpsc::channel(8);
-        let signals = tokio::spawn(handle_signals([term, int, hup], loader, ctl_tx, picked.table));
-        let daemon = Daemon::new(settings, opts, placer, log)
-            .with_telemetry(telemetry)
-            .with_counters(counters)
-            .with_ledgers(picked.ledger, picked.orphans)
-            .with_notifier(Notifier::from_env());
-        daemon.run(picked.sources, ctl_rx).await;
-        signals.abort();
-        if let Some(s) = server {
-            s.abort();
-        }
-        ExitCode::SUCCESS
-    })
+    let me = ProcessId {
+        pid: std::process::id(),
+        start_time: ProcFs::system()
+            .stat(std::process::id())
+            .map_or(0, |s| s.start_time),
+    };
+    let picked = match pick_sources(&a, &settings, me) {
+        Ok(s) => s,
+        Err(e) => return fail(EXIT_FAILURE, e),
+    };
+    let backend = match detect() {
+        Ok(b) => b,
+        Err(e) => return fail(EXIT_FAILURE, e),
+    };
+    let placer = Placer::new(backend, settings.cgroup_root.clone(), ProcFs::system());
+    let opts = Options {
+        dry_run: a.dry_run,
+        scan_role: picked.role,
+        ..Default::default()
+    };
+    let metrics_addr = settings.metrics_addr;
+    let daemon = Daemon::new(settings, opts, placer, log)
+        .with_ledgers(picked.ledger, picked.orphans)
+        .with_notifier(Notifier::from_env());
+    let server = match metrics_server(metrics_addr, &daemon).await {
+        Ok(s) => s,
+        Err(e) => return fail(EXIT_FAILURE, e),
+    };
+    let (reload_tx, reload_rx) = mpsc::channel(8);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let signals = tokio::spawn(handle_signals(
+        [term, int, hup],
+        loader,
+        reload_tx,
+        stop_tx,
+        picked.table,
+    ));
+    let shutdown = async {
+        let _ = stop_rx.await;
+    };
+    daemon.run(picked.sources, reload_rx, shutdown).await;
+    signals.abort();
+    if let Some(s) = server {
+        s.abort();
+    }
+    ExitCode::SUCCESS
+}
+
+/// `/metrics` and `/healthz` on `metrics_addr` (none when it is empty).
+async fn metrics_server(
+    addr: Option<std::net::SocketAddr>,
+    daemon: &Daemon,
+) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
+    let Some(addr) = addr else {
+        info!("metrics_addr is empty: /metrics and /healthz are off");
+        return Ok(None);
+    };
+    let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        format!("cannot listen on {addr} for /metrics and /healthz: {e} (set metrics_addr to a free host:port, or \"\" to disable)")
+    })?;
+    let bound = l.local_addr().map_or(addr.to_string(), |a| a.to_string());
+    info!("Serving /metrics and /healthz on http://{bound}");
+    let usage_backend = detect()?;
+    let usage: UsageReader = Arc::new(move |cg: &str| usage_backend.usage(cg));
+    let expo = Arc::new(Exposition {
+        observer: daemon.observer(),
+        build: BuildInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            ebpf_object: ebpf::build_id().unwrap_or("none").to_string(),
+        },
+        usage,
+    });
+    Ok(Some(tokio::spawn(http::serve(l, expo))))
 }
 
 /// What `pick_sources` found.
@@ -305,13 +323,14 @@ fn pick_sources(a: &WatchArgs, settings: &Settings, me: ProcessId) -> Result<Pic
 async fn handle_signals(
     [mut term, mut int, mut hup]: [Signal; 3],
     loader: Loader,
-    tx: mpsc::Sender<Control>,
+    tx: mpsc::Sender<Box<Settings>>,
+    stop: tokio::sync::oneshot::Sender<()>,
     mut table: Option<TargetTable>,
 ) {
     loop {
         tokio::select! {
-            _ = term.recv() => { info!("SIGTERM received"); let _ = tx.send(Control::Shutdown).await; return; }
-            _ = int.recv() => { info!("SIGINT received"); let _ = tx.send(Control::Shutdown).await; return; }
+            _ = term.recv() => { info!("SIGTERM received"); let _ = stop.send(()); return; }
+            _ = int.recv() => { info!("SIGINT received"); let _ = stop.send(()); return; }
             _ = hup.recv() => match loader.load() {
                 Ok(s) => {
                     if let Some(t) = table.as_mut() {
@@ -319,7 +338,7 @@ async fn handle_signals(
                             error!("Reload: {e}; the kernel filter may miss new targets until the reconciliation scan finds them");
                         }
                     }
-                    let _ = tx.send(Control::Reload(Box::new(s))).await;
+                    let _ = tx.send(Box::new(s)).await;
                 }
                 Err(e) => error!("Reload rejected, keeping the current configuration: {e}"),
             },
@@ -329,7 +348,7 @@ async fn handle_signals(
 
 /// Descriptor slots the daemon's table is grown to at start: a pidfd per governed process
 /// plus ~30 of its own.
-const DESCRIPTORS_RESERVED: i32 = 4096;
+const DESCRIPTORS_RESERVED: u64 = 4096;
 
 /// Grow the descriptor table once, now. The kernel grows it by doubling when a new fd
 /// does not fit (256, 512, …), and in a multi-threaded process each growth waits for an
@@ -337,54 +356,36 @@ const DESCRIPTORS_RESERVED: i32 = 4096;
 /// placement in ~225 taking 12–25 ms instead of 0.2 ms (bench-exec latency, the pidfd
 /// of the ~225th governed process). A dup to a high slot, closed again, leaves the table
 /// that large (it never shrinks): 4096 slots are ~33 KiB of kernel memory.
-fn reserve_descriptor_table(slots: i32) {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+fn reserve_descriptor_table(slots: u64) {
+    use rustix::fs::{open, Mode, OFlags};
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let top = slots.min(limit).saturating_sub(1);
+    let Ok(probe) = open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) else {
+        return;
     };
-    // SAFETY: getrlimit with a valid struct; open of a NUL-terminated path; fcntl and close
-    // only of the descriptors opened here.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
-            return;
-        }
-        let top = (slots as libc::rlim_t).min(rl.rlim_cur).saturating_sub(1) as i32;
-        let probe = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-        if probe < 0 || top <= probe {
-            if probe >= 0 {
-                libc::close(probe);
-            }
-            return;
-        }
-        let high = libc::fcntl(probe, libc::F_DUPFD_CLOEXEC, top);
-        if high >= 0 {
-            libc::close(high);
-        }
-        libc::close(probe);
+    if let Ok(top) = i32::try_from(top) {
+        // Dropped at once: the table stays grown.
+        let _ = rustix::io::fcntl_dupfd_cloexec(&probe, top);
     }
 }
 
 /// One pidfd per governed process: lift the soft RLIMIT_NOFILE to the hard limit (1024 is
 /// a common soft default outside the unit, which sets 65536).
 fn raise_open_files_limit() {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: rl.rlim_max,
-                rlim_max: rl.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 {
-                warn!(
-                    "Cannot raise the open files limit from {}: {}; each governed process holds one",
-                    rl.rlim_cur,
-                    std::io::Error::last_os_error()
-                );
-            }
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    if now.current < now.maximum || (now.current.is_some() && now.maximum.is_none()) {
+        let want = Rlimit {
+            current: now.maximum,
+            maximum: now.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, want) {
+            warn!(
+                "Cannot raise the open files limit from {}: {e}; each governed process holds one",
+                now.current.map_or("unlimited".into(), |n| n.to_string())
+            );
         }
     }
 }

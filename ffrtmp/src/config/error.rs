@@ -47,9 +47,9 @@ impl ConfigError {
     /// Exit code for a config error.
     pub const EXIT_CODE: i32 = 2;
 
-    /// Turn a serde_yaml error into a `File` error: location split out, and a did-you-mean
+    /// Turn a yaml_serde error into a `File` error: location split out, and a did-you-mean
     /// added to unknown keys.
-    pub fn from_yaml(path: PathBuf, err: &serde_yaml::Error) -> Self {
+    pub fn from_yaml(path: PathBuf, err: &yaml_serde::Error) -> Self {
         let (line, column) = match err.location() {
             Some(l) => (Some(l.line()), Some(l.column())),
             None => (None, None),

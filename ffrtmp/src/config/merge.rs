@@ -5,13 +5,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::ladder::{env_over, FileShown, Ladder, Rung};
 use super::raw::{self, check_target_list, CgroupRoot, RawConfig, RawFilters, RawLimits};
 use super::units::{self, FlushInterval, RetryAttempts, ScanInterval};
 use super::*;
 
 pub(super) fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Settings, ConfigError> {
-    let mut origins = BTreeMap::new();
-    let mut warnings = Vec::new();
     let file_err = |key: &str, message: String| match src.config_file {
         Some(p) => ConfigError::File {
             path: p.to_path_buf(),
@@ -21,57 +20,299 @@ pub(super) fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Setting
         },
         None => ConfigError::Other(format!("{key}: {message}")),
     };
+    let mut l = Ladder::new(src.config_file);
+    let scan_interval = scan_interval(&mut l, &raw, src)?;
+    let target_names = target_commands(&mut l, &raw, src)?;
+    let cgroup_root = l.pick(
+        "cgroup_root",
+        src.flags
+            .cgroup_root
+            .as_ref()
+            .map(|t| Rung::new("--cgroup-root", t.clone(), CgroupRoot::parse)),
+        None,
+        raw.cgroup_root.clone(),
+        || CgroupRoot(raw::AUTO.into()),
+    )?;
+    let metrics_addr = l.file_only(
+        "metrics_addr",
+        raw.metrics_addr.clone().map(|a| a.0),
+        || DEFAULT_METRICS_ADDR.parse().ok(),
+    );
+    let state_path = state_path(&mut l, &raw, src)?;
+    if state_path.as_os_str().is_empty() || state_path.file_name().is_none() {
+        return Err(file_err(
+            "state_path",
+            format!("{:?} is not a file path", state_path.display().to_string()),
+        ));
+    }
+    let (state_flush_interval, max_retry_attempts) = flush_and_retries(&mut l, &raw, src)?;
+    let reconcile_interval = l.file_only(
+        "reconcile_interval",
+        raw.reconcile_interval.map(|d| d.0),
+        || Duration::from_secs(60),
+    );
+    let (log_level, placement) = level_and_placement(&mut l, &raw, src)?;
+    let forward_all = l.file_only("forward_all", raw.forward_all, || false);
+    let strict_timeout = l.file_only("strict_timeout", raw.strict_timeout.map(|d| d.0), || {
+        DEFAULT_STRICT_TIMEOUT
+    });
+    let job_metrics = l.file_only("job_metrics", raw.job_metrics, JobMetrics::default);
+    l.file_only("govern_containers", raw.govern_containers, || false);
+    let Ladder {
+        origins,
+        mut warnings,
+        ..
+    } = l;
+    let (targets, command_placement) = targets(&raw, &target_names, src, &mut warnings, &file_err)?;
+    Ok(Settings {
+        config_file: src.config_file.map(Path::to_path_buf),
+        scan_interval,
+        targets,
+        cgroup_root: cgroup_root.0,
+        state_path,
+        state_flush_interval,
+        max_retry_attempts,
+        reconcile_interval,
+        log_level,
+        placement,
+        command_placement,
+        forward_all,
+        strict_timeout,
+        job_metrics,
+        metrics_addr,
+        origins,
+        warnings,
+    })
+}
 
-    // scan_interval: flag > env > file > default
-    // An environment variable that overrides what the file says is the most common way a
-    // node ends up doing something else than its config file reads: say so every time.
-    let mut env_over = |var: &str, key: &str, env_value: &str, file_value: Option<String>| {
-        if let (Some(file_value), Some(path)) = (file_value, src.config_file) {
-            warnings.push(format!(
-                "environment variable {var}={env_value:?} overrides {key} {file_value} from {} (precedence: flag > environment > file); remove {var} from the environment (watch.env) to use the file's value",
-                path.display()
+/// `scan_interval`: `--scan-interval` > `SCAN_INTERVAL` > file > 10s.
+fn scan_interval(l: &mut Ladder, raw: &RawConfig, src: &Sources) -> Result<Duration, ConfigError> {
+    let v = l.pick(
+        "scan_interval",
+        src.flags
+            .scan_interval
+            .as_ref()
+            .map(|t| Rung::new("--scan-interval", t.clone(), ScanInterval::parse)),
+        src.env.get("SCAN_INTERVAL").map(|v| {
+            env_over(
+                "SCAN_INTERVAL",
+                v,
+                ScanInterval::parse,
+                raw.scan_interval.as_ref(),
+            )
+        }),
+        raw.scan_interval,
+        || ScanInterval::new(Duration::from_secs(10)),
+    )?;
+    Ok(v.0)
+}
+
+/// `state_path`: `--state-path` > `STATE_PATH` > file > the default.
+fn state_path(l: &mut Ladder, raw: &RawConfig, src: &Sources) -> Result<PathBuf, ConfigError> {
+    l.pick(
+        "state_path",
+        src.flags
+            .state_path
+            .as_ref()
+            .map(|p| Rung::new("--state-path", p.display().to_string(), |_| Ok(p.clone()))),
+        src.env.get("STATE_PATH").map(|v| {
+            let shown = raw.state_path.as_ref().map(|p| p.display().to_string());
+            (
+                Rung::new("STATE_PATH", v, |t: &str| Ok(PathBuf::from(t))),
+                Box::new(move |_: &PathBuf| shown) as FileShown<'_, PathBuf>,
+            )
+        }),
+        raw.state_path.clone(),
+        || PathBuf::from(DEFAULT_STATE_PATH),
+    )
+}
+
+/// `state_flush_interval` and `max_retry_attempts`: environment > file > default.
+fn flush_and_retries(
+    l: &mut Ladder,
+    raw: &RawConfig,
+    src: &Sources,
+) -> Result<(Duration, u32), ConfigError> {
+    let flush = l.pick(
+        "state_flush_interval",
+        None,
+        src.env.get("STATE_FLUSH_INTERVAL").map(|v| {
+            let file = raw.state_flush_interval.as_ref();
+            env_over("STATE_FLUSH_INTERVAL", v, FlushInterval::parse, file)
+        }),
+        raw.state_flush_interval,
+        || FlushInterval::new(Duration::from_secs(30)),
+    )?;
+    let retries = l.pick(
+        "max_retry_attempts",
+        None,
+        src.env.get("MAX_RETRY_ATTEMPTS").map(|v| {
+            let file = raw.max_retry_attempts.as_ref();
+            env_over("MAX_RETRY_ATTEMPTS", v, RetryAttempts::parse, file)
+        }),
+        raw.max_retry_attempts,
+        || RetryAttempts::value(5),
+    )?;
+    Ok((flush.0, retries.get().unwrap_or(0) as u32))
+}
+
+/// `log_level` (`LOG_LEVEL` > info) and `placement` (`--placement` > file > normal).
+fn level_and_placement(
+    l: &mut Ladder,
+    raw: &RawConfig,
+    src: &Sources,
+) -> Result<(tracing::Level, Placement), ConfigError> {
+    let level = l.pick(
+        "log_level",
+        None,
+        src.env.get("LOG_LEVEL").map(|v| {
+            let none: Option<&()> = None;
+            env_over("LOG_LEVEL", v, parse_log_level, none)
+        }),
+        None,
+        || tracing::Level::INFO,
+    )?;
+    let placement = l.pick(
+        "placement",
+        src.flags
+            .placement
+            .as_ref()
+            .map(|t| Rung::new("--placement", t.clone(), Placement::parse)),
+        None,
+        raw.placement,
+        || Placement::Normal,
+    )?;
+    Ok((level, placement))
+}
+
+type FileErr<'a> = &'a dyn Fn(&str, String) -> ConfigError;
+
+/// Every target with its limits and filters (the command's over the defaults, field by
+/// field), and the placement of those that set their own; `commands.<name>` that name no
+/// target are warned about.
+fn targets(
+    raw: &RawConfig,
+    names: &[String],
+    src: &Sources,
+    warnings: &mut Vec<String>,
+    file_err: FileErr,
+) -> Result<(Vec<Target>, BTreeMap<String, Placement>), ConfigError> {
+    let commands = raw.commands.clone().unwrap_or_default();
+    let targeted: std::collections::HashSet<&String> = names.iter().collect();
+    for name in commands.keys() {
+        if let Err(message) = raw::check_command_name(name) {
+            return Err(file_err(
+                &format!("commands.{}", name.escape_debug()),
+                message,
             ));
         }
+        if !targeted.contains(name) {
+            warnings.push(format!(
+                "commands.{name} is configured but {name:?} is not a target ({}); its settings are unused",
+                names.join(", ")
+            ));
+        }
+    }
+    let defaults = Defaults {
+        limits: raw.default_limits.clone().unwrap_or_default(),
+        filters: raw.filters.clone().unwrap_or_default(),
+        govern_containers: raw.govern_containers,
+        users: read_passwd(src.passwd),
     };
-    let scan_interval = if let Some(v) = &src.flags.scan_interval {
-        origins.insert("scan_interval", Origin::Flag("--scan-interval"));
-        ScanInterval::parse(v).map_err(|message| ConfigError::Flag {
-            flag: "--scan-interval",
-            value: v.clone(),
-            message,
-        })?
-    } else if let Some(v) = src.env.get("SCAN_INTERVAL") {
-        origins.insert("scan_interval", Origin::Env("SCAN_INTERVAL"));
-        env_over(
-            "SCAN_INTERVAL",
-            "scan_interval",
-            v,
-            raw.scan_interval.map(|d| format!("{d:?}")),
-        );
-        env_parse("SCAN_INTERVAL", v, ScanInterval::parse)?
-    } else if let Some(v) = raw.scan_interval {
-        origins.insert("scan_interval", Origin::File);
-        v
-    } else {
-        origins.insert("scan_interval", Origin::Default);
-        ScanInterval::new(Duration::from_secs(10))
-    };
+    let mut warned = std::collections::HashSet::new();
+    let mut targets = Vec::new();
+    let mut command_placement = BTreeMap::new();
+    for name in names {
+        let cmd = commands.get(name);
+        if let Some(p) = cmd.and_then(|c| c.placement) {
+            command_placement.insert(name.clone(), p);
+        }
+        targets.push(target(
+            name,
+            cmd,
+            &defaults,
+            (warnings, &mut warned),
+            file_err,
+        )?);
+    }
+    Ok((targets, command_placement))
+}
 
-    let target_names: Vec<String> = if !src.flags.targets.is_empty() {
-        origins.insert("target_commands", Origin::Flag("--target"));
-        check_target_list(src.flags.targets.iter().cloned()).map_err(|message| {
-            ConfigError::Flag {
-                flag: "--target",
-                value: src.flags.targets.join(","),
-                message,
-            }
-        })?
-    } else if let Some(v) = src.env.get("TARGET_COMMANDS") {
-        origins.insert("target_commands", Origin::Env("TARGET_COMMANDS"));
-        let names = env_parse("TARGET_COMMANDS", v, |v| {
-            check_target_list(v.split(',').map(str::to_string))
-        })?;
-        if let Some(file) = &raw.target_commands {
+/// What a command without its own section takes.
+struct Defaults {
+    limits: RawLimits,
+    filters: RawFilters,
+    govern_containers: Option<bool>,
+    users: BTreeMap<String, u32>,
+}
+
+/// One target: its merged limits and filters, checked (`min_runtime` ≤ `max_runtime`), a
+/// warning for a `min_runtime` (the target runs unconstrained meanwhile).
+fn target(
+    name: &str,
+    cmd: Option<&raw::RawCommand>,
+    d: &Defaults,
+    (warnings, warned): (&mut Vec<String>, &mut std::collections::HashSet<String>),
+    file_err: FileErr,
+) -> Result<Target, ConfigError> {
+    let limits = merge_limits(&d.limits, cmd.and_then(|c| c.limits.as_ref()));
+    let own_filters = cmd.and_then(|c| c.filters.as_ref());
+    let raw_filters = merge_filters(&d.filters, own_filters);
+    let filters = resolve_filters(raw_filters, &d.users, warnings, warned);
+    let key = |own: bool| {
+        if own {
+            format!("commands.{name}.filters.min_runtime")
+        } else {
+            "filters.min_runtime".to_string()
+        }
+    };
+    if let (Some(min), Some(max)) = (filters.min_runtime, filters.max_runtime) {
+        if min > max {
+            return Err(file_err(
+                &key(own_filters.is_some()),
+                format!(
+                    "min_runtime {} is longer than max_runtime {}: no {name} process could ever be adopted",
+                    units::format_go_duration(min),
+                    units::format_go_duration(max)
+                ),
+            ));
+        }
+    }
+    if let Some(min) = filters.min_runtime.filter(|m| !m.is_zero()) {
+        warnings.push(format!(
+            "{} {}: every new {name} runs unconstrained, outside its cgroup, for its first {} before it is placed",
+            key(own_filters.and_then(|f| f.min_runtime).is_some()),
+            units::format_go_duration(min),
+            units::format_go_duration(min)
+        ));
+    }
+    Ok(Target {
+        name: name.to_string(),
+        limits,
+        filters,
+        govern_containers: cmd
+            .and_then(|c| c.govern_containers)
+            .or(d.govern_containers)
+            .unwrap_or(false),
+    })
+}
+
+/// `target_commands`: `--target` > `TARGET_COMMANDS` > file > default. An environment list
+/// that overrides the file's says which of the file's names are then NOT governed.
+fn target_commands(
+    l: &mut Ladder,
+    raw: &RawConfig,
+    src: &Sources,
+) -> Result<Vec<String>, ConfigError> {
+    let flag = (!src.flags.targets.is_empty()).then(|| {
+        Rung::new("--target", src.flags.targets.join(","), |_: &str| {
+            check_target_list(src.flags.targets.iter().cloned())
+        })
+    });
+    let env = src.env.get("TARGET_COMMANDS").map(|v| {
+        let file = raw.target_commands.as_ref();
+        let shown: FileShown<'_, Vec<String>> = Box::new(move |names: &Vec<String>| {
+            let file = file?;
             let kept: std::collections::HashSet<&String> = names.iter().collect();
             let dropped: Vec<&str> = file
                 .0
@@ -84,285 +325,18 @@ pub(super) fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Setting
             } else {
                 format!(" — {} NOT governed", dropped.join(", "))
             };
-            env_over(
-                "TARGET_COMMANDS",
-                "target_commands",
-                v,
-                Some(format!("[{}]{effect}", file.0.join(", "))),
-            );
-        }
-        names
-    } else if let Some(v) = &raw.target_commands {
-        origins.insert("target_commands", Origin::File);
-        v.0.clone()
-    } else {
-        origins.insert("target_commands", Origin::Default);
-        DEFAULT_TARGETS.iter().map(|s| s.to_string()).collect()
-    };
-
-    let cgroup_root = if let Some(v) = &src.flags.cgroup_root {
-        origins.insert("cgroup_root", Origin::Flag("--cgroup-root"));
-        CgroupRoot::parse(v).map_err(|message| ConfigError::Flag {
-            flag: "--cgroup-root",
-            value: v.clone(),
-            message,
-        })?
-    } else if let Some(v) = raw.cgroup_root {
-        origins.insert("cgroup_root", Origin::File);
-        v
-    } else {
-        origins.insert("cgroup_root", Origin::Default);
-        CgroupRoot(raw::AUTO.into())
-    };
-    let metrics_addr = match raw.metrics_addr.clone() {
-        Some(a) => {
-            origins.insert("metrics_addr", Origin::File);
-            a.0
-        }
-        None => {
-            origins.insert("metrics_addr", Origin::Default);
-            DEFAULT_METRICS_ADDR.parse().ok()
-        }
-    };
-
-    let state_path = if let Some(v) = &src.flags.state_path {
-        origins.insert("state_path", Origin::Flag("--state-path"));
-        v.clone()
-    } else if let Some(v) = src.env.get("STATE_PATH") {
-        origins.insert("state_path", Origin::Env("STATE_PATH"));
-        env_over(
-            "STATE_PATH",
-            "state_path",
-            v,
-            raw.state_path.as_ref().map(|p| p.display().to_string()),
-        );
-        PathBuf::from(v)
-    } else if let Some(v) = raw.state_path.clone() {
-        origins.insert("state_path", Origin::File);
-        v
-    } else {
-        origins.insert("state_path", Origin::Default);
-        PathBuf::from(DEFAULT_STATE_PATH)
-    };
-    if state_path.as_os_str().is_empty() || state_path.file_name().is_none() {
-        return Err(file_err(
-            "state_path",
-            format!("{:?} is not a file path", state_path.display().to_string()),
-        ));
-    }
-
-    let state_flush_interval = if let Some(v) = src.env.get("STATE_FLUSH_INTERVAL") {
-        origins.insert("state_flush_interval", Origin::Env("STATE_FLUSH_INTERVAL"));
-        env_over(
-            "STATE_FLUSH_INTERVAL",
-            "state_flush_interval",
-            v,
-            raw.state_flush_interval.map(|d| format!("{d:?}")),
-        );
-        env_parse("STATE_FLUSH_INTERVAL", v, FlushInterval::parse)?
-    } else if let Some(v) = raw.state_flush_interval {
-        origins.insert("state_flush_interval", Origin::File);
-        v
-    } else {
-        origins.insert("state_flush_interval", Origin::Default);
-        FlushInterval::new(Duration::from_secs(30))
-    };
-
-    let max_retry_attempts = if let Some(v) = src.env.get("MAX_RETRY_ATTEMPTS") {
-        origins.insert("max_retry_attempts", Origin::Env("MAX_RETRY_ATTEMPTS"));
-        env_over(
-            "MAX_RETRY_ATTEMPTS",
-            "max_retry_attempts",
-            v,
-            raw.max_retry_attempts.map(|n| format!("{n:?}")),
-        );
-        env_parse("MAX_RETRY_ATTEMPTS", v, RetryAttempts::parse)?
-    } else if let Some(v) = raw.max_retry_attempts {
-        origins.insert("max_retry_attempts", Origin::File);
-        v
-    } else {
-        origins.insert("max_retry_attempts", Origin::Default);
-        RetryAttempts::value(5)
-    };
-
-    let reconcile_interval = match raw.reconcile_interval {
-        Some(v) => {
-            origins.insert("reconcile_interval", Origin::File);
-            v.0
-        }
-        None => {
-            origins.insert("reconcile_interval", Origin::Default);
-            Duration::from_secs(60)
-        }
-    };
-
-    let log_level = match src.env.get("LOG_LEVEL") {
-        Some(v) => {
-            origins.insert("log_level", Origin::Env("LOG_LEVEL"));
-            env_parse("LOG_LEVEL", v, parse_log_level)?
-        }
-        None => {
-            origins.insert("log_level", Origin::Default);
-            tracing::Level::INFO
-        }
-    };
-
-    let placement = if let Some(v) = &src.flags.placement {
-        origins.insert("placement", Origin::Flag("--placement"));
-        Placement::parse(v).map_err(|message| ConfigError::Flag {
-            flag: "--placement",
-            value: v.clone(),
-            message,
-        })?
-    } else if let Some(v) = raw.placement {
-        origins.insert("placement", Origin::File);
-        v
-    } else {
-        origins.insert("placement", Origin::Default);
-        Placement::Normal
-    };
-    origins.insert(
-        "forward_all",
-        if raw.forward_all.is_some() {
-            Origin::File
-        } else {
-            Origin::Default
-        },
-    );
-
-    let strict_timeout = match raw.strict_timeout {
-        Some(v) => {
-            origins.insert("strict_timeout", Origin::File);
-            v.0
-        }
-        None => {
-            origins.insert("strict_timeout", Origin::Default);
-            DEFAULT_STRICT_TIMEOUT
-        }
-    };
-    origins.insert(
-        "job_metrics",
-        if raw.job_metrics.is_some() {
-            Origin::File
-        } else {
-            Origin::Default
-        },
-    );
-    origins.insert(
-        "govern_containers",
-        if raw.govern_containers.is_some() {
-            Origin::File
-        } else {
-            Origin::Default
-        },
-    );
-
-    let users = read_passwd(src.passwd);
-    let default_limits = raw.default_limits.clone().unwrap_or_default();
-    let default_filters = raw.filters.clone().unwrap_or_default();
-    let commands = raw.commands.clone().unwrap_or_default();
-    let targeted: std::collections::HashSet<&String> = target_names.iter().collect();
-    for name in commands.keys() {
-        if let Err(message) = raw::check_command_name(name) {
-            return Err(file_err(
-                &format!("commands.{}", name.escape_debug()),
-                message,
-            ));
-        }
-        if !targeted.contains(name) {
-            warnings.push(format!(
-                "commands.{name} is configured but {name:?} is not a target ({}); its settings are unused",
-                target_names.join(", ")
-            ));
-        }
-    }
-    let mut warned = std::collections::HashSet::new();
-    let mut targets = Vec::new();
-    let mut command_placement = BTreeMap::new();
-    for name in &target_names {
-        let cmd = commands.get(name);
-        if let Some(p) = cmd.and_then(|c| c.placement) {
-            command_placement.insert(name.clone(), p);
-        }
-        let limits = merge_limits(&default_limits, cmd.and_then(|c| c.limits.as_ref()));
-        let raw_filters = merge_filters(&default_filters, cmd.and_then(|c| c.filters.as_ref()));
-        let filters = resolve_filters(raw_filters, &users, &mut warnings, &mut warned);
-        if let (Some(min), Some(max)) = (filters.min_runtime, filters.max_runtime) {
-            if min > max {
-                let key = if cmd.and_then(|c| c.filters.as_ref()).is_some() {
-                    format!("commands.{name}.filters.min_runtime")
-                } else {
-                    "filters.min_runtime".to_string()
-                };
-                return Err(file_err(
-                    &key,
-                    format!(
-                        "min_runtime {} is longer than max_runtime {}: no {name} process could ever be adopted",
-                        units::format_go_duration(min),
-                        units::format_go_duration(max)
-                    ),
-                ));
-            }
-        }
-        if let Some(min) = filters.min_runtime.filter(|m| !m.is_zero()) {
-            let key = if cmd
-                .and_then(|c| c.filters.as_ref())
-                .and_then(|f| f.min_runtime)
-                .is_some()
-            {
-                format!("commands.{name}.filters.min_runtime")
-            } else {
-                "filters.min_runtime".to_string()
-            };
-            warnings.push(format!(
-                "{key} {}: every new {name} runs unconstrained, outside its cgroup, for its first {} before it is placed",
-                units::format_go_duration(min),
-                units::format_go_duration(min)
-            ));
-        }
-        let govern_containers = cmd
-            .and_then(|c| c.govern_containers)
-            .or(raw.govern_containers)
-            .unwrap_or(false);
-        targets.push(Target {
-            name: name.clone(),
-            limits,
-            filters,
-            govern_containers,
+            Some(format!("[{}]{effect}", file.0.join(", ")))
         });
-    }
-
-    Ok(Settings {
-        config_file: src.config_file.map(Path::to_path_buf),
-        scan_interval: scan_interval.0,
-        targets,
-        cgroup_root: cgroup_root.0,
-        state_path,
-        state_flush_interval: state_flush_interval.0,
-        max_retry_attempts: max_retry_attempts.get().unwrap_or(0) as u32,
-        reconcile_interval,
-        log_level,
-        placement,
-        command_placement,
-        forward_all: raw.forward_all.unwrap_or(false),
-        strict_timeout,
-        job_metrics: raw.job_metrics.unwrap_or_default(),
-        metrics_addr,
-        origins,
-        warnings,
-    })
-}
-
-fn env_parse<T>(
-    var: &'static str,
-    value: &str,
-    parse: impl FnOnce(&str) -> Result<T, String>,
-) -> Result<T, ConfigError> {
-    parse(value).map_err(|message| ConfigError::Env {
-        var,
-        value: value.to_string(),
-        message,
-    })
+        let parse = |v: &str| check_target_list(v.split(',').map(str::to_string));
+        (Rung::new("TARGET_COMMANDS", v, parse), shown)
+    });
+    l.pick(
+        "target_commands",
+        flag,
+        env,
+        raw.target_commands.clone().map(|t| t.0),
+        || DEFAULT_TARGETS.iter().map(|s| s.to_string()).collect(),
+    )
 }
 
 fn parse_log_level(v: &str) -> Result<tracing::Level, String> {

@@ -2,6 +2,7 @@
 //! variables and flags (precedence flag > env > file > default), validated into `Settings`.
 
 mod error;
+mod ladder;
 mod merge;
 pub mod raw;
 pub mod units;
@@ -215,7 +216,7 @@ pub fn load(src: &Sources) -> Result<Settings, ConfigError> {
                 path: path.to_path_buf(),
                 source,
             })?;
-            let raw: Option<RawConfig> = serde_yaml::from_str(&text)
+            let raw: Option<RawConfig> = yaml_serde::from_str(&text)
                 .map_err(|e| ConfigError::from_yaml(path.to_path_buf(), &e))?;
             (raw.unwrap_or_default(), text)
         }

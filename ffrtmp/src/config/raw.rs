@@ -167,10 +167,8 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
     T::deserialize(d).map(Some)
 }
 
-/// The longest target name: `auto-<name>-<pid>-<start time>` (a job cgroup whose name is
-/// taken gets the start time appended) must stay a valid directory name (255 bytes), with
-/// 10 digits of PID and 20 of start time.
-pub const MAX_COMMAND_NAME: usize = 255 - "auto-".len() - 1 - 10 - 1 - 20;
+/// The longest target name: it becomes part of a job id (`crate::job::JobId`).
+pub const MAX_COMMAND_NAME: usize = crate::job::JobId::MAX_COMMAND_NAME;
 
 /// Check one command name: a basename, as matched against argv[0], comm and exe, that
 /// becomes part of job ids and cgroup directory names.
@@ -285,7 +283,7 @@ impl<'de> Deserialize<'de> for AbsDir {
     }
 }
 
-/// Parse a string value inside the visitor, so serde_yaml reports errors with the key
+/// Parse a string value inside the visitor, so yaml_serde reports errors with the key
 /// path and line of the value.
 struct TextVisitor<T>(fn(&str) -> Result<T, String>, &'static str);
 

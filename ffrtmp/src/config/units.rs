@@ -1,6 +1,6 @@
 //! Typed config values: Go-style durations and range-checked numbers.
 //!
-//! Each type checks its range while it is deserialized, so serde_yaml reports a bad value
+//! Each type checks its range while it is deserialized, so yaml_serde reports a bad value
 //! with the key path and the line it is on.
 
 use std::fmt;

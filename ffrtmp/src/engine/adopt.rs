@@ -19,9 +19,7 @@ impl Engine {
     }
 
     fn in_cgroup(&self, pid: u32, cgroup: &str) -> bool {
-        self.proc
-            .cgroups(pid)
-            .is_ok_and(|l| self.placer.backend().is_member(cgroup, &l))
+        matches!(self.placer.whereabouts(pid, cgroup), Ok(None))
     }
 
     fn readopt(&mut self, mut r: ProcessRecord) {
@@ -47,11 +45,11 @@ impl Engine {
             )));
         }
         let mut applied = Vec::new();
-        if r.limits.is_none() && !self.dry_run {
+        if r.limits.is_none() && !self.rules.dry_run {
             // A predecessor's entry: its limits were never applied. Apply the current ones.
             if let Some(t) = self.settings.target(&r.command) {
                 let limits = t.limits.clone();
-                for (label, res) in self.placer.backend().apply_limits(&cgroup, &limits) {
+                for (label, res) in self.placer.apply_limits(&cgroup, &limits) {
                     applied.push((label, res.err().map(|e| e.to_string())));
                 }
                 r.limits = Some(limits);
@@ -81,7 +79,7 @@ impl Engine {
             start_time: Some(pinned.id.start_time),
             cgroup: Some(cgroup.into()),
             exe: self.proc.exe(pid).ok().map(|p| p.display().to_string()),
-            limits: Some(self.placer.backend().read_limits(cgroup)),
+            limits: Some(self.placer.read_limits(cgroup)),
         };
         self.take_back(pinned, record, Vec::new(), true);
     }

@@ -1,41 +1,18 @@
 //! What goes into the engine and what comes out of it.
 //!
-//! In: exec notices on the hot queue (from the sources, `ExecNotice`), everything else on
+//! In (`crate::exec`): exec notices on the hot queue (`ExecNotice`), everything else on
 //! the work queue (`Work`: scan candidates, exits, reloads, stops left by a dead daemon).
-//! Out: one `Outcome` per decision, to the record loop, which logs, counts and persists.
+//! Out (here): one `Outcome` per decision, to the record loop, which logs, counts and persists.
 //! The engine itself writes no log line and no file.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Limits, Settings};
+use crate::config::Limits;
+use crate::job::JobId;
 use crate::matcher::Skip;
 use crate::placer::{JobSpec, PlaceError, Placement};
-use crate::process::{PidFd, ProcessId, Stat, Stopped};
+use crate::process::{PidFd, ProcessId, Stat};
 use crate::record::state::ProcessRecord;
-
-/// Work for the engine that is not a fresh exec.
-#[derive(Debug)]
-pub enum Work {
-    /// A target the scan found that nobody reported (or whose exec was not reported).
-    Candidate(Stat),
-    /// A governed process exited (its pidfd became readable).
-    Exited(ProcessId),
-    /// A job cgroup `auto-<command>-<pid>` whose process is alive but not in the table
-    /// (the state file was lost): govern it again without moving it.
-    Adopt {
-        pid: u32,
-        cgroup: String,
-        job_id: String,
-        command: String,
-    },
-    /// A process a daemon that died had stopped: place it, then resume it.
-    Orphan(Stopped),
-    /// New settings (already validated).
-    Reload(Arc<Settings>),
-    /// Stop: the engine thread returns.
-    Shutdown,
-}
 
 /// One placement that succeeded.
 #[derive(Debug)]
@@ -63,7 +40,7 @@ pub enum Outcome {
     /// A target was found and will be placed (counted as discovered).
     Discovered {
         pid: u32,
-        job_id: String,
+        job_id: JobId,
         command: String,
     },
     Placed(Box<Placed>),
@@ -98,7 +75,7 @@ pub enum Outcome {
     /// A transient failure; tried again after `delay`.
     Retrying {
         pid: u32,
-        job_id: String,
+        job_id: JobId,
         error: PlaceError,
         attempt: u32,
         max: u32,
@@ -107,7 +84,7 @@ pub enum Outcome {
     /// Given up (the scan may try it again later).
     Failed {
         pid: u32,
-        job_id: String,
+        job_id: JobId,
         command: String,
         error: PlaceError,
         attempts: u32,
@@ -126,10 +103,13 @@ pub enum Outcome {
     Undecodable {
         error: String,
     },
+    /// Spare cgroups the engine will not use (its pool is full for their limits, or the
+    /// limits changed): to be removed off the placement thread.
+    SparesLeft(Vec<String>),
     /// `--dry-run`: what a real run would have done.
     DryRun {
         pid: u32,
-        job_id: String,
+        job_id: JobId,
         command: String,
         cgroup: String,
         limits: Limits,

@@ -25,8 +25,7 @@
 pub const HOUSEKEEPING_NICE: i32 = 10;
 
 fn tid() -> libc::pid_t {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t }
+    rustix::thread::gettid().as_raw_nonzero().get()
 }
 
 /// The calling thread's policy.

@@ -30,7 +30,6 @@ pub struct Retry {
     pub source: &'static str,
 }
 
-#[derive(Default)]
 pub struct Table {
     /// Governed processes by PID.
     governed: HashMap<u32, ProcessId>,
@@ -39,22 +38,32 @@ pub struct Table {
     timers: BTreeMap<(Instant, ProcessId), Timed>,
     /// Placements that failed for good, and when the scan may try them again.
     failed: HashMap<ProcessId, Instant>,
-    /// Processes skipped moments ago, with their comm: a scan's report of one of them is
-    /// the same report again (see `skipped`).
+    /// Processes skipped, with their comm and when they were last reported: a report of
+    /// one of them as it was is the same report again (see `skipped`). The one memory of
+    /// skips in the daemon: the scan reports every target it finds, every time.
     skipped: HashMap<ProcessId, (Vec<u8>, Instant)>,
+    /// How long a skip is remembered without a report renewing it.
+    skip_memory: Duration,
 }
 
-/// How long a skip answers a scan's report of the same process with the same comm. The
-/// scanner learns of a skip through the record loop, so a scan that ran meanwhile (a few
-/// ms; longer on a loaded node) reports the process once more; so does a fresh candidate's
-/// second look. Beyond this the scanner knows.
-const SKIP_MEMORY: Duration = Duration::from_secs(5);
-/// At most this many are remembered. When full, the expired go; if more than half are
-/// still fresh (a storm of skipped targets), all go: the sweep then runs at most once per
-/// half of this many skips.
-const SKIP_MEMORY_MAX: usize = 1024;
+/// At most this many skips are remembered. When full, the expired go; if more than half
+/// are still fresh (a storm of skipped targets), all go: the sweep then runs at most once
+/// per half of this many skips, and a forgotten process is logged once more.
+const SKIP_MEMORY_MAX: usize = 16_384;
 
 impl Table {
+    /// `skip_memory`: how long a skip lasts without a report of the same process.
+    pub fn new(skip_memory: Duration) -> Table {
+        Table {
+            governed: HashMap::new(),
+            pending: HashSet::new(),
+            timers: BTreeMap::new(),
+            failed: HashMap::new(),
+            skipped: HashMap::new(),
+            skip_memory,
+        }
+    }
+
     /// Governed, pending, or given up on (and not due again yet).
     pub fn knows(&mut self, id: ProcessId) -> bool {
         if let Some(until) = self.failed.get(&id) {
@@ -107,7 +116,8 @@ impl Table {
     /// Skipped now, as it is (`comm`).
     pub fn skipped(&mut self, id: ProcessId, comm: &[u8], now: Instant) {
         if self.skipped.len() >= SKIP_MEMORY_MAX && !self.skipped.contains_key(&id) {
-            self.skipped.retain(|_, (_, at)| *at + SKIP_MEMORY > now);
+            let memory = self.skip_memory;
+            self.skipped.retain(|_, (_, at)| *at + memory > now);
             if self.skipped.len() > SKIP_MEMORY_MAX / 2 {
                 self.skipped.clear();
             }
@@ -115,17 +125,25 @@ impl Table {
         self.skipped.insert(id, (comm.to_vec(), now));
     }
 
-    /// Skipped moments ago with this comm: a scan's report of it changes nothing. With
-    /// another comm it exec'd since, and is looked at again.
-    pub fn skipped_as(&self, id: ProcessId, comm: &[u8], now: Instant) -> bool {
-        self.skipped
-            .get(&id)
-            .is_some_and(|(c, at)| c == comm && *at + SKIP_MEMORY > now)
+    /// Skipped with this comm, and reported since within `skip_memory`: a scan's report
+    /// of it changes nothing, and renews the memory. With another comm it exec'd since,
+    /// and is looked at again.
+    pub fn skipped_as(&mut self, id: ProcessId, comm: &[u8], now: Instant) -> bool {
+        let memory = self.skip_memory;
+        match self.skipped.get_mut(&id) {
+            Some((c, at)) if c == comm && *at + memory > now => {
+                *at = now;
+                true
+            }
+            _ => false,
+        }
     }
 
-    /// Targets or filters changed: every skip is decided again.
-    pub fn forget_skips(&mut self) {
+    /// Targets or filters changed: every skip is decided again (and, with new scan
+    /// intervals, remembered for `skip_memory`).
+    pub fn forget_skips(&mut self, skip_memory: Duration) {
         self.skipped.clear();
+        self.skip_memory = skip_memory;
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -162,6 +180,8 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    const SKIP_MEMORY: Duration = Duration::from_secs(5);
+
     fn id(pid: u32, start: u64) -> ProcessId {
         ProcessId {
             pid,
@@ -171,7 +191,7 @@ mod tests {
 
     #[test]
     fn a_process_is_known_while_governed_pending_or_failed() {
-        let mut t = Table::default();
+        let mut t = Table::new(SKIP_MEMORY);
         let a = id(10, 1);
         assert!(!t.knows(a));
         assert!(t.defer(a, Instant::now() + Duration::from_secs(60)));
@@ -195,7 +215,7 @@ mod tests {
 
     #[test]
     fn a_fresh_candidate_waits_without_turning_its_exec_event_away() {
-        let mut t = Table::default();
+        let mut t = Table::new(SKIP_MEMORY);
         let now = Instant::now();
         let a = id(7, 1);
         t.fresh(a, now + Duration::from_millis(10));
@@ -223,7 +243,7 @@ mod tests {
 
     #[test]
     fn due_timers_come_in_order_and_stop_being_pending() {
-        let mut t = Table::default();
+        let mut t = Table::new(SKIP_MEMORY);
         let now = Instant::now();
         t.defer(id(2, 1), now + Duration::from_millis(20));
         t.defer(id(1, 1), now + Duration::from_millis(10));
@@ -241,11 +261,15 @@ mod tests {
 
     #[test]
     fn a_skip_answers_a_scan_for_a_while_and_only_for_the_same_comm() {
-        let mut t = Table::default();
+        let mut t = Table::new(SKIP_MEMORY);
         let now = Instant::now();
         let a = id(10, 1);
         t.skipped(a, b"ffmpeg", now);
         assert!(t.skipped_as(a, b"ffmpeg", now + Duration::from_secs(1)));
+        // Each report renews it: reported every 4 s, it is remembered past 5 s.
+        assert!(t.skipped_as(a, b"ffmpeg", now + Duration::from_secs(4)));
+        assert!(t.skipped_as(a, b"ffmpeg", now + Duration::from_secs(8)));
+        t.skipped(a, b"ffmpeg", now);
         assert!(
             !t.skipped_as(a, b"x264", now),
             "it exec'd since: look again"
@@ -267,7 +291,7 @@ mod tests {
         assert!(!t.skipped_as(id(1000, 1), b"ffmpeg", later));
         let newest = id(1000 + SKIP_MEMORY_MAX as u32 + 9, 1);
         assert!(t.skipped_as(newest, b"ffmpeg", later));
-        t.forget_skips();
+        t.forget_skips(SKIP_MEMORY);
         assert!(!t.skipped_as(newest, b"ffmpeg", later));
     }
 }

@@ -1,8 +1,9 @@
 //! The cgroup backend interface, implemented for the unified hierarchy (`v2`) and for
-//! legacy/hybrid hosts (`v1`), and the detection of which one this host has.
+//! legacy/hybrid hosts (`v1`). Which one this host has is `detect`'s to say; the file
+//! helpers both use are in `cgroupfs`.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::error::PlaceError;
 use super::limits::Controller;
@@ -82,74 +83,5 @@ pub trait CgroupBackend: Send + Sync {
     /// whether it waits for an RCU grace period).
     fn move_cost(&self) -> Option<String> {
         None
-    }
-}
-
-/// Detect the host's hierarchy from `/sys/fs/cgroup`.
-pub fn detect() -> Result<Box<dyn CgroupBackend>, String> {
-    if cgroups_rs::hierarchies::is_cgroup2_unified_mode() {
-        Ok(Box::new(super::v2::V2Backend::new(PathBuf::from(
-            "/sys/fs/cgroup",
-        ))))
-    } else {
-        super::v1::V1Backend::from_mountinfo().map(|b| Box::new(b) as Box<dyn CgroupBackend>)
-    }
-}
-
-/// Join a hierarchy path (`/a/b`) onto a mount point.
-pub fn dir_of(mount: &Path, cgroup: &str) -> PathBuf {
-    mount.join(cgroup.trim_start_matches('/'))
-}
-
-pub(crate) fn read_trimmed(path: &Path) -> io::Result<String> {
-    Ok(std::fs::read_to_string(path)?.trim().to_string())
-}
-
-pub(crate) fn read_u64(path: &Path) -> Option<u64> {
-    read_trimmed(path).ok()?.parse().ok()
-}
-
-/// `key value` lines (cpu.stat, memory.events, memory.oom_control).
-pub(crate) fn read_keyed(path: &Path, key: &str) -> Option<u64> {
-    std::fs::read_to_string(path)
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-pub(crate) fn read_procs(dir: &Path) -> io::Result<Vec<u32>> {
-    Ok(std::fs::read_to_string(dir.join("cgroup.procs"))?
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect())
-}
-
-pub(crate) fn list_dirs(dir: &Path) -> io::Result<Vec<String>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        if e.file_type()?.is_dir() {
-            out.push(e.file_name().to_string_lossy().into_owned());
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// mkdir that accepts an existing directory.
-pub(crate) fn mkdir(dir: &Path) -> io::Result<bool> {
-    match std::fs::create_dir(dir) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// rmdir that accepts a missing directory.
-pub(crate) fn rmdir(dir: &Path) -> io::Result<()> {
-    match std::fs::remove_dir(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
     }
 }

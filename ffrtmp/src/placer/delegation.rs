@@ -193,23 +193,9 @@ pub fn inspect() -> Inputs {
 }
 
 fn has_delegate_xattr(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
     ["trusted.delegate", "user.delegate"].iter().any(|name| {
-        let name = std::ffi::CString::new(*name).expect("static name");
         let mut buf = [0u8; 8];
-        // SAFETY: valid NUL-terminated strings and a buffer of the length given.
-        let n = unsafe {
-            libc::getxattr(
-                path.as_ptr(),
-                name.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        n > 0 && buf[0] == b'1'
+        rustix::fs::getxattr(dir, *name, &mut buf).is_ok_and(|n| n > 0 && buf[0] == b'1')
     })
 }
 
@@ -259,7 +245,6 @@ pub fn join(auto: &Auto) -> std::io::Result<()> {
 /// and cgroup paths do not mean what they say. Join PID 1's cgroup namespace then (needs
 /// CAP_SYS_ADMIN). `Ok(false)`: already in it (or PID 1 is our own init, as in LXC).
 pub fn join_init_cgroup_namespace() -> Result<bool, String> {
-    use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;
     let ino = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
     let (Ok(ours), Ok(init)) = (ino("/proc/self/ns/cgroup"), ino("/proc/1/ns/cgroup")) else {
@@ -270,13 +255,11 @@ pub fn join_init_cgroup_namespace() -> Result<bool, String> {
     }
     let f = std::fs::File::open("/proc/1/ns/cgroup")
         .map_err(|e| format!("cannot open /proc/1/ns/cgroup: {e}"))?;
-    // SAFETY: setns with a namespace fd we own.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWCGROUP) } != 0 {
-        return Err(format!(
-            "setns(CLONE_NEWCGROUP): {}",
-            std::io::Error::last_os_error()
-        ));
-    }
+    rustix::thread::move_into_link_name_space(
+        std::os::fd::AsFd::as_fd(&f),
+        Some(rustix::thread::LinkNameSpaceType::ControlGroup),
+    )
+    .map_err(|e| format!("setns(CLONE_NEWCGROUP): {e}"))?;
     Ok(true)
 }
 

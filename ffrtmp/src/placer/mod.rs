@@ -2,7 +2,9 @@
 //! order create → write and read back limits → move → verify `/proc/PID/cgroup`.
 
 pub mod backend;
+pub mod cgroupfs;
 pub mod delegation;
+mod detect;
 pub mod error;
 pub mod limits;
 pub mod registry;
@@ -10,17 +12,19 @@ pub mod spares;
 pub mod v1;
 pub mod v2;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use backend::{detect, CgroupBackend, CgroupMode, RootReport, Usage};
+pub use backend::{CgroupBackend, CgroupMode, RootReport, Usage};
+pub use detect::detect;
 pub use error::{backoff, Class, PlaceError, Step};
 
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 
 use crate::config::Limits;
-use crate::process::{is_gone, Pinned, ProcFs};
-use spares::{Spare, Spares, SPARE_PREFIX};
+use crate::job::JobId;
+use crate::process::{is_gone, monotonic_ns, Pinned, ProcFs};
+pub use spares::{Spare, Spares, SPARES_PER_LIMITS};
 
 /// A job cgroup younger than this is never taken for a leftover (`Placer::is_fresh`).
 pub const LEFTOVER_MIN_AGE: Duration = Duration::from_secs(10);
@@ -28,14 +32,9 @@ pub const LEFTOVER_MIN_AGE: Duration = Duration::from_secs(10);
 /// What to place a process as.
 #[derive(Debug, Clone)]
 pub struct JobSpec {
-    pub job_id: String,
+    pub job_id: JobId,
     pub command: String,
     pub limits: Limits,
-}
-
-/// The job id of a discovered process (the predecessor's naming).
-pub fn auto_job_id(command: &str, pid: u32) -> String {
-    format!("auto-{command}-{pid}")
 }
 
 /// A finished placement.
@@ -51,24 +50,16 @@ pub struct Placement {
     pub verified_mono_ns: u64,
     /// Time spent placing.
     pub took: Duration,
-}
-
-/// CLOCK_MONOTONIC in ns (the clock of `bpf_ktime_get_ns`).
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid clock id and out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    /// The cgroup root was gone (removed by another tool) and was made again first.
+    pub root_recreated: bool,
 }
 
 pub struct Placer {
     backend: Box<dyn CgroupBackend>,
     root: String,
     proc: ProcFs,
-    spares: Mutex<Spares>,
+    /// Numbers the spare cgroups' names (an atomic: the placer holds no lock).
+    spare_seq: AtomicU64,
 }
 
 impl Placer {
@@ -77,12 +68,22 @@ impl Placer {
             backend,
             root,
             proc,
-            spares: Mutex::new(Spares::default()),
+            spare_seq: AtomicU64::new(0),
         }
     }
 
-    pub fn backend(&self) -> &dyn CgroupBackend {
-        self.backend.as_ref()
+    /// The hierarchy, for the start-up log: where it is mounted and which mode.
+    pub fn describe(&self) -> String {
+        format!("{} ({})", self.backend.describe(), self.backend.mode())
+    }
+
+    pub fn mode(&self) -> CgroupMode {
+        self.backend.mode()
+    }
+
+    /// What a move costs on this mount (cgroup v2: an RCU grace period or not).
+    pub fn move_cost(&self) -> Option<String> {
+        self.backend.move_cost()
     }
 
     pub fn root(&self) -> &str {
@@ -103,94 +104,38 @@ impl Placer {
         self.backend.prepare_root(&self.root)
     }
 
-    /// Remove empty spare cgroups that are not in this placer's pool: a previous daemon's
-    /// (at start) or ones a failed placement left behind (at reconciliation). Only the
-    /// daemon calls this — `run` and `attach` must not touch its spares.
-    pub fn remove_stray_spares(&self) {
-        for name in self.backend.children(&self.root).unwrap_or_default() {
-            let cgroup = self.cgroup_of(&name);
-            if name.starts_with(SPARE_PREFIX)
-                && !self.spares.lock().expect("spares lock").holds(&cgroup)
-            {
-                let _ = self.remove_if_empty(&cgroup);
+    /// Create a job cgroup. If its parent, the root, is gone (a cleanup tool removed it
+    /// while the daemon ran), the root is made again (controllers enabled as at start) and
+    /// the job cgroup then: `Ok(true)`.
+    fn create(&self, cgroup: &str) -> Result<bool, PlaceError> {
+        match self.backend.create(cgroup) {
+            Ok(()) => Ok(false),
+            Err(e) if e.errno == Some(libc::ENOENT) => {
+                self.backend.prepare_root(&self.root);
+                self.backend.create(cgroup)?;
+                Ok(true)
             }
+            Err(e) => Err(e),
         }
     }
 
-    /// Create spare cgroups for each set of limits, up to the pool size (v1 only; a no-op
-    /// where cgroups cannot be renamed). Returns how many were created. Off the placement
-    /// path: the daemon calls it after placing, on another thread; the pool's lock is held
-    /// only to count and to add, never while a cgroup is made.
-    pub fn refill_spares<'a>(&self, all: impl IntoIterator<Item = &'a Limits>) -> usize {
-        if !self.backend.supports_rename() {
-            return 0;
-        }
-        let mut created = 0;
-        for limits in all {
-            let wanted = self.spares.lock().expect("spares lock").missing(limits);
-            for _ in 0..wanted {
-                let name = self.spares.lock().expect("spares lock").next_name();
-                let cgroup = self.cgroup_of(&name);
-                if self.backend.create(&cgroup).is_err() {
-                    return created;
-                }
-                let procs = match Spare::open_procs(self.backend.procs_files(&cgroup)) {
-                    Ok(p) => p,
-                    Err(_) => {
-                        let _ = self.backend.remove(&cgroup);
-                        return created;
-                    }
-                };
-                let mut spare = Spare {
-                    cgroup,
-                    applied: Vec::new(),
-                    failed: Vec::new(),
-                    procs,
-                };
-                let mut retry_later = false;
-                for (label, r) in self.backend.apply_limits(&spare.cgroup, limits) {
-                    match r {
-                        Ok(()) => spare.applied.push(label),
-                        Err(e) if e.class == Class::Retryable => retry_later = true,
-                        Err(e) => spare.failed.push((label, e)),
-                    }
-                }
-                if retry_later {
-                    let _ = self.backend.remove(&spare.cgroup);
-                    return created;
-                }
-                self.spares
-                    .lock()
-                    .expect("spares lock")
-                    .put(limits.clone(), spare);
-                created += 1;
-            }
-        }
-        created
-    }
-
-    /// Remove every spare cgroup (at shutdown and when the limits change).
-    pub fn drain_spares(&self) {
-        let spares = self.spares.lock().expect("spares lock").drain();
-        for s in spares {
-            let _ = self.backend.remove(&s.cgroup);
-        }
-    }
-
-    /// Number of spare cgroups ready.
-    pub fn spare_count(&self) -> usize {
-        self.spares.lock().expect("spares lock").len()
-    }
-
-    /// Place a pinned process. On error nothing is left behind: a cgroup created for the
-    /// attempt is removed again.
-    pub fn place(&self, p: &Pinned, spec: &JobSpec) -> Result<Placement, PlaceError> {
+    /// Place a pinned process, into `spare` if one is given (a spare made with the job's
+    /// limits: the fast path). On error nothing is left behind: a cgroup created for the
+    /// attempt, or the spare, is removed again.
+    pub fn place(
+        &self,
+        p: &Pinned,
+        spec: &JobSpec,
+        spare: Option<Spare>,
+    ) -> Result<Placement, PlaceError> {
         let started = Instant::now();
         let pid = p.id.pid;
         if !p.pidfd.is_alive() {
+            if let Some(s) = spare {
+                let _ = self.backend.remove(&s.cgroup);
+            }
             return Err(PlaceError::vanished(Step::Pin, format!("PID {pid} exited")));
         }
-        let spare = self.spares.lock().expect("spares lock").take(&spec.limits);
         if let Some(spare) = spare {
             match self.place_in_spare(p, spec, spare, started) {
                 Ok(pl) => return Ok(pl),
@@ -201,79 +146,33 @@ impl Placer {
                 }
             }
         }
-        let mut cgroup = self.cgroup_of(&spec.job_id);
+        let mut cgroup = self.cgroup_of(spec.job_id.as_str());
         // A cgroup of that name left behind (an earlier process with this PID) is removed if
         // empty, so the job starts from the kernel's defaults and not from limits the new
         // job does not set. One still in use (its children run there) keeps its limits to
         // itself: the job gets a name of its own.
         if let Err(e) = self.backend.remove(&cgroup) {
             if e.raw_os_error() == Some(libc::EBUSY) {
-                cgroup = self.cgroup_of(&format!("{}-{}", spec.job_id, p.id.start_time));
+                cgroup = self.cgroup_of(&spec.job_id.with_start_time(p.id.start_time));
             }
         }
-        self.backend.create(&cgroup)?;
+        let root_recreated = self.create(&cgroup)?;
         let result = self.fill_and_move(p, spec, &cgroup);
         match result {
             Ok((applied, failed)) => Ok(Placement {
-                job_id: spec.job_id.clone(),
+                job_id: spec.job_id.to_string(),
                 cgroup,
                 applied,
                 failed,
                 verified_mono_ns: monotonic_ns(),
                 took: started.elapsed(),
+                root_recreated,
             }),
             Err(e) => {
                 let _ = self.backend.remove(&cgroup);
                 Err(e)
             }
         }
-    }
-
-    /// The fast path: the limits are already in place; move, verify, then give the cgroup
-    /// the job's name.
-    fn place_in_spare(
-        &self,
-        p: &Pinned,
-        spec: &JobSpec,
-        spare: Spare,
-        started: Instant,
-    ) -> Result<Placement, PlaceError> {
-        let pid = p.id.pid;
-        let moved = spare
-            .move_process(pid)
-            .and_then(|()| self.verify(p, &spare.cgroup));
-        if let Err(e) = moved {
-            let _ = self.backend.remove(&spare.cgroup);
-            if e.class == Class::Vanished || !p.pidfd.is_alive() {
-                return Err(PlaceError::vanished(
-                    Step::Move,
-                    format!("PID {pid} exited during the move"),
-                ));
-            }
-            return Err(e);
-        }
-        let verified_mono_ns = monotonic_ns();
-        // A leftover cgroup of the same name (a reused PID whose old job still has
-        // processes) keeps the spare's name: the process is placed either way.
-        let cgroup = match self.backend.rename(&spare.cgroup, &spec.job_id) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(
-                    "Cannot name {} {}: {e}; the job keeps that cgroup",
-                    spare.cgroup,
-                    spec.job_id
-                );
-                spare.cgroup.clone()
-            }
-        };
-        Ok(Placement {
-            job_id: spec.job_id.clone(),
-            cgroup,
-            applied: spare.applied,
-            failed: spare.failed,
-            verified_mono_ns,
-            took: started.elapsed(),
-        })
     }
 
     #[allow(clippy::type_complexity)]
@@ -439,5 +338,74 @@ impl Placer {
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Where a governed process is: `Ok(None)` in its job cgroup, `Ok(Some(where))` moved
+    /// elsewhere (by another writer), `Err` when `/proc/PID/cgroup` cannot be read.
+    pub fn whereabouts(&self, pid: u32, cgroup: &str) -> std::io::Result<Option<String>> {
+        let lines = self.proc.cgroups(pid)?;
+        Ok((!self.backend.is_member(cgroup, &lines)).then(|| self.backend.location(&lines)))
+    }
+
+    /// Put a governed process back into its job cgroup (drift).
+    pub fn move_back(&self, cgroup: &str, pid: u32) -> Result<(), PlaceError> {
+        self.backend.move_process(cgroup, pid)
+    }
+
+    /// Write limits into an existing cgroup, reading each back (one result per limit).
+    pub fn apply_limits(
+        &self,
+        cgroup: &str,
+        limits: &Limits,
+    ) -> Vec<(String, Result<(), PlaceError>)> {
+        self.backend.apply_limits(cgroup, limits)
+    }
+
+    /// The limits a cgroup's files say.
+    pub fn read_limits(&self, cgroup: &str) -> Limits {
+        self.backend.read_limits(cgroup)
+    }
+
+    /// A job cgroup's live numbers.
+    pub fn usage(&self, cgroup: &str) -> Usage {
+        self.backend.usage(cgroup)
+    }
+
+    /// Every job cgroup under the root (by name: `JobId`), spares excluded.
+    pub fn job_cgroups(&self) -> std::io::Result<Vec<String>> {
+        Ok(self
+            .backend
+            .children(&self.root)?
+            .into_iter()
+            .filter(|n| JobId::names_a_job(n))
+            .map(|n| self.cgroup_of(&n))
+            .collect())
+    }
+
+    /// A job cgroup whose named process (`auto-<command>-<pid>`) is inside it: the job to
+    /// take back, as (pid, job id, command).
+    pub fn job_in(&self, cgroup: &str) -> Option<(u32, JobId, String)> {
+        let (id, command, pid) = JobId::parse(cgroup)?;
+        let command = command.to_string();
+        self.backend
+            .procs(cgroup)
+            .ok()?
+            .contains(&pid)
+            .then_some((pid, id, command))
+    }
+
+    /// A cgroup for a process that will enter it itself (`ffrtmp run`): created with its
+    /// limits (removed again if one cannot be applied); the `cgroup.procs` files to write.
+    pub fn prepare_job(&self, cgroup: &str, limits: &Limits) -> Result<Vec<PathBuf>, String> {
+        self.backend
+            .create(cgroup)
+            .map_err(|e| format!("cannot create {cgroup}: {e}"))?;
+        for (label, r) in self.backend.apply_limits(cgroup, limits) {
+            if let Err(e) = r {
+                let _ = self.backend.remove(cgroup);
+                return Err(format!("cannot apply {label} to {cgroup}: {e}"));
+            }
+        }
+        Ok(self.backend.procs_files(cgroup))
     }
 }

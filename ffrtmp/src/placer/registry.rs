@@ -32,7 +32,7 @@ pub fn runtime_dir() -> PathBuf {
 /// The daemon publishes the root its jobs go under.
 pub fn publish_root(dir: &Path, root: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    crate::record::state::write_atomic(&dir.join(ROOT_FILE), format!("{root}\n").as_bytes())
+    crate::durable::write_atomic(&dir.join(ROOT_FILE), format!("{root}\n").as_bytes())
 }
 
 /// The root the daemon published, if it did.
@@ -50,7 +50,7 @@ pub fn publish_daemon(dir: &Path, pid: u32, start_time: u64, state: &Path) -> st
     let mut line = format!("{pid} {start_time} ").into_bytes();
     line.extend_from_slice(state.as_os_str().as_bytes());
     line.push(b'\n');
-    crate::record::state::write_atomic(&dir.join(DAEMON_FILE), &line)
+    crate::durable::write_atomic(&dir.join(DAEMON_FILE), &line)
 }
 
 /// The state file of the daemon that published itself in `dir`, if that daemon still runs

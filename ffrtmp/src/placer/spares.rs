@@ -4,14 +4,23 @@
 //! After the move the spare is renamed to the job's name (`auto-<command>-<pid>`); the open
 //! files follow the rename. cgroup v1 supports renaming a cgroup; cgroup v2 does not
 //! (EPERM), so there the cgroup is created on the placement path.
+//!
+//! The pool (`Spares`) is the engine's alone: the chore runner makes spares
+//! (`Placer::make_spares`) and hands them over through the engine's work queue, so the
+//! placement thread takes a spare without a lock.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use super::error::PlaceError;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::error::{Class, PlaceError, Step};
+use super::{JobSpec, Placement, Placer};
 use crate::config::Limits;
+use crate::process::{monotonic_ns, Pinned};
 
 /// A ready cgroup with limits applied.
 #[derive(Debug)]
@@ -53,7 +62,6 @@ impl Spare {
 #[derive(Debug, Default)]
 pub struct Spares {
     ready: HashMap<Limits, Vec<Spare>>,
-    seq: u64,
 }
 
 /// Spares kept per distinct set of limits.
@@ -66,27 +74,20 @@ impl Spares {
         self.ready.get_mut(limits)?.pop()
     }
 
-    pub fn missing(&self, limits: &Limits) -> usize {
-        SPARES_PER_LIMITS.saturating_sub(self.ready.get(limits).map_or(0, Vec::len))
-    }
-
-    pub fn next_name(&mut self) -> String {
-        self.seq += 1;
-        format!("{SPARE_PREFIX}{}-{}", std::process::id(), self.seq)
-    }
-
-    pub fn put(&mut self, limits: Limits, spare: Spare) {
-        self.ready.entry(limits).or_default().push(spare);
+    /// Keep a spare, unless the pool for its limits is full: then it is handed back (for
+    /// removal off the placement thread).
+    pub fn put(&mut self, limits: Limits, spare: Spare) -> Option<Spare> {
+        let v = self.ready.entry(limits).or_default();
+        if v.len() >= SPARES_PER_LIMITS {
+            return Some(spare);
+        }
+        v.push(spare);
+        None
     }
 
     /// All spares, removing them from the pool.
     pub fn drain(&mut self) -> Vec<Spare> {
         self.ready.drain().flat_map(|(_, v)| v).collect()
-    }
-
-    /// Whether `cgroup` is a spare in the pool.
-    pub fn holds(&self, cgroup: &str) -> bool {
-        self.ready.values().flatten().any(|s| s.cgroup == cgroup)
     }
 
     pub fn len(&self) -> usize {
@@ -95,5 +96,118 @@ impl Spares {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl Placer {
+    /// Remove empty spare cgroups no daemon will use: every one (`all`, at start, before
+    /// this daemon makes its own), else those another daemon made (their names carry its
+    /// PID). Only the daemon calls this — `run` and `attach` must not touch its spares.
+    pub fn remove_stray_spares(&self, all: bool) {
+        let ours = format!("{SPARE_PREFIX}{}-", std::process::id());
+        for name in self.backend.children(&self.root).unwrap_or_default() {
+            if name.starts_with(SPARE_PREFIX) && (all || !name.starts_with(&ours)) {
+                let _ = self.remove_if_empty(&self.cgroup_of(&name));
+            }
+        }
+    }
+
+    /// Make `n` spare cgroups with these limits (v1 only; none where cgroups cannot be
+    /// renamed), for the engine's pool. Off the placement path: the chore runner (and the
+    /// start-up) call it; the engine takes what it makes through its work queue.
+    pub fn make_spares(&self, limits: &Limits, n: usize) -> Vec<Spare> {
+        if !self.backend.supports_rename() {
+            return Vec::new();
+        }
+        let mut made = Vec::new();
+        for _ in 0..n {
+            let seq = self.spare_seq.fetch_add(1, Ordering::Relaxed) + 1;
+            let cgroup = self.cgroup_of(&format!("{SPARE_PREFIX}{}-{seq}", std::process::id()));
+            if self.backend.create(&cgroup).is_err() {
+                break;
+            }
+            let procs = match Spare::open_procs(self.backend.procs_files(&cgroup)) {
+                Ok(p) => p,
+                Err(_) => {
+                    let _ = self.backend.remove(&cgroup);
+                    break;
+                }
+            };
+            let mut spare = Spare {
+                cgroup,
+                applied: Vec::new(),
+                failed: Vec::new(),
+                procs,
+            };
+            let mut retry_later = false;
+            for (label, r) in self.backend.apply_limits(&spare.cgroup, limits) {
+                match r {
+                    Ok(()) => spare.applied.push(label),
+                    Err(e) if e.class == Class::Retryable => retry_later = true,
+                    Err(e) => spare.failed.push((label, e)),
+                }
+            }
+            if retry_later {
+                let _ = self.backend.remove(&spare.cgroup);
+                break;
+            }
+            made.push(spare);
+        }
+        made
+    }
+
+    /// Remove spare cgroups (the engine's, at shutdown or when the limits change).
+    pub fn remove_spares(&self, cgroups: impl IntoIterator<Item = String>) {
+        for cg in cgroups {
+            let _ = self.backend.remove(&cg);
+        }
+    }
+
+    /// The fast path: the limits are already in place; move, verify, then give the cgroup
+    /// the job's name.
+    pub(super) fn place_in_spare(
+        &self,
+        p: &Pinned,
+        spec: &JobSpec,
+        spare: Spare,
+        started: Instant,
+    ) -> Result<Placement, PlaceError> {
+        let pid = p.id.pid;
+        let moved = spare
+            .move_process(pid)
+            .and_then(|()| self.verify(p, &spare.cgroup));
+        if let Err(e) = moved {
+            let _ = self.backend.remove(&spare.cgroup);
+            if e.class == Class::Vanished || !p.pidfd.is_alive() {
+                return Err(PlaceError::vanished(
+                    Step::Move,
+                    format!("PID {pid} exited during the move"),
+                ));
+            }
+            return Err(e);
+        }
+        let verified_mono_ns = monotonic_ns();
+        // A leftover cgroup of the same name (a reused PID whose old job still has
+        // processes) keeps the spare's name: the process is placed either way.
+        let cgroup = match self.backend.rename(&spare.cgroup, spec.job_id.as_str()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(
+                    "Cannot name {} {}: {e}; the job keeps that cgroup",
+                    spare.cgroup,
+                    spec.job_id
+                );
+                spare.cgroup.clone()
+            }
+        };
+        Ok(Placement {
+            job_id: spec.job_id.to_string(),
+            cgroup,
+            applied: spare.applied,
+            failed: spare.failed,
+            verified_mono_ns,
+            took: started.elapsed(),
+            root_recreated: false,
+        })
     }
 }

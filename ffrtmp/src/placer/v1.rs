@@ -11,9 +11,9 @@ use cgroups_rs::memory::MemController;
 use cgroups_rs::pid::PidController;
 use cgroups_rs::{CgroupPid, Controller as _, Controllers, MaxValue};
 
-use super::backend::{
-    dir_of, list_dirs, mkdir, read_keyed, read_procs, read_trimmed, read_u64, rmdir, CgroupBackend,
-    CgroupMode, RootReport, Usage,
+use super::backend::{CgroupBackend, CgroupMode, RootReport, Usage};
+use super::cgroupfs::{
+    dir_of, list_dirs, mkdir, read_keyed, read_procs, read_trimmed, read_u64, rmdir, verify,
 };
 use super::error::{cgroups_rs_io, PlaceError, Step};
 use super::limits::{v1_writes, Controller, LimitWrite, CPU_PERIOD_US};
@@ -116,18 +116,6 @@ fn missing(c: Controller) -> PlaceError {
 }
 
 /// Read a limit file back and compare.
-pub(crate) fn verify(path: &Path, want: &str) -> Result<(), PlaceError> {
-    let shown = path.display().to_string();
-    let got = read_trimmed(path).map_err(|e| PlaceError::io(Step::Verify, &shown, &e))?;
-    if got != want {
-        return Err(PlaceError::permanent(
-            Step::Verify,
-            format!("{shown}: wrote {want:?} but it reads back {got:?}"),
-        ));
-    }
-    Ok(())
-}
-
 impl CgroupBackend for V1Backend {
     fn mode(&self) -> CgroupMode {
         CgroupMode::V1

@@ -10,13 +10,12 @@ use cgroups_rs::memory::MemController;
 use cgroups_rs::pid::PidController;
 use cgroups_rs::{CgroupPid, Controller as _, MaxValue};
 
-use super::backend::{
-    dir_of, list_dirs, mkdir, read_keyed, read_procs, read_trimmed, read_u64, rmdir, CgroupBackend,
-    CgroupMode, RootReport, Usage,
+use super::backend::{CgroupBackend, CgroupMode, RootReport, Usage};
+use super::cgroupfs::{
+    dir_of, list_dirs, mkdir, read_keyed, read_procs, read_trimmed, read_u64, rmdir, verify,
 };
 use super::error::{cgroups_rs_io, PlaceError, Step};
 use super::limits::{v2_writes, Controller, LimitWrite};
-use super::v1::verify;
 use crate::config::Limits;
 use crate::process::CgroupLine;
 
@@ -271,18 +270,12 @@ fn super_options(mountinfo: &str, mount: &str) -> Option<String> {
 
 /// From uname(2): the unit's `ProcSubset=pid` hides /proc/sys/kernel/osrelease.
 fn kernel_release() -> Option<String> {
-    // SAFETY: uname fills a zeroed utsname; release is NUL-terminated by the kernel.
-    unsafe {
-        let mut u: libc::utsname = std::mem::zeroed();
-        if libc::uname(&mut u) != 0 {
-            return None;
-        }
-        Some(
-            std::ffi::CStr::from_ptr(u.release.as_ptr())
-                .to_string_lossy()
-                .into_owned(),
-        )
-    }
+    Some(
+        rustix::system::uname()
+            .release()
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 /// What `favordynmods` (Linux 6.0+) means for a placement, for the start-up log.

@@ -2,65 +2,104 @@
 //! pidfd readable. The record loop awaits the set's own descriptor (one registration with
 //! the runtime), so a governed process costs a descriptor and a table entry, not a task
 //! of its own (measured: docs/benchmarks.md, `bench-exec rss`).
+//!
+//! Descriptors are bounded (`RLIMIT_NOFILE`), governed processes are not: past
+//! `capacity` pidfds, a process is watched by polling instead (its `/proc/PID/stat` start
+//! time, once a second) and its pidfd is closed, so placements keep their descriptors and
+//! every exit is still seen. Said once, with the numbers and the fix.
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
+use std::time::Duration;
 
+use rustix::event::epoll;
 use tokio::io::unix::AsyncFd;
 
-use super::{PidFd, ProcessId};
+use super::{is_gone, PidFd, ProcFs, ProcessId};
 
 /// How many exits one `exited` call reports at most (more wait for the next call).
 const BATCH: usize = 64;
+/// How often processes watched without a pidfd are looked at.
+const POLL_EVERY: Duration = Duration::from_secs(1);
 
 pub struct ExitSet {
     epoll: AsyncFd<OwnedFd>,
     watched: HashMap<u32, (ProcessId, PidFd)>,
+    /// Watched without a pidfd (over `capacity`, or none could be had).
+    polled: HashMap<u32, ProcessId>,
+    capacity: usize,
+    poll: tokio::time::Interval,
+    proc: ProcFs,
+    /// The fallback was announced.
+    said: bool,
+}
+
+/// How many pidfds the set may hold under an open-files limit: what is left once the
+/// daemon's own descriptors (the ring, sockets, spare cgroups' files, a placement's pin)
+/// have room — half the limit, at most 256.
+pub fn capacity_for(limit: u64) -> usize {
+    let reserve = (limit / 2).min(256);
+    usize::try_from(limit.saturating_sub(reserve)).unwrap_or(usize::MAX)
 }
 
 impl ExitSet {
-    /// Needs a tokio runtime with I/O enabled (the set registers with it).
-    pub fn new() -> io::Result<ExitSet> {
-        // SAFETY: plain syscall; on success it returns a new descriptor that we own.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh, valid descriptor owned by nobody else.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: the AsyncFd owns the OwnedFd, which stays open and is the same
-        // descriptor as_raw_fd returns until the AsyncFd drops it.
+    /// Needs a tokio runtime with I/O and time enabled (the set registers with it).
+    /// `capacity`: how many pidfds it keeps (`capacity_for` the open-files limit).
+    pub fn new(proc: ProcFs, capacity: usize) -> io::Result<ExitSet> {
+        let owned = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        // SAFETY: the AsyncFd owns the OwnedFd, which stays open and is the same descriptor
+        // until the AsyncFd drops it.
         let epoll =
             unsafe { AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }?;
+        let mut poll = tokio::time::interval(POLL_EVERY);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(ExitSet {
             epoll,
             watched: HashMap::new(),
+            polled: HashMap::new(),
+            capacity,
+            poll,
+            proc,
+            said: false,
         })
     }
 
-    /// Watch `id` through `pidfd`. A process already gone is reported by the next
-    /// `exited`. Watching a PID again replaces the older process of that PID.
-    pub fn watch(&mut self, id: ProcessId, pidfd: PidFd) -> io::Result<()> {
+    /// Watch `id`, through its pidfd while there is room (`None`: no pidfd could be had).
+    /// A process already gone is reported by the next `exited`. Watching a PID again
+    /// replaces the older process of that PID.
+    pub fn watch(&mut self, id: ProcessId, pidfd: Option<PidFd>) -> io::Result<()> {
         self.unwatch(id.pid);
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: u64::from(id.pid),
-        };
-        // SAFETY: both descriptors are valid; `ev` lives through the call.
-        if unsafe {
-            libc::epoll_ctl(
-                self.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                pidfd.as_raw_fd(),
-                &mut ev,
-            )
-        } != 0
-        {
-            return Err(io::Error::last_os_error());
+        match pidfd {
+            Some(fd) if self.watched.len() < self.capacity => {
+                epoll::add(
+                    self.epoll.get_ref(),
+                    &fd,
+                    epoll::EventData::new_u64(u64::from(id.pid)),
+                    epoll::EventFlags::IN,
+                )?;
+                self.watched.insert(id.pid, (id, fd));
+            }
+            // Closed here (dropped): the descriptor goes back to placements.
+            _ => {
+                self.polled.insert(id.pid, id);
+                self.announce();
+            }
         }
-        self.watched.insert(id.pid, (id, pidfd));
         Ok(())
+    }
+
+    fn announce(&mut self) {
+        if std::mem::replace(&mut self.said, true) {
+            return;
+        }
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        tracing::warn!(
+            "The open files limit ({}) leaves room for {} pidfd(s): governed processes beyond that are watched without one, and their exits are seen within {}s instead of at once. Raise the limit: LimitNOFILE= in the unit (the shipped unit sets 65536), or ulimit -n",
+            limit.map_or("unlimited".into(), |n| n.to_string()),
+            self.capacity,
+            POLL_EVERY.as_secs()
+        );
     }
 
     /// Stop watching `pid` (its pidfd is closed). Nothing if it is not watched.
@@ -68,25 +107,18 @@ impl ExitSet {
         if let Some((_, fd)) = self.watched.remove(&pid) {
             self.forget(&fd);
         }
+        self.polled.remove(&pid);
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.watched.len()
+        self.watched.len() + self.polled.len()
     }
 
     /// Explicitly out of the set before the pidfd closes: a duplicate of it elsewhere
     /// would otherwise keep the registration (and its PID as data) alive.
     fn forget(&self, fd: &PidFd) {
-        // SAFETY: both descriptors are valid; DEL ignores the event argument.
-        unsafe {
-            libc::epoll_ctl(
-                self.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_DEL,
-                fd.as_raw_fd(),
-                std::ptr::null_mut(),
-            );
-        }
+        let _ = epoll::delete(self.epoll.get_ref(), fd);
     }
 
     /// Wait until some watched process has exited, and return those that have (each
@@ -94,46 +126,70 @@ impl ExitSet {
     /// set.
     pub async fn exited(&mut self) -> Vec<ProcessId> {
         loop {
-            let mut guard = match self.epoll.readable().await {
-                Ok(g) => g,
-                Err(e) => {
-                    // The runtime is shutting down: no exit will be reported again, and
-                    // the reconciliation scans notice the ended processes instead.
-                    tracing::error!(
-                        "the exit set stopped waiting: {e}; exits are found by scans from now on"
-                    );
-                    return std::future::pending().await;
-                }
+            let ids = tokio::select! {
+                r = self.epoll.readable() => match r {
+                    Ok(mut guard) => {
+                        let ready = ready_pids(guard.get_inner());
+                        if ready.len() < BATCH {
+                            guard.clear_ready();
+                        }
+                        drop(guard);
+                        ready
+                            .into_iter()
+                            .filter_map(|pid| {
+                                let (id, fd) = self.watched.remove(&pid)?;
+                                self.forget(&fd);
+                                Some(id)
+                            })
+                            .collect()
+                    }
+                    Err(e) => {
+                        // The runtime is shutting down: no exit will be reported again, and
+                        // the reconciliation scans notice the ended processes instead.
+                        tracing::error!(
+                            "the exit set stopped waiting: {e}; exits are found by scans from now on"
+                        );
+                        return std::future::pending().await;
+                    }
+                },
+                _ = self.poll.tick(), if !self.polled.is_empty() => self.polled_gone(),
             };
-            let ready = ready_pids(guard.get_inner().as_raw_fd());
-            if ready.len() < BATCH {
-                guard.clear_ready();
-            }
-            drop(guard);
-            let ids: Vec<ProcessId> = ready
-                .into_iter()
-                .filter_map(|pid| {
-                    let (id, fd) = self.watched.remove(&pid)?;
-                    self.forget(&fd);
-                    Some(id)
-                })
-                .collect();
             if !ids.is_empty() {
                 return ids;
             }
         }
     }
+
+    /// Polled processes that are gone (exited, a zombie, or their PID another's now).
+    fn polled_gone(&mut self) -> Vec<ProcessId> {
+        let gone: Vec<ProcessId> = self
+            .polled
+            .values()
+            .filter(|id| match self.proc.stat(id.pid) {
+                Ok(s) => s.start_time != id.start_time || s.is_zombie(),
+                Err(e) => is_gone(&e),
+            })
+            .copied()
+            .collect();
+        for id in &gone {
+            self.polled.remove(&id.pid);
+        }
+        gone
+    }
 }
 
 /// The data (PIDs) of the ready entries, without waiting.
-fn ready_pids(epoll: RawFd) -> Vec<u32> {
-    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; BATCH];
-    // SAFETY: `evs` has room for BATCH events; timeout 0 never blocks.
-    let n = unsafe { libc::epoll_wait(epoll, evs.as_mut_ptr(), BATCH as i32, 0) };
-    evs[..n.max(0) as usize]
-        .iter()
-        .map(|e| e.u64 as u32)
-        .collect()
+fn ready_pids(set: &OwnedFd) -> Vec<u32> {
+    let mut evs: Vec<epoll::Event> = Vec::with_capacity(BATCH);
+    let _ = epoll::wait(
+        set,
+        rustix::buffer::spare_capacity(&mut evs),
+        Some(&rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        }),
+    );
+    evs.iter().map(|e| e.data.u64() as u32).collect()
 }
 
 #[cfg(test)]
@@ -144,13 +200,15 @@ mod tests {
     fn id_of(child: &std::process::Child) -> ProcessId {
         ProcessId {
             pid: child.id(),
-            start_time: 0,
+            start_time: ProcFs::system()
+                .stat(child.id())
+                .map_or(0, |s| s.start_time),
         }
     }
 
     #[tokio::test]
     async fn reports_each_exit_once_and_forgets_unwatched() {
-        let mut set = ExitSet::new().unwrap();
+        let mut set = ExitSet::new(ProcFs::system(), 16).unwrap();
         let mut quick = std::process::Command::new("/bin/sleep")
             .arg("0.1")
             .spawn()
@@ -161,7 +219,8 @@ mod tests {
             .unwrap();
         let mut dropped = std::process::Command::new("/bin/true").spawn().unwrap();
         for c in [&quick, &slow, &dropped] {
-            set.watch(id_of(c), PidFd::open(c.id()).unwrap()).unwrap();
+            set.watch(id_of(c), Some(PidFd::open(c.id()).unwrap()))
+                .unwrap();
         }
         set.unwatch(dropped.id());
         assert_eq!(set.len(), 2);
@@ -189,16 +248,62 @@ mod tests {
 
     #[tokio::test]
     async fn a_process_gone_before_it_is_watched_is_reported() {
-        let mut set = ExitSet::new().unwrap();
+        let mut set = ExitSet::new(ProcFs::system(), 16).unwrap();
         let mut c = std::process::Command::new("/bin/true").spawn().unwrap();
         let fd = PidFd::open(c.id()).unwrap();
         // Exited (a zombie until reaped): the pidfd is readable already.
         std::thread::sleep(Duration::from_millis(100));
-        set.watch(id_of(&c), fd).unwrap();
+        set.watch(id_of(&c), Some(fd)).unwrap();
         let got = tokio::time::timeout(Duration::from_secs(5), set.exited())
             .await
             .expect("reported");
         assert_eq!(got, vec![id_of(&c)]);
         let _ = c.wait();
+    }
+
+    /// Over its capacity the set watches without pidfds, and still reports each exit.
+    #[tokio::test]
+    async fn beyond_its_capacity_exits_are_still_seen_without_pidfds() {
+        let mut set = ExitSet::new(ProcFs::system(), 1).unwrap();
+        let mut kids: Vec<std::process::Child> = (0..3)
+            .map(|_| {
+                std::process::Command::new("/bin/sleep")
+                    .arg("30")
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in &kids {
+            set.watch(id_of(c), Some(PidFd::open(c.id()).unwrap()))
+                .unwrap();
+        }
+        assert_eq!(set.watched.len(), 1, "one pidfd kept");
+        assert_eq!(set.polled.len(), 2, "two watched by polling");
+        let mut seen = Vec::new();
+        for c in &mut kids {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        while seen.len() < 3 {
+            let got = tokio::time::timeout(Duration::from_secs(5), set.exited())
+                .await
+                .expect("every exit is reported, polled ones within a second");
+            seen.extend(got);
+        }
+        seen.sort_by_key(|id| id.pid);
+        let mut want: Vec<ProcessId> = kids.iter().map(id_of).collect();
+        want.sort_by_key(|id| id.pid);
+        assert_eq!(
+            seen.iter().map(|i| i.pid).collect::<Vec<_>>(),
+            want.iter().map(|i| i.pid).collect::<Vec<_>>()
+        );
+        assert_eq!(set.len(), 0);
+    }
+
+    #[test]
+    fn capacity_leaves_room_for_the_daemons_own_descriptors() {
+        assert_eq!(capacity_for(64), 32);
+        assert_eq!(capacity_for(65536), 65280);
+        assert_eq!(capacity_for(0), 0);
     }
 }

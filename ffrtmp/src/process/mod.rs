@@ -17,6 +17,12 @@ pub use pidfd::PidFd;
 pub use stat::{parse_stat, Stat};
 pub use stopped::{MemoryLedger, Resumed, StopLedger, Stopped};
 
+/// CLOCK_MONOTONIC in ns (the clock of `bpf_ktime_get_ns`).
+pub fn monotonic_ns() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// A process's identity: PID plus start time (clock ticks after boot). A PID alone is
 /// reused; the pair is not (within one boot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -157,11 +163,10 @@ pub fn is_gone(e: &io::Error) -> bool {
 
 impl ProcFs {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        // SAFETY: sysconf has no preconditions.
-        let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let t = rustix::param::clock_ticks_per_second();
         ProcFs {
             root: root.into(),
-            ticks_per_second: if t > 0 { t as u64 } else { 100 },
+            ticks_per_second: if t > 0 { t } else { 100 },
         }
     }
 
@@ -280,12 +285,7 @@ impl ProcFs {
 
     /// Time since boot (CLOCK_BOOTTIME, the clock of stat's start time).
     pub fn uptime(&self) -> Duration {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: valid clock id and out pointer.
-        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+        let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
         Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
     }
 

@@ -2,7 +2,10 @@
 //! becomes readable when it exits, and signals only it.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
 
 #[derive(Debug)]
 pub struct PidFd(OwnedFd);
@@ -10,44 +13,27 @@ pub struct PidFd(OwnedFd);
 impl PidFd {
     /// `pidfd_open(pid, 0)`. ESRCH when the process is gone.
     pub fn open(pid: u32) -> io::Result<PidFd> {
-        // SAFETY: plain syscall; on success it returns a new fd that we own.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh, valid descriptor owned by nobody else.
-        Ok(PidFd(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
+        let pid =
+            Pid::from_raw(pid as i32).ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+        Ok(PidFd(pidfd_open(pid, PidfdFlags::empty())?))
     }
 
-    /// Send `sig` to the pinned process (0 = only check that it exists).
-    pub fn signal(&self, sig: i32) -> io::Result<()> {
-        // SAFETY: pidfd_send_signal with a valid fd and a null siginfo.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.0.as_raw_fd(),
-                sig,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+    /// Send `sig` to the pinned process.
+    pub fn signal(&self, sig: Signal) -> io::Result<()> {
+        Ok(pidfd_send_signal(&self.0, sig)?)
     }
 
     /// Whether the pinned process has not exited yet (a zombie counts as exited).
     pub fn is_alive(&self) -> bool {
         // A pidfd polls readable once the process has exited (zombie or reaped).
-        let mut pfd = libc::pollfd {
-            fd: self.0.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, zero timeout.
-        let r = unsafe { libc::poll(&mut pfd, 1, 0) };
-        r == 0
+        let mut p = [PollFd::new(&self.0, PollFlags::IN)];
+        poll(
+            &mut p,
+            Some(&rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            }),
+        ) == Ok(0)
     }
 
     /// Wait until the pinned process exits (the pidfd polls readable). No polling loop:

@@ -119,7 +119,7 @@ impl Stopped {
         // for a running process (resumed again, harmlessly), never a stopped process
         // without an entry.
         let sent = match &self.pidfd {
-            Some(p) => match p.signal(libc::SIGCONT) {
+            Some(p) => match p.signal(rustix::process::Signal::CONT) {
                 Ok(()) => true,
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => false,
                 Err(e) => {

@@ -6,7 +6,7 @@
 //! below the file descriptors the daemon keeps for pidfds.
 
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -17,7 +17,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use super::health::HealthStatus;
-use super::metrics::{render, BuildInfo, SourceCounters, Telemetry};
+use super::metrics::{render, BuildInfo, Snapshot};
+use super::observe::Observer;
+use super::tally::Count;
 use crate::placer::Usage;
 
 /// Reads a job cgroup's live numbers at scrape time.
@@ -31,10 +33,9 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: usize = 512;
 const MAX_REQUEST: usize = 8192;
 
-/// What the endpoint shows.
+/// What the endpoint shows: the record loop's snapshot, asked for each request.
 pub struct Exposition {
-    pub telemetry: Arc<Mutex<Telemetry>>,
-    pub counters: Arc<SourceCounters>,
+    pub observer: Observer,
     pub build: BuildInfo,
     pub usage: UsageReader,
 }
@@ -93,16 +94,20 @@ async fn respond(
             "only GET and HEAD\n",
         ));
     }
-    let snapshot = expo.telemetry.lock().expect("telemetry lock").clone();
+    let Some(snapshot) = expo.observer.snapshot().await else {
+        return Ok(reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "the daemon is stopping\n",
+        ));
+    };
     Ok(match req.uri().path() {
         "/metrics" => {
             // Reads every job cgroup's files: off the event loop.
             let e = expo.clone();
-            let body = tokio::task::spawn_blocking(move || {
-                render(&snapshot, &e.counters, &e.build, &*e.usage)
-            })
-            .await
-            .unwrap_or_default();
+            let body = tokio::task::spawn_blocking(move || render(&snapshot, &e.build, &*e.usage))
+                .await
+                .unwrap_or_default();
             reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -126,20 +131,20 @@ async fn respond(
 }
 
 /// Status code and JSON body of `/healthz`: 200 when healthy or degraded, 503 when unhealthy.
-pub fn healthz(t: &Telemetry) -> (u16, String) {
-    let code = if t.health == HealthStatus::Unhealthy {
+pub fn healthz(t: &Snapshot) -> (u16, String) {
+    let code = if t.health.status == HealthStatus::Unhealthy {
         503
     } else {
         200
     };
     let body = serde_json::json!({
-        "status": t.health,
+        "status": t.health.status,
         "source": t.source,
-        "governed": t.jobs.len(),
-        "scan_failures": t.scan_failures,
-        "attach_failures": t.attach_failures,
-        "placements_missing_limits": t.limits_missing,
-        "events_lost": t.events_lost,
+        "governed": t.jobs.live.len(),
+        "scan_failures": t.health.scan_failures,
+        "attach_failures": t.health.attach_failures,
+        "placements_missing_limits": t.health.limits_missing,
+        "events_lost": t.tally.get(Count::EventsLost),
     });
     (code, format!("{body}\n"))
 }
@@ -158,27 +163,34 @@ mod tests {
         out
     }
 
+    /// A server whose snapshots come from `state` (what the record loop would answer).
     async fn server() -> (
         std::net::SocketAddr,
-        Arc<Mutex<Telemetry>>,
+        Arc<std::sync::Mutex<Snapshot>>,
         tokio::task::JoinHandle<()>,
     ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let t = Arc::new(Mutex::new(Telemetry::default()));
+        let state = Arc::new(std::sync::Mutex::new(Snapshot::default()));
+        let (observer, mut queries) = crate::record::observe::channel();
+        let answers = state.clone();
+        tokio::spawn(async move {
+            while let Some(q) = queries.recv().await {
+                q.answer(Arc::new(answers.lock().unwrap().clone()));
+            }
+        });
         let expo = Arc::new(Exposition {
-            telemetry: t.clone(),
-            counters: Arc::new(SourceCounters::default()),
+            observer,
             build: BuildInfo::default(),
             usage: Arc::new(|_| Usage::default()),
         });
-        (addr, t, tokio::spawn(serve(listener, expo)))
+        (addr, state, tokio::spawn(serve(listener, expo)))
     }
 
     #[tokio::test]
     async fn serves_metrics_and_health() {
         let (addr, t, server) = server().await;
-        t.lock().unwrap().exec_events.insert("ebpf", 3);
+        t.lock().unwrap().execs = vec![("ebpf", 3)];
         let r = get(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
         assert!(
@@ -191,11 +203,11 @@ mod tests {
             r.contains(" 200 OK") && r.contains("\"status\":\"healthy\""),
             "{r}"
         );
-        t.lock().unwrap().health = HealthStatus::Degraded;
+        t.lock().unwrap().health.status = HealthStatus::Degraded;
         assert!(get(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .starts_with("HTTP/1.1 200"));
-        t.lock().unwrap().health = HealthStatus::Unhealthy;
+        t.lock().unwrap().health.status = HealthStatus::Unhealthy;
         let r = get(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(
             r.starts_with("HTTP/1.1 503") && r.contains("unhealthy"),

@@ -73,18 +73,15 @@ impl LogControl {
 
 /// Whether stderr is connected to the journal (JOURNAL_STREAM names its device:inode).
 pub fn stderr_is_journal() -> bool {
-    use std::os::fd::AsRawFd;
     let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };
     let Some((dev, ino)) = v.to_str().and_then(|s| s.split_once(':')) else {
         return false;
     };
-    // SAFETY: fstat on stderr into a zeroed stat buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(std::io::stderr().as_raw_fd(), &mut st) } != 0 {
+    let Ok(st) = rustix::fs::fstat(std::io::stderr()) else {
         return false;
-    }
+    };
     dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino)
 }
 

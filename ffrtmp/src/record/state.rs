@@ -3,8 +3,7 @@
 //! `<path>.corrupt-<unix time>` and the daemon starts fresh.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -128,66 +127,6 @@ fn set_aside(path: &Path, error: String) -> Loaded {
     }
 }
 
-/// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename,
-/// fsync of the directory. Readers see the old file or the new one, never a mix.
-///
-/// The temp file is created exclusively (`O_CREAT|O_EXCL`, which never follows a symlink
-/// at that name, plus `O_NOFOLLOW`) under a name nobody can predict, so a link planted
-/// in the directory cannot redirect the write anywhere else.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir)?;
-    let name = path.file_name().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "state path has no file name")
-    })?;
-    let (tmp, mut f) = create_temp(&dir, name)?;
-    let result = (|| {
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// A new file `.<name>.tmp-<random>` in `dir`, created exclusively.
-fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> io::Result<(PathBuf, std::fs::File)> {
-    for _ in 0..16 {
-        let mut r = [0u8; 8];
-        // SAFETY: getrandom into a buffer of the given length.
-        let got = unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) };
-        if got != r.len() as isize {
-            return Err(io::Error::last_os_error());
-        }
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".tmp-{:016x}", u64::from_ne_bytes(r)));
-        let tmp = dir.join(tmp_name);
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)
-        {
-            Ok(f) => return Ok((tmp, f)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        "could not create a fresh temporary file next to the state file",
-    ))
-}
-
 /// The file as the daemon writes it: `StateFile`'s fields, in its order and with its
 /// attributes, borrowing the governed processes' records instead of copying them, so a
 /// flush of N processes allocates the JSON and N small keys, not N records.
@@ -220,13 +159,14 @@ impl StateFile {
     }
 
     pub fn save(&self, path: &Path) -> io::Result<()> {
-        write_atomic(path, &self.to_json())
+        crate::durable::write_atomic(path, &self.to_json())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::OpenOptionsExt;
 
     const PREDECESSOR: &str = r#"{
   "processes": {
@@ -362,7 +302,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
         assert!(matches!(load(&p), Loaded::Ok(_)));
         // And the temp file is never opened through a link: O_EXCL refuses the name.
-        let (tmp, _f) = create_temp(dir.path(), std::ffi::OsStr::new("x")).unwrap();
+        let (tmp, _f) = crate::durable::create_temp(dir.path(), std::ffi::OsStr::new("x")).unwrap();
         assert!(!tmp.is_symlink());
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&victim, &link).unwrap();

@@ -1,65 +1,23 @@
 //! Event sources: where ffrtmp learns that a process exists. The eBPF source's ring buffer
-//! is read by the placement engine's own thread (`Attached::ring`): one wakeup between the
-//! exec and its placement. A source of another kind runs on a thread of its own and hands
-//! each exec to the engine's hot queue (`SourceSinks::exec`, bounded: when the engine is
-//! behind, the source waits). What is not an exec (losses, failures) goes to the daemon's
-//! record loop (`SourceSinks::events`), which also reads the kernel's counters
-//! (`Attached::counters`). The /proc scan (`scan`) is driven by the daemon itself: it is
-//! the fallback source and the reconciliation.
+//! is read by the placement engine's own thread (`Attached::ring`, an `exec::Ring`): one
+//! wakeup between the exec and its placement. A source of another kind runs on a thread
+//! of its own and hands each exec to the engine's hot queue (`SourceSinks::exec`, bounded:
+//! when the engine is behind, the source waits). What is not an exec (losses, failures)
+//! goes to the daemon's record loop (`SourceSinks::events`), which also reads the kernel's
+//! counters (`Attached::counters`). The /proc scan (`scan`) is driven by the daemon
+//! itself: it is the fallback source and the reconciliation.
+//!
+//! Sources depend on `crate::exec` (the engine's input types and queues), never on the
+//! engine or the record loop.
 
 pub mod ebpf;
 pub mod scan;
 
-use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Receiver;
 
-use crate::engine::Sender;
-use crate::process::{Known, Stopped};
-use crate::record::metrics::SourceCounters;
-
-/// A process exec'd, as a source saw it.
-#[derive(Debug)]
-pub struct ExecNotice {
-    pub pid: u32,
-    /// When the process started (CLOCK_BOOTTIME ns, the kernel's `start_boottime`): with
-    /// `pid`, its identity. `None` when the source does not know it.
-    pub start_ns: Option<u64>,
-    pub ppid: Option<u32>,
-    /// comm at exec, if the source knows it.
-    pub comm: Option<Vec<u8>>,
-    /// Other facts the source knows (names, uid, namespace), so they are not read again.
-    pub known: Known,
-    /// The exec'd path, if the source knows it.
-    pub filename: Option<Vec<u8>>,
-    /// CLOCK_MONOTONIC ns of the exec (for exec → placed latency), if known.
-    pub exec_mono_ns: Option<u64>,
-    /// CLOCK_MONOTONIC ns when the source read it (the kernel's ring buffer → the reader).
-    pub read_mono_ns: Option<u64>,
-    /// The kernel stopped the process for strict placement: this value resumes it when
-    /// dropped, so whoever ends up holding the notice cannot forget to.
-    pub stop: Option<Stopped>,
-    pub source: &'static str,
-}
-
-impl ExecNotice {
-    /// A notice that only names a PID (tests, replays).
-    pub fn pid(pid: u32, source: &'static str) -> ExecNotice {
-        ExecNotice {
-            pid,
-            start_ns: None,
-            ppid: None,
-            comm: None,
-            known: Known::default(),
-            filename: None,
-            exec_mono_ns: None,
-            read_mono_ns: None,
-            stop: None,
-            source,
-        }
-    }
-}
+use crate::exec::{ExecNotice, Ring, Sender};
 
 /// What a source reports besides execs.
 #[derive(Debug, Clone)]
@@ -81,8 +39,6 @@ pub struct SourceSinks {
     pub exec: Sender<ExecNotice>,
     /// The record loop.
     pub events: tokio::sync::mpsc::Sender<SourceEvent>,
-    /// Counters a kernel source keeps up to date for `/metrics`.
-    pub counters: Arc<SourceCounters>,
 }
 
 /// A source of exec events.
@@ -98,9 +54,41 @@ pub struct Attached {
     /// A source on a thread of its own, feeding the hot queue.
     pub thread: Option<SourceThread>,
     /// A ring buffer the engine thread reads itself.
-    pub ring: Option<ebpf::RingReader>,
+    pub ring: Option<Box<dyn Ring>>,
     /// Kernel counters the record loop reads.
-    pub counters: Option<ebpf::KernelCounters>,
+    pub counters: Option<Box<dyn CounterSource>>,
+}
+
+/// The kernel program's totals, cumulative since it was loaded.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KernelTotals {
+    /// Execs the hook saw.
+    pub execs: u64,
+    pub forwarded: u64,
+    pub ring_full: u64,
+    pub read_failed: u64,
+    pub stop_failed: u64,
+    /// Execs the kernel did not run the hook for (`recursion_misses`); None where the
+    /// kernel does not say (before 5.12) or has not answered yet.
+    pub skipped: Option<u64>,
+}
+
+/// What one read of the counters says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterReading {
+    pub totals: KernelTotals,
+    /// Events lost since the last read (ring full, unreadable).
+    pub lost: u64,
+    /// Execs the kernel skipped the hook for since the last read: most are not targets,
+    /// but one may be, so the daemon reconciles (without calling them lost).
+    pub skipped: u64,
+    /// Strict targets not stopped since the last read.
+    pub unstopped: u64,
+}
+
+/// A kernel source's counters, read by the record loop (every 250 ms).
+pub trait CounterSource: Send {
+    fn read(&mut self) -> CounterReading;
 }
 
 /// A started source: `stop` ends it and waits for its thread.

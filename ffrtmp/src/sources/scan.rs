@@ -7,6 +7,10 @@
 //! the inode does not) is noticed in scan-only mode; with eBPF the exec event comes at once.
 //! Every other process gets one `stat` read (pid, start time, comm), and argv[0] and exe are
 //! read once per process lifetime, only when the comm cannot tell.
+//!
+//! A target (a candidate) is not remembered: every pass reports the targets it finds that
+//! the caller does not govern, and the engine, which alone remembers what it decided to
+//! skip, answers those from its memory.
 
 use std::collections::HashMap;
 use std::io;
@@ -41,18 +45,6 @@ struct Seen {
 /// the rereads do not bunch up).
 const REVALIDATE: u64 = 8;
 
-/// What the record loop tells the scanner. While a scan has the scanner (on the blocking
-/// pool) notes wait, and are taken in order when it comes back: none is lost.
-#[derive(Debug)]
-pub enum Note {
-    /// Decided on (skipped): no further look (`mark_seen`).
-    Seen(Stat),
-    /// Events were lost: the next scan reads every process (`force_full`).
-    Full,
-    /// Targets or filters changed: look at every process again (`forget_all`).
-    ForgetAll,
-}
-
 /// Scans a /proc root, remembering what it already decided on.
 pub struct Scanner {
     proc: ProcFs,
@@ -70,19 +62,6 @@ impl Scanner {
             generation: 0,
             full: false,
         }
-    }
-
-    pub fn take_note(&mut self, note: Note) {
-        match note {
-            Note::Seen(stat) => self.mark_seen(&stat),
-            Note::Full => self.force_full(),
-            Note::ForgetAll => self.forget_all(),
-        }
-    }
-
-    /// Remember that this process (as it is now) needs no further look.
-    pub fn mark_seen(&mut self, stat: &Stat) {
-        self.remember(stat, 0);
     }
 
     fn remember(&mut self, stat: &Stat, ino: u64) {
@@ -226,12 +205,11 @@ mod tests {
         assert!(found.contains(&kids[1].id()), "{found:?}");
         assert!(!found.contains(&kids[2].id()));
         assert!(out.processes > 3);
-        // Candidates the caller marks as decided are not returned again.
-        for c in &out.candidates {
-            s.mark_seen(c);
-        }
+        // Targets are reported by every pass (the engine remembers its decisions), and
+        // the others are not read again.
         let again = s.scan(&targets, &|_| false).unwrap();
-        assert!(again.candidates.is_empty(), "{:?}", again.candidates);
+        let found_again: Vec<u32> = again.candidates.iter().map(|c| c.pid).collect();
+        assert_eq!(found_again, found, "every pass reports the same targets");
         // Known processes are skipped.
         let mut fresh = Scanner::new(ProcFs::system());
         let ids: Vec<u32> = kids.iter().map(|k| k.id()).collect();

@@ -13,14 +13,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ffrtmp::config::{EnvVars, FlagOverrides, Limits, Settings, Sources};
-use ffrtmp::daemon::{Control, Daemon, Options, ScanRole};
+use ffrtmp::daemon::{Daemon, Options, ScanRole};
+use ffrtmp::exec::ExecNotice;
 use ffrtmp::placer::backend::{CgroupBackend, CgroupMode, RootReport, Usage};
 use ffrtmp::placer::limits::{v2_writes, Controller};
 use ffrtmp::placer::{PlaceError, Placer, Step};
 use ffrtmp::process::{parse_cgroup_file, CgroupLine, MemoryLedger, ProcFs, StopLedger};
 use ffrtmp::record::logging::LogControl;
-use ffrtmp::record::metrics::{SourceCounters, Telemetry};
-use ffrtmp::sources::{ChannelSource, ExecNotice, Feed};
+use ffrtmp::record::metrics::Snapshot;
+use ffrtmp::record::observe::Observer;
+use ffrtmp::sources::{ChannelSource, Feed};
 use ffrtmp_common::StopKey;
 
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
@@ -280,7 +282,7 @@ impl Proc {
             _pad: 0,
             start_ns: self.start_ns(),
         };
-        ledger.record(key, ffrtmp::placer::monotonic_ns());
+        ledger.record(key, ffrtmp::process::monotonic_ns());
         key
     }
     pub fn kill(&mut self) {
@@ -305,12 +307,12 @@ pub struct Harness {
     pub proc: ProcFs,
     pub backend: FakeBackend,
     pub ledger: Arc<MemoryLedger>,
-    pub telemetry: Arc<Mutex<Telemetry>>,
-    pub counters: Arc<SourceCounters>,
+    observer: Option<Observer>,
     pub state_path: PathBuf,
     pub runtime_dir: PathBuf,
     feed: Option<crossbeam_channel::Sender<Feed>>,
-    ctl: Option<tokio::sync::mpsc::Sender<Control>>,
+    reload: Option<tokio::sync::mpsc::Sender<Box<Settings>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -354,13 +356,13 @@ impl Harness {
             backend: FakeBackend::new(&proc_root),
             proc_root,
             ledger: Arc::new(MemoryLedger::default()),
-            telemetry: Arc::default(),
-            counters: Arc::default(),
+            observer: None,
             state_path: dir.path().join("state.json"),
             runtime_dir,
             dir,
             feed: None,
-            ctl: None,
+            reload: None,
+            stop: None,
             thread: None,
         }
     }
@@ -409,29 +411,33 @@ impl Harness {
             quiet: s.quiet,
         };
         let daemon = Daemon::new(settings, opts, placer, LogControl::default())
-            .with_telemetry(self.telemetry.clone())
-            .with_counters(self.counters.clone())
             .with_ledgers(Some(self.ledger.clone() as Arc<dyn StopLedger>), s.orphans);
+        let observer = daemon.observer();
         let (source, feed) = ChannelSource::new();
-        let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(8);
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(8);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         self.thread = Some(std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(daemon.run(vec![Box::new(source)], ctl_rx));
+            let shutdown = async {
+                let _ = stop_rx.await;
+            };
+            rt.block_on(daemon.run(vec![Box::new(source)], reload_rx, shutdown));
         }));
         self.feed = Some(feed);
-        self.ctl = Some(ctl_tx);
+        self.reload = Some(reload_tx);
+        self.stop = Some(stop_tx);
+        self.observer = Some(observer);
         // Ready once the startup scan is done (as READY=1 would say).
-        let t = self.telemetry.clone();
         assert!(
-            wait_until(Duration::from_secs(10), || t
-                .lock()
+            wait_until(Duration::from_secs(10), || self
+                .observer
+                .as_ref()
                 .unwrap()
-                .scan_duration
-                .count()
-                >= 1),
+                .snapshot_within(Duration::from_millis(100))
+                .is_some_and(|s| s.tally.scans() >= 1)),
             "the daemon did not finish its startup scan"
         );
         self
@@ -483,7 +489,7 @@ impl Harness {
     pub fn notice(&self, p: &Proc) -> ExecNotice {
         let mut n = ExecNotice::pid(p.pid, "ebpf");
         n.start_ns = Some(p.start_ns());
-        n.exec_mono_ns = Some(ffrtmp::placer::monotonic_ns());
+        n.exec_mono_ns = Some(ffrtmp::process::monotonic_ns());
         n
     }
 
@@ -516,15 +522,43 @@ impl Harness {
         wait_until(timeout, || p.cgroup() == cgroup)
     }
 
-    pub fn with_telemetry<T>(&self, f: impl FnOnce(&Telemetry) -> T) -> T {
-        f(&self.telemetry.lock().unwrap())
+    /// What the daemon shows (`/metrics`' snapshot), asked as `/metrics` asks.
+    pub fn with_snapshot<T>(&self, f: impl FnOnce(&Snapshot) -> T) -> T {
+        let s = self
+            .observer
+            .as_ref()
+            .expect("the daemon runs")
+            .snapshot_within(Duration::from_secs(5))
+            .expect("the daemon answers a snapshot within 5 s");
+        f(&s)
+    }
+
+    /// Whether the daemon governs this PID now.
+    pub fn governs(&self, pid: u32) -> bool {
+        self.with_snapshot(|s| s.jobs.live.iter().any(|j| j.pid == pid))
+    }
+
+    /// How many processes the daemon governs now.
+    pub fn governed(&self) -> usize {
+        self.with_snapshot(|s| s.jobs.live.len())
+    }
+
+    /// Send new settings, as SIGHUP does.
+    pub fn reload(&self, yaml: &str) {
+        let s = self.settings(yaml);
+        self.reload
+            .as_ref()
+            .expect("the daemon runs")
+            .blocking_send(Box::new(s))
+            .unwrap();
     }
 
     /// Stop the daemon and wait for it.
     pub fn stop(&mut self) {
-        if let Some(c) = self.ctl.take() {
-            let _ = c.blocking_send(Control::Shutdown);
+        if let Some(c) = self.stop.take() {
+            let _ = c.send(());
         }
+        self.reload = None;
         if let Some(t) = self.thread.take() {
             t.join().expect("the daemon thread panicked");
         }

@@ -11,6 +11,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use crate::sources::{CounterReading, KernelTotals};
 use aya::maps::{MapData, PerCpuArray};
 use ffrtmp_common::counter;
 
@@ -47,33 +48,6 @@ fn newly(seen: &mut u64, total: u64) -> u64 {
     new
 }
 
-/// The kernel program's totals, cumulative since it was loaded.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct KernelTotals {
-    /// Execs the hook saw.
-    pub execs: u64,
-    pub forwarded: u64,
-    pub ring_full: u64,
-    pub read_failed: u64,
-    pub stop_failed: u64,
-    /// Execs the kernel did not run the hook for (`recursion_misses`); None where the
-    /// kernel does not say (before 5.12) or has not answered yet.
-    pub skipped: Option<u64>,
-}
-
-/// What one read of the counters says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CounterReading {
-    pub totals: KernelTotals,
-    /// Events lost since the last read (ring full, unreadable).
-    pub lost: u64,
-    /// Execs the kernel skipped the hook for since the last read: most are not targets,
-    /// but one may be, so the daemon reconciles (without calling them lost).
-    pub skipped: u64,
-    /// Strict targets not stopped since the last read.
-    pub unstopped: u64,
-}
-
 pub struct KernelCounters {
     map: PerCpuArray<MapData, u64>,
     /// The attached program (a duplicate of its descriptor), for the kernel's skip count.
@@ -96,8 +70,10 @@ impl KernelCounters {
     fn counter(&self, index: u32) -> u64 {
         self.map.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)
     }
+}
 
-    pub fn read(&mut self) -> CounterReading {
+impl crate::sources::CounterSource for KernelCounters {
+    fn read(&mut self) -> CounterReading {
         if let Some(n) = self.prog.as_ref().and_then(recursion_misses) {
             self.skipped = Some(n);
         }

@@ -268,18 +268,16 @@ fn ensure_tracefs() -> Result<(), EbpfError> {
             ),
         });
     }
-    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
-    let (src, dst, fs) = (c("nodev"), c(TRACEFS), c("tracefs"));
-    // SAFETY: valid NUL-terminated strings; no mount data.
-    let r = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
-    if r != 0 {
-        return Err(EbpfError::Tracefs {
-            detail: format!(
-                "mount -t tracefs nodev {TRACEFS}: {}",
-                std::io::Error::last_os_error()
-            ),
-        });
-    }
+    rustix::mount::mount(
+        "nodev",
+        TRACEFS,
+        "tracefs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .map_err(|e| EbpfError::Tracefs {
+        detail: format!("mount -t tracefs nodev {TRACEFS}: {e}"),
+    })?;
     info!("eBPF: mounted tracefs at {TRACEFS}");
     Ok(())
 }
@@ -287,16 +285,12 @@ fn ensure_tracefs() -> Result<(), EbpfError> {
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones to the cgroup. The
 /// raise fails without CAP_SYS_RESOURCE, which newer kernels do not need: only a note.
 fn raise_memlock() {
-    let r = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
+    let unlimited = rustix::process::Rlimit {
+        current: None,
+        maximum: None,
     };
-    // SAFETY: valid resource and pointer.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) } != 0 {
-        debug!(
-            "eBPF: cannot raise RLIMIT_MEMLOCK ({}); not needed on Linux 5.11+",
-            std::io::Error::last_os_error()
-        );
+    if let Err(e) = rustix::process::setrlimit(rustix::process::Resource::Memlock, unlimited) {
+        debug!("eBPF: cannot raise RLIMIT_MEMLOCK ({e}); not needed on Linux 5.11+");
     }
 }
 

@@ -2,14 +2,14 @@
 //! every exec, forwards those whose comm, exe or argv[0] names a target (or all, with
 //! `forward_all`), and stops strict targets; this module loads it, keeps its target table
 //! in step with the config, pins its ledger of stops, and turns its ring-buffer records
-//! into notices for the placement engine (on the reader thread).
+//! into notices the placement engine reads on its own thread (`reader`, an `exec::Ring`).
 //!
 //! `start` does everything that can fail before the daemon runs (check, load, attach,
 //! first target table, ledger), so `ffrtmp watch` can exit with the cause and the fix.
 //!
 //! Files: `object` (the embedded object and its layout check), `btf` (member offsets),
 //! `load` (load and attach), `targets` (the kernel prefilter), `ledger` (the stops),
-//! `reader` (ring → notices, its own thread), `error`.
+//! `reader` (ring → notices, drained by the engine's thread), `error`.
 
 pub mod btf;
 pub mod counters;
@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::Ebpf;
-use ffrtmp_common::{OFFSETS_ARGV0, OFFSETS_EXE, OFFSETS_IDENTITY, OFFSETS_PIDNS};
+use ffrtmp_common::{OFFSETS_ARGV0, OFFSETS_EXE, OFFSETS_IDENTITY};
 use tracing::{info, warn};
 
 pub use counters::KernelCounters;
@@ -109,61 +109,11 @@ pub fn start(
         HashMap::try_from(take(&mut ebpf, "STOPPED")?).map_err(wrong)?,
     ));
 
-    let proc = ProcFs::system();
-    let dir = std::path::Path::new(ledger::PIN_DIR);
-    let mut strict_off = None;
-    let orphans = if dry_run {
-        strict_off = Some("dry run: nothing is stopped".to_string());
-        Vec::new()
-    } else {
-        let (found, problems) = ledger::orphans(dir, me, &proc);
-        for p in problems {
-            warn!("eBPF: ledger of strict stops: {p}");
-        }
-        found
-    };
-    if strict_off.is_none() && valid & OFFSETS_IDENTITY == 0 {
-        strict_off = Some(
-            "the kernel's BTF does not give the task's start time, without which a stop cannot be recorded"
-                .to_string(),
-        );
-    }
-    if strict_off.is_none() {
-        if let Err(e) = ensure_bpffs().and_then(|()| ledger.pin(dir, me)) {
-            strict_off = Some(format!(
-                "the ledger of stops cannot be kept in bpffs ({e}); without it a stop would not survive a crash of the daemon. Mount bpffs: mount -t bpf bpf /sys/fs/bpf"
-            ));
-        }
-    }
+    let (orphans, strict_off) = strict_ledger(&ledger, me, dry_run, valid);
     let mut table = TargetTable::new(targets, kernel_settings, strict_off.is_none());
     let plan = table.apply(settings)?;
     release_startup_memory();
-    let names: Vec<&str> = [
-        (OFFSETS_EXE, "exe"),
-        (OFFSETS_ARGV0, "argv[0]"),
-        (OFFSETS_IDENTITY, "start time"),
-        (OFFSETS_PIDNS, "PID namespace"),
-    ]
-    .iter()
-    .filter(|(bit, _)| valid & bit != 0)
-    .map(|(_, n)| *n)
-    .collect();
-    info!(
-        "eBPF exec source: {hook} attached; kernel filter: {} ({} target key(s), matched on comm{}); ring {} KiB; object {}",
-        if plan.forward_all {
-            "off, every exec is forwarded"
-        } else {
-            "name of a target"
-        },
-        plan.entries.len(),
-        names
-            .iter()
-            .filter(|n| matches!(**n, "exe" | "argv[0]"))
-            .map(|n| format!(", {n}"))
-            .collect::<String>(),
-        ring_bytes / 1024,
-        build_id().unwrap_or("none")
-    );
+    say_attached(hook, &plan, valid, ring_bytes);
     if let Some(p) = btf_problem {
         warn!("eBPF: BTF lacks some offsets ({p}); events carry less and /proc is read instead (aliases are found by the reconciliation scan)");
     }
@@ -183,31 +133,63 @@ pub fn start(
     })
 }
 
+/// Whether strict stops can be made (`Some(why not)`), and the ledgers dead daemons left.
+/// A stop is kept in a ledger pinned in bpffs, so it survives a crash of the daemon.
+fn strict_ledger(
+    ledger: &KernelLedger,
+    me: ProcessId,
+    dry_run: bool,
+    valid: u32,
+) -> (Vec<KernelLedger>, Option<String>) {
+    if dry_run {
+        return (Vec::new(), Some("dry run: nothing is stopped".to_string()));
+    }
+    let dir = std::path::Path::new(ledger::PIN_DIR);
+    let (orphans, problems) = ledger::orphans(dir, me, &ProcFs::system());
+    for p in problems {
+        warn!("eBPF: ledger of strict stops: {p}");
+    }
+    if valid & OFFSETS_IDENTITY == 0 {
+        let why = "the kernel's BTF does not give the task's start time, without which a stop cannot be recorded";
+        return (orphans, Some(why.to_string()));
+    }
+    let off = ensure_bpffs().and_then(|()| ledger.pin(dir, me)).err().map(|e| {
+        format!(
+            "the ledger of stops cannot be kept in bpffs ({e}); without it a stop would not survive a crash of the daemon. Mount bpffs: mount -t bpf bpf /sys/fs/bpf"
+        )
+    });
+    (orphans, off)
+}
+
+/// The start-up line: the hook, the kernel filter, what the events carry, the ring.
+fn say_attached(hook: Hook, plan: &Plan, valid: u32, ring_bytes: u32) {
+    let names: String = [(OFFSETS_EXE, "exe"), (OFFSETS_ARGV0, "argv[0]")]
+        .iter()
+        .filter(|(bit, _)| valid & bit != 0)
+        .map(|(_, n)| format!(", {n}"))
+        .collect();
+    info!(
+        "eBPF exec source: {hook} attached; kernel filter: {} ({} target key(s), matched on comm{names}); ring {} KiB; object {}",
+        if plan.forward_all {
+            "off, every exec is forwarded"
+        } else {
+            "name of a target"
+        },
+        plan.entries.len(),
+        ring_bytes / 1024,
+        build_id().unwrap_or("none")
+    );
+}
+
 /// bpffs at /sys/fs/bpf (systemd mounts it; a minimal system may not): mount it if absent.
 fn ensure_bpffs() -> Result<(), String> {
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-    let path = c"/sys/fs/bpf";
-    // SAFETY: statfs into a zeroed struct with a valid path.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(path.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC {
+    let path = "/sys/fs/bpf";
+    if rustix::fs::statfs(path).is_ok_and(|st| st.f_type == BPF_FS_MAGIC) {
         return Ok(());
     }
-    // SAFETY: valid NUL-terminated strings; no mount data.
-    let r = unsafe {
-        libc::mount(
-            c"bpf".as_ptr(),
-            path.as_ptr(),
-            c"bpf".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if r != 0 {
-        return Err(format!(
-            "/sys/fs/bpf is not bpffs and mounting it failed: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
+    rustix::mount::mount("bpf", path, "bpf", rustix::mount::MountFlags::empty(), None)
+        .map_err(|e| format!("/sys/fs/bpf is not bpffs and mounting it failed: {e}"))?;
     info!("eBPF: mounted bpffs at /sys/fs/bpf");
     Ok(())
 }
@@ -242,8 +224,8 @@ impl EventSource for EbpfSource {
             .and_then(|fd| fd.as_fd().try_clone_to_owned().ok());
         Ok(Attached {
             thread: None,
-            ring: Some(RingReader::new(ring, ebpf, ledger)),
-            counters: Some(KernelCounters::new(counters, prog)),
+            ring: Some(Box::new(RingReader::new(ring, ebpf, ledger))),
+            counters: Some(Box::new(KernelCounters::new(counters, prog))),
         })
     }
 }

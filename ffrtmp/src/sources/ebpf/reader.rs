@@ -12,7 +12,7 @@
 //! left in the ring: a stopped process among those records is resumed by its dropped
 //! notice.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
 use aya::maps::{MapData, RingBuf};
@@ -24,8 +24,8 @@ use ffrtmp_common::{
 };
 
 use super::ledger::KernelLedger;
+use crate::exec::{ExecNotice, Ring};
 use crate::process::{Known, ProcFs, StopLedger, Stopped};
-use crate::sources::ExecNotice;
 
 pub const SOURCE: &str = "ebpf";
 
@@ -56,7 +56,7 @@ pub fn notice_of(ev: &ExecEvent, stop: Option<Stopped>) -> ExecNotice {
         },
         filename: (ev.flags & EXEC_FLAG_FILENAME_FAILED == 0).then(|| ev.filename_bytes().to_vec()),
         exec_mono_ns: Some(ev.ktime_ns),
-        read_mono_ns: Some(crate::placer::monotonic_ns()),
+        read_mono_ns: Some(crate::process::monotonic_ns()),
         stop,
         source: SOURCE,
     }
@@ -81,27 +81,6 @@ impl RingReader {
         }
     }
 
-    /// The fd that polls readable when records are waiting.
-    pub fn fd(&self) -> RawFd {
-        self.ring.as_raw_fd()
-    }
-
-    /// Every record waiting, in order: a notice, or why a record could not be decoded.
-    /// Records are released as they are read, so the kernel gets the space back at once.
-    pub fn drain(&mut self, out: &mut Vec<Result<ExecNotice, String>>) {
-        loop {
-            let decoded = match self.ring.next() {
-                Some(item) => decode_exec_event(&item),
-                None => return,
-            };
-            out.push(
-                decoded
-                    .map(|ev| self.notice(&ev))
-                    .map_err(|e| format!("{e:?}")),
-            );
-        }
-    }
-
     /// The notice for a record, with the stop claimed.
     fn notice(&self, ev: &ExecEvent) -> ExecNotice {
         let stop = (ev.flags & EXEC_FLAG_STOPPED != 0).then(|| {
@@ -116,6 +95,29 @@ impl RingReader {
             )
         });
         notice_of(ev, stop)
+    }
+}
+
+impl Ring for RingReader {
+    /// The fd that polls readable when records are waiting.
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.ring.as_fd()
+    }
+
+    /// Every record waiting, in order: a notice, or why a record could not be decoded.
+    /// Records are released as they are read, so the kernel gets the space back at once.
+    fn drain(&mut self, out: &mut Vec<Result<ExecNotice, String>>) {
+        loop {
+            let decoded = match self.ring.next() {
+                Some(item) => decode_exec_event(&item),
+                None => return,
+            };
+            out.push(
+                decoded
+                    .map(|ev| self.notice(&ev))
+                    .map_err(|e| format!("{e:?}")),
+            );
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 //! slots as messages arrive and frees it once they are taken. A full queue still makes a
 //! blocking writer wait and a `try_send` fail, as before.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,29 +20,23 @@ pub struct Waker(Arc<OwnedFd>);
 
 impl Waker {
     pub fn new() -> std::io::Result<Waker> {
-        // SAFETY: plain syscall; a non-negative result is a new fd we own.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: fresh fd owned by nobody else.
-        Ok(Waker(Arc::new(unsafe { OwnedFd::from_raw_fd(fd) })))
+        use rustix::event::{eventfd, EventfdFlags};
+        let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        Ok(Waker(Arc::new(fd)))
     }
 
     fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: an 8-byte write to our eventfd (EAGAIN only at a counter of 2^64-2).
-        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        // EAGAIN only at a counter of 2^64-2: the engine is awake anyway.
+        let _ = rustix::io::write(&*self.0, &1u64.to_ne_bytes());
     }
 
     pub fn clear(&self) {
-        let mut v: u64 = 0;
-        // SAFETY: an 8-byte read from our non-blocking eventfd.
-        unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+        let mut v = [0u8; 8];
+        let _ = rustix::io::read(&*self.0, &mut v);
     }
 
-    pub fn fd(&self) -> RawFd {
-        self.0.as_raw_fd()
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
     }
 }
 
@@ -179,13 +173,15 @@ mod tests {
     }
 
     fn signalled(waker: &Waker) -> bool {
-        let mut p = libc::pollfd {
-            fd: waker.fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, no wait.
-        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+        use rustix::event::{poll, PollFd, PollFlags};
+        let mut p = [PollFd::new(&*waker.0, PollFlags::IN)];
+        poll(
+            &mut p,
+            Some(&rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            }),
+        ) == Ok(1)
     }
 
     #[test]

@@ -1,0 +1,438 @@
+//! The journal: everything the record loop writes down or shows, owned here and nowhere
+//! else. The governed jobs (`record::jobs`), the counters (`record::tally`), health, what
+//! the state file carries besides the jobs, and the kernel's last totals. It learns of
+//! everything from messages (`apply` for the engine's outcomes, and one method per other
+//! kind: exits, scan reports, finished chores, source events, kernel counters) and answers
+//! with `Effect`s the record loop routes to the other owners. It writes the log lines
+//! operators grep for; it never blocks.
+
+mod outcomes;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use tracing::{debug, error, info, warn};
+
+use super::chores::{Chore, ChoreDone};
+use super::scanner::ScanReport;
+use crate::config::units::format_go_duration;
+use crate::config::JobMetrics;
+use crate::exec::Work;
+use crate::process::{is_gone, PidFd, ProcessId};
+use crate::record::health::{Health, HealthStatus};
+use crate::record::jobs::Jobs;
+use crate::record::metrics::Snapshot;
+use crate::record::state::{HealthRecord, ProcessRecord, StateFile, StateView, STATE_VERSION};
+use crate::record::tally::{Count, Tally};
+use crate::sources::{CounterReading, KernelTotals, SourceEvent};
+
+/// What the journal asks of the other owners; the record loop routes each.
+#[derive(Debug)]
+pub enum Effect {
+    /// To the engine's work queue.
+    Engine(Work),
+    /// To the chore runner.
+    Chore(Chore),
+    /// Watch a governed process for its exit (its pidfd), or stop watching it.
+    Watch(ProcessId, PidFd),
+    Unwatch(u32),
+    /// Ask the scanner for a scan (`full`: read every process's stat).
+    Scan {
+        reason: &'static str,
+        full: bool,
+    },
+    /// A job cgroup the scanner should try to remove again later.
+    Leftover(String),
+    /// The exec source stopped: scan instead.
+    SourceDown,
+}
+
+pub type Effects = Vec<Effect>;
+
+pub struct Journal {
+    jobs: Jobs,
+    tally: Tally,
+    health: Health,
+    /// What the state file said at start and keeps besides the jobs: the totals before
+    /// this daemon (its `statistics`), the last scan, since when the health is what it is.
+    stored: StateFile,
+    source: String,
+    kernel: Option<KernelTotals>,
+    job_metrics: JobMetrics,
+    state_path: PathBuf,
+    /// Something written in the state file changed since (a write is due).
+    dirty_since: Option<Instant>,
+    /// The governed set or health changed: publish (STATUS) before the next wait.
+    republish: bool,
+}
+
+impl Journal {
+    pub fn new(state_path: PathBuf, job_metrics: JobMetrics) -> Self {
+        Journal {
+            jobs: Jobs::default(),
+            tally: Tally::default(),
+            health: Health::default(),
+            stored: StateFile::default(),
+            source: String::new(),
+            kernel: None,
+            job_metrics,
+            state_path,
+            dirty_since: None,
+            republish: true,
+        }
+    }
+
+    /// The state file as loaded at start: its totals and times (its records go to the
+    /// engine, which governs again those still alive).
+    pub fn restore(&mut self, mut file: StateFile) {
+        file.processes.clear();
+        self.stored = file;
+        self.mark_dirty();
+    }
+
+    pub fn set_source(&mut self, source: String) {
+        self.source = source;
+        self.republish = true;
+    }
+
+    pub fn set_job_metrics(&mut self, m: JobMetrics) {
+        self.job_metrics = m;
+    }
+
+    /// Governed processes for a scan: identity, job cgroup, job id.
+    pub fn governed_list(&self) -> Vec<(ProcessId, Arc<str>, Arc<str>)> {
+        self.jobs
+            .iter()
+            .map(|g| {
+                let cgroup = g.record.cgroup.clone().unwrap_or_else(|| "".into());
+                (g.id, cgroup, g.record.job_id.clone())
+            })
+            .collect()
+    }
+
+    pub fn mark_dirty(&mut self) {
+        self.dirty_since.get_or_insert_with(Instant::now);
+    }
+
+    pub fn dirty_since(&self) -> Option<Instant> {
+        self.dirty_since
+    }
+
+    /// The STATUS line, if it is due (what it shows changed).
+    pub fn take_status(&mut self) -> Option<String> {
+        std::mem::take(&mut self.republish).then(|| self.status_line())
+    }
+
+    pub fn status_line(&self) -> String {
+        format!(
+            "source {}, governed {}, {}",
+            self.source,
+            self.jobs.len(),
+            self.health.status
+        )
+    }
+
+    /// What `/metrics` and `/healthz` show now (`execs`: the engine's counts).
+    pub fn snapshot(&self, execs: Vec<(&'static str, u64)>) -> Snapshot {
+        Snapshot {
+            source: self.source.clone(),
+            tally: self.tally.clone(),
+            health: self.health.clone(),
+            jobs: self.jobs.view(),
+            job_metrics: self.job_metrics,
+            kernel: self.kernel,
+            execs,
+        }
+    }
+
+    /// The state file as JSON, written from the jobs' records without copying them.
+    pub fn state_bytes(&mut self) -> Vec<u8> {
+        self.dirty_since = None;
+        let status = self.health.status.to_string();
+        let since = self
+            .stored
+            .health
+            .as_ref()
+            .filter(|h| h.status == status)
+            .map_or_else(Utc::now, |h| h.since);
+        self.stored.health = Some(HealthRecord {
+            status,
+            scan_failures: self.health.scan_failures,
+            attach_failures: self.health.attach_failures,
+            since,
+        });
+        let statistics = self.tally.statistics(&self.stored.statistics);
+        StateView {
+            version: STATE_VERSION,
+            last_scan_at: self.stored.last_scan_at,
+            processes: self
+                .jobs
+                .iter()
+                .map(|g| (g.id.pid.to_string(), &g.record))
+                .collect(),
+            statistics: &statistics,
+            health: self.stored.health.as_ref(),
+        }
+        .to_json()
+    }
+
+    /// A governed process and its exit watch (no polling: its pidfd joins the exit set).
+    fn add_job(&mut self, id: ProcessId, pidfd: PidFd, record: ProcessRecord, fx: &mut Effects) {
+        fx.push(Effect::Watch(id, pidfd));
+        self.jobs.add(id, record);
+        self.mark_dirty();
+        self.republish = true;
+    }
+
+    /// A governed process exited: its job ends, its cgroup goes once empty.
+    pub fn exited(&mut self, id: ProcessId, fx: &mut Effects) {
+        let Some(r) = self.jobs.exited(id) else {
+            return;
+        };
+        info!(pid = id.pid, job = %r.job_id, "PID {} ({}) exited; job {} ended", id.pid, r.command, r.job_id);
+        let cgroup = r.cgroup.as_deref().unwrap_or("").to_string();
+        fx.push(Effect::Unwatch(id.pid));
+        fx.push(Effect::Engine(Work::Exited(id)));
+        fx.push(Effect::Chore(Chore::Remove {
+            pid: id.pid,
+            cgroup,
+        }));
+        self.mark_dirty();
+        self.republish = true;
+    }
+
+    /// A scan pass is back.
+    pub fn scanned(&mut self, r: ScanReport, fx: &mut Effects) {
+        for w in &r.warnings {
+            warn!("{w}");
+        }
+        let outcome = match r.outcome {
+            Ok(o) => o,
+            Err(e) => {
+                error!("Scan failed: cannot list /proc: {e}");
+                if self.health.scan(false).is_some() {
+                    self.log_health();
+                }
+                return;
+            }
+        };
+        self.stored.last_scan_at = Some(Utc::now());
+        self.tally
+            .scan_duration
+            .observe(outcome.duration.as_secs_f64());
+        let new = outcome.candidates.len();
+        self.tally.add(Count::ScanCandidates, new as u64);
+        if new > 0 {
+            debug!("{new} candidate(s) in this scan ({})", r.reason);
+            info!("Discovered {new} new process(es)");
+        }
+        fx.extend(
+            outcome
+                .candidates
+                .into_iter()
+                .map(|s| Effect::Engine(Work::Candidate(s))),
+        );
+        let now = Utc::now();
+        for id in &r.seen {
+            if let Some(g) = self.jobs.get_mut(*id) {
+                g.record.last_seen_at = Some(now);
+            }
+        }
+        for id in r.gone {
+            self.exited(id, fx);
+        }
+        for d in r.drift {
+            self.tally.add(Count::DriftCorrections, 1);
+            d.log();
+        }
+        for cg in r.removed {
+            info!("Removed leftover cgroup {cg}");
+        }
+        fx.extend(
+            r.untracked
+                .into_iter()
+                .map(|(pid, cgroup, job_id, command)| {
+                    Effect::Engine(Work::Adopt {
+                        pid,
+                        cgroup,
+                        job_id,
+                        command,
+                    })
+                }),
+        );
+        info!(
+            "Scan complete: new={new} tracked={} duration={}",
+            self.jobs.len(),
+            format_go_duration(r.took)
+        );
+        debug!(
+            processes = outcome.processes,
+            "scan of {} processes read in {}",
+            outcome.processes,
+            format_go_duration(outcome.duration)
+        );
+        if self.health.scan(true).is_some() {
+            self.log_health();
+        }
+        self.mark_dirty();
+    }
+
+    /// A finished chore.
+    pub fn chore_done(&mut self, done: ChoreDone, fx: &mut Effects) {
+        match done {
+            ChoreDone::Made(v) if v.is_empty() => {}
+            ChoreDone::Made(v) => {
+                debug!("{} spare cgroup(s) made", v.len());
+                fx.push(Effect::Engine(Work::Spares(v)));
+            }
+            ChoreDone::Removed {
+                pid,
+                cgroup,
+                usage,
+                result,
+            } => {
+                self.jobs.ended(pid, Some(usage));
+                match result {
+                    Ok(true) => debug!("Removed cgroup {cgroup}"),
+                    Ok(false) => {
+                        debug!("Cgroup {cgroup} still has processes; removing it once empty");
+                        fx.push(Effect::Leftover(cgroup));
+                    }
+                    Err(e) if is_gone(&e) => {}
+                    Err(e) => {
+                        warn!("Cannot remove cgroup {cgroup}: {e}; will retry at reconciliation");
+                        fx.push(Effect::Leftover(cgroup));
+                    }
+                }
+            }
+            ChoreDone::Written(Ok(())) => {}
+            ChoreDone::Written(Err(e)) => self.write_failed(&e),
+        }
+    }
+
+    pub fn write_failed(&self, e: &std::io::Error) {
+        error!(
+            "Cannot write state file {}: {e} (check the directory exists and is writable)",
+            self.state_path.display()
+        );
+    }
+
+    /// What a source reports besides execs.
+    pub fn source_event(&mut self, ev: SourceEvent, fx: &mut Effects) {
+        match ev {
+            SourceEvent::Lost { source, count } => {
+                self.tally.add(Count::EventsLost, count);
+                self.mark_dirty();
+                warn!(
+                    source,
+                    lost = count,
+                    "Event source {source} lost {count} event(s); reconciling now"
+                );
+                fx.push(Effect::Scan {
+                    reason: "events lost",
+                    full: true,
+                });
+            }
+            SourceEvent::StopsFailed { source, count } => warn!(
+                source,
+                count,
+                "Event source {source}: {count} strict target(s) could not be stopped at exec (bpf_send_signal failed or the ledger of stops is full); they ran before their placement"
+            ),
+            SourceEvent::Undecodable { source, error } => self.undecodable(source, &error, fx),
+            SourceEvent::Failed { source, error } => {
+                error!(source, "Event source {source} failed: {error}");
+                fx.push(Effect::SourceDown);
+            }
+        }
+    }
+
+    pub fn undecodable(&mut self, source: &str, error: &str, fx: &mut Effects) {
+        self.tally.add(Count::Undecodable, 1);
+        error!(
+            source,
+            "Event source {source}: an undecodable record ({error}); the kernel object and the agent disagree on ExecEvent — rebuild both (cargo xtask build-ebpf, then cargo build). The reconciliation scan finds its process"
+        );
+        fx.push(Effect::Scan {
+            reason: "undecodable event",
+            full: false,
+        });
+    }
+
+    /// The kernel's counters (every 250 ms): into `/metrics`; losses and failed stops acted
+    /// upon.
+    pub fn kernel(&mut self, r: CounterReading, fx: &mut Effects) {
+        self.kernel = Some(r.totals);
+        if r.skipped > 0 {
+            // Most skipped execs are not targets: reconcile, count, but do not warn.
+            debug!(
+                "the kernel skipped the exec hook for {} exec(s) (it was running on that CPU); reconciling",
+                r.skipped
+            );
+            fx.push(Effect::Scan {
+                reason: "the kernel skipped the exec hook",
+                full: false,
+            });
+        }
+        for ev in [
+            (r.lost > 0).then_some(SourceEvent::Lost {
+                source: "ebpf",
+                count: r.lost,
+            }),
+            (r.unstopped > 0).then_some(SourceEvent::StopsFailed {
+                source: "ebpf",
+                count: r.unstopped,
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            self.source_event(ev, fx);
+        }
+    }
+
+    /// Strict targets the sweeper resumed unplaced (it logged each).
+    pub fn strict_timeouts(&mut self, n: u64) {
+        self.tally.add(Count::StrictTimeouts, n);
+    }
+
+    /// The exec source is gone: health says so.
+    pub fn source_lost(&mut self) {
+        self.source = "scan".into();
+        if self.health.source(false).is_some() {
+            self.log_health();
+        }
+        self.republish = true;
+    }
+
+    fn log_health(&mut self) {
+        let line = self.health.line();
+        match self.health.status {
+            HealthStatus::Healthy => info!("{line}"),
+            _ => warn!("{line}"),
+        }
+        self.mark_dirty();
+        self.republish = true;
+    }
+
+    /// At shutdown, the last line.
+    pub fn farewell(&self, ebpf_execs: u64) {
+        if let Some(k) = self.kernel {
+            info!(
+                "Kernel program totals (as last read): {} exec(s) seen, {} forwarded, {} lost to a full ring, {} unreadable, {} skipped by the kernel, {} strict stop(s) failed; {ebpf_execs} exec event(s) taken",
+                k.execs,
+                k.forwarded,
+                k.ring_full,
+                k.read_failed,
+                k.skipped
+                    .map_or_else(|| "unknown (the kernel does not count them)".to_string(), |n| n.to_string()),
+                k.stop_failed,
+            );
+        }
+        info!(
+            "Shutting down; {} governed process(es) keep running in their cgroups",
+            self.jobs.len()
+        );
+    }
+}

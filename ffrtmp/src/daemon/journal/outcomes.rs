@@ -1,0 +1,252 @@
+//! What the journal writes down for each engine outcome: the log lines operators grep for
+//! (the predecessor's among them), the tally, health, the governed jobs and their exit
+//! watches, and the chores a placement leaves (a spare to replace).
+
+use chrono::Utc;
+use tracing::{debug, error, info, warn};
+
+use super::{Effect, Effects, Journal};
+use crate::config::units::format_go_duration;
+use crate::daemon::chores::Chore;
+use crate::engine::{Outcome, Placed};
+use crate::record::state::ProcessRecord;
+use crate::record::tally::Count;
+
+impl Journal {
+    /// One outcome of the engine, written down.
+    pub fn apply(&mut self, o: Outcome, fx: &mut Effects) {
+        match o {
+            Outcome::Discovered { .. } => {
+                self.tally.add(Count::Discovered, 1);
+                self.mark_dirty();
+            }
+            Outcome::Placed(p) => self.placed(*p, fx),
+            Outcome::Readopted {
+                id,
+                pidfd,
+                record,
+                applied,
+                untracked,
+            } => {
+                log_readopted(id.pid, &record, applied, untracked);
+                self.add_job(id, pidfd, record, fx);
+            }
+            Outcome::Dropped { pid, job_id, why } => {
+                info!(pid, "Dropping PID {pid} (job {job_id}): {why}");
+            }
+            Outcome::Skipped { stat, reason } => {
+                if reason.is_counted() {
+                    self.tally.skip(reason.label());
+                }
+                log_skipped(&stat, &reason);
+            }
+            Outcome::Deferred {
+                pid,
+                comm,
+                target,
+                remaining,
+            } => info!(
+                pid,
+                "PID {pid} ({comm}) matches {target} but has not run min_runtime yet; placing it in {}",
+                format_go_duration(remaining)
+            ),
+            Outcome::Retrying {
+                pid,
+                job_id,
+                error,
+                attempt,
+                max,
+                delay,
+            } => {
+                self.tally.placement("retried");
+                warn!(pid, job = %job_id, "Placing PID {pid} failed ({error}); retry {attempt} of {max} in {}", format_go_duration(delay));
+            }
+            Outcome::Failed {
+                pid,
+                job_id,
+                command,
+                error,
+                attempts,
+            } => {
+                log_failed(pid, &job_id, &command, &error, attempts);
+                self.tally.placement("failed");
+                self.mark_dirty();
+                self.placement_health(false);
+            }
+            Outcome::Vanished { pid, why } => {
+                self.tally.placement("vanished");
+                debug!(pid, "PID {pid}: nothing to do, {why}");
+            }
+            Outcome::Undecodable { error } => self.undecodable("ebpf", &error, fx),
+            Outcome::NotPinned { pid, error } => {
+                warn!(pid, "Cannot pin PID {pid}: {error}; leaving it to the reconciliation scan");
+            }
+            Outcome::SparesLeft(v) => fx.push(Effect::Chore(Chore::RemoveSpares(v))),
+            Outcome::DryRun {
+                pid,
+                job_id,
+                command,
+                cgroup,
+                limits,
+            } => {
+                info!(pid, job = %job_id, command = %command, "Attaching to PID {pid} ({command}) as job {job_id}");
+                info!(pid, job = %job_id, "dry-run: would place PID {pid} into {cgroup} with {limits}");
+            }
+        }
+    }
+
+    fn placed(&mut self, p: Placed, fx: &mut Effects) {
+        let Placed {
+            id,
+            pidfd,
+            spec,
+            placement: pl,
+            latency_ns,
+            read_ns,
+            receipt_ns,
+            children,
+            exe,
+            ..
+        } = p;
+        let pid = id.pid;
+        // The predecessor's "Attaching to PID …" line; written once the move is verified,
+        // so logging never delays a placement.
+        info!(pid, job = %spec.job_id, command = %spec.command, "Attaching to PID {pid} ({}) as job {}", spec.command, spec.job_id);
+        if let Some(l) = latency_ns {
+            self.tally.exec_to_placed.observe(l as f64 / 1e9);
+        }
+        self.tally.placement(if pl.failed.is_empty() {
+            "placed"
+        } else {
+            "partial"
+        });
+        self.tally.add(Count::LimitFailures, pl.failed.len() as u64);
+        log_placed(pid, &spec.command, &pl, latency_ns, read_ns, receipt_ns);
+        for (label, e) in &pl.failed {
+            error!(pid, job = %pl.job_id, "Limit {label} NOT applied to PID {pid} (job {}): {e}", pl.job_id);
+        }
+        if pl.root_recreated {
+            warn!(
+                "The cgroup root {} was gone (removed by another tool while ffrtmp ran); made it again, with its controllers, for job {}",
+                pl.cgroup.rsplit_once('/').map_or("", |(root, _)| root),
+                pl.job_id
+            );
+        }
+        if children > 0 {
+            info!(
+                pid,
+                "Moved {children} child process(es) of PID {pid} into {}", pl.cgroup
+            );
+        }
+        // Replace the spare cgroup this placement may have used (off the placement thread).
+        fx.push(Effect::Chore(Chore::Refill(vec![(spec.limits.clone(), 1)])));
+        self.placement_health(true);
+        if self.health.limits(pl.failed.len()).is_some() {
+            self.log_health();
+        }
+        let now = Utc::now();
+        let record = ProcessRecord {
+            pid,
+            job_id: pl.job_id.as_str().into(),
+            command: spec.command.as_str().into(),
+            discovered_at: now,
+            attached_at: Some(now),
+            last_seen_at: Some(now),
+            start_time: Some(id.start_time),
+            cgroup: Some(pl.cgroup.as_str().into()),
+            exe,
+            limits: Some(spec.limits),
+        };
+        self.add_job(id, pidfd, record, fx);
+    }
+
+    fn placement_health(&mut self, ok: bool) {
+        if self.health.placement(ok).is_some() {
+            self.log_health();
+        }
+    }
+}
+
+fn log_readopted(
+    pid: u32,
+    record: &ProcessRecord,
+    applied: Vec<(String, Option<String>)>,
+    untracked: bool,
+) {
+    for (label, err) in applied {
+        match err {
+            None => info!(pid, "Applied {label} to predecessor job {}", record.job_id),
+            Some(e) => error!(
+                pid,
+                "Limit {label} NOT applied to predecessor job {}: {e}", record.job_id
+            ),
+        }
+    }
+    let cgroup = record.cgroup.as_deref().unwrap_or_default();
+    if untracked {
+        info!(pid, job = %record.job_id, "Re-adopted untracked PID {pid} ({}) found in {cgroup}", record.command);
+    } else {
+        info!(pid, job = %record.job_id, "Re-adopted PID {pid} ({}) in {cgroup} without moving it", record.command);
+    }
+}
+
+fn log_skipped(stat: &crate::process::Stat, reason: &crate::matcher::Skip) {
+    let pid = stat.pid;
+    if reason.is_target() {
+        info!(
+            pid,
+            "Skipping PID {pid} ({}): {reason}",
+            String::from_utf8_lossy(&stat.comm)
+        );
+    } else {
+        debug!(pid, "Skipping PID {pid}: {reason}");
+    }
+}
+
+fn log_failed(
+    pid: u32,
+    job_id: &crate::job::JobId,
+    command: &str,
+    error: &crate::placer::PlaceError,
+    attempts: u32,
+) {
+    let tries = if attempts > 1 {
+        format!(" after {attempts} attempt(s)")
+    } else {
+        String::new()
+    };
+    info!(pid, job = %job_id, command = %command, "Attaching to PID {pid} ({command}) as job {job_id}");
+    error!(pid, job = %job_id, "Failed to place PID {pid} ({command}) as job {job_id}{tries}: {error}");
+}
+
+/// The predecessor's "Limits applied" line, with the latency's parts.
+fn log_placed(
+    pid: u32,
+    command: &str,
+    pl: &crate::placer::Placement,
+    latency_ns: Option<u64>,
+    read_ns: Option<u64>,
+    receipt_ns: Option<u64>,
+) {
+    let latency_text = match (latency_ns, receipt_ns) {
+        (Some(l), Some(r)) => format!(
+            " (exec→placed {:.3}ms; read {:.3}ms, received {:.3}ms)",
+            l as f64 / 1e6,
+            read_ns.unwrap_or(r) as f64 / 1e6,
+            r as f64 / 1e6
+        ),
+        (Some(l), None) => format!(" (exec→placed {:.3}ms)", l as f64 / 1e6),
+        _ => String::new(),
+    };
+    info!(
+        pid,
+        job = %pl.job_id,
+        command = %command,
+        latency_us = latency_ns.map(|l| l / 1000),
+        "Limits applied to PID {pid} (job {}) in {}: {} in {:.3}ms{latency_text}",
+        pl.job_id,
+        pl.cgroup,
+        if pl.applied.is_empty() { "no limits configured".to_string() } else { pl.applied.join(" ") },
+        pl.took.as_secs_f64() * 1e3
+    );
+}

@@ -1,0 +1,175 @@
+//! The placement itself, and what waits for a timer: a retry's backoff, `min_runtime`, a
+//! scan's just-started candidate.
+
+use std::time::Instant;
+
+use super::table::{Retry, Timed};
+use super::{Engine, Origin, Outcome, Placed};
+use crate::placer::{backoff, Class, JobSpec};
+use crate::process::{Known, Pinned};
+
+impl Engine {
+    /// `discovered`, the first report of a new target, is sent once the placement has been
+    /// tried and the target resumed: a message wakes the record loop, which must not run
+    /// beside the target (or take a CPU from it) before the move.
+    pub(super) fn place(
+        &mut self,
+        pinned: Pinned,
+        spec: JobSpec,
+        attempt: u32,
+        origin: Origin,
+        discovered: Option<Outcome>,
+    ) {
+        let Origin {
+            exec_mono_ns,
+            read_mono_ns,
+            taken_mono_ns,
+            source,
+            stop,
+        } = origin;
+        let pid = pinned.id.pid;
+        if self.rules.dry_run {
+            drop(stop);
+            if let Some(d) = discovered {
+                self.emit(d);
+            }
+            return self.emit(Outcome::DryRun {
+                pid,
+                cgroup: self.placer.cgroup_of(spec.job_id.as_str()),
+                job_id: spec.job_id,
+                command: spec.command,
+                limits: spec.limits,
+            });
+        }
+        let spare = self.spares.take(&spec.limits);
+        let placed = self.placer.place(&pinned, &spec, spare);
+        // Resumed right after the verified move (its next instruction runs inside), or
+        // right after a failed one: never held through a backoff or a message.
+        drop(stop);
+        let placed = placed.map(|placement| {
+            let children = self.placer.move_descendants(pid, &placement.cgroup);
+            let exe = self.proc.exe(pid).ok().map(|p| p.display().to_string());
+            (placement, children, exe)
+        });
+        // Sent with the result, back to back: usually one wakeup of the record loop, not two.
+        if let Some(d) = discovered {
+            self.emit(d);
+        }
+        match placed {
+            Ok((placement, children, exe)) => {
+                let latency_ns = exec_mono_ns.map(|t| placement.verified_mono_ns.saturating_sub(t));
+                let receipt_ns = exec_mono_ns
+                    .zip(taken_mono_ns)
+                    .map(|(e, t)| t.saturating_sub(e));
+                let read_ns = exec_mono_ns
+                    .zip(read_mono_ns)
+                    .map(|(e, r)| r.saturating_sub(e));
+                self.table.governed(pinned.id);
+                // The pin goes with the result, for the exit watch: no second descriptor.
+                self.emit(Outcome::Placed(Box::new(Placed {
+                    id: pinned.id,
+                    pidfd: pinned.pidfd,
+                    spec,
+                    placement,
+                    latency_ns,
+                    read_ns,
+                    receipt_ns,
+                    children,
+                    exe,
+                    source,
+                })));
+            }
+            Err(e) => {
+                let retry = Retry {
+                    pinned,
+                    spec,
+                    attempt: attempt + 1,
+                    exec_mono_ns,
+                    source,
+                };
+                self.not_placed(e, retry);
+            }
+        }
+    }
+
+    /// A placement that failed: vanished (nothing to do), retried after a backoff, or
+    /// given up on for a while.
+    fn not_placed(&mut self, e: crate::placer::PlaceError, r: Retry) {
+        let pid = r.pinned.id.pid;
+        let max = self.settings.max_retry_attempts;
+        match e.class {
+            Class::Vanished => self.emit(Outcome::Vanished {
+                pid,
+                why: format!("it exited before placement finished ({e})"),
+            }),
+            Class::Retryable if r.attempt <= max => {
+                let delay = backoff(
+                    r.attempt,
+                    r.pinned.id.start_time ^ u64::from(pid) ^ u64::from(r.attempt - 1),
+                );
+                self.emit(Outcome::Retrying {
+                    pid,
+                    job_id: r.spec.job_id.clone(),
+                    error: e,
+                    attempt: r.attempt,
+                    max,
+                    delay,
+                });
+                let id = r.pinned.id;
+                self.table
+                    .retry(id, Instant::now() + delay, Timed::Retry(Box::new(r)));
+            }
+            _ => {
+                // Not for ever: the cause may be fixed (a controller enabled, a limit
+                // raised); the scan may try it again after a while.
+                self.table
+                    .failed(r.pinned.id, Instant::now() + self.rules.failure_backoff);
+                self.emit(Outcome::Failed {
+                    pid,
+                    job_id: r.spec.job_id,
+                    command: r.spec.command,
+                    error: e,
+                    attempts: r.attempt,
+                });
+            }
+        }
+    }
+
+    pub(super) fn fire_timers(&mut self) {
+        for (id, t) in self.table.due(Instant::now()) {
+            match t {
+                // Unless its exec event placed it meanwhile.
+                Timed::Fresh => self.scanned(id),
+                // Facts may have changed while it ran (cwd, parent): decide again.
+                Timed::Defer => match self.proc.pin(id.pid) {
+                    Ok(pinned) if pinned.id == id => {
+                        self.look_at(pinned, &Known::default(), Origin::from_proc("min_runtime"))
+                    }
+                    _ => {} // exited, or the PID now belongs to another process
+                },
+                Timed::Retry(r) => {
+                    let Retry {
+                        pinned,
+                        spec,
+                        attempt,
+                        exec_mono_ns,
+                        source,
+                    } = *r;
+                    self.place(
+                        pinned,
+                        spec,
+                        attempt,
+                        Origin {
+                            exec_mono_ns,
+                            read_mono_ns: None,
+                            taken_mono_ns: None,
+                            source,
+                            stop: None,
+                        },
+                        None,
+                    )
+                }
+            }
+        }
+    }
+}
