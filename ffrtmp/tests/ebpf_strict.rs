@@ -102,7 +102,11 @@ fn ebpf_strict_target_whose_placement_fails_still_runs() {
                 .arg(&pids_root)
                 .status()
                 .unwrap();
-            assert!(status.success(), "mount a read-only tmpfs on {}", pids_root.display());
+            assert!(
+                status.success(),
+                "mount a read-only tmpfs on {}",
+                pids_root.display()
+            );
             Box::new(move || {
                 let _ = Command::new("umount").arg(&pids_root).status();
             })

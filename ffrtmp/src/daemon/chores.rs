@@ -25,8 +25,13 @@ use crate::process::monotonic_ns;
 pub enum Chore {
     /// Make spare cgroups for the engine's pool: so many with these limits.
     Refill(Vec<(Limits, usize)>),
-    /// Read an ended job's last numbers and remove its cgroup (once empty).
-    Remove { pid: u32, cgroup: String },
+    /// Remove an ended job's cgroup (once empty), first reading its last numbers if
+    /// `/metrics` shows them.
+    Remove {
+        pid: u32,
+        cgroup: String,
+        usage: bool,
+    },
     /// Remove spares the engine will not use.
     RemoveSpares(Vec<String>),
     /// Write the state file.
@@ -188,8 +193,12 @@ fn run(placer: &Placer, dry_run: bool, chore: Chore) -> ChoreDone {
                 })
                 .collect(),
         ),
-        Chore::Remove { pid, cgroup } => {
-            let usage = placer.usage(&cgroup);
+        Chore::Remove { pid, cgroup, usage } => {
+            let usage = if usage {
+                placer.final_usage(&cgroup)
+            } else {
+                Usage::default()
+            };
             let result = if dry_run {
                 Ok(true)
             } else {

@@ -37,9 +37,11 @@ impl Owners {
     /// when the engine is far behind) leaves a candidate to the next scan.
     pub fn work(&self, w: Work) {
         // An exit changes none of the engine's decisions but for that process, which
-        // cannot exec again: it need not wake the placement thread.
+        // cannot exec again, and spares are for placements to come: neither need wake the
+        // placement thread (a wakeup preempts whatever runs on its CPU); it takes them at
+        // its next turn.
         let sent = match w {
-            Work::Exited(_) => self.engine.work.try_send_lazy(w),
+            Work::Exited(_) | Work::Spares(_) => self.engine.work.try_send_lazy(w),
             _ => self.engine.work.try_send(w),
         };
         if let Err(err) = sent {

@@ -71,6 +71,16 @@ pub trait CgroupBackend: Send + Sync {
     /// Names of the child cgroups of `cgroup`.
     fn children(&self, cgroup: &str) -> io::Result<Vec<String>>;
     fn usage(&self, cgroup: &str) -> Usage;
+    /// The numbers an ended job is remembered by (CPU time, OOM kills): its memory and
+    /// pids are 0 once its processes are gone, so they are not read.
+    fn final_usage(&self, cgroup: &str) -> Usage {
+        let u = self.usage(cgroup);
+        Usage {
+            cpu_usec: u.cpu_usec,
+            oom_kills: u.oom_kills,
+            ..Usage::default()
+        }
+    }
     /// Read the limits back from the cgroup's files.
     fn read_limits(&self, cgroup: &str) -> Limits;
     /// The `cgroup.procs` files a process writes to enter the cgroup itself (`ffrtmp run`).

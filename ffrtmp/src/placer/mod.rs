@@ -371,6 +371,11 @@ impl Placer {
         self.backend.usage(cgroup)
     }
 
+    /// An ended job's last numbers (CPU time, OOM kills).
+    pub fn final_usage(&self, cgroup: &str) -> Usage {
+        self.backend.final_usage(cgroup)
+    }
+
     /// Every job cgroup under the root (by name: `JobId`), spares excluded.
     pub fn job_cgroups(&self) -> std::io::Result<Vec<String>> {
         Ok(self

@@ -297,6 +297,17 @@ impl CgroupBackend for V1Backend {
         }
     }
 
+    fn final_usage(&self, cgroup: &str) -> Usage {
+        let at = |c: &str, f: &str| self.mount_of(c).map(|m| dir_of(m, cgroup).join(f));
+        Usage {
+            cpu_usec: at("cpuacct", "cpuacct.usage")
+                .and_then(|p| read_u64(&p))
+                .map(|ns| ns / 1000),
+            oom_kills: at("memory", "memory.oom_control").and_then(|p| read_keyed(&p, "oom_kill")),
+            ..Usage::default()
+        }
+    }
+
     fn read_limits(&self, cgroup: &str) -> Limits {
         let at = |c: &str, f: &str| self.mount_of(c).map(|m| dir_of(m, cgroup).join(f));
         let quota = at("cpu", "cpu.cfs_quota_us")

@@ -218,6 +218,15 @@ impl CgroupBackend for V2Backend {
         }
     }
 
+    fn final_usage(&self, cgroup: &str) -> Usage {
+        let dir = dir_of(&self.mount, cgroup);
+        Usage {
+            cpu_usec: read_keyed(&dir.join("cpu.stat"), "usage_usec"),
+            oom_kills: read_keyed(&dir.join("memory.events"), "oom_kill"),
+            ..Usage::default()
+        }
+    }
+
     fn read_limits(&self, cgroup: &str) -> Limits {
         let dir = dir_of(&self.mount, cgroup);
         let cpu_max = read_trimmed(&dir.join("cpu.max")).unwrap_or_default();

@@ -1,6 +1,7 @@
 //! Load and cost: the exec storm, a burst of targets at once, the daemon's memory and
 //! start-up, and the placement's steps timed one by one.
 
+use std::collections::HashMap;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -8,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use super::{
     daemon_latencies, daemon_nice, loadavg, lost_events, niced, placed_under, print_breakdown,
@@ -16,18 +17,82 @@ use super::{
 };
 
 pub(super) fn storm(bin: &Path, n: usize) -> Result<()> {
+    // The kernel's own steps for one job cgroup, measured in the same run: the floor the
+    // daemon's CPU per target is held against.
+    let floor = floor_ms(200)?;
+    println!(
+        "== the kernel's own steps for one job cgroup (mkdir, a move in and out, rmdir, in {}), done directly: {floor:.3} ms of CPU per target ==",
+        HIERARCHIES.join(", ")
+    );
     // A control run without targets: what the non-target execs alone cost the daemon.
-    let control = storm_run(bin, n, None)?;
+    let control = storm_run(bin, n, None, floor)?;
     for every in [50, 20] {
-        storm_run(bin, n, Some((every, control)))?;
+        storm_run(bin, n, Some((every, control)), floor)?;
     }
     Ok(())
+}
+
+/// This thread's CPU time, seconds (user and system).
+fn thread_cpu() -> f64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// CPU (ms) one job cgroup costs the kernel when its steps are done directly: mkdir in each
+/// hierarchy, a process moved in and back out, rmdir; the mean of `rounds`.
+fn floor_ms(rounds: usize) -> Result<f64> {
+    let scene = Scene::new("floor")?;
+    let own: HashMap<String, String> = std::fs::read_to_string("/proc/self/cgroup")?
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+            Some(
+                ctrls
+                    .split(',')
+                    .map(|c| (c.to_string(), path.to_string()))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .flatten()
+        .collect();
+    let dir = |h: &str, rel: &str| {
+        PathBuf::from("/sys/fs/cgroup")
+            .join(h)
+            .join(rel.trim_start_matches('/'))
+    };
+    let mut total = 0.0;
+    for i in 0..rounds {
+        let job = format!("{}/floor{i}", scene.root);
+        let mut c = Command::new("/bin/sleep").arg("5").spawn()?;
+        let pid = c.id().to_string();
+        let t = thread_cpu();
+        for h in HIERARCHIES {
+            std::fs::create_dir(dir(h, &job))?;
+        }
+        for h in HIERARCHIES {
+            std::fs::write(dir(h, &job).join("cgroup.procs"), &pid)?;
+        }
+        for h in HIERARCHIES {
+            let back = own
+                .get(h)
+                .with_context(|| format!("/proc/self/cgroup has no {h} line"))?;
+            std::fs::write(dir(h, back).join("cgroup.procs"), &pid)?;
+        }
+        for h in HIERARCHIES {
+            std::fs::remove_dir(dir(h, &job))?;
+        }
+        total += thread_cpu() - t;
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    Ok(total * 1000.0 / rounds as f64)
 }
 
 /// `every`: one exec in `every` is a target (a `sleep 1`: it exits during the run, so its
 /// exit and its cgroup's removal are in the daemon's CPU time), and the CPU seconds of the
 /// control run. Returns the daemon's CPU seconds.
-fn storm_run(bin: &Path, n: usize, targets: Option<(usize, f64)>) -> Result<f64> {
+fn storm_run(bin: &Path, n: usize, targets: Option<(usize, f64)>, floor: f64) -> Result<f64> {
     let scene = Scene::new("storm")?;
     let name = format!("{}t", scene.tag);
     let target = scene.copy("/bin/sleep", &name)?;
@@ -146,6 +211,10 @@ fn storm_run(bin: &Path, n: usize, targets: Option<(usize, f64)>) -> Result<f64>
             let per_target = (cpu - control * non_targets) * 1000.0 / targets_n.max(1) as f64;
             println!(
                 "daemon CPU time: {cpu:.4} s (ticks: user {user:.2}, system {sys:.2}); less the control run's share for the non-target execs: {per_target:.3} ms per placed target, its exit and cgroup removal included"
+            );
+            println!(
+                "daemon CPU per placed target against the kernel's own steps ({floor:.3} ms): {:.2}x (goal: at most 1.5x)",
+                per_target / floor
             );
             let per = |x: f64| x / targets_n.max(1) as f64;
             let shares: Vec<String> = threads

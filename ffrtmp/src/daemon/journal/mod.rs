@@ -198,6 +198,7 @@ impl Journal {
         fx.push(Effect::Chore(Chore::Remove {
             pid: id.pid,
             cgroup,
+            usage: self.job_metrics != JobMetrics::Off,
         }));
         self.mark_dirty();
         self.republish = true;
