@@ -266,15 +266,22 @@ impl CgroupBackend for V2Backend {
     }
 }
 
-/// The super options of the cgroup2 mount at `mount` (`rw,nsdelegate,favordynmods`), from
-/// /proc/self/mountinfo (`… mount-point … - cgroup2 source super-options`).
+/// The super options of the cgroup2 mount at `mount` (`nsdelegate,favordynmods,…`, sorted),
+/// from /proc/self/mountinfo (procfs's parser).
 fn super_options(mountinfo: &str, mount: &str) -> Option<String> {
-    mountinfo.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        let point = left.split_whitespace().nth(4)?;
-        let mut r = right.split_whitespace();
-        (point == mount && r.next()? == "cgroup2").then(|| r.nth(1).unwrap_or("").to_string())
-    })
+    use procfs::FromBufRead;
+    let infos = procfs::process::MountInfos::from_buf_read(mountinfo.as_bytes()).ok()?;
+    let m = infos
+        .0
+        .into_iter()
+        .find(|m| m.fs_type == "cgroup2" && m.mount_point == std::path::Path::new(mount))?;
+    let mut opts: Vec<String> = m
+        .super_options
+        .into_iter()
+        .map(|(k, v)| v.map_or(k.clone(), |v| format!("{k}={v}")))
+        .collect();
+    opts.sort();
+    Some(opts.join(","))
 }
 
 /// From uname(2): the unit's `ProcSubset=pid` hides /proc/sys/kernel/osrelease.
@@ -316,7 +323,7 @@ mod tests {
     #[test]
     fn favordynmods_is_read_from_the_super_options() {
         let o = super_options(MOUNTINFO, "/sys/fs/cgroup").unwrap();
-        assert_eq!(o, "rw,nsdelegate,favordynmods,memory_recursiveprot");
+        assert_eq!(o, "favordynmods,memory_recursiveprot,nsdelegate,rw");
         assert!(favordynmods_note(&o, Some("6.1.0-57-cloud-amd64")).contains("with favordynmods"));
         let plain = "rw,nsdelegate,memory_recursiveprot";
         assert!(favordynmods_note(plain, Some("6.1.0-57-cloud-amd64"))

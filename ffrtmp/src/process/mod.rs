@@ -46,26 +46,26 @@ pub struct CgroupLine {
     pub path: String,
 }
 
-/// Parse `/proc/PID/cgroup`.
+/// Parse `/proc/PID/cgroup` (with procfs's parser; a file it cannot read is empty).
 pub fn parse_cgroup_file(text: &str) -> Vec<CgroupLine> {
-    text.lines()
-        .filter_map(|l| {
-            let mut it = l.splitn(3, ':');
-            let hierarchy = it.next()?.parse().ok()?;
-            let ctrls = it.next()?;
-            let path = it.next()?.to_string();
-            let controllers = if ctrls.is_empty() {
-                Vec::new()
-            } else {
-                ctrls.split(',').map(str::to_string).collect()
-            };
-            Some(CgroupLine {
-                hierarchy,
-                controllers,
-                path,
-            })
+    use procfs::FromBufRead;
+    procfs::ProcessCGroups::from_buf_read(text.as_bytes())
+        .map(|c| {
+            c.0.into_iter()
+                .map(|g| CgroupLine {
+                    hierarchy: g.hierarchy,
+                    controllers: g.controllers,
+                    path: g.pathname,
+                })
+                .collect()
         })
-        .collect()
+        .unwrap_or_default()
+}
+
+/// argv[0] from `/proc/PID/cmdline` (its arguments are NUL-separated): none if empty.
+pub fn parse_argv0(cmdline: &[u8]) -> Option<Vec<u8>> {
+    let first = cmdline.split(|&b| b == 0).next().unwrap_or(&[]);
+    (!first.is_empty()).then(|| first.to_vec())
 }
 
 /// What `ProcFs::status` reads.
@@ -75,18 +75,20 @@ pub struct Status {
     pub pidns_level: Option<u32>,
 }
 
-/// Parse the `Uid:` and `NSpid:` lines of `/proc/PID/status`.
+/// The real uid and the PID namespace depth from `/proc/PID/status` (procfs's parser; a
+/// file it cannot read says nothing).
 pub fn parse_status(text: &str) -> Status {
-    let mut st = Status::default();
-    for l in text.lines() {
-        if let Some(rest) = l.strip_prefix("Uid:") {
-            st.uid = rest.split_whitespace().next().and_then(|v| v.parse().ok());
-        } else if let Some(rest) = l.strip_prefix("NSpid:") {
-            let n = rest.split_whitespace().count() as u32;
-            st.pidns_level = n.checked_sub(1);
-        }
+    use procfs::FromBufRead;
+    match procfs::process::Status::from_buf_read(text.as_bytes()) {
+        Ok(st) => Status {
+            uid: Some(st.ruid),
+            pidns_level: st
+                .nspid
+                .map(|v| v.len() as u32)
+                .and_then(|n| n.checked_sub(1)),
+        },
+        Err(_) => Status::default(),
     }
-    st
 }
 
 /// The facts the matcher and filters look at.
@@ -241,12 +243,7 @@ impl ProcFs {
         let mut buf = [0u8; 4096];
         let mut f = std::fs::File::open(self.path(pid, "cmdline"))?;
         let n = f.read(&mut buf)?;
-        let first = buf[..n].split(|&b| b == 0).next().unwrap_or(&[]);
-        Ok(if first.is_empty() {
-            None
-        } else {
-            Some(first.to_vec())
-        })
+        Ok(parse_argv0(&buf[..n]))
     }
 
     pub fn exe(&self, pid: u32) -> io::Result<PathBuf> {
@@ -492,16 +489,34 @@ mod tests {
 
     #[test]
     fn status_lines() {
-        let st = parse_status("Name:\tsleep\nUid:\t1000\t1000\t1000\t1000\nNSpid:\t4242\t7\t1\n");
+        // A real status file with the lines the daemon reads changed.
+        let mine = std::fs::read_to_string("/proc/self/status").unwrap();
+        let with = |uid: &str, nspid: &str| -> String {
+            mine.lines()
+                .map(|l| {
+                    if l.starts_with("Uid:") {
+                        format!("Uid:\t{uid}\t{uid}\t{uid}\t{uid}")
+                    } else if l.starts_with("NSpid:") {
+                        format!("NSpid:\t{nspid}")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
         assert_eq!(
-            st,
+            parse_status(&with("1000", "4242\t7\t1")),
             Status {
                 uid: Some(1000),
                 pidns_level: Some(2)
             }
         );
-        assert_eq!(parse_status("NSpid:\t12\n").pidns_level, Some(0));
+        assert_eq!(parse_status(&with("0", "12")).pidns_level, Some(0));
         assert_eq!(parse_status(""), Status::default());
+        assert_eq!(parse_status("NSpid:\t12\n"), Status::default(), "not a status file");
+        assert_eq!(parse_argv0(b"ffmpeg\0-i\0x\0"), Some(b"ffmpeg".to_vec()));
+        assert_eq!(parse_argv0(b"\0x"), None);
     }
 
     #[test]

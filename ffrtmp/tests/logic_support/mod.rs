@@ -469,11 +469,20 @@ impl Harness {
             .chain((0..pidns).map(|i| (i + 1).to_string()))
             .collect::<Vec<_>>()
             .join("\t");
-        std::fs::write(
-            dir.join("status"),
-            format!("Name:\t{comm}\nUid:\t1000\t1000\t1000\t1000\nNSpid:\t{nspid}\n"),
-        )
-        .unwrap();
+        // The real status file (procfs reads it whole), with the name, uid and PID
+        // namespaces the test chose.
+        let real_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let status: String = real_status
+            .lines()
+            .map(|l| match l.split_once(':').map(|(k, _)| k) {
+                Some("Name") => format!("Name:\t{comm}"),
+                Some("Uid") => "Uid:\t1000\t1000\t1000\t1000".to_string(),
+                Some("NSpid") => format!("NSpid:\t{nspid}"),
+                _ => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(dir.join("status"), status + "\n").unwrap();
         std::fs::write(dir.join("cmdline"), format!("{comm}\0")).unwrap();
         std::os::unix::fs::symlink(format!("/usr/bin/{comm}"), dir.join("exe")).unwrap();
         std::os::unix::fs::symlink("/", dir.join("cwd")).unwrap();
