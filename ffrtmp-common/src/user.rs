@@ -138,6 +138,22 @@ mod tests {
         ev
     }
 
+    /// The fuzz target's seed (fuzz/seeds/exec_event) is this record; FFRTMP_WRITE_FUZZ_SEEDS=1
+    /// writes it again after the layout changed.
+    #[test]
+    fn the_fuzz_seed_is_an_ffmpeg_exec() {
+        let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/seeds/exec_event/ffmpeg.bin");
+        let ev = event(4242, b"ffmpeg", b"/usr/bin/ffmpeg");
+        if std::env::var_os("FFRTMP_WRITE_FUZZ_SEEDS").is_some() {
+            std::fs::write(&seed, ev.to_bytes()).unwrap();
+        }
+        let committed = std::fs::read(&seed).unwrap();
+        let decoded = decode_exec_event(&committed).unwrap();
+        assert_eq!((decoded.tgid, decoded.comm_bytes()), (4242, &b"ffmpeg"[..]));
+        assert_eq!(decoded.filename_bytes(), b"/usr/bin/ffmpeg");
+    }
+
     #[test]
     fn decodes_a_record() {
         let r = event(42, b"ffmpeg", b"/usr/bin/ffmpeg").to_bytes();

@@ -3,6 +3,7 @@
 mod bench_exec;
 mod deb;
 mod ebpf;
+mod fuzz;
 mod run;
 mod test;
 mod util;
@@ -16,6 +17,8 @@ tasks:
   run [WATCH ARGS…]        build everything and run the governor with examples/watch-config.yaml
                            and state in .state/ (installs build prerequisites when root)
   test [--no-vm]           install what the tests need, build, run unit, host-root and VM tests
+  fuzz [--seconds N] [--target NAME]…
+                           run the fuzz targets (cargo fuzz; default: all, 30 s each; docs/testing.md)
   build-ebpf [--install]   build the kernel program (ffrtmp-ebpf) for the agent to embed
   deb [--out DIR] [--version V] [--lintian] [--chroot-test]
                            build target/debian/ffrtmp_<version>_amd64.deb (dpkg-deb; lintian)
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         "build-ebpf" => ebpf::build(rest),
         "bench-exec" => bench_exec::bench(rest),
         "deb" => deb::deb(rest),
+        "fuzz" => fuzz::fuzz(rest),
         "run" => run::run_governor(rest),
         "test" => test::test(rest),
         "vm-test" => vm::vm_test(rest),

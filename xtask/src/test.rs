@@ -6,9 +6,10 @@
 //! 2. unit tests and the root integration tests on this host (real v1 cgroups, real BPF;
 //!    `fleet_checks` runs promtool and kubernetes-validate on the fleet files and on a live
 //!    daemon's /metrics);
-//! 3. the Debian package, built once, checked by lintian and installed, upgraded, removed
+//! 3. every fuzz target for 30 s (cargo fuzz; a crash, timeout or OOM fails);
+//! 4. the Debian package, built once, checked by lintian and installed, upgraded, removed
 //!    and purged in a chroot (root); the systemd VM tier installs the same two files;
-//! 4. the VM tier (real cgroup v2 and systemd), unless `--no-vm`.
+//! 5. the VM tier (real cgroup v2 and systemd), unless `--no-vm`.
 //!
 //! Every step's wall time is printed at the end, passed or not: on a fresh machine (empty
 //! `$FFRTMP_CI_CACHE` and `$FFRTMP_VM_CACHE`, as `.ci/run` makes them) the whole run must
@@ -86,6 +87,7 @@ fn steps(no_vm: bool, t: &mut Timeline) -> Result<()> {
         }
         run(c.arg("--").arg("--test-threads=2"))
     })?;
+    t.step("fuzz: every target for 30 s", || crate::fuzz::fuzz(&[]))?;
     let packages = if is_root() {
         Some(t.step(
             "Debian package: build, lintian, chroot",

@@ -1,7 +1,7 @@
 //! The command line: argument definitions and dispatch. Each command lives in its own file.
 
 mod attach;
-mod check;
+pub mod check;
 mod run;
 mod status;
 mod watch;

@@ -210,19 +210,24 @@ pub struct Sources<'a> {
 
 /// Read, merge and validate.
 pub fn load(src: &Sources) -> Result<Settings, ConfigError> {
-    let (raw, text) = match src.config_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            let raw: Option<RawConfig> = yaml_serde::from_str(&text)
-                .map_err(|e| ConfigError::from_yaml(path.to_path_buf(), &e))?;
-            (raw.unwrap_or_default(), text)
-        }
-        None => (RawConfig::default(), String::new()),
+    let text = match src.config_file {
+        Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?,
+        None => String::new(),
     };
-    merge::merge(raw, &text, src)
+    parse(&text, src)
+}
+
+/// Merge and validate the text of `src.config_file` (empty when there is no file).
+pub fn parse(text: &str, src: &Sources) -> Result<Settings, ConfigError> {
+    let raw: Option<RawConfig> = match src.config_file {
+        Some(path) => yaml_serde::from_str(text)
+            .map_err(|e| ConfigError::from_yaml(path.to_path_buf(), &e))?,
+        None => None,
+    };
+    merge::merge(raw.unwrap_or_default(), text, src)
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize, Serializer};
 
 /// Parse a duration the way the predecessor (Go's `time.ParseDuration`) did: one or more
 /// `<number><unit>` groups, units `ns`, `us`/`µs`, `ms`, `s`, `m`, `h`, decimals allowed
-/// (`1.5s`, `1h30m`, `500ms`). A lone `0` is zero. Negative durations are rejected.
+/// (`1.5s`, `1h30m`, `500ms`). A lone `0` is zero. Negative durations are rejected. Exact,
+/// in integer nanoseconds: a fraction finer than a nanosecond is cut off, as Go does.
 pub fn parse_go_duration(input: &str) -> Result<Duration, String> {
     let s = input.trim();
     if s.is_empty() {
@@ -25,43 +26,59 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, String> {
     if s.starts_with('-') {
         return Err(format!("negative duration {input:?}"));
     }
-    let mut total_ns: f64 = 0.0;
+    let not_a_duration = || format!("{input:?} is not a duration");
+    let too_long = || format!("{input:?} is too long");
+    let mut total_ns: u64 = 0;
     let mut rest = s;
     while !rest.is_empty() {
         let num_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
         let (num, tail) = rest.split_at(num_len);
-        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
-            return Err(format!("{input:?} is not a duration"));
+        let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+        if (int.is_empty() && frac.is_empty()) || frac.contains('.') {
+            return Err(not_a_duration());
         }
         let unit_len = tail
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_len);
-        let scale = match unit {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
+        let scale: u64 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
             "" => return Err(format!("{input:?} has no unit")),
             other => return Err(format!("{input:?} has unknown unit {other:?}")),
         };
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("{input:?} is not a duration"))?;
-        total_ns += value * scale;
+        let whole = digits_value(int).ok_or_else(too_long)?;
+        // Digits past the 19th cannot reach a nanosecond of even the largest unit.
+        let frac = &frac[..frac.len().min(19)];
+        let part = digits_value(frac).ok_or_else(too_long)? * u128::from(scale)
+            / 10u128.pow(frac.len() as u32);
+        let group = whole
+            .checked_mul(u128::from(scale))
+            .and_then(|w| w.checked_add(part))
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(too_long)?;
+        total_ns = total_ns.checked_add(group).ok_or_else(too_long)?;
         rest = tail;
     }
-    if !total_ns.is_finite() || total_ns > u64::MAX as f64 {
-        return Err(format!("{input:?} is too long"));
-    }
-    Ok(Duration::from_nanos(total_ns.round() as u64))
+    Ok(Duration::from_nanos(total_ns))
 }
 
-/// Format a duration in the Go style used by the predecessor's files and log lines.
+/// The value of a run of ASCII digits (0 when empty); `None` past `u64::MAX`.
+fn digits_value(digits: &str) -> Option<u128> {
+    digits.bytes().try_fold(0u128, |v, d| {
+        let v = v * 10 + u128::from(d - b'0');
+        (v <= u128::from(u64::MAX)).then_some(v)
+    })
+}
+
+/// Format a duration in the Go style used by the predecessor's files and log lines
+/// (Go's `Duration.String`): exact, so it reads back as the same duration.
 pub fn format_go_duration(d: Duration) -> String {
     let ns = d.as_nanos();
     if ns == 0 {
@@ -71,29 +88,30 @@ pub fn format_go_duration(d: Duration) -> String {
         return format!("{ns}ns");
     }
     if ns < 1_000_000 {
-        return format!("{}µs", trim_float(ns as f64 / 1e3));
+        return format!("{}µs", decimal(ns, 3));
     }
     if ns < 1_000_000_000 {
-        return format!("{}ms", trim_float(ns as f64 / 1e6));
+        return format!("{}ms", decimal(ns, 6));
     }
     let total_s = d.as_secs();
-    let (h, m, s) = (total_s / 3600, (total_s / 60) % 60, total_s % 60);
-    let frac = d.subsec_nanos();
-    let secs = if frac == 0 {
-        format!("{s}s")
-    } else {
-        format!("{}s", trim_float(s as f64 + frac as f64 / 1e9))
-    };
+    let (h, m) = (total_s / 3600, (total_s / 60) % 60);
+    let secs = decimal(ns % 60_000_000_000, 9);
     match (h, m) {
-        (0, 0) => secs,
-        (0, m) => format!("{m}m{secs}"),
-        (h, m) => format!("{h}h{m}m{secs}"),
+        (0, 0) => format!("{secs}s"),
+        (0, m) => format!("{m}m{secs}s"),
+        (h, m) => format!("{h}h{m}m{secs}s"),
     }
 }
 
-fn trim_float(v: f64) -> String {
-    let s = format!("{v:.3}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
+/// `v / 10^places` written out exactly, without trailing zeros (`1500, 3` → `1.5`).
+fn decimal(v: u128, places: u32) -> String {
+    let unit = 10u128.pow(places);
+    let (whole, frac) = (v / unit, v % unit);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let frac = format!("{frac:0width$}", width = places as usize);
+    format!("{whole}.{}", frac.trim_end_matches('0'))
 }
 
 /// Bounds for a duration-valued key.
@@ -426,6 +444,36 @@ mod tests {
         }
         assert_eq!(format_go_duration(Duration::from_micros(15_200)), "15.2ms");
         assert_eq!(format_go_duration(Duration::from_secs(90)), "1m30s");
+    }
+
+    /// Found by the duration fuzz target: formatting kept 3 decimals, so a logged or
+    /// rendered value read back as another duration.
+    #[test]
+    fn go_durations_are_exact() {
+        let d = parse_go_duration("12501.12425s").unwrap();
+        assert_eq!(d, Duration::from_nanos(12_501_124_250_000));
+        assert_eq!(format_go_duration(d), "3h28m21.12425s");
+        assert_eq!(
+            format_go_duration(Duration::from_nanos(1_234_567)),
+            "1.234567ms"
+        );
+        assert_eq!(format_go_duration(Duration::from_nanos(1_001)), "1.001µs");
+        // Go cuts a fraction finer than a nanosecond off.
+        assert_eq!(parse_go_duration("1.5ns"), Ok(Duration::from_nanos(1)));
+        assert_eq!(
+            parse_go_duration("1.0000000001s"),
+            Ok(Duration::from_secs(1))
+        );
+        assert_eq!(
+            parse_go_duration("18446744073.709551615s"),
+            Ok(Duration::from_nanos(u64::MAX))
+        );
+        assert!(parse_go_duration("18446744074s")
+            .unwrap_err()
+            .contains("too long"));
+        assert!(parse_go_duration("99999999999999999999999h")
+            .unwrap_err()
+            .contains("too long"));
     }
 
     #[test]

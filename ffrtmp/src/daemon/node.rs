@@ -107,7 +107,7 @@ fn load_state(settings: &Settings, dry_run: bool, journal: &mut Journal) -> Vec<
     let loaded = if dry_run {
         match std::fs::read(path) {
             Ok(b) => {
-                match serde_json::from_slice(&b) {
+                match state::parse(&b) {
                     Ok(s) => Loaded::Ok(s),
                     Err(e) => {
                         warn!("dry-run: state file {} is not valid ({e}); a real run would set it aside", path.display());

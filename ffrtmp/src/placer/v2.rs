@@ -268,7 +268,7 @@ impl CgroupBackend for V2Backend {
 
 /// The super options of the cgroup2 mount at `mount` (`nsdelegate,favordynmods,…`, sorted),
 /// from /proc/self/mountinfo (procfs's parser).
-fn super_options(mountinfo: &str, mount: &str) -> Option<String> {
+pub fn super_options(mountinfo: &str, mount: &str) -> Option<String> {
     use procfs::FromBufRead;
     let infos = procfs::process::MountInfos::from_buf_read(mountinfo.as_bytes()).ok()?;
     let m = infos

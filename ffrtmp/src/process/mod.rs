@@ -514,7 +514,11 @@ mod tests {
         );
         assert_eq!(parse_status(&with("0", "12")).pidns_level, Some(0));
         assert_eq!(parse_status(""), Status::default());
-        assert_eq!(parse_status("NSpid:\t12\n"), Status::default(), "not a status file");
+        assert_eq!(
+            parse_status("NSpid:\t12\n"),
+            Status::default(),
+            "not a status file"
+        );
         assert_eq!(parse_argv0(b"ffmpeg\0-i\0x\0"), Some(b"ffmpeg".to_vec()));
         assert_eq!(parse_argv0(b"\0x"), None);
     }

@@ -102,10 +102,15 @@ pub fn load(path: &Path) -> Loaded {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Loaded::Missing,
         Err(e) => return set_aside(path, format!("cannot read it: {e}")),
     };
-    match serde_json::from_slice::<StateFile>(&bytes) {
+    match parse(&bytes) {
         Ok(s) => Loaded::Ok(s),
         Err(e) => set_aside(path, format!("not valid state JSON: {e}")),
     }
+}
+
+/// The state file's bytes as state.
+pub fn parse(bytes: &[u8]) -> Result<StateFile, serde_json::Error> {
+    serde_json::from_slice(bytes)
 }
 
 fn set_aside(path: &Path, error: String) -> Loaded {
@@ -166,6 +171,21 @@ impl StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fuzz target's seeds (fuzz/seeds/state) are state files the daemon loads whole.
+    #[test]
+    fn the_fuzz_seeds_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/state");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let file = parse(&std::fs::read(&path).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(file.processes.len(), 1, "{}", path.display());
+            n += 1;
+        }
+        assert_eq!(n, 2);
+    }
     use std::os::unix::fs::OpenOptionsExt;
 
     const PREDECESSOR: &str = r#"{

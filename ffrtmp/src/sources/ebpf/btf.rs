@@ -374,6 +374,24 @@ mod tests {
         b.bytes()
     }
 
+    /// The fuzz target's seed (fuzz/seeds/btf) is this blob; FFRTMP_WRITE_FUZZ_SEEDS=1
+    /// writes it again after the blob changed.
+    #[test]
+    fn the_fuzz_seed_is_the_kernelish_blob() {
+        let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/seeds/btf/kernelish.btf");
+        if std::env::var_os("FFRTMP_WRITE_FUZZ_SEEDS").is_some() {
+            std::fs::write(&seed, kernelish()).unwrap();
+        }
+        let committed = std::fs::read(&seed).unwrap();
+        assert!(
+            committed == kernelish(),
+            "{} is stale: run with FFRTMP_WRITE_FUZZ_SEEDS=1",
+            seed.display()
+        );
+        assert!(kernel_offsets(&committed).unwrap().1.is_empty());
+    }
+
     #[test]
     fn finds_every_offset_the_program_needs() {
         let (o, missing) = kernel_offsets(&kernelish()).unwrap();
