@@ -69,7 +69,13 @@ pub fn main(a: AttachArgs) -> ExitCode {
         code = fail(EXIT_FAILURE, format!("limit {label} NOT applied: {e}"));
     }
     if a.wait {
-        if let Err(e) = wait_and_remove(&placer, a.pid, pinned.pidfd, &placement.cgroup) {
+        let Some(pidfd) = pinned.pidfd else {
+            return fail(
+                EXIT_FAILURE,
+                format!("--wait: no pidfd could be opened for PID {} (the open-files limit is reached; raise it with ulimit -n)", a.pid),
+            );
+        };
+        if let Err(e) = wait_and_remove(&placer, a.pid, pidfd, &placement.cgroup) {
             return fail(EXIT_FAILURE, e);
         }
     }

@@ -156,7 +156,7 @@ impl RecordLoop {
                 Effect::Engine(w) => self.owners.work(w),
                 Effect::Chore(c) => self.owners.chores.push(since, c),
                 Effect::Watch(id, pidfd) => {
-                    if let Err(e) = self.owners.exits.watch(id, Some(pidfd)) {
+                    if let Err(e) = self.owners.exits.watch(id, pidfd) {
                         // Its exit is then noticed by the next scan that misses it.
                         warn!(
                             pid = id.pid,
@@ -330,9 +330,7 @@ impl RecordLoop {
         }
         let bytes = journal.state_bytes();
         if !opts.dry_run {
-            if let Err(e) = crate::durable::write_atomic(&settings.state_path, &bytes) {
-                journal.write_failed(&e);
-            }
+            journal.written(crate::durable::write_atomic(&settings.state_path, &bytes));
             placer.remove_spares(spares);
         }
         journal.farewell(counts.of("ebpf"));

@@ -21,7 +21,7 @@ use crate::engine::{self, EngineConfig, Outcome};
 use crate::exec::Work;
 use crate::matcher::Guard;
 use crate::placer::Placer;
-use crate::process::exits::capacity_for;
+use crate::process::exits;
 use crate::process::ExitSet;
 use crate::record::logging::LogControl;
 use crate::record::observe::Query;
@@ -138,10 +138,7 @@ fn open_journal(
     opts: &Options,
     placer: &Placer,
 ) -> Option<(ExitSet, Journal, Vec<ProcessRecord>)> {
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(u64::MAX);
-    let exits = ExitSet::new(placer.proc().clone(), capacity_for(limit))
+    let exits = ExitSet::new(placer.proc().clone(), exits::keep_below())
         .map_err(|e| error!("cannot make the epoll set that watches governed processes exit: {e}"))
         .ok()?;
     let mut journal = Journal::new(settings.state_path.clone(), settings.job_metrics);
@@ -175,6 +172,7 @@ fn engine_config(
         counts: counts.clone(),
         realtime: opts.realtime,
         spares: super::node::first_spares(settings, opts, placer),
+        keep_pidfds_below: exits::keep_below(),
     }
 }
 

@@ -94,7 +94,7 @@ impl Engine {
         self.table.governed(pinned.id);
         self.emit(Outcome::Readopted {
             id: pinned.id,
-            pidfd: pinned.pidfd,
+            pidfd: self.out.handed_on(pinned.pidfd),
             record,
             applied,
             untracked,

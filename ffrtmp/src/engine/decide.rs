@@ -71,8 +71,10 @@ impl Engine {
     /// A process a scan found: looked at on its /proc facts unless it exited, its PID is
     /// another process's now, or the table knows it.
     pub(super) fn scanned(&mut self, id: ProcessId) {
-        let Ok(pinned) = self.proc.pin(id.pid) else {
-            return; // exited since the scan listed it
+        let pinned = match self.proc.pin(id.pid) {
+            Ok(p) => p,
+            Err(e) if out_of_descriptors(&e) => return self.pin_later(id, &e),
+            Err(_) => return, // exited since the scan listed it
         };
         if pinned.id != id
             || self.table.knows(id)
@@ -116,12 +118,19 @@ impl Engine {
                     why: format!("it exited before it could be pinned ({e})"),
                 })
             }
-            // Not gone, but it cannot be pinned (out of file descriptors, memory…): the
-            // reconciliation scan will find it; a stopped one runs meanwhile (dropped here).
+            // Out of descriptors for a moment (a burst at a low open-files limit): looked at
+            // again shortly, by the identity its event gave. A stopped one runs meanwhile.
+            Err(e) if out_of_descriptors(&e) && start_ns.is_some() => {
+                let start_time = start_ns.map_or(0, |ns| self.proc.ticks_from_ns(ns));
+                return self.pin_later(ProcessId { pid, start_time }, &e);
+            }
+            // Not gone, but it cannot be pinned (memory…): the reconciliation scan will find
+            // it; a stopped one runs meanwhile (dropped here).
             Err(e) => {
                 return self.emit(Outcome::NotPinned {
                     pid,
                     error: e.to_string(),
+                    again_in: None,
                 })
             }
         };
@@ -146,6 +155,19 @@ impl Engine {
             return;
         }
         self.look_at(pinned, &known, origin);
+    }
+
+    /// Pin `id` again after `PIN_AGAIN` (a min_runtime look, at once): placing goes on at
+    /// any open-files limit, as descriptors come free.
+    pub(super) fn pin_later(&mut self, id: ProcessId, e: &std::io::Error) {
+        if self.table.knows(id) || !self.table.defer(id, Instant::now() + PIN_AGAIN) {
+            return;
+        }
+        self.emit(Outcome::NotPinned {
+            pid: id.pid,
+            error: e.to_string(),
+            again_in: Some(PIN_AGAIN),
+        });
     }
 
     fn on_orphan(&mut self, stop: Stopped) {
@@ -227,4 +249,12 @@ impl Engine {
             }
         }
     }
+}
+
+/// How soon a process that could not be pinned for want of descriptors is tried again.
+const PIN_AGAIN: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// EMFILE or ENFILE: the process's or the system's open-files limit.
+pub(super) fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }

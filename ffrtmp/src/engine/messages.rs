@@ -18,8 +18,9 @@ use crate::record::state::ProcessRecord;
 #[derive(Debug)]
 pub struct Placed {
     pub id: ProcessId,
-    /// A pin of the process for the record loop's exit watch.
-    pub pidfd: PidFd,
+    /// A pin of the process for the record loop's exit watch (none at the open-files
+    /// limit: the exit is then polled).
+    pub pidfd: Option<PidFd>,
     pub spec: JobSpec,
     pub placement: Placement,
     /// Kernel exec timestamp to the verified move, when the exec was reported with one.
@@ -48,7 +49,7 @@ pub enum Outcome {
     /// job cgroup the scan found.
     Readopted {
         id: ProcessId,
-        pidfd: PidFd,
+        pidfd: Option<PidFd>,
         record: ProcessRecord,
         /// Limits applied to a predecessor's job that had none: (label, error if failed).
         applied: Vec<(String, Option<String>)>,
@@ -94,10 +95,12 @@ pub enum Outcome {
         pid: u32,
         why: String,
     },
-    /// Found, but it could not be pinned (out of file descriptors…): left to the scan.
+    /// Found, but it could not be pinned: tried again in `again_in` (out of descriptors),
+    /// or left to the scan.
     NotPinned {
         pid: u32,
         error: String,
+        again_in: Option<std::time::Duration>,
     },
     /// A kernel record that could not be decoded (its process is left to the scan).
     Undecodable {

@@ -61,6 +61,10 @@ pub struct EngineConfig {
     pub realtime: bool,
     /// Spare cgroups made at start (v1), the engine's pool from then on.
     pub spares: Vec<(crate::config::Limits, crate::placer::Spare)>,
+    /// A pin's pidfd numbered at or past this goes no further than its placement
+    /// (`exits::keep_below_for` the open-files limit): the record loop may hold outcomes
+    /// for a while, and a burst must not hold the descriptors placing needs.
+    pub keep_pidfds_below: u64,
 }
 
 /// The running engine: its work queue and its thread.
@@ -161,6 +165,15 @@ struct Out {
     outcomes: tokio::sync::mpsc::Sender<Outcome>,
     counts: Arc<ExecCounts>,
     heartbeat: Arc<AtomicU64>,
+    keep_pidfds_below: u64,
+}
+
+impl Out {
+    /// The pin's pidfd to hand on with an outcome, if its number leaves room for placing.
+    fn handed_on(&self, pidfd: Option<crate::process::PidFd>) -> Option<crate::process::PidFd> {
+        use std::os::fd::{AsFd, AsRawFd};
+        pidfd.filter(|fd| (fd.as_fd().as_raw_fd() as u64) < self.keep_pidfds_below)
+    }
 }
 
 /// How long the engine waits idle before it gives back the heap pages that placements and
@@ -237,6 +250,7 @@ impl Engine {
                 outcomes,
                 counts: cfg.counts,
                 heartbeat,
+                keep_pidfds_below: cfg.keep_pidfds_below,
             },
             trim_after: None,
         }

@@ -68,7 +68,7 @@ impl Engine {
                 // The pin goes with the result, for the exit watch: no second descriptor.
                 self.emit(Outcome::Placed(Box::new(Placed {
                     id: pinned.id,
-                    pidfd: pinned.pidfd,
+                    pidfd: self.out.handed_on(pinned.pidfd),
                     spec,
                     placement,
                     latency_ns,
@@ -145,6 +145,7 @@ impl Engine {
                     Ok(pinned) if pinned.id == id => {
                         self.look_at(pinned, &Known::default(), Origin::from_proc("min_runtime"))
                     }
+                    Err(e) if super::decide::out_of_descriptors(&e) => self.pin_later(id, &e),
                     _ => {} // exited, or the PID now belongs to another process
                 },
                 Timed::Retry(r) => {

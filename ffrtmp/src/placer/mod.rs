@@ -130,7 +130,7 @@ impl Placer {
     ) -> Result<Placement, PlaceError> {
         let started = Instant::now();
         let pid = p.id.pid;
-        if !p.pidfd.is_alive() {
+        if !p.is_alive(&self.proc) {
             if let Some(s) = spare {
                 let _ = self.backend.remove(&s.cgroup);
             }
@@ -193,7 +193,7 @@ impl Placer {
             }
         }
         if let Err(e) = self.backend.move_process(cgroup, pid) {
-            if e.class == Class::Vanished || !p.pidfd.is_alive() {
+            if e.class == Class::Vanished || !p.is_alive(&self.proc) {
                 return Err(PlaceError::vanished(
                     Step::Move,
                     format!("PID {pid} exited during the move"),
@@ -225,7 +225,7 @@ impl Placer {
                 ))
             }
         };
-        if !p.pidfd.is_alive() {
+        if !p.is_alive(&self.proc) {
             return Err(PlaceError::vanished(
                 Step::Verify,
                 format!("PID {pid} exited"),
@@ -237,7 +237,7 @@ impl Placer {
                 Ok(s) => s.is_zombie() || s.flags & crate::process::stat::PF_EXITING != 0,
                 Err(e) => is_gone(&e),
             };
-            if exiting || !p.pidfd.is_alive() {
+            if exiting || !p.is_alive(&self.proc) {
                 return Err(PlaceError::vanished(
                     Step::Verify,
                     format!("PID {pid} is exiting"),
@@ -296,7 +296,7 @@ impl Placer {
                     || elsewhere.is_some_and(|p| p != cgroup && self.backend.is_member(p, &l))
             });
             if !leave && self.backend.move_process(cgroup, c).is_ok() {
-                if child.pidfd.is_alive() {
+                if child.is_alive(&self.proc) {
                     moved += 1;
                 } else {
                     tracing::debug!("child PID {c} of {pid} exited while it was moved");

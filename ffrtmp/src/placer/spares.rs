@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write as _;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
 use std::sync::atomic::Ordering;
@@ -115,10 +116,14 @@ impl Placer {
     /// Make `n` spare cgroups with these limits (v1 only; none where cgroups cannot be
     /// renamed), for the engine's pool. Off the placement path: the chore runner (and the
     /// start-up) call it; the engine takes what it makes through its work queue.
+    ///
+    /// A spare holds its files open: none is made once they would take descriptors from
+    /// the top of the table, which stays free for placing (`exits::keep_below`).
     pub fn make_spares(&self, limits: &Limits, n: usize) -> Vec<Spare> {
         if !self.backend.supports_rename() {
             return Vec::new();
         }
+        let keep_below = crate::process::exits::keep_below();
         let mut made = Vec::new();
         for _ in 0..n {
             let seq = self.spare_seq.fetch_add(1, Ordering::Relaxed) + 1;
@@ -127,8 +132,8 @@ impl Placer {
                 break;
             }
             let procs = match Spare::open_procs(self.backend.procs_files(&cgroup)) {
-                Ok(p) => p,
-                Err(_) => {
+                Ok(p) if p.iter().all(|(_, f)| (f.as_raw_fd() as u64) < keep_below) => p,
+                _ => {
                     let _ = self.backend.remove(&cgroup);
                     break;
                 }
@@ -178,7 +183,7 @@ impl Placer {
             .and_then(|()| self.verify(p, &spare.cgroup));
         if let Err(e) = moved {
             let _ = self.backend.remove(&spare.cgroup);
-            if e.class == Class::Vanished || !p.pidfd.is_alive() {
+            if e.class == Class::Vanished || !p.is_alive(&self.proc) {
                 return Err(PlaceError::vanished(
                     Step::Move,
                     format!("PID {pid} exited during the move"),

@@ -3,14 +3,16 @@
 //! the runtime), so a governed process costs a descriptor and a table entry, not a task
 //! of its own (measured: docs/benchmarks.md, `bench-exec rss`).
 //!
-//! Descriptors are bounded (`RLIMIT_NOFILE`), governed processes are not: past
-//! `capacity` pidfds, a process is watched by polling instead (its `/proc/PID/stat` start
-//! time, once a second) and its pidfd is closed, so placements keep their descriptors and
-//! every exit is still seen. Said once, with the numbers and the fix.
+//! Descriptors are bounded (`RLIMIT_NOFILE`), governed processes are not. The kernel gives
+//! out the lowest free descriptor number, so a pidfd numbered at or past `keep_below`
+//! means fewer than `limit - keep_below` descriptors are left: that process is watched by
+//! polling instead (its `/proc/PID/stat` start time, once a second) and its pidfd is
+//! closed, so placements keep their descriptors and every exit is still seen. Said once,
+//! with the numbers and the fix.
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use rustix::event::epoll;
@@ -28,25 +30,31 @@ pub struct ExitSet {
     watched: HashMap<u32, (ProcessId, PidFd)>,
     /// Watched without a pidfd (over `capacity`, or none could be had).
     polled: HashMap<u32, ProcessId>,
-    capacity: usize,
+    keep_below: u64,
     poll: tokio::time::Interval,
     proc: ProcFs,
     /// The fallback was announced.
     said: bool,
 }
 
-/// How many pidfds the set may hold under an open-files limit: what is left once the
-/// daemon's own descriptors (the ring, sockets, spare cgroups' files, a placement's pin)
-/// have room — half the limit, at most 256.
-pub fn capacity_for(limit: u64) -> usize {
-    let reserve = (limit / 2).min(256);
-    usize::try_from(limit.saturating_sub(reserve)).unwrap_or(usize::MAX)
+/// The descriptor numbers the set may keep pidfds at under an open-files limit: all but
+/// the top quarter of the table (16 to 256 descriptors), which stays for what placing
+/// needs for a moment (a pin, /proc and cgroup files, new spares, the state write).
+pub fn keep_below_for(limit: u64) -> u64 {
+    limit.saturating_sub((limit / 4).clamp(16, 256))
+}
+
+/// `keep_below_for` this process's open-files limit (read now).
+pub fn keep_below() -> u64 {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    keep_below_for(limit.unwrap_or(u64::MAX))
 }
 
 impl ExitSet {
     /// Needs a tokio runtime with I/O and time enabled (the set registers with it).
-    /// `capacity`: how many pidfds it keeps (`capacity_for` the open-files limit).
-    pub fn new(proc: ProcFs, capacity: usize) -> io::Result<ExitSet> {
+    /// `keep_below`: pidfds numbered below it are kept (`keep_below_for` the open-files
+    /// limit).
+    pub fn new(proc: ProcFs, keep_below: u64) -> io::Result<ExitSet> {
         let owned = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         // SAFETY: the AsyncFd owns the OwnedFd, which stays open and is the same descriptor
         // until the AsyncFd drops it.
@@ -58,7 +66,7 @@ impl ExitSet {
             epoll,
             watched: HashMap::new(),
             polled: HashMap::new(),
-            capacity,
+            keep_below,
             poll,
             proc,
             said: false,
@@ -71,7 +79,7 @@ impl ExitSet {
     pub fn watch(&mut self, id: ProcessId, pidfd: Option<PidFd>) -> io::Result<()> {
         self.unwatch(id.pid);
         match pidfd {
-            Some(fd) if self.watched.len() < self.capacity => {
+            Some(fd) if (fd.as_fd().as_raw_fd() as u64) < self.keep_below => {
                 epoll::add(
                     self.epoll.get_ref(),
                     &fd,
@@ -95,9 +103,10 @@ impl ExitSet {
         }
         let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
         tracing::warn!(
-            "The open files limit ({}) leaves room for {} pidfd(s): governed processes beyond that are watched without one, and their exits are seen within {}s instead of at once. Raise the limit: LimitNOFILE= in the unit (the shipped unit sets 65536), or ulimit -n",
+            "The open files limit ({}) is nearly reached ({} pidfd(s) of governed processes held, {} descriptor(s) kept free for placing): governed processes from now on are watched without a pidfd, and their exits are seen within {}s instead of at once. Raise the limit: LimitNOFILE= in the unit (the shipped unit sets 65536), or ulimit -n",
             limit.map_or("unlimited".into(), |n| n.to_string()),
-            self.capacity,
+            self.watched.len(),
+            limit.map_or(0, |l| l.saturating_sub(self.keep_below)),
             POLL_EVERY.as_secs()
         );
     }
@@ -208,7 +217,7 @@ mod tests {
 
     #[tokio::test]
     async fn reports_each_exit_once_and_forgets_unwatched() {
-        let mut set = ExitSet::new(ProcFs::system(), 16).unwrap();
+        let mut set = ExitSet::new(ProcFs::system(), u64::MAX).unwrap();
         let mut quick = std::process::Command::new("/bin/sleep")
             .arg("0.1")
             .spawn()
@@ -248,7 +257,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_process_gone_before_it_is_watched_is_reported() {
-        let mut set = ExitSet::new(ProcFs::system(), 16).unwrap();
+        let mut set = ExitSet::new(ProcFs::system(), u64::MAX).unwrap();
         let mut c = std::process::Command::new("/bin/true").spawn().unwrap();
         let fd = PidFd::open(c.id()).unwrap();
         // Exited (a zombie until reaped): the pidfd is readable already.
@@ -261,10 +270,10 @@ mod tests {
         let _ = c.wait();
     }
 
-    /// Over its capacity the set watches without pidfds, and still reports each exit.
+    /// Past its descriptor numbers the set watches without pidfds, and still reports
+    /// each exit.
     #[tokio::test]
-    async fn beyond_its_capacity_exits_are_still_seen_without_pidfds() {
-        let mut set = ExitSet::new(ProcFs::system(), 1).unwrap();
+    async fn beyond_its_descriptors_exits_are_still_seen_without_pidfds() {
         let mut kids: Vec<std::process::Child> = (0..3)
             .map(|_| {
                 std::process::Command::new("/bin/sleep")
@@ -273,9 +282,11 @@ mod tests {
                     .unwrap()
             })
             .collect();
-        for c in &kids {
-            set.watch(id_of(c), Some(PidFd::open(c.id()).unwrap()))
-                .unwrap();
+        let fds: Vec<PidFd> = kids.iter().map(|c| PidFd::open(c.id()).unwrap()).collect();
+        let lowest = fds.iter().map(|f| f.as_fd().as_raw_fd()).min().unwrap();
+        let mut set = ExitSet::new(ProcFs::system(), lowest as u64 + 1).unwrap();
+        for (c, fd) in kids.iter().zip(fds) {
+            set.watch(id_of(c), Some(fd)).unwrap();
         }
         assert_eq!(set.watched.len(), 1, "one pidfd kept");
         assert_eq!(set.polled.len(), 2, "two watched by polling");
@@ -301,9 +312,10 @@ mod tests {
     }
 
     #[test]
-    fn capacity_leaves_room_for_the_daemons_own_descriptors() {
-        assert_eq!(capacity_for(64), 32);
-        assert_eq!(capacity_for(65536), 65280);
-        assert_eq!(capacity_for(0), 0);
+    fn the_top_of_the_table_stays_free_for_placing() {
+        assert_eq!(keep_below_for(64), 48);
+        assert_eq!(keep_below_for(1024), 768);
+        assert_eq!(keep_below_for(65536), 65280);
+        assert_eq!(keep_below_for(0), 0);
     }
 }

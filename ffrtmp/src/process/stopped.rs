@@ -259,13 +259,13 @@ mod tests {
         let fresh = proc.pin(child.id()).unwrap();
         assert_eq!(from_claim.id, fresh.id);
         assert_eq!(from_claim.stat.comm, fresh.stat.comm);
-        assert!(from_claim.pidfd.is_alive());
+        assert!(from_claim.pidfd.as_ref().unwrap().is_alive());
         drop(s);
         // Its own pidfd: still usable once the stop (and the claim's pidfd) is gone.
-        assert!(from_claim.pidfd.is_alive());
+        assert!(from_claim.pidfd.as_ref().unwrap().is_alive());
         child.kill().unwrap();
         child.wait().unwrap();
-        assert!(!from_claim.pidfd.is_alive());
+        assert!(!from_claim.pidfd.as_ref().unwrap().is_alive());
         let gone = Stopped::claim(ledger.clone(), key, &proc);
         assert!(gone.pin().is_none(), "an exited process is not pinned");
     }

@@ -81,11 +81,13 @@ impl Watch {
         let config = dir.join(format!("config-{n}.yaml"));
         let log = dir.join(format!("watch-{n}.log"));
         let mut text = yaml.to_string();
-        text.push_str(&format!(
-            "\ncgroup_root: {}\nstate_path: {}\n",
-            root.path,
-            dir.join(format!("state-{n}.json")).display()
-        ));
+        text.push_str(&format!("\ncgroup_root: {}\n", root.path));
+        if !yaml.contains("state_path") {
+            text.push_str(&format!(
+                "state_path: {}\n",
+                dir.join(format!("state-{n}.json")).display()
+            ));
+        }
         if !yaml.contains("reconcile_interval") {
             text.push_str("reconcile_interval: 1h\n");
         }

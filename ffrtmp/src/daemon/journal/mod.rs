@@ -36,7 +36,7 @@ pub enum Effect {
     /// To the chore runner.
     Chore(Chore),
     /// Watch a governed process for its exit (its pidfd), or stop watching it.
-    Watch(ProcessId, PidFd),
+    Watch(ProcessId, Option<PidFd>),
     Unwatch(u32),
     /// Ask the scanner for a scan (`full`: read every process's stat).
     Scan {
@@ -51,6 +51,15 @@ pub enum Effect {
 
 pub type Effects = Vec<Effect>;
 
+/// The state file's writes: where, whether one is due, whether they fail.
+struct Writes {
+    path: PathBuf,
+    /// Something written in the state file changed since (a write is due).
+    dirty_since: Option<Instant>,
+    /// The error the writes fail with, and how many did.
+    failing: Option<(String, u64)>,
+}
+
 pub struct Journal {
     jobs: Jobs,
     tally: Tally,
@@ -61,9 +70,7 @@ pub struct Journal {
     source: String,
     kernel: Option<KernelTotals>,
     job_metrics: JobMetrics,
-    state_path: PathBuf,
-    /// Something written in the state file changed since (a write is due).
-    dirty_since: Option<Instant>,
+    writes: Writes,
     /// The governed set or health changed: publish (STATUS) before the next wait.
     republish: bool,
 }
@@ -78,8 +85,11 @@ impl Journal {
             source: String::new(),
             kernel: None,
             job_metrics,
-            state_path,
-            dirty_since: None,
+            writes: Writes {
+                path: state_path,
+                dirty_since: None,
+                failing: None,
+            },
             republish: true,
         }
     }
@@ -113,11 +123,11 @@ impl Journal {
     }
 
     pub fn mark_dirty(&mut self) {
-        self.dirty_since.get_or_insert_with(Instant::now);
+        self.writes.dirty_since.get_or_insert_with(Instant::now);
     }
 
     pub fn dirty_since(&self) -> Option<Instant> {
-        self.dirty_since
+        self.writes.dirty_since
     }
 
     /// The STATUS line, if it is due (what it shows changed).
@@ -149,7 +159,7 @@ impl Journal {
 
     /// The state file as JSON, written from the jobs' records without copying them.
     pub fn state_bytes(&mut self) -> Vec<u8> {
-        self.dirty_since = None;
+        self.writes.dirty_since = None;
         let status = self.health.status.to_string();
         let since = self
             .stored
@@ -179,7 +189,13 @@ impl Journal {
     }
 
     /// A governed process and its exit watch (no polling: its pidfd joins the exit set).
-    fn add_job(&mut self, id: ProcessId, pidfd: PidFd, record: ProcessRecord, fx: &mut Effects) {
+    fn add_job(
+        &mut self,
+        id: ProcessId,
+        pidfd: Option<PidFd>,
+        record: ProcessRecord,
+        fx: &mut Effects,
+    ) {
         fx.push(Effect::Watch(id, pidfd));
         self.jobs.add(id, record);
         self.mark_dirty();
@@ -308,16 +324,29 @@ impl Journal {
                     }
                 }
             }
-            ChoreDone::Written(Ok(())) => {}
-            ChoreDone::Written(Err(e)) => self.write_failed(&e),
+            ChoreDone::Written(result) => self.written(result),
         }
     }
 
-    pub fn write_failed(&self, e: &std::io::Error) {
-        error!(
-            "Cannot write state file {}: {e} (check the directory exists and is writable)",
-            self.state_path.display()
-        );
+    /// How a write of the state file went. A failure is logged when it starts (or its
+    /// error changes), not at every flush; the periodic flush retries, and the first write
+    /// that lands again says so.
+    pub fn written(&mut self, result: std::io::Result<()>) {
+        let path = self.writes.path.display();
+        match (result, &mut self.writes.failing) {
+            (Ok(()), None) => {}
+            (Ok(()), Some((_, failed))) => {
+                info!("State file {path} written again (after {failed} failed write(s))");
+                self.writes.failing = None;
+            }
+            (Err(e), Some((error, failed))) if *error == e.to_string() => *failed += 1,
+            (Err(e), _) => {
+                error!(
+                    "Cannot write state file {path}: {e} (check the directory exists, is writable and has space); placing goes on, and the write is retried at every flush"
+                );
+                self.writes.failing = Some((e.to_string(), 1));
+            }
+        }
     }
 
     /// What a source reports besides execs.

@@ -78,7 +78,18 @@ impl Journal {
                 debug!(pid, "PID {pid}: nothing to do, {why}");
             }
             Outcome::Undecodable { error } => self.undecodable("ebpf", &error, fx),
-            Outcome::NotPinned { pid, error } => {
+            Outcome::NotPinned {
+                pid,
+                error,
+                again_in: Some(d),
+            } => {
+                debug!(pid, "Cannot pin PID {pid} yet: {error}; trying again in {}", format_go_duration(d));
+            }
+            Outcome::NotPinned {
+                pid,
+                error,
+                again_in: None,
+            } => {
                 warn!(pid, "Cannot pin PID {pid}: {error}; leaving it to the reconciliation scan");
             }
             Outcome::SparesLeft(v) => fx.push(Effect::Chore(Chore::RemoveSpares(v))),
