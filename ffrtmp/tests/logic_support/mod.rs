@@ -526,6 +526,35 @@ impl Harness {
         format!("/ffrtmp/auto-ffmpeg-{}", p.pid)
     }
 
+    /// A positive marker: a new ffmpeg, sent now, is placed only once everything the engine
+    /// was given before it is done (it takes its work in order). A test that asserts that
+    /// nothing happened waits for it first; it holds the returned process meanwhile and
+    /// leaves its PID out of what it counts.
+    pub fn marker(&self) -> Proc {
+        let p = self.spawn("ffmpeg", "/", 0);
+        self.send(self.notice(&p));
+        assert!(
+            self.placed(&p, &Self::job(&p), Duration::from_secs(5)),
+            "the marker was not placed"
+        );
+        p
+    }
+
+    /// Wait until `n` scans are reported: their candidates have gone to the engine (the
+    /// record loop hands them on before it answers the next snapshot).
+    pub fn scans_done(&self, n: u64) -> bool {
+        wait_until(Duration::from_secs(5), || {
+            self.with_snapshot(|s| s.tally.scans() >= n)
+        })
+    }
+
+    /// The moves of processes other than `marker`.
+    pub fn moves_besides(&self, marker: &Proc) -> Vec<Move> {
+        let mut m = self.backend.moves();
+        m.retain(|m| m.pid != marker.pid);
+        m
+    }
+
     /// Wait until `p` is in `cgroup` (the fixture says so).
     pub fn placed(&self, p: &Proc, cgroup: &str, timeout: Duration) -> bool {
         wait_until(timeout, || p.cgroup() == cgroup)
