@@ -61,13 +61,6 @@ fn scanned_target_is_placed_with_its_limits_and_bystanders_are_not() {
     assert!(d.wait_log(&format!("Limits applied to PID {pid}"), SECS));
     assert!(d.wait_log("Discovered 1 new process(es)", SECS));
     assert!(d.wait_log("Scan complete: new=", SECS));
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        std::fs::read_to_string(format!("/proc/{other}/cgroup")).unwrap(),
-        before_other,
-        "bystander moved"
-    );
-
     // /metrics and /healthz show what just happened.
     let url = d
         .metrics_url()
@@ -101,6 +94,15 @@ fn scanned_target_is_placed_with_its_limits_and_bystanders_are_not() {
     assert_eq!(health["status"], "healthy");
     assert_eq!(health["governed"], 1);
 
+    // The marker: a target started now is placed once the engine is done with what the
+    // startup scan found (the bystander among it).
+    let marker = root.own(spawn_in(&target, &["60"], dir.path()));
+    assert!(d.wait_log(&format!("Limits applied to PID {marker} "), SECS));
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{other}/cgroup")).unwrap(),
+        before_other,
+        "bystander moved"
+    );
     let (code, log) = d.stop();
     assert_eq!(code, Some(0), "{log}");
     // Stopping the daemon leaves the governed process running, in its cgroup.
@@ -293,7 +295,14 @@ fn processes_that_exit_mid_placement_are_not_failures() {
         root.own(c);
         std::thread::sleep(Duration::from_millis(3));
     }
-    std::thread::sleep(Duration::from_millis(800));
+    // The marker: a longer-lived target started last is placed, and logged, once every
+    // earlier one was handled.
+    let marker = root.own(spawn_in(&target, &["5"], dir.path()));
+    assert!(
+        d.wait_log(&format!("Limits applied to PID {marker} "), SECS),
+        "{}",
+        d.log_text()
+    );
     let (code, log) = d.stop();
     assert_eq!(code, Some(0));
     assert!(

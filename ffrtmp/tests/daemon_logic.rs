@@ -370,7 +370,11 @@ fn lost_events_trigger_a_scan_that_places_what_was_missed() {
         "/",
         "the reconciliation interval is an hour: nothing yet"
     );
-    assert_eq!(h.with_snapshot(|t| t.tally.scans()), 1, "the startup scan only");
+    assert_eq!(
+        h.with_snapshot(|t| t.tally.scans()),
+        1,
+        "the startup scan only"
+    );
     h.event(SourceEvent::Lost {
         source: "channel",
         count: 3,
@@ -443,7 +447,11 @@ fn jobs_placed_by_ffrtmp_run_under_another_root_are_left_alone() {
     let marker = h.marker();
     assert_eq!(run.cgroup(), "/jobs/run-1");
     assert_eq!(own.cgroup(), "/ffrtmp/run-2");
-    assert!(h.moves_besides(&marker).is_empty(), "{:?}", h.backend.moves());
+    assert!(
+        h.moves_besides(&marker).is_empty(),
+        "{:?}",
+        h.backend.moves()
+    );
     assert!(h.with_snapshot(|t| t.tally.skipped()["ffrtmp_run"]) >= 1);
     assert_eq!(
         ffrtmp::placer::registry::published_root(&h.runtime_dir).as_deref(),

@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ebpf_support::{job, mentions, placed_by_event, serial, spawn, tag, under_root, Watch};
-use support::{named_copy, wait_until, TestRoot};
+use support::{named_copy, scans_in, wait_until, TestRoot};
 
 #[test]
 fn ebpf_places_targets_including_long_names_and_leaves_others_alone() {
@@ -86,7 +86,17 @@ fn ebpf_places_targets_including_long_names_and_leaves_others_alone() {
             "[{hook}] the impostor was not forwarded and refused:\n{}",
             w.log_text()
         );
-        std::thread::sleep(Duration::from_millis(300));
+        // The marker: a target exec'd last is placed from its event once every earlier exec
+        // (the non-target's among them, had it been forwarded) was handled.
+        let marker = spawn(&mut root, &bins[0], &["30"]);
+        assert!(
+            wait_until(Duration::from_secs(5), || placed_by_event(
+                &w.log_text(),
+                marker
+            )),
+            "[{hook}] the marker was not placed:\n{}",
+            w.log_text()
+        );
         for (name, pid) in [(&impostor, pids[2]), (&other, pids[3])] {
             assert!(
                 !under_root(&root, pid),
@@ -171,8 +181,8 @@ fn ebpf_overflow_is_reported_and_every_target_is_placed_after_reconciliation() {
     let bin = named_copy(dir.path(), "/bin/sleep", &name);
     // Pause the reader (the whole daemon) while 40 targets exec.
     w.signal(libc::SIGSTOP);
+    // Each spawn returns once its exec happened: the ring is full by now.
     let pids: Vec<u32> = (0..40).map(|_| spawn(&mut root, &bin, &["30"])).collect();
-    std::thread::sleep(Duration::from_millis(200));
     w.signal(libc::SIGCONT);
     let all_placed = wait_until(Duration::from_secs(20), || {
         pids.iter().all(|p| root.is_in(*p, &job(&root, &name, *p)))
@@ -287,6 +297,7 @@ fn ebpf_reload_rewrites_the_kernel_target_table() {
         .unwrap()
         .replace(&format!("[{a}]"), &format!("[{b}]"));
     std::fs::write(&w.config, text).unwrap();
+    let scans = scans_in(&w.log_text());
     w.signal(libc::SIGHUP);
     assert!(
         wait_until(Duration::from_secs(10), || w
@@ -295,8 +306,12 @@ fn ebpf_reload_rewrites_the_kernel_target_table() {
         "{}",
         w.log_text()
     );
-    // Let the reload's own scan finish before the new processes exist.
-    std::thread::sleep(Duration::from_millis(300));
+    // The reload's own scan finishes before the new processes exist.
+    assert!(
+        wait_until(Duration::from_secs(10), || scans_in(&w.log_text()) > scans),
+        "{}",
+        w.log_text()
+    );
     let pb = spawn(&mut root, &bin_b, &["30"]);
     let pa = spawn(&mut root, &bin_a, &["30"]);
     let cg = job(&root, &b, pb);
@@ -313,7 +328,16 @@ fn ebpf_reload_rewrites_the_kernel_target_table() {
         "new target not placed from an event:\n{}",
         w.log_text()
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // The marker: a target exec'd after pa, placed from its event once pa's was handled.
+    let marker = spawn(&mut root, &bin_b, &["30"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || placed_by_event(
+            &w.log_text(),
+            marker
+        )),
+        "the marker was not placed:\n{}",
+        w.log_text()
+    );
     assert!(!under_root(&root, pa), "the removed target was placed");
     let log = w.stop();
     assert!(
@@ -378,7 +402,16 @@ fn ebpf_places_targets_known_by_their_exe_or_argv0_from_their_exec_event() {
                 w.log_text()
             );
         }
-        std::thread::sleep(Duration::from_millis(300));
+        // The marker: a target exec'd after the stranger.
+        let marker = spawn(&mut root, &bin, &["30"]);
+        assert!(
+            wait_until(Duration::from_secs(5), || placed_by_event(
+                &w.log_text(),
+                marker
+            )),
+            "the marker was not placed:\n{}",
+            w.log_text()
+        );
         assert!(
             !under_root(&root, stranger),
             "a process of another name was placed"
@@ -448,7 +481,13 @@ fn ebpf_a_target_in_a_container_keeps_its_cgroup_and_limits() {
         w.log_text()
     );
     // Through a few reconciliations it stays where the container put it, with its limit.
-    std::thread::sleep(Duration::from_millis(2500));
+    let scans = scans_in(&w.log_text());
+    assert!(
+        wait_until(Duration::from_secs(10), || scans_in(&w.log_text())
+            >= scans + 2),
+        "{}",
+        w.log_text()
+    );
     assert!(
         container.is_in(pid, &ct),
         "moved out of its container's cgroup:\n{}",
@@ -515,17 +554,26 @@ fn ebpf_kernel_counters_are_exported() {
         }),
         "{m}"
     );
-    // A second read, a counter period later: nothing forwarded twice since.
-    std::thread::sleep(Duration::from_millis(600));
-    m = support::http_get(&format!("{url}/metrics")).1;
+    // The marker: a sixth target, counted once its event was read; a double count of the
+    // first five would show by then.
+    let sixth = spawn(&mut root, &bin, &["30"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            m = support::http_get(&format!("{url}/metrics")).1;
+            root.is_in(sixth, &job(&root, &name, sixth))
+                && value(&m, "ffrtmp_kernel_forwarded_total") >= 6
+                && value(&m, "ffrtmp_exec_events_total{source=\"ebpf\"}") >= 6
+        }),
+        "{m}"
+    );
     assert_eq!(
         value(&m, "ffrtmp_kernel_forwarded_total"),
-        5,
+        6,
         "each target exec is forwarded once:\n{m}"
     );
     assert_eq!(
         value(&m, "ffrtmp_exec_events_total{source=\"ebpf\"}"),
-        5,
+        6,
         "{m}"
     );
     assert!(value(&m, "ffrtmp_kernel_execs_total") >= 8, "{m}");

@@ -203,10 +203,10 @@ fn ebpf_strict_stop_outlives_a_killed_daemon() {
             .count()
     };
     assert_eq!(old_pins(), 1, "the dead daemon's ledger is pinned");
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        wait_exit(&mut c, Duration::from_millis(10)).is_none(),
-        "resumed by nobody"
+    assert_eq!(
+        state_of(c.id()),
+        Some('T'),
+        "stopped, and resumed by nobody while no daemon runs"
     );
     // The next daemon.
     let w2 = Watch::start(dir.path(), &root, &yaml, &[], &[], &[]);
@@ -313,7 +313,14 @@ fn ebpf_strict_never_leaves_a_process_stopped() {
     // whether it handles the events or drains them at shutdown, every one is continued.
     w.signal(libc::SIGSTOP);
     let kids: Vec<Child> = (0..5).map(|_| run(&long)).collect();
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        wait_until(Duration::from_secs(5), || kids.iter().all(|k| state_of(
+            k.id()
+        ) == Some(
+            'T'
+        ))),
+        "the kernel did not stop every target at exec"
+    );
     w.signal(libc::SIGTERM);
     w.signal(libc::SIGCONT);
     let log = w.stop();
@@ -404,4 +411,10 @@ fn ebpf_ring_reader_resumes_every_stop_it_does_not_hand_over() {
         "every stop was cleared from the ledger"
     );
     ledger.retire();
+}
+
+/// The state letter of `/proc/PID/stat` (`T`: stopped).
+fn state_of(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }

@@ -104,7 +104,12 @@ fn run_forwards_term_and_survives_being_killed() {
     let workload = root.backend.procs(&cg).unwrap()[0];
     wrapper.kill().unwrap();
     wrapper.wait().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // A signal its death sent (a parent-death signal, a group kill) is pending by now.
+    let status = std::fs::read_to_string(format!("/proc/{workload}/status")).unwrap();
+    for pending in ["SigPnd:", "ShdPnd:"] {
+        let line = status.lines().find(|l| l.starts_with(pending)).unwrap();
+        assert!(line.ends_with("0000000000000000"), "{line}");
+    }
     let stat = ffrtmp::process::ProcFs::system().stat(workload).unwrap();
     assert_eq!(String::from_utf8_lossy(&stat.comm), name);
     assert!(!stat.is_zombie());
@@ -268,7 +273,7 @@ fn the_daemon_never_moves_a_job_of_ffrtmp_run_whatever_its_root() {
     let d = Daemon::start(
         dir.path(),
         &daemon_root,
-        &format!("target_commands: [{name}]\nscan_interval: 200ms\n"),
+        &format!("target_commands: [{name}]\nscan_interval: 200ms\nreconcile_interval: 1s\n"),
         &[],
     );
     assert!(d.wait_log("Scan complete", SECS), "{}", d.log_text());
@@ -312,8 +317,9 @@ fn the_daemon_never_moves_a_job_of_ffrtmp_run_whatever_its_root() {
         wait_until(SECS, || daemon_root.is_in(p_auto, &cg_auto)),
         "auto did not use the daemon's root"
     );
-    // Several scans later both are where run put them.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Two reconciliation scans later both are where run put them.
+    let scans = scans_in(&d.log_text());
+    assert!(wait_until(SECS, || scans_in(&d.log_text()) >= scans + 2));
     assert!(
         other_root.is_in(p_other, &cg_other),
         "the daemon moved the job under the other root:\n{}",

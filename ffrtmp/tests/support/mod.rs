@@ -226,6 +226,11 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// How many scans a daemon's log reports as complete.
+pub fn scans_in(log: &str) -> usize {
+    log.matches("Scan complete").count()
+}
+
 /// The `ffrtmp` binary under test.
 pub fn ffrtmp_bin() -> &'static str {
     env!("CARGO_BIN_EXE_ffrtmp")
