@@ -172,7 +172,14 @@ fn state_write_survives(break_it: impl FnOnce(&Tmpfs, &Path), heal: impl FnOnce(
         yaml(&name),
         state.display()
     );
-    let w = Watch::start(dir.path(), &root, &text, &[], &[], &[]);
+    let w = Watch::start(
+        dir.path(),
+        &root,
+        &text,
+        &[],
+        &[("LOG_LEVEL", "debug")],
+        &[],
+    );
     w.ready();
     assert!(wait_until(SECS, || state.exists()));
     break_it(&fs, &fs.0);
@@ -186,11 +193,17 @@ fn state_write_survives(break_it: impl FnOnce(&Tmpfs, &Path), heal: impl FnOnce(
             w.log_text()
         );
     }
-    // Several flushes fail; one error says so.
+    // Several flushes fail (the third says so at debug level); one error says so.
     assert!(wait_until(SECS, || w
         .log_text()
         .contains("Cannot write state file")));
-    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        wait_until(SECS, || w
+            .log_text()
+            .contains("write 3 failed the same way")),
+        "{}",
+        w.log_text()
+    );
     assert_eq!(
         count(&w.log_text(), "Cannot write state file"),
         1,
@@ -200,7 +213,7 @@ fn state_write_survives(break_it: impl FnOnce(&Tmpfs, &Path), heal: impl FnOnce(
 
     heal(&fs, &fs.0);
     assert!(
-        wait_until(SECS, || w.log_text().contains("written again")),
+        wait_until(SECS, || w.log_text().contains("written again (after ")),
         "{}",
         w.log_text()
     );

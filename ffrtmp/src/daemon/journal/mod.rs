@@ -339,7 +339,10 @@ impl Journal {
                 info!("State file {path} written again (after {failed} failed write(s))");
                 self.writes.failing = None;
             }
-            (Err(e), Some((error, failed))) if *error == e.to_string() => *failed += 1,
+            (Err(e), Some((error, failed))) if *error == e.to_string() => {
+                *failed += 1;
+                debug!("State file {path}: write {failed} failed the same way ({e})");
+            }
             (Err(e), _) => {
                 error!(
                     "Cannot write state file {path}: {e} (check the directory exists, is writable and has space); placing goes on, and the write is retried at every flush"
