@@ -7,7 +7,7 @@ mod support;
 use std::process::Stdio;
 use std::time::Duration;
 
-use support::{ffrtmp_cmd, wait_until};
+use support::*;
 
 #[test]
 fn a_target_name_with_a_newline_is_a_config_error_naming_the_line() {

@@ -19,7 +19,9 @@ fn busy_loop_is_held_to_its_cpu_quota() {
     let yaml = format!(
         "scan_interval: 200ms\ntarget_commands: [{name}]\ndefault_limits:\n  cpu_quota: 30\n"
     );
-    let d = Daemon::start(dir.path(), &root, &yaml, &[]);
+    let d = Daemon::new(dir.path(), &root, &yaml)
+        .fallback_scan()
+        .start();
     let job = root.job(&format!("auto-{name}-{pid}"));
     assert!(
         wait_until(Duration::from_secs(10), || root.is_in(pid, &job)),

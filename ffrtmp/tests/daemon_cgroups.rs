@@ -29,7 +29,9 @@ fn scanned_target_is_placed_with_its_limits_and_bystanders_are_not() {
     let other = root.own(spawn_in(&bystander, &["60"], dir.path()));
     let before_other = std::fs::read_to_string(format!("/proc/{other}/cgroup")).unwrap();
 
-    let d = Daemon::start(dir.path(), &root, &limits_yaml(&name, ""), &[]);
+    let d = Daemon::new(dir.path(), &root, &limits_yaml(&name, ""))
+        .fallback_scan()
+        .start();
     let job = root.job(&format!("auto-{name}-{pid}"));
     assert!(
         wait_until(SECS, || root.is_in(pid, &job)),
@@ -103,7 +105,7 @@ fn scanned_target_is_placed_with_its_limits_and_bystanders_are_not() {
         before_other,
         "bystander moved"
     );
-    let (code, log) = d.stop();
+    let (code, log) = d.stop_code();
     assert_eq!(code, Some(0), "{log}");
     // Stopping the daemon leaves the governed process running, in its cgroup.
     assert!(root.is_in(pid, &job), "{log}");
@@ -133,7 +135,9 @@ fn memory_limit_oom_kills_inside_the_job() {
     );
     let mut child = spawn_in(&sh, &["-c", &script], dir.path());
     let pid = child.id();
-    let d = Daemon::start(dir.path(), &root, &limits_yaml(&name, ""), &[]);
+    let d = Daemon::new(dir.path(), &root, &limits_yaml(&name, ""))
+        .fallback_scan()
+        .start();
     let job = root.job(&format!("auto-{name}-{pid}"));
     assert!(
         wait_until(SECS, || root.is_in(pid, &job)),
@@ -173,7 +177,9 @@ fn pids_max_stops_forks() {
     let yaml = format!(
         "scan_interval: 200ms\ntarget_commands: [{name}]\ndefault_limits:\n  pids_max: 5\n"
     );
-    let d = Daemon::start(dir.path(), &root, &yaml, &[]);
+    let d = Daemon::new(dir.path(), &root, &yaml)
+        .fallback_scan()
+        .start();
     let job = root.job(&format!("auto-{name}-{pid}"));
     assert!(
         wait_until(SECS, || root.is_in(pid, &job)),
@@ -201,14 +207,16 @@ fn restart_readopts_without_moving_and_reused_pids_are_not_adopted() {
     let target = named_copy(dir.path(), "/bin/sleep", &name);
     let pid = root.own(spawn_in(&target, &["60"], dir.path()));
     let yaml = limits_yaml(&name, "");
-    let d = Daemon::start(dir.path(), &root, &yaml, &[]);
+    let d = Daemon::new(dir.path(), &root, &yaml)
+        .fallback_scan()
+        .start();
     let job = root.job(&format!("auto-{name}-{pid}"));
     assert!(
         wait_until(SECS, || root.is_in(pid, &job)),
         "{}",
         d.log_text()
     );
-    let (code, _) = d.stop();
+    let (code, _) = d.stop_code();
     assert_eq!(code, Some(0));
     assert!(root.is_in(pid, &job));
 
@@ -227,11 +235,11 @@ fn restart_readopts_without_moving_and_reused_pids_are_not_adopted() {
     std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
     let stranger_cgroup = std::fs::read_to_string(format!("/proc/{spid}/cgroup")).unwrap();
 
-    let d2 = Daemon::start_with(
+    let d2 = Daemon::again(
         d_config(dir.path()),
         state_path.clone(),
         dir.path().join("second.log"),
-        &[],
+        Daemon::new(dir.path(), &root, "").fallback_scan(),
     );
     assert!(d2.wait_log("State loaded from", SECS), "{}", d2.log_text());
     assert!(
@@ -245,7 +253,7 @@ fn restart_readopts_without_moving_and_reused_pids_are_not_adopted() {
         d2.log_text()
     );
     assert!(d2.wait_log("Scan complete", SECS));
-    let (_, log) = d2.stop();
+    let (_, log) = d2.stop_code();
     assert!(
         !log.contains(&format!("Attaching to PID {pid}")),
         "re-adopted process was placed again:\n{log}"
@@ -287,7 +295,9 @@ fn processes_that_exit_mid_placement_are_not_failures() {
     let name = format!("ffrt-e{}", unique());
     let target = named_copy(dir.path(), "/bin/sleep", &name);
     let yaml = format!("scan_interval: 100ms\ntarget_commands: [{name}]\ndefault_limits:\n  cpu_quota: 50\n  memory_limit: 64\n");
-    let d = Daemon::start(dir.path(), &root, &yaml, &[]);
+    let d = Daemon::new(dir.path(), &root, &yaml)
+        .fallback_scan()
+        .start();
     assert!(d.wait_log("Scan complete", SECS));
     // A stream of short-lived targets: many exit while being read or placed.
     for _ in 0..300 {
@@ -303,7 +313,7 @@ fn processes_that_exit_mid_placement_are_not_failures() {
         "{}",
         d.log_text()
     );
-    let (code, log) = d.stop();
+    let (code, log) = d.stop_code();
     assert_eq!(code, Some(0));
     assert!(
         !log.contains("ERROR"),
@@ -327,7 +337,9 @@ fn placement_happens_at_min_runtime_not_a_scan_later() {
     // down), so the bound below holds however long the spawn takes.
     let started = std::time::Instant::now();
     let pid = root.own(spawn_in(&target, &["60"], dir.path()));
-    let d = Daemon::start(dir.path(), &root, &yaml, &[]);
+    let d = Daemon::new(dir.path(), &root, &yaml)
+        .fallback_scan()
+        .start();
     let job = root.job(&format!("auto-{name}-{pid}"));
     assert!(
         wait_until(SECS, || root.is_in(pid, &job)),
@@ -366,7 +378,9 @@ fn filters_keep_blocked_dirs_out_by_path_component() {
         "scan_interval: 200ms\ntarget_commands: [{name}]\nfilters:\n  blocked_dirs: [{}]\n",
         blocked.display()
     );
-    let d = Daemon::start(dir.path(), &root, &yaml, &[]);
+    let d = Daemon::new(dir.path(), &root, &yaml)
+        .fallback_scan()
+        .start();
     assert!(
         wait_until(SECS, || root
             .is_in(in_sibling, &root.job(&format!("auto-{name}-{in_sibling}")))),
@@ -391,12 +405,13 @@ fn drift_is_detected_and_corrected() {
     let pid = root.own(spawn_in(&target, &["60"], dir.path()));
     // Drift is found by the reconciliation pass (every scan_interval when scanning, every
     // reconcile_interval with eBPF events).
-    let d = Daemon::start(
+    let d = Daemon::new(
         dir.path(),
         &root,
         &limits_yaml(&name, "reconcile_interval: 1s\n"),
-        &[],
-    );
+    )
+    .fallback_scan()
+    .start();
     let job = root.job(&format!("auto-{name}-{pid}"));
     assert!(
         wait_until(SECS, || root.is_in(pid, &job)),
@@ -428,7 +443,7 @@ fn drift_is_detected_and_corrected() {
         "not moved back:\n{}",
         d.log_text()
     );
-    let (_, _) = d.stop();
+    let (_, _) = d.stop_code();
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("state.json")).unwrap()).unwrap();
     assert!(state["statistics"]["total_drift_corrections"].as_u64() >= Some(1));
@@ -444,14 +459,15 @@ fn a_corrupt_state_file_is_set_aside_and_the_daemon_runs() {
         "{\"processes\": {\"1\": {\"pid\": ",
     )
     .unwrap();
-    let d = Daemon::start(
+    let d = Daemon::new(
         dir.path(),
         &root,
         "scan_interval: 200ms\ntarget_commands: [ffrt-none]\n",
-        &[],
-    );
+    )
+    .fallback_scan()
+    .start();
     assert!(d.wait_log("Scan complete", SECS), "{}", d.log_text());
-    let (code, log) = d.stop();
+    let (code, log) = d.stop_code();
     assert_eq!(code, Some(0));
     assert!(log.contains("is unusable"), "{log}");
     let aside: Vec<_> = std::fs::read_dir(dir.path())
@@ -478,13 +494,16 @@ fn dry_run_changes_nothing() {
     let target = named_copy(dir.path(), "/bin/sleep", &name);
     let pid = root.own(spawn_in(&target, &["60"], dir.path()));
     let before = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let d = Daemon::start(dir.path(), &root, &limits_yaml(&name, ""), &["--dry-run"]);
+    let d = Daemon::new(dir.path(), &root, &limits_yaml(&name, ""))
+        .fallback_scan()
+        .args(&["--dry-run"])
+        .start();
     assert!(
         d.wait_log(&format!("dry-run: would place PID {pid}"), SECS),
         "{}",
         d.log_text()
     );
-    let (code, _) = d.stop();
+    let (code, _) = d.stop_code();
     assert_eq!(code, Some(0));
     assert_eq!(
         std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap(),
@@ -505,7 +524,9 @@ fn sighup_reloads_and_a_bad_config_keeps_the_old_one() {
     let first = format!("ffrt-h{}", unique());
     let second = format!("ffrt-i{}", unique());
     let t2 = named_copy(dir.path(), "/bin/sleep", &second);
-    let d = Daemon::start(dir.path(), &root, &limits_yaml(&first, ""), &[]);
+    let d = Daemon::new(dir.path(), &root, &limits_yaml(&first, ""))
+        .fallback_scan()
+        .start();
     assert!(d.wait_log("Scan complete", SECS));
     let cfg = std::fs::read_to_string(&d.config).unwrap();
     // A bad config: rejected, the daemon keeps running with the old one.
@@ -566,7 +587,9 @@ fn ffrtmp_run_beside_the_daemon_leaves_its_spare_cgroups_alone() {
     let dir = tempfile::tempdir().unwrap();
     let name = format!("ffrt-w{}", unique());
     let target = named_copy(dir.path(), "/bin/sleep", &name);
-    let d = Daemon::start(dir.path(), &root, &limits_yaml(&name, ""), &[]);
+    let d = Daemon::new(dir.path(), &root, &limits_yaml(&name, ""))
+        .fallback_scan()
+        .start();
     assert!(d.wait_log("Scan complete", SECS));
     let spares = || -> Vec<String> {
         let names = root.backend.children(&root.path).unwrap();
@@ -613,7 +636,7 @@ fn ffrtmp_run_beside_the_daemon_leaves_its_spare_cgroups_alone() {
         );
         assert_eq!(root.backend.read_limits(&job).memory_limit, Some(64));
     }
-    let (_, log) = d.stop();
+    let (_, log) = d.stop_code();
     assert!(!log.contains("Failed to place"), "{log}");
 }
 
@@ -626,12 +649,13 @@ fn a_fresh_empty_job_cgroup_is_not_swept_as_a_leftover() {
     require_root!();
     let root = TestRoot::new();
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(
+    let d = Daemon::new(
         dir.path(),
         &root,
         "scan_interval: 1s\nreconcile_interval: 1s\ntarget_commands: [ffrt-none]\n",
-        &[],
-    );
+    )
+    .fallback_scan()
+    .start();
     assert!(d.wait_log("Scan complete", SECS), "{}", d.log_text());
     let job = root.job("auto-ffrt-none-4194000");
     root.backend.create(&job).unwrap();
@@ -643,7 +667,7 @@ fn a_fresh_empty_job_cgroup_is_not_swept_as_a_leftover() {
     }
     assert!(scans(&d) >= before + 2, "{}", d.log_text());
     let still = root.backend.procs(&job).is_ok();
-    let (_, log) = d.stop();
+    let (_, log) = d.stop_code();
     let _ = root.backend.remove(&job);
     assert!(
         still,

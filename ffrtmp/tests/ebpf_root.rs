@@ -13,15 +13,12 @@
 //! an exec event carries a kernel timestamp, so only it logs `exec→placed`.
 
 mod support;
-#[macro_use]
-mod ebpf_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ebpf_support::{job, mentions, placed_by_event, serial, spawn, tag, under_root, Watch};
-use support::{named_copy, scans_in, wait_until, TestRoot};
+use support::*;
 
 #[test]
 fn ebpf_places_targets_including_long_names_and_leaves_others_alone() {
@@ -36,14 +33,13 @@ fn ebpf_places_targets_including_long_names_and_leaves_others_alone() {
         // Same first 15 bytes as `long`: the kernel forwards it, user space must refuse it.
         let impostor = format!("{}-impostor", &long[..15]);
         let other = format!("{t}n");
-        let w = Watch::start(
+        let w = Daemon::new(
             dir.path(),
             &root,
             &format!("target_commands: [{short}, {long}]\n"),
-            &[],
-            &[("FFRTMP_EBPF_HOOK", hook), ("LOG_LEVEL", "debug")],
-            &[],
-        );
+        )
+        .env(&[("FFRTMP_EBPF_HOOK", hook), ("LOG_LEVEL", "debug")])
+        .start();
         w.ready();
         assert!(w.log_text().contains(if hook == "tp_btf" {
             "tp_btf/sched_process_exec attached"
@@ -118,14 +114,7 @@ fn ebpf_children_forked_right_after_exec_end_up_in_the_job_cgroup() {
     let dir = tempfile::tempdir().unwrap();
     let mut root = TestRoot::new();
     let name = format!("{}f", tag());
-    let w = Watch::start(
-        dir.path(),
-        &root,
-        &format!("target_commands: [{name}]\n"),
-        &[],
-        &[],
-        &[],
-    );
+    let w = Daemon::new(dir.path(), &root, &format!("target_commands: [{name}]\n")).start();
     w.ready();
     let sh = named_copy(dir.path(), "/bin/dash", &name);
     let script = "i=0; while [ $i -lt 20 ]; do sleep 30 & i=$((i+1)); done; wait";
@@ -169,14 +158,9 @@ fn ebpf_overflow_is_reported_and_every_target_is_placed_after_reconciliation() {
     let mut root = TestRoot::new();
     let name = format!("{}o", tag());
     // One page: about 12 events fit.
-    let w = Watch::start(
-        dir.path(),
-        &root,
-        &format!("target_commands: [{name}]\n"),
-        &[],
-        &[("FFRTMP_EBPF_RING_BYTES", "4096")],
-        &[],
-    );
+    let w = Daemon::new(dir.path(), &root, &format!("target_commands: [{name}]\n"))
+        .env(&[("FFRTMP_EBPF_RING_BYTES", "4096")])
+        .start();
     w.ready();
     let bin = named_copy(dir.path(), "/bin/sleep", &name);
     // Pause the reader (the whole daemon) while 40 targets exec.
@@ -206,11 +190,9 @@ fn ebpf_overflow_is_reported_and_every_target_is_placed_after_reconciliation() {
 fn ebpf_without_cap_bpf_the_error_says_so_and_fallback_scan_governs() {
     require_ebpf!();
     let _g = serial();
-    if !Path::new("/usr/bin/setpriv").exists() {
-        ebpf_support::skipped(
-            module_path!(),
-            "needs setpriv (util-linux) to drop capabilities",
-        );
+    let no_setpriv = !Path::new("/usr/bin/setpriv").exists();
+    let why = no_setpriv.then(|| "needs setpriv (util-linux) to drop capabilities".to_string());
+    if skipped(module_path!(), why) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -224,7 +206,9 @@ fn ebpf_without_cap_bpf_the_error_says_so_and_fallback_scan_governs() {
     ];
     let yaml = format!("target_commands: [{name}]\nscan_interval: 200ms\n");
 
-    let mut w = Watch::start(dir.path(), &root, &yaml, &[], &[], &drop_caps);
+    let mut w = Daemon::new(dir.path(), &root, &yaml)
+        .wrapper(&drop_caps)
+        .start();
     assert_eq!(
         w.exit_code(Duration::from_secs(20)),
         Some(1),
@@ -242,14 +226,10 @@ fn ebpf_without_cap_bpf_the_error_says_so_and_fallback_scan_governs() {
     );
     drop(w);
 
-    let w = Watch::start(
-        dir.path(),
-        &root,
-        &yaml,
-        &["--fallback-scan"],
-        &[],
-        &drop_caps,
-    );
+    let w = Daemon::new(dir.path(), &root, &yaml)
+        .args(&["--fallback-scan"])
+        .wrapper(&drop_caps)
+        .start();
     assert!(
         wait_until(Duration::from_secs(20), || w
             .log_text()
@@ -279,14 +259,9 @@ fn ebpf_reload_rewrites_the_kernel_target_table() {
     let mut root = TestRoot::new();
     let t = tag();
     let (a, b) = (format!("{t}ra"), format!("{t}rb"));
-    let w = Watch::start(
-        dir.path(),
-        &root,
-        &format!("target_commands: [{a}]\n"),
-        &[],
-        &[("LOG_LEVEL", "debug")],
-        &[],
-    );
+    let w = Daemon::new(dir.path(), &root, &format!("target_commands: [{a}]\n"))
+        .env(&[("LOG_LEVEL", "debug")])
+        .start();
     w.ready();
     let (bin_a, bin_b) = (
         named_copy(dir.path(), "/bin/sleep", &a),
@@ -364,14 +339,12 @@ fn ebpf_places_targets_known_by_their_exe_or_argv0_from_their_exec_event() {
     let link = dir.path().join(&alias);
     std::os::unix::fs::symlink(&bin, &link).unwrap();
     for forward_all in [false, true] {
-        let w = Watch::start(
+        let w = Daemon::new(
             dir.path(),
             &root,
             &format!("target_commands: [{name}]\nforward_all: {forward_all}\n"),
-            &[],
-            &[],
-            &[],
-        );
+        )
+        .start();
         w.ready();
         let by_link = spawn(&mut root, &link, &["30"]);
         // Another binary, started as `exec -a <target> …`: argv[0] is the target's name.
@@ -440,14 +413,13 @@ fn ebpf_a_target_in_a_container_keeps_its_cgroup_and_limits() {
         r.unwrap_or_else(|e| panic!("{label}: {e}"));
     }
     let name = format!("{}c", tag());
-    let w = Watch::start(
+    let w = Daemon::new(
         dir.path(),
         &root,
         &format!("target_commands: [{name}]\nreconcile_interval: 1s\n"),
-        &[],
-        &[("LOG_LEVEL", "debug")],
-        &[],
-    );
+    )
+    .env(&[("LOG_LEVEL", "debug")])
+    .start();
     w.ready();
     let bin = named_copy(dir.path(), "/bin/sleep", &name);
     // Enter the container's cgroup, then a new PID namespace, then exec the target.
@@ -518,14 +490,7 @@ fn ebpf_kernel_counters_are_exported() {
     let dir = tempfile::tempdir().unwrap();
     let mut root = TestRoot::new();
     let name = format!("{}m", tag());
-    let w = Watch::start(
-        dir.path(),
-        &root,
-        &format!("target_commands: [{name}]\n"),
-        &[],
-        &[],
-        &[],
-    );
+    let w = Daemon::new(dir.path(), &root, &format!("target_commands: [{name}]\n")).start();
     w.ready();
     let bin = named_copy(dir.path(), "/bin/sleep", &name);
     for _ in 0..3 {
@@ -615,14 +580,12 @@ fn ebpf_other_tracers_still_see_every_exec() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let root = TestRoot::new();
-    let w = Watch::start(
+    let w = Daemon::new(
         dir.path(),
         &root,
         &format!("target_commands: [{}z]\n", tag()),
-        &[],
-        &[],
-        &[],
-    );
+    )
+    .start();
     w.ready();
     assert!(
         w.log_text()

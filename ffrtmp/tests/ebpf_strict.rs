@@ -4,8 +4,6 @@
 //! still runs, and no path leaves a process stopped. Same rules as `ebpf_root.rs`.
 
 mod support;
-#[macro_use]
-mod ebpf_support;
 
 use std::path::Path;
 use std::process::{Child, Command};
@@ -13,8 +11,7 @@ use std::time::Duration;
 
 use ffrtmp::exec::Ring as _;
 
-use ebpf_support::{finish_all, job, serial, strict_script, tag, wait_exit, Watch};
-use support::{named_copy, wait_until, TestRoot};
+use support::*;
 
 #[test]
 fn ebpf_strict_target_is_inside_its_cgroup_before_it_runs() {
@@ -23,14 +20,12 @@ fn ebpf_strict_target_is_inside_its_cgroup_before_it_runs() {
     let dir = tempfile::tempdir().unwrap();
     let root = TestRoot::new();
     let name = format!("{}s", tag());
-    let w = Watch::start(
+    let w = Daemon::new(
         dir.path(),
         &root,
         &format!("target_commands: [{name}]\nplacement: strict\n"),
-        &[],
-        &[],
-        &[],
-    );
+    )
+    .start();
     w.ready();
     let sh = named_copy(dir.path(), "/bin/dash", &name);
     for round in 0..5 {
@@ -67,14 +62,12 @@ fn ebpf_strict_target_whose_placement_fails_still_runs() {
     let dir = tempfile::tempdir().unwrap();
     let root = TestRoot::new();
     let name = format!("{}x", tag());
-    let w = Watch::start(
+    let w = Daemon::new(
         dir.path(),
         &root,
         &format!("target_commands: [{name}]\nplacement: strict\nmax_retry_attempts: 0\n"),
-        &[],
-        &[],
-        &[],
-    );
+    )
+    .start();
     w.ready();
     // Make every new job cgroup impossible. cgroup v1: empty the root of the pids
     // hierarchy (the spare cgroups the daemon keeps there go) and mount a read-only tmpfs
@@ -165,7 +158,7 @@ fn ebpf_strict_stop_outlives_a_killed_daemon() {
     let root = TestRoot::new();
     let name = format!("{}k", tag());
     let yaml = format!("target_commands: [{name}]\nplacement: strict\nstrict_timeout: 1m\n");
-    let mut w = Watch::start(dir.path(), &root, &yaml, &[], &[], &[]);
+    let mut w = Daemon::new(dir.path(), &root, &yaml).start();
     w.ready();
     let old_pid = w.child.id();
     let sh = named_copy(dir.path(), "/bin/dash", &name);
@@ -209,7 +202,7 @@ fn ebpf_strict_stop_outlives_a_killed_daemon() {
         "stopped, and resumed by nobody while no daemon runs"
     );
     // The next daemon.
-    let w2 = Watch::start(dir.path(), &root, &yaml, &[], &[], &[]);
+    let w2 = Daemon::new(dir.path(), &root, &yaml).start();
     w2.ready();
     let status = wait_exit(&mut c, Duration::from_secs(10));
     if status.is_none() {
@@ -249,14 +242,13 @@ fn ebpf_dry_run_never_stops_a_strict_target() {
     let dir = tempfile::tempdir().unwrap();
     let root = TestRoot::new();
     let name = format!("{}y", tag());
-    let w = Watch::start(
+    let w = Daemon::new(
         dir.path(),
         &root,
         &format!("target_commands: [{name}]\nplacement: strict\n"),
-        &["--dry-run"],
-        &[],
-        &[],
-    );
+    )
+    .args(&["--dry-run"])
+    .start();
     w.ready();
     let sh = named_copy(dir.path(), "/bin/dash", &name);
     w.signal(libc::SIGSTOP);
@@ -285,14 +277,12 @@ fn ebpf_strict_never_leaves_a_process_stopped() {
     let long = format!("{}-strict-long-name", tag());
     // Shares the first 15 bytes: the kernel stops it, user space refuses it.
     let impostor = format!("{}-other", &long[..15]);
-    let w = Watch::start(
+    let w = Daemon::new(
         dir.path(),
         &root,
         &format!("target_commands: [{long}]\nplacement: strict\n"),
-        &[],
-        &[],
-        &[],
-    );
+    )
+    .start();
     w.ready();
     let run = |name: &str| -> Child {
         let sh = dir.path().join(name);

@@ -4,14 +4,12 @@
 //! killed with SIGKILL at random moments while targets start. The real binary, eBPF and
 //! real cgroups (v1 on the host, v2 in the VM tier).
 
-mod ebpf_support;
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ebpf_support::{job, serial, spawn, tag, Watch};
 use support::*;
 
 const SECS: Duration = Duration::from_secs(20);
@@ -80,7 +78,7 @@ fn a_removed_cgroup_root_is_made_again_and_said_once() {
     let mut root = TestRoot::new();
     let name = tag();
     let bin = named_copy(dir.path(), "/bin/sleep", &name);
-    let w = Watch::start(dir.path(), &root, &yaml(&name), &[], &[], &[]);
+    let w = Daemon::new(dir.path(), &root, &yaml(&name)).start();
     w.ready();
     // Its spare cgroups first (rmdir takes empty directories only), then the root.
     let removed = wait_until(SECS, || {
@@ -116,14 +114,9 @@ fn at_64_descriptors_100_targets_are_placed_and_their_exits_seen() {
     let mut root = TestRoot::new();
     let name = tag();
     let bin = named_copy(dir.path(), "/bin/sleep", &name);
-    let w = Watch::start(
-        dir.path(),
-        &root,
-        &yaml(&name),
-        &[],
-        &[],
-        &["prlimit", "--nofile=64:64", "--"],
-    );
+    let w = Daemon::new(dir.path(), &root, &yaml(&name))
+        .wrapper(&["prlimit", "--nofile=64:64", "--"])
+        .start();
     w.ready();
     let pids: Vec<u32> = (0..100).map(|_| spawn(&mut root, &bin, &["600"])).collect();
     let placed = wait_until(Duration::from_secs(60), || {
@@ -172,14 +165,9 @@ fn state_write_survives(break_it: impl FnOnce(&Tmpfs, &Path), heal: impl FnOnce(
         yaml(&name),
         state.display()
     );
-    let w = Watch::start(
-        dir.path(),
-        &root,
-        &text,
-        &[],
-        &[("LOG_LEVEL", "debug")],
-        &[],
-    );
+    let w = Daemon::new(dir.path(), &root, &text)
+        .env(&[("LOG_LEVEL", "debug")])
+        .start();
     w.ready();
     assert!(wait_until(SECS, || state.exists()));
     break_it(&fs, &fs.0);
@@ -262,7 +250,7 @@ fn ten_kill_9_while_targets_start_place_each_target_once() {
     );
     let mut pids = Vec::new();
     for round in 0..10 {
-        let mut w = Watch::start(dir.path(), &root, &text, &[], &[], &[]);
+        let mut w = Daemon::new(dir.path(), &root, &text).start();
         // Targets start from before the daemon is up until after it is killed.
         let kill_after = Duration::from_millis(random_below(1500));
         let started = std::time::Instant::now();
@@ -279,7 +267,7 @@ fn ten_kill_9_while_targets_start_place_each_target_once() {
                 .unwrap_or_else(|e| panic!("round {round}: state file not valid: {e}"));
         }
     }
-    let w = Watch::start(dir.path(), &root, &text, &[], &[], &[]);
+    let w = Daemon::new(dir.path(), &root, &text).start();
     w.ready();
     let placed = wait_until(Duration::from_secs(60), || {
         pids.iter().all(|&p| root.is_in(p, &job(&root, &name, p)))

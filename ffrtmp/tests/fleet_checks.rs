@@ -9,29 +9,19 @@
 //! (apt, PyPI) into $FFRTMP_CI_CACHE (default /var/cache/ffrtmp-ci).
 
 mod support;
-#[macro_use]
-mod ebpf_support;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use ebpf_support::{job, serial, spawn, tag, Watch};
-use support::{named_copy, wait_until, TestRoot};
+use support::*;
 
 /// `/metrics` of a daemon with `job_metrics: mode` once it governs a target and has
 /// published the kernel's counters.
 fn live_metrics(dir: &Path, mode: &str) -> String {
     let mut root = TestRoot::new();
     let name = format!("{}f", tag());
-    let w = Watch::start(
-        dir,
-        &root,
-        &format!("target_commands: [{name}]\njob_metrics: {mode}\ndefault_limits:\n  cpu_quota: 50\n  memory_limit: 512\n"),
-        &[],
-        &[],
-        &[],
-    );
+    let w = Daemon::new(dir, &root, &format!("target_commands: [{name}]\njob_metrics: {mode}\ndefault_limits:\n  cpu_quota: 50\n  memory_limit: 512\n")).start();
     w.ready();
     let bin = named_copy(dir, "/bin/sleep", &name);
     let pid = spawn(&mut root, &bin, &["30"]);

@@ -201,7 +201,9 @@ fn status_shows_governed_processes_with_live_numbers() {
     );
     let pid = root.own(spawn_in(&sh, &["-c", &script], dir.path()));
     let yaml = format!("scan_interval: 200ms\nstate_flush_interval: 1s\ntarget_commands: [{name}]\ndefault_limits:\n  memory_limit: 64\n  cpu_quota: 10\n");
-    let d = Daemon::start(dir.path(), &root, &yaml, &[]);
+    let d = Daemon::new(dir.path(), &root, &yaml)
+        .fallback_scan()
+        .start();
     let job = root.job(&format!("auto-{name}-{pid}"));
     assert!(wait_until(SECS, || root.is_in(pid, &job)));
     std::fs::write(&go, "").unwrap();
@@ -270,12 +272,13 @@ fn the_daemon_never_moves_a_job_of_ffrtmp_run_whatever_its_root() {
     let name = format!("r{}", unique().replace('-', ""));
     let name = &name[..name.len().min(14)];
     let bin = named_copy(dir.path(), "/bin/sleep", name);
-    let d = Daemon::start(
+    let d = Daemon::new(
         dir.path(),
         &daemon_root,
         &format!("target_commands: [{name}]\nscan_interval: 200ms\nreconcile_interval: 1s\n"),
-        &[],
-    );
+    )
+    .fallback_scan()
+    .start();
     assert!(d.wait_log("Scan complete", SECS), "{}", d.log_text());
     let run_dir = dir.path().join("run");
     assert_eq!(
@@ -326,7 +329,7 @@ fn the_daemon_never_moves_a_job_of_ffrtmp_run_whatever_its_root() {
         d.log_text()
     );
     assert!(daemon_root.is_in(p_auto, &cg_auto), "{}", d.log_text());
-    let (_, log) = d.stop();
+    let (_, log) = d.stop_code();
     assert!(
         !log.contains(&format!("Attaching to PID {p_other} ")),
         "{log}"

@@ -172,7 +172,6 @@ fn engine_config(
         counts: counts.clone(),
         realtime: opts.realtime,
         spares: super::node::first_spares(settings, opts, placer),
-        keep_pidfds_below: exits::keep_below(),
     }
 }
 

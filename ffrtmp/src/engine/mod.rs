@@ -61,10 +61,6 @@ pub struct EngineConfig {
     pub realtime: bool,
     /// Spare cgroups made at start (v1), the engine's pool from then on.
     pub spares: Vec<(crate::config::Limits, crate::placer::Spare)>,
-    /// A pin's pidfd numbered at or past this goes no further than its placement
-    /// (`exits::keep_below_for` the open-files limit): the record loop may hold outcomes
-    /// for a while, and a burst must not hold the descriptors placing needs.
-    pub keep_pidfds_below: u64,
 }
 
 /// The running engine: its work queue and its thread.
@@ -250,7 +246,10 @@ impl Engine {
                 outcomes,
                 counts: cfg.counts,
                 heartbeat,
-                keep_pidfds_below: cfg.keep_pidfds_below,
+                // A pin's pidfd numbered at or past this goes no further than its
+                // placement: the record loop may hold outcomes for a while, and a burst
+                // must not hold the descriptors placing needs.
+                keep_pidfds_below: crate::process::exits::keep_below(),
             },
             trim_after: None,
         }

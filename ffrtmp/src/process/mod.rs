@@ -3,6 +3,7 @@
 
 pub mod exits;
 pub mod pidfd;
+mod pin;
 pub mod stat;
 pub mod stopped;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 pub use exits::ExitSet;
 pub use pidfd::PidFd;
+pub use pin::Pinned;
 pub use stat::{parse_stat, Stat};
 pub use stopped::{MemoryLedger, Resumed, StopLedger, Stopped};
 
@@ -412,75 +414,6 @@ impl ProcFs {
             cur = s.ppid;
         }
         out
-    }
-}
-
-/// A process pinned by a pidfd, with the stat read while the pin was held. Without a
-/// pidfd (none could be opened: the open-files limit is reached) the pin is its start
-/// time, checked again in /proc where the pidfd would be asked.
-#[derive(Debug)]
-pub struct Pinned {
-    pub id: ProcessId,
-    pub stat: Stat,
-    pub pidfd: Option<PidFd>,
-}
-
-impl Pinned {
-    /// A pidfd and the stat read after it was opened: the stat is the pidfd's process if
-    /// that process is still alive (and not a zombie) now.
-    pub fn new(pidfd: PidFd, stat: Stat) -> io::Result<Pinned> {
-        if !pidfd.is_alive() || stat.is_zombie() {
-            return Err(io::Error::from_raw_os_error(libc::ESRCH));
-        }
-        Ok(Pinned {
-            id: ProcessId {
-                pid: stat.pid,
-                start_time: stat.start_time,
-            },
-            stat,
-            pidfd: Some(pidfd),
-        })
-    }
-
-    /// Whether the pinned process has not exited (a zombie counts as exited).
-    pub fn is_alive(&self, proc: &ProcFs) -> bool {
-        match &self.pidfd {
-            Some(fd) => fd.is_alive(),
-            None => proc
-                .stat(self.id.pid)
-                .is_ok_and(|s| s.start_time == self.id.start_time && !s.is_zombie()),
-        }
-    }
-}
-
-impl ProcFs {
-    /// Pin `pid`: open a pidfd, read stat, and check the pidfd's process is still alive, so
-    /// the stat (and the start time in it) belongs to the pinned process.
-    ///
-    /// Out of descriptors (EMFILE, ENFILE), the process is pinned by its start time alone,
-    /// so placing goes on at any open-files limit.
-    pub fn pin(&self, pid: u32) -> io::Result<Pinned> {
-        let pidfd = match PidFd::open(pid) {
-            Ok(fd) => fd,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                let stat = self.stat(pid)?;
-                if stat.is_zombie() {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                let id = ProcessId {
-                    pid: stat.pid,
-                    start_time: stat.start_time,
-                };
-                return Ok(Pinned {
-                    id,
-                    stat,
-                    pidfd: None,
-                });
-            }
-            Err(e) => return Err(e),
-        };
-        let stat = self.stat(pid)?;
-        Pinned::new(pidfd, stat)
     }
 }
 

@@ -1,17 +1,27 @@
-//! Shared helpers for the root integration tests: a cgroup root beneath the test's own
-//! cgroup (removed afterwards), uniquely named target processes, and the real `ffrtmp`
-//! binary run as a daemon with a config of the test's own.
+//! The root and integration tests' support, one module for all: one rule for skipping
+//! (`require_root!`, `require_ebpf!`), a cgroup root beneath the test's own cgroup
+//! (`TestRoot`), the daemon under test (`Daemon::new(…)…start()`), uniquely named target
+//! processes and the waits that make a test's assertions positive.
 #![allow(dead_code)]
+
+mod cgroups;
+mod daemon;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ffrtmp::placer::{detect, CgroupBackend, CgroupMode};
-use ffrtmp::process::{parse_cgroup_file, ProcFs};
+use ffrtmp::placer::detect;
+use ffrtmp::process::ProcFs;
+
+#[allow(unused_imports)]
+pub use cgroups::{own_cgroup_path, TestRoot};
+#[allow(unused_imports)]
+pub use daemon::{Builder, Daemon};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -24,8 +34,16 @@ pub fn unique() -> String {
     )
 }
 
-/// Why a root test cannot run here, or `None` when it can.
-pub fn root_skip_reason() -> Option<String> {
+/// What a test needs of the machine.
+pub enum Needs {
+    /// Root and a usable cgroup hierarchy: it creates cgroups and moves processes.
+    Root,
+    /// That, and the daemon built with its eBPF object.
+    Ebpf,
+}
+
+/// Why a test cannot run here, or `None` when it can.
+pub fn skip_reason(needs: Needs) -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Some("needs root (creates cgroups and moves processes)".into());
@@ -33,178 +51,62 @@ pub fn root_skip_reason() -> Option<String> {
     if let Err(e) = detect() {
         return Some(format!("no usable cgroup hierarchy: {e}"));
     }
+    if matches!(needs, Needs::Ebpf) && !ffrtmp::sources::ebpf::is_embedded() {
+        return Some(
+            "ffrtmp was built without the eBPF object (run `cargo xtask build-ebpf`, then rebuild)"
+                .into(),
+        );
+    }
     None
+}
+
+/// The one skip rule: a test that cannot run says why (on stderr, which libtest does not
+/// capture) and returns; where it must run (`FFRTMP_REQUIRE_ROOT_TESTS` or `CI` set: the
+/// CI machine, as root on a real kernel) it fails instead.
+pub fn skipped(test: &str, why: Option<String>) -> bool {
+    let Some(why) = why else {
+        return false;
+    };
+    let _ = std::io::stderr().write_all(format!("SKIPPED {test}: {why}\n").as_bytes());
+    if std::env::var_os("FFRTMP_REQUIRE_ROOT_TESTS").is_some() || std::env::var_os("CI").is_some() {
+        panic!("root tests must run here (FFRTMP_REQUIRE_ROOT_TESTS or CI is set): {why}");
+    }
+    true
 }
 
 /// Skip the calling test (with the reason printed) unless it can run as root.
 #[macro_export]
 macro_rules! require_root {
     () => {
-        if let Some(why) = support::root_skip_reason() {
-            // Straight to stderr: libtest captures eprintln! of passing tests.
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                format!("SKIPPED {}: {why}\n", module_path!()).as_bytes(),
-            );
-            if std::env::var_os("FFRTMP_REQUIRE_ROOT_TESTS").is_some() {
-                panic!("FFRTMP_REQUIRE_ROOT_TESTS is set but this test cannot run: {why}");
-            }
+        if support::skipped(module_path!(), support::skip_reason(support::Needs::Root)) {
             return;
         }
     };
 }
 
-/// The deepest cgroup path this process is in, across the hierarchies ffrtmp uses, so a
-/// root beneath it is beneath our own cgroup in every hierarchy.
-pub fn own_cgroup_path() -> String {
-    let lines = parse_cgroup_file(&std::fs::read_to_string("/proc/self/cgroup").unwrap());
-    let relevant = |l: &&ffrtmp::process::CgroupLine| {
-        l.hierarchy == 0 && l.controllers.is_empty()
-            || l.controllers
-                .iter()
-                .any(|c| matches!(c.as_str(), "cpu" | "cpuacct" | "memory" | "pids"))
+/// Skip the calling test unless it can run as root with the eBPF source.
+#[macro_export]
+macro_rules! require_ebpf {
+    () => {
+        if support::skipped(module_path!(), support::skip_reason(support::Needs::Ebpf)) {
+            return;
+        }
     };
-    let mode = detect().unwrap().mode();
-    let paths: Vec<&str> = lines
-        .iter()
-        .filter(relevant)
-        .filter(|l| match mode {
-            CgroupMode::V2 => l.hierarchy == 0,
-            CgroupMode::V1 => l.hierarchy != 0,
-        })
-        .map(|l| l.path.as_str())
-        .collect();
-    let deepest = paths.iter().max_by_key(|p| p.len()).copied().unwrap_or("/");
-    for p in &paths {
-        assert!(
-            deepest.starts_with(p),
-            "own cgroups {paths:?} are not nested; cannot pick a root beneath all of them"
-        );
-    }
-    deepest.trim_end_matches('/').to_string()
 }
 
-/// A cgroup root for one test, beneath our own cgroup. Everything under it, and the
-/// directories created to reach it, are removed on drop (after killing our processes).
-pub struct TestRoot {
-    pub path: String,
-    pub backend: Box<dyn CgroupBackend>,
-    children: Vec<Child>,
+/// The tests start daemons and time placements on a 2-core machine: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl TestRoot {
-    pub fn new() -> TestRoot {
-        let backend = detect().unwrap();
-        let path = format!("{}/ffrtmp-test-{}", own_cgroup_path(), unique());
-        let report = backend.prepare_root(&path);
-        assert!(
-            report.missing.is_empty(),
-            "controllers missing for tests: {:?}",
-            report.missing
-        );
-        // Directories leading to the root (e.g. `process_api/<id>` in the cpu hierarchy)
-        // may be shared by tests running side by side: remember every one this test process
-        // made, and let whichever root is dropped last remove them.
-        let created: Vec<PathBuf> = report
-            .created
-            .into_iter()
-            .filter(|d| !d.ends_with(&path[1..]))
-            .collect();
-        SHARED_DIRS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(created.iter().cloned());
-        TestRoot {
-            path,
-            backend,
-            children: Vec::new(),
-        }
-    }
-
-    pub fn mode(&self) -> CgroupMode {
-        self.backend.mode()
-    }
-
-    pub fn job(&self, job_id: &str) -> String {
-        format!("{}/{job_id}", self.path)
-    }
-
-    /// Keep a child to kill when the root is dropped.
-    pub fn own(&mut self, c: Child) -> u32 {
-        let pid = c.id();
-        self.children.push(c);
-        pid
-    }
-
-    /// Whether `pid` is in `cgroup` in every hierarchy ffrtmp uses.
-    pub fn is_in(&self, pid: u32, cgroup: &str) -> bool {
-        ProcFs::system()
-            .cgroups(pid)
-            .is_ok_and(|l| self.backend.is_member(cgroup, &l))
-    }
-
-    /// Read a cgroup file; v1 files live in the hierarchy of `controller`.
-    pub fn read(&self, cgroup: &str, controller: &str, file: &str) -> String {
-        let dir = match self.mode() {
-            CgroupMode::V2 => Path::new("/sys/fs/cgroup").join(cgroup.trim_start_matches('/')),
-            CgroupMode::V1 => Path::new("/sys/fs/cgroup")
-                .join(controller)
-                .join(cgroup.trim_start_matches('/')),
-        };
-        std::fs::read_to_string(dir.join(file))
-            .unwrap_or_else(|e| panic!("read {}/{file}: {e}", dir.display()))
-            .trim()
-            .to_string()
-    }
-
-    pub fn exists(&self, cgroup: &str) -> bool {
-        let probe = match self.mode() {
-            CgroupMode::V2 => Path::new("/sys/fs/cgroup").join(cgroup.trim_start_matches('/')),
-            CgroupMode::V1 => {
-                Path::new("/sys/fs/cgroup/memory").join(cgroup.trim_start_matches('/'))
-            }
-        };
-        probe.exists()
-    }
+/// A short, unique name prefix (comm names must stay within 15 bytes).
+pub fn tag() -> String {
+    let u = unique();
+    let (pid, n) = u.split_once('-').unwrap();
+    format!("e{}{n}", pid.parse::<u32>().unwrap() % 100_000)
 }
-
-impl Drop for TestRoot {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        // Processes we started may have forked; give the kernel a moment, then remove
-        // every job cgroup (killing what is still inside: only our own processes are).
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let mut left = false;
-            for name in self.backend.children(&self.path).unwrap_or_default() {
-                let cg = format!("{}/{name}", self.path);
-                for pid in self.backend.procs(&cg).unwrap_or_default() {
-                    // SAFETY: signalling a process in a cgroup only this test created.
-                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                }
-                if self.backend.remove(&cg).is_err() {
-                    left = true;
-                }
-            }
-            if !left || Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.backend.remove(&self.path);
-        // Shared directories this test process created: deepest first; a directory another
-        // test still uses is busy and stays until that test's root is dropped.
-        let mut shared = SHARED_DIRS.lock().unwrap_or_else(|e| e.into_inner());
-        shared.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        shared.retain(|d| std::fs::remove_dir(d).is_err() && d.exists());
-    }
-}
-
-/// Directories on the way to test roots that this test process created.
-static SHARED_DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
 
 /// A copy of `binary` named `name` in `dir` (its comm becomes `name`).
 pub fn named_copy(dir: &Path, binary: &str, name: &str) -> PathBuf {
@@ -246,118 +148,6 @@ pub fn ffrtmp_cmd() -> Command {
     )
     .env_remove("RUST_BACKTRACE");
     c
-}
-
-/// A running `ffrtmp watch --fallback-scan`, its log in a file.
-pub struct Daemon {
-    pub child: Child,
-    pub log: PathBuf,
-    pub config: PathBuf,
-    pub state: PathBuf,
-}
-
-impl Daemon {
-    /// Start with `yaml` (cgroup_root and state_path are added) and extra flags.
-    pub fn start(dir: &Path, root: &TestRoot, yaml: &str, extra: &[&str]) -> Daemon {
-        let n = unique();
-        let config = dir.join(format!("config-{n}.yaml"));
-        let state = dir.join("state.json");
-        let log = dir.join(format!("daemon-{n}.log"));
-        let mut text = yaml.to_string();
-        if !yaml.contains("cgroup_root:") {
-            text.push_str(&format!("\ncgroup_root: {}\n", root.path));
-        }
-        if !yaml.contains("state_path:") {
-            text.push_str(&format!("state_path: {}\n", state.display()));
-        }
-        if !yaml.contains("metrics_addr:") {
-            // Tests run daemons side by side: each gets a free port (see `metrics_url`).
-            text.push_str("metrics_addr: 127.0.0.1:0\n");
-        }
-        std::fs::write(&config, text).unwrap();
-        Self::start_with(config, state, log, extra)
-    }
-
-    pub fn start_with(config: PathBuf, state: PathBuf, log: PathBuf, extra: &[&str]) -> Daemon {
-        let logf = std::fs::File::create(&log).unwrap();
-        let child = Command::new(ffrtmp_bin())
-            .args(["watch", "--fallback-scan", "--config"])
-            .arg(&config)
-            .args(extra)
-            // Its own runtime directory: never the host's /run/ffrtmp.
-            .env(
-                ffrtmp::placer::registry::RUNTIME_DIR_ENV,
-                config.parent().unwrap().join("run"),
-            )
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("SCAN_INTERVAL")
-            .env_remove("TARGET_COMMANDS")
-            .env_remove("STATE_PATH")
-            .stdout(Stdio::null())
-            .stderr(logf)
-            .spawn()
-            .unwrap();
-        Daemon {
-            child,
-            log,
-            config,
-            state,
-        }
-    }
-
-    /// `http://host:port` the daemon serves /metrics and /healthz on (from its log).
-    pub fn metrics_url(&self) -> Option<String> {
-        let log = self.log_text();
-        let rest = log.split("Serving /metrics and /healthz on ").nth(1)?;
-        Some(rest.lines().next()?.trim().to_string())
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Wait for a log line containing `needle`.
-    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        wait_until(timeout, || self.log_text().contains(needle))
-    }
-
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: our own child.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-    }
-
-    /// SIGTERM and wait; returns the exit code.
-    pub fn stop(mut self) -> (Option<i32>, String) {
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let code = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s.code();
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("daemon did not stop on SIGTERM:\n{}", self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let log = self.log_text();
-        std::mem::forget(self);
-        (code, log)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- daemon log {} ----\n{}",
-                self.log.display(),
-                self.log_text()
-            );
-        }
-    }
 }
 
 /// Spawn `path args…` with cwd `cwd`.
@@ -432,4 +222,76 @@ pub fn me() -> ffrtmp::process::ProcessId {
             .unwrap()
             .start_time,
     }
+}
+
+/// Whether the daemon placed `pid` from an exec event (kernel timestamp → `exec→placed`).
+pub fn placed_by_event(log: &str, pid: u32) -> bool {
+    let needle = format!("Limits applied to PID {pid} ");
+    log.lines()
+        .any(|l| l.contains(&needle) && l.contains("exec→placed"))
+}
+
+/// Whether the log mentions `pid` (and not merely a longer PID starting with its digits).
+pub fn mentions(log: &str, pid: u32) -> bool {
+    log.contains(&format!("PID {pid}:")) || log.contains(&format!("PID {pid} "))
+}
+
+pub fn job(root: &TestRoot, name: &str, pid: u32) -> String {
+    root.job(&format!("auto-{name}-{pid}"))
+}
+
+pub fn spawn(root: &mut TestRoot, path: &Path, args: &[&str]) -> u32 {
+    let mut cmd = Command::new(path);
+    cmd.args(args).stdin(Stdio::null());
+    root.own(spawn_retrying(&mut cmd))
+}
+
+/// Whether `pid` is anywhere under the test's cgroup root (cpu hierarchy line).
+pub fn under_root(root: &TestRoot, pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains(&format!("{}/", root.path)))
+}
+
+/// A dash copy that writes its own /proc/self/cgroup (builtins only: no child process) as
+/// its first action, then exits 0.
+pub fn strict_script(out: &Path) -> String {
+    format!(
+        "while read -r l; do echo \"$l\"; done < /proc/self/cgroup > {}",
+        out.display()
+    )
+}
+
+pub fn wait_exit(c: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(s) = c.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// Wait for every child; then continue and kill the ones still there (never leave one
+/// stopped, even when the test is about to fail). Returns (PID, status if it exited).
+pub fn finish_all(
+    kids: Vec<Child>,
+    timeout: Duration,
+) -> Vec<(u32, Option<std::process::ExitStatus>)> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    for mut k in kids {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let status = wait_exit(&mut k, left.max(Duration::from_millis(10)));
+        if status.is_none() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(k.id() as i32, libc::SIGCONT) };
+            let _ = k.kill();
+            let _ = k.wait();
+        }
+        out.push((k.id(), status));
+    }
+    out
 }

@@ -81,28 +81,10 @@ impl Journal {
             Outcome::NotPinned {
                 pid,
                 error,
-                again_in: Some(d),
-            } => {
-                debug!(pid, "Cannot pin PID {pid} yet: {error}; trying again in {}", format_go_duration(d));
-            }
-            Outcome::NotPinned {
-                pid,
-                error,
-                again_in: None,
-            } => {
-                warn!(pid, "Cannot pin PID {pid}: {error}; leaving it to the reconciliation scan");
-            }
+                again_in,
+            } => not_pinned(pid, &error, again_in),
             Outcome::SparesLeft(v) => fx.push(Effect::Chore(Chore::RemoveSpares(v))),
-            Outcome::DryRun {
-                pid,
-                job_id,
-                command,
-                cgroup,
-                limits,
-            } => {
-                info!(pid, job = %job_id, command = %command, "Attaching to PID {pid} ({command}) as job {job_id}");
-                info!(pid, job = %job_id, "dry-run: would place PID {pid} into {cgroup} with {limits}");
-            }
+            dry @ Outcome::DryRun { .. } => log_dry_run(dry),
         }
     }
 
@@ -260,4 +242,32 @@ fn log_placed(
         if pl.applied.is_empty() { "no limits configured".to_string() } else { pl.applied.join(" ") },
         pl.took.as_secs_f64() * 1e3
     );
+}
+
+fn not_pinned(pid: u32, error: &str, again_in: Option<std::time::Duration>) {
+    match again_in {
+        Some(d) => debug!(
+            pid,
+            "Cannot pin PID {pid} yet: {error}; trying again in {}",
+            format_go_duration(d)
+        ),
+        None => warn!(
+            pid,
+            "Cannot pin PID {pid}: {error}; leaving it to the reconciliation scan"
+        ),
+    }
+}
+
+fn log_dry_run(o: Outcome) {
+    if let Outcome::DryRun {
+        pid,
+        job_id,
+        command,
+        cgroup,
+        limits,
+    } = o
+    {
+        info!(pid, job = %job_id, command = %command, "Attaching to PID {pid} ({command}) as job {job_id}");
+        info!(pid, job = %job_id, "dry-run: would place PID {pid} into {cgroup} with {limits}");
+    }
 }
