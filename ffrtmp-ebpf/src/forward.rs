@@ -16,6 +16,7 @@ use aya_ebpf::helpers::{
     bpf_probe_read_kernel,
     generated::{bpf_get_current_comm, bpf_probe_read_kernel_str, bpf_send_signal},
 };
+use aya_log_ebpf::warn;
 use ffrtmp_common::{
     counter, ExecEvent, StopKey, StopValue, TargetValue, COMM_LEN, EXEC_FLAG_FILENAME_FAILED,
     EXEC_FLAG_FILENAME_TRUNCATED, EXEC_FLAG_MATCH_ARGV0, EXEC_FLAG_MATCH_COMM, EXEC_FLAG_MATCH_EXE,
@@ -64,7 +65,7 @@ fn lookup(key: &Key) -> Option<u32> {
 /// all-zero filename).
 #[inline(always)]
 pub fn on_exec(filename: *const u8) -> Result<(), NotForwarded> {
-    let comm = current_comm().ok_or(NotForwarded::ReadFailed)?;
+    let comm = current_comm()?;
     let facts = task::current();
 
     let mut flags = facts.flags;
@@ -141,17 +142,29 @@ fn stop(tgid: u32, start_ns: u64, now: u64) -> u32 {
         _pad: 0,
         start_ns,
     };
-    if STOPPED
-        .insert(&key, &StopValue { ktime_ns: now }, BPF_NOEXIST)
-        .is_err()
-    {
+    if let Err(ret) = STOPPED.insert(&key, &StopValue { ktime_ns: now }, BPF_NOEXIST) {
+        warn!(
+            &(),
+            target: "ffrtmp::kernel",
+            "strict target tgid {} not stopped: its stop could not be recorded in the ledger (map insert returned {})",
+            tgid,
+            ret
+        );
         count(counter::SIGNAL_FAILED);
         return EXEC_FLAG_STOP_FAILED;
     }
     // Takes effect when the task returns to user space: no user instruction of the new
     // program runs before the agent's SIGCONT.
     // SAFETY: plain helper call.
-    if unsafe { bpf_send_signal(SIGSTOP) } != 0 {
+    let ret = unsafe { bpf_send_signal(SIGSTOP) };
+    if ret != 0 {
+        warn!(
+            &(),
+            target: "ffrtmp::kernel",
+            "strict target tgid {} not stopped: bpf_send_signal returned {}",
+            tgid,
+            ret
+        );
         let _ = STOPPED.remove(&key);
         count(counter::SIGNAL_FAILED);
         return EXEC_FLAG_STOP_FAILED;
@@ -167,15 +180,24 @@ fn stop(tgid: u32, start_ns: u64, now: u64) -> u32 {
 /// read into uninitialised stack carried garbage after the name and never matched a
 /// target (no event-driven placement at all on Debian 12's kernel). Kernels that copy with
 /// `strscpy_pad` (5.10, 6.12+) pad it themselves; zeroing works on both.
+///
+/// A failed read drops the event (counted as `READ_FAILED`, and said to the agent's log).
 #[inline(always)]
-fn current_comm() -> Option<Key> {
+fn current_comm() -> Result<Key, NotForwarded> {
     let mut comm = Key::zeroed();
     // SAFETY: the helper writes at most COMM_LEN bytes into the buffer.
     let ret = unsafe { bpf_get_current_comm(comm.0.as_mut_ptr().cast(), COMM_LEN as u32) };
     if ret != 0 {
-        return None;
+        warn!(
+            &(),
+            target: "ffrtmp::kernel",
+            "exec of tgid {} dropped: its comm could not be read (bpf_get_current_comm returned {})",
+            (bpf_get_current_pid_tgid() >> 32) as u32,
+            ret
+        );
+        return Err(NotForwarded::ReadFailed);
     }
-    Some(comm)
+    Ok(comm)
 }
 
 /// Copies the NUL-terminated kernel string at `src` into `dst`. Returns the length without

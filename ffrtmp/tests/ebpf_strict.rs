@@ -408,3 +408,67 @@ fn state_of(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
+
+/// The kernel says so when it cannot record a strict target's stop (its ledger is full:
+/// filled here through the pin, as a flood of stopped targets would fill it): the warning
+/// comes through aya-log into the daemon's log, with the tgid and the map's return code,
+/// and the target runs and is placed as a normal one.
+#[test]
+fn ebpf_a_stop_the_kernel_cannot_record_is_logged_by_the_kernel() {
+    use aya::maps::{HashMap, Map, MapData};
+    use ffrtmp::sources::ebpf::ledger::{PodStopKey, PodStopValue, PIN_DIR};
+    require_ebpf!();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut root = TestRoot::new();
+    let name = format!("{}f", tag());
+    let w = Daemon::new(
+        dir.path(),
+        &root,
+        &format!("target_commands: [{name}]\nplacement: strict\n"),
+    )
+    .start();
+    w.ready();
+    let pin = std::fs::read_dir(PIN_DIR)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("stopped-{}-", w.child.id()))
+        })
+        .expect("the daemon's ledger is pinned");
+    let map = Map::HashMap(MapData::from_pin(&pin).unwrap());
+    let mut ledger: HashMap<_, PodStopKey, PodStopValue> = HashMap::try_from(map).unwrap();
+    // Keys no process has (start times in the far future), stamped now: fresh stops.
+    let now = ffrtmp::process::monotonic_ns();
+    let fake = |i: u32| {
+        PodStopKey(ffrtmp_common::StopKey {
+            tgid: i + 1,
+            _pad: 0,
+            start_ns: u64::MAX - u64::from(i),
+        })
+    };
+    for i in 0..ffrtmp_common::STOPPED_ENTRIES {
+        let v = PodStopValue(ffrtmp_common::StopValue { ktime_ns: now });
+        if ledger.insert(fake(i), v, 0).is_err() {
+            break;
+        }
+    }
+    let bin = named_copy(dir.path(), "/bin/sleep", &name);
+    let pid = spawn(&mut root, &bin, &["30"]);
+    let said = format!("kernel: strict target tgid {pid} not stopped: its stop could not be recorded in the ledger (map insert returned -7)");
+    let logged = wait_until(Duration::from_secs(10), || w.log_text().contains(&said));
+    let placed = wait_until(Duration::from_secs(10), || {
+        root.is_in(pid, &job(&root, &name, pid))
+    });
+    for i in 0..ffrtmp_common::STOPPED_ENTRIES {
+        let _ = ledger.remove(&fake(i));
+    }
+    assert!(logged, "no kernel warning {said:?}:\n{}", w.log_text());
+    assert!(placed, "not placed:\n{}", w.log_text());
+    assert_ne!(state_of(pid), Some('T'), "left stopped");
+    w.stop();
+}

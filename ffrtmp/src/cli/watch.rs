@@ -278,6 +278,9 @@ fn pick_sources(a: &WatchArgs, settings: &Settings, me: ProcessId) -> Result<Pic
         ebpf::LoadOptions::from_env().and_then(|opts| ebpf::start(settings, &opts, me, a.dry_run));
     match started {
         Ok(s) => {
+            if let Some(log) = s.kernel_log {
+                tokio::spawn(ebpf::kernel_log::drain(log));
+            }
             let strict: Vec<&str> = settings
                 .targets
                 .iter()

@@ -160,6 +160,7 @@ pub fn load_object(opts: &LoadOptions, forward_all: bool) -> Result<Loaded, Ebpf
     loader.map_max_entries("EVENTS", ring_bytes);
     let pod = PodOffsets(offsets);
     loader.override_global("OFFSETS", &pod, true);
+    loader.override_global(aya_log::LEVEL, &super::kernel_log::LEVEL, true);
     let ebpf = loader.load(bytes).map_err(|e| classify(Stage::Load, &e))?;
     Ok(Loaded {
         ebpf,

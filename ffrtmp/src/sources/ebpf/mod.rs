@@ -14,6 +14,7 @@
 pub mod btf;
 pub mod counters;
 pub mod error;
+pub mod kernel_log;
 pub mod ledger;
 pub mod load;
 pub mod object;
@@ -62,6 +63,8 @@ pub struct Started {
     /// Whether strict targets are stopped (not in a dry run, and only with a ledger that
     /// survives the daemon); `Some(reason)` when strict placement is off for a reason.
     pub strict_off: Option<String>,
+    /// The kernel program's log ring, for `kernel_log::drain` on the record loop's runtime.
+    pub kernel_log: Option<kernel_log::KernelLogger>,
 }
 
 impl EbpfSource {
@@ -86,6 +89,7 @@ pub fn start(
     dry_run: bool,
 ) -> Result<Started, EbpfError> {
     let mut loaded = load::load_object(opts, settings.forward_all)?;
+    let kernel_log = kernel_log::take(&mut loaded.ebpf);
     let hook = load::attach(&mut loaded, opts)?;
     let valid = loaded.offsets.valid;
     let (btf_problem, ring_bytes) = (loaded.btf_problem.clone(), loaded.ring_bytes);
@@ -130,6 +134,7 @@ pub fn start(
         ledger,
         orphans,
         strict_off,
+        kernel_log,
     })
 }
 
