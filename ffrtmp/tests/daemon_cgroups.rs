@@ -33,10 +33,10 @@ fn scanned_target_is_placed_with_its_limits_and_bystanders_are_not() {
         .fallback_scan()
         .start();
     let job = root.job(&format!("auto-{name}-{pid}"));
-    assert!(
-        wait_until(SECS, || root.is_in(pid, &job)),
-        "target not placed in {job}:\n{}",
-        d.log_text()
+    d.expect(
+        SECS,
+        || root.is_in(pid, &job),
+        &format!("target not placed in {job}"),
     );
     match root.mode() {
         CgroupMode::V1 => {
@@ -438,11 +438,7 @@ fn drift_is_detected_and_corrected() {
         "{}",
         d.log_text()
     );
-    assert!(
-        wait_until(SECS, || root.is_in(pid, &job)),
-        "not moved back:\n{}",
-        d.log_text()
-    );
+    d.expect(SECS, || root.is_in(pid, &job), "not moved back");
     let (_, _) = d.stop_code();
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("state.json")).unwrap()).unwrap();

@@ -58,18 +58,15 @@ fn ebpf_places_targets_including_long_names_and_leaves_others_alone() {
             let pid = spawn(&mut root, bin, &["30"]);
             pids.push(pid);
             let cg = job(&root, name, pid);
-            assert!(
-                wait_until(Duration::from_secs(5), || root.is_in(pid, &cg)),
-                "[{hook}] target {name} (PID {pid}) not placed in {cg}:\n{}",
-                w.log_text()
+            w.expect(
+                Duration::from_secs(5),
+                || root.is_in(pid, &cg),
+                &format!("[{hook}] target {name} (PID {pid}) not placed in {cg}"),
             );
-            assert!(
-                wait_until(Duration::from_secs(5), || placed_by_event(
-                    &w.log_text(),
-                    pid
-                )),
-                "[{hook}] {name} was not placed from an exec event:\n{}",
-                w.log_text()
+            w.expect(
+                Duration::from_secs(5),
+                || placed_by_event(&w.log_text(), pid),
+                &format!("[{hook}] {name} was not placed from an exec event"),
             );
         }
         pids.extend(bins[2..].iter().map(|b| spawn(&mut root, b, &["30"])));
@@ -85,13 +82,10 @@ fn ebpf_places_targets_including_long_names_and_leaves_others_alone() {
         // The marker: a target exec'd last is placed from its event once every earlier exec
         // (the non-target's among them, had it been forwarded) was handled.
         let marker = spawn(&mut root, &bins[0], &["30"]);
-        assert!(
-            wait_until(Duration::from_secs(5), || placed_by_event(
-                &w.log_text(),
-                marker
-            )),
-            "[{hook}] the marker was not placed:\n{}",
-            w.log_text()
+        w.expect(
+            Duration::from_secs(5),
+            || placed_by_event(&w.log_text(), marker),
+            &format!("[{hook}] the marker was not placed"),
         );
         for (name, pid) in [(&impostor, pids[2]), (&other, pids[3])] {
             assert!(
@@ -122,10 +116,10 @@ fn ebpf_children_forked_right_after_exec_end_up_in_the_job_cgroup() {
     for round in 0..5 {
         let pid = spawn(&mut root, &sh, &["-c", script]);
         let cg = job(&root, &name, pid);
-        assert!(
-            wait_until(Duration::from_secs(5), || root.is_in(pid, &cg)),
-            "round {round}: PID {pid} not placed:\n{}",
-            w.log_text()
+        w.expect(
+            Duration::from_secs(5),
+            || root.is_in(pid, &cg),
+            &format!("round {round}: PID {pid} not placed"),
         );
         assert!(
             wait_until(Duration::from_secs(5), || procfs.children(pid).len() == 20),
@@ -240,10 +234,10 @@ fn ebpf_without_cap_bpf_the_error_says_so_and_fallback_scan_governs() {
     let bin = named_copy(dir.path(), "/bin/sleep", &name);
     let pid = spawn(&mut root, &bin, &["30"]);
     let cg = job(&root, &name, pid);
-    assert!(
-        wait_until(Duration::from_secs(5), || root.is_in(pid, &cg)),
-        "not placed by the scan:\n{}",
-        w.log_text()
+    w.expect(
+        Duration::from_secs(5),
+        || root.is_in(pid, &cg),
+        "not placed by the scan",
     );
     let log = w.stop();
     assert_eq!(log.matches("--fallback-scan given").count(), 1, "{log}");
@@ -290,28 +284,22 @@ fn ebpf_reload_rewrites_the_kernel_target_table() {
     let pb = spawn(&mut root, &bin_b, &["30"]);
     let pa = spawn(&mut root, &bin_a, &["30"]);
     let cg = job(&root, &b, pb);
-    assert!(
-        wait_until(Duration::from_secs(5), || root.is_in(pb, &cg)),
-        "new target not placed:\n{}",
-        w.log_text()
+    w.expect(
+        Duration::from_secs(5),
+        || root.is_in(pb, &cg),
+        "new target not placed",
     );
-    assert!(
-        wait_until(Duration::from_secs(5), || placed_by_event(
-            &w.log_text(),
-            pb
-        )),
-        "new target not placed from an event:\n{}",
-        w.log_text()
+    w.expect(
+        Duration::from_secs(5),
+        || placed_by_event(&w.log_text(), pb),
+        "new target not placed from an event",
     );
     // The marker: a target exec'd after pa, placed from its event once pa's was handled.
     let marker = spawn(&mut root, &bin_b, &["30"]);
-    assert!(
-        wait_until(Duration::from_secs(5), || placed_by_event(
-            &w.log_text(),
-            marker
-        )),
-        "the marker was not placed:\n{}",
-        w.log_text()
+    w.expect(
+        Duration::from_secs(5),
+        || placed_by_event(&w.log_text(), marker),
+        "the marker was not placed",
     );
     assert!(!under_root(&root, pa), "the removed target was placed");
     let log = w.stop();
@@ -366,24 +354,18 @@ fn ebpf_places_targets_known_by_their_exe_or_argv0_from_their_exec_event() {
                 w.log_text()
             );
             // The record loop logs a placement after the move is visible.
-            assert!(
-                wait_until(Duration::from_secs(3), || placed_by_event(
-                    &w.log_text(),
-                    pid
-                )),
-                "[forward_all {forward_all}] target by {how} not placed from its event:\n{}",
-                w.log_text()
+            w.expect(
+                Duration::from_secs(3),
+                || placed_by_event(&w.log_text(), pid),
+                &format!("[forward_all {forward_all}] target by {how} not placed from its event"),
             );
         }
         // The marker: a target exec'd after the stranger.
         let marker = spawn(&mut root, &bin, &["30"]);
-        assert!(
-            wait_until(Duration::from_secs(5), || placed_by_event(
-                &w.log_text(),
-                marker
-            )),
-            "the marker was not placed:\n{}",
-            w.log_text()
+        w.expect(
+            Duration::from_secs(5),
+            || placed_by_event(&w.log_text(), marker),
+            "the marker was not placed",
         );
         assert!(
             !under_root(&root, stranger),
@@ -447,10 +429,10 @@ fn ebpf_a_target_in_a_container_keeps_its_cgroup_and_limits() {
             && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
     }));
     let reason = format!("Skipping PID {pid} ({name}): it runs in a container");
-    assert!(
-        wait_until(Duration::from_secs(5), || w.log_text().contains(&reason)),
-        "no container skip for PID {pid}:\n{}",
-        w.log_text()
+    w.expect(
+        Duration::from_secs(5),
+        || w.log_text().contains(&reason),
+        &format!("no container skip for PID {pid}"),
     );
     // Through a few reconciliations it stays where the container put it, with its limit.
     let scans = scans_in(&w.log_text());

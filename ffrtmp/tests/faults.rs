@@ -1,5 +1,5 @@
 //! Root tests of the daemon on a node that breaks under it, each fault made the way the
-//! kernel produces it: the cgroup root removed (rmdir), a low descriptor limit (prlimit),
+//! kernel produces it: the cgroup root removed (rmdir), a low descriptor limit (setrlimit before exec, as prlimit does),
 //! the state directory full (a tmpfs filled) or read-only (remounted), and the daemon
 //! killed with SIGKILL at random moments while targets start. The real binary, eBPF and
 //! real cgroups (v1 on the host, v2 in the VM tier).
@@ -93,10 +93,10 @@ fn a_removed_cgroup_root_is_made_again_and_said_once() {
     for round in 0..2 {
         let pid = spawn(&mut root, &bin, &["60"]);
         let cg = job(&root, &name, pid);
-        assert!(
-            wait_until(SECS, || root.is_in(pid, &cg)),
-            "round {round}: PID {pid} not placed in {cg}:\n{}",
-            w.log_text()
+        w.expect(
+            SECS,
+            || root.is_in(pid, &cg),
+            &format!("round {round}: PID {pid} not placed in {cg}"),
         );
     }
     let log = w.stop();
@@ -115,7 +115,7 @@ fn at_64_descriptors_100_targets_are_placed_and_their_exits_seen() {
     let name = tag();
     let bin = named_copy(dir.path(), "/bin/sleep", &name);
     let w = Daemon::new(dir.path(), &root, &yaml(&name))
-        .wrapper(&["prlimit", "--nofile=64:64", "--"])
+        .open_files(64)
         .start();
     w.ready();
     let pids: Vec<u32> = (0..100).map(|_| spawn(&mut root, &bin, &["600"])).collect();
@@ -175,10 +175,10 @@ fn state_write_survives(break_it: impl FnOnce(&Tmpfs, &Path), heal: impl FnOnce(
     let pids: Vec<u32> = (0..3).map(|_| spawn(&mut root, &bin, &["60"])).collect();
     for &p in &pids {
         let cg = job(&root, &name, p);
-        assert!(
-            wait_until(SECS, || root.is_in(p, &cg)),
-            "PID {p} not placed while the state file cannot be written:\n{}",
-            w.log_text()
+        w.expect(
+            SECS,
+            || root.is_in(p, &cg),
+            &format!("PID {p} not placed while the state file cannot be written"),
         );
     }
     // Several flushes fail (the third says so at debug level); one error says so.

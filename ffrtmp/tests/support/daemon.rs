@@ -18,6 +18,7 @@ pub struct Builder {
     args: Vec<String>,
     env: Vec<(String, String)>,
     wrapper: Vec<String>,
+    open_files: Option<u64>,
 }
 
 impl Builder {
@@ -41,6 +42,13 @@ impl Builder {
     /// A command that runs the daemon (`prlimit … --`, `setpriv …`).
     pub fn wrapper(mut self, cmd: &[&str]) -> Self {
         self.wrapper = cmd.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
+    /// Start it with this open-files limit, soft and hard (what `prlimit --nofile=N:N`
+    /// does, without needing prlimit in the VM).
+    pub fn open_files(mut self, n: u64) -> Self {
+        self.open_files = Some(n);
         self
     }
 
@@ -87,6 +95,7 @@ impl Daemon {
             args: Vec::new(),
             env: Vec::new(),
             wrapper: Vec::new(),
+            open_files: None,
         }
     }
 
@@ -122,6 +131,22 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(n) = b.open_files {
+            use std::os::unix::process::CommandExt;
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe; it runs in the child before exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         Daemon {
             child: spawn_retrying(&mut cmd),
             log,
@@ -132,6 +157,11 @@ impl Daemon {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait until `cond` holds (at most `within`); else fail, saying `what` and the log.
+    pub fn expect(&self, within: Duration, cond: impl FnMut() -> bool, what: &str) {
+        assert!(wait_until(within, cond), "{what}:\n{}", self.log_text());
     }
 
     /// Wait for a log line containing `needle`.
