@@ -419,15 +419,13 @@ fn ebpf_a_stop_the_kernel_cannot_record_is_logged_by_the_kernel() {
     use ffrtmp::sources::ebpf::ledger::{PodStopKey, PodStopValue, PIN_DIR};
     require_ebpf!();
     let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let mut root = TestRoot::new();
-    let name = format!("{}f", tag());
-    let w = Daemon::new(
-        dir.path(),
-        &root,
-        &format!("target_commands: [{name}]\nplacement: strict\n"),
-    )
-    .start();
+    let mut t = Fixture::new("f", "/bin/sleep");
+    let w = t
+        .daemon(&format!(
+            "target_commands: [{}]\nplacement: strict\n",
+            t.name
+        ))
+        .start();
     w.ready();
     let pin = std::fs::read_dir(PIN_DIR)
         .unwrap()
@@ -457,13 +455,10 @@ fn ebpf_a_stop_the_kernel_cannot_record_is_logged_by_the_kernel() {
             break;
         }
     }
-    let bin = named_copy(dir.path(), "/bin/sleep", &name);
-    let pid = spawn(&mut root, &bin, &["30"]);
+    let pid = t.spawn(&["30"]);
     let said = format!("kernel: strict target tgid {pid} not stopped: its stop could not be recorded in the ledger (map insert returned -7)");
     let logged = wait_until(Duration::from_secs(10), || w.log_text().contains(&said));
-    let placed = wait_until(Duration::from_secs(10), || {
-        root.is_in(pid, &job(&root, &name, pid))
-    });
+    let placed = wait_until(Duration::from_secs(10), || t.is_placed(pid));
     for i in 0..ffrtmp_common::STOPPED_ENTRIES {
         let _ = ledger.remove(&fake(i));
     }

@@ -74,28 +74,30 @@ fn yaml(name: &str) -> String {
 fn a_removed_cgroup_root_is_made_again_and_said_once() {
     require_ebpf!();
     let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let mut root = TestRoot::new();
-    let name = tag();
-    let bin = named_copy(dir.path(), "/bin/sleep", &name);
-    let w = Daemon::new(dir.path(), &root, &yaml(&name)).start();
+    let mut t = Fixture::new("", "/bin/sleep");
+    let w = t.daemon(&yaml(&t.name)).start();
     w.ready();
     // Its spare cgroups first (rmdir takes empty directories only), then the root.
     let removed = wait_until(SECS, || {
-        for child in root.backend.children(&root.path).unwrap_or_default() {
-            let _ = root.backend.remove(&format!("{}/{child}", root.path));
+        for child in t.root.backend.children(&t.root.path).unwrap_or_default() {
+            let _ = t.root.backend.remove(&format!("{}/{child}", t.root.path));
         }
-        root.backend.remove(&root.path).is_ok()
+        t.root.backend.remove(&t.root.path).is_ok()
     });
-    assert!(removed, "could not remove {}:\n{}", root.path, w.log_text());
-    assert!(!root.exists(&root.path));
+    assert!(
+        removed,
+        "could not remove {}:\n{}",
+        t.root.path,
+        w.log_text()
+    );
+    assert!(!t.root.exists(&t.root.path));
 
     for round in 0..2 {
-        let pid = spawn(&mut root, &bin, &["60"]);
-        let cg = job(&root, &name, pid);
+        let pid = t.spawn(&["60"]);
+        let cg = t.job(pid);
         w.expect(
             SECS,
-            || root.is_in(pid, &cg),
+            || t.root.is_in(pid, &cg),
             &format!("round {round}: PID {pid} not placed in {cg}"),
         );
     }
@@ -110,23 +112,15 @@ fn a_removed_cgroup_root_is_made_again_and_said_once() {
 fn at_64_descriptors_100_targets_are_placed_and_their_exits_seen() {
     require_ebpf!();
     let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let mut root = TestRoot::new();
-    let name = tag();
-    let bin = named_copy(dir.path(), "/bin/sleep", &name);
-    let w = Daemon::new(dir.path(), &root, &yaml(&name))
-        .open_files(64)
-        .start();
+    let mut t = Fixture::new("", "/bin/sleep");
+    let w = t.daemon(&yaml(&t.name)).open_files(64).start();
     w.ready();
-    let pids: Vec<u32> = (0..100).map(|_| spawn(&mut root, &bin, &["600"])).collect();
+    let pids: Vec<u32> = (0..100).map(|_| t.spawn(&["600"])).collect();
     let placed = wait_until(Duration::from_secs(60), || {
-        pids.iter().all(|&p| root.is_in(p, &job(&root, &name, p)))
+        pids.iter().all(|&p| t.is_placed(p))
     });
     let log = w.log_text();
-    let missing: Vec<_> = pids
-        .iter()
-        .filter(|&&p| !root.is_in(p, &job(&root, &name, p)))
-        .collect();
+    let missing: Vec<_> = pids.iter().filter(|&&p| !t.is_placed(p)).collect();
     assert!(placed, "not placed: {missing:?}\n{log}");
     assert_eq!(
         count(&log, "The open files limit (64)"),
@@ -142,7 +136,7 @@ fn at_64_descriptors_100_targets_are_placed_and_their_exits_seen() {
         unsafe { libc::kill(p as i32, libc::SIGKILL) };
     }
     let gone = wait_until(Duration::from_secs(30), || {
-        pids.iter().all(|&p| !root.exists(&job(&root, &name, p)))
+        pids.iter().all(|&p| !t.root.exists(&t.job(p)))
     });
     let log = w.stop();
     assert!(gone, "some job cgroups outlived their process:\n{log}");
@@ -154,30 +148,25 @@ fn at_64_descriptors_100_targets_are_placed_and_their_exits_seen() {
 /// again with every governed target in it.
 fn state_write_survives(break_it: impl FnOnce(&Tmpfs, &Path), heal: impl FnOnce(&Tmpfs, &Path)) {
     let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let mut root = TestRoot::new();
-    let name = tag();
-    let bin = named_copy(dir.path(), "/bin/sleep", &name);
-    let fs = Tmpfs::mount(&dir.path().join("state"), "256k");
+    let mut t = Fixture::new("", "/bin/sleep");
+    let fs = Tmpfs::mount(&t.dir.path().join("state"), "256k");
     let state = fs.0.join("watch-state.json");
     let text = format!(
         "{}state_path: {}\nstate_flush_interval: 1s\n",
-        yaml(&name),
+        yaml(&t.name),
         state.display()
     );
-    let w = Daemon::new(dir.path(), &root, &text)
-        .env(&[("LOG_LEVEL", "debug")])
-        .start();
+    let w = t.daemon(&text).env(&[("LOG_LEVEL", "debug")]).start();
     w.ready();
     assert!(wait_until(SECS, || state.exists()));
     break_it(&fs, &fs.0);
 
-    let pids: Vec<u32> = (0..3).map(|_| spawn(&mut root, &bin, &["60"])).collect();
+    let pids: Vec<u32> = (0..3).map(|_| t.spawn(&["60"])).collect();
     for &p in &pids {
-        let cg = job(&root, &name, p);
+        let cg = t.job(p);
         w.expect(
             SECS,
-            || root.is_in(p, &cg),
+            || t.root.is_in(p, &cg),
             &format!("PID {p} not placed while the state file cannot be written"),
         );
     }
@@ -209,7 +198,7 @@ fn state_write_survives(break_it: impl FnOnce(&Tmpfs, &Path), heal: impl FnOnce(
     for p in &pids {
         assert_eq!(
             file["processes"][p.to_string()]["command"],
-            *name,
+            *t.name,
             "PID {p} missing from the state file"
         );
     }
@@ -238,24 +227,21 @@ fn a_read_only_state_directory_keeps_placing_and_loses_nothing() {
 fn ten_kill_9_while_targets_start_place_each_target_once() {
     require_ebpf!();
     let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let mut root = TestRoot::new();
-    let name = tag();
-    let bin = named_copy(dir.path(), "/bin/sleep", &name);
-    let state = dir.path().join("watch-state.json");
+    let mut t = Fixture::new("", "/bin/sleep");
+    let state = t.dir.path().join("watch-state.json");
     let text = format!(
         "{}state_path: {}\nreconcile_interval: 2s\n",
-        yaml(&name),
+        yaml(&t.name),
         state.display()
     );
     let mut pids = Vec::new();
     for round in 0..10 {
-        let mut w = Daemon::new(dir.path(), &root, &text).start();
+        let mut w = t.daemon(&text).start();
         // Targets start from before the daemon is up until after it is killed.
         let kill_after = Duration::from_millis(random_below(1500));
         let started = std::time::Instant::now();
         while started.elapsed() < kill_after {
-            pids.push(spawn(&mut root, &bin, &["600"]));
+            pids.push(t.spawn(&["600"]));
             std::thread::sleep(Duration::from_millis(25));
         }
         w.signal(libc::SIGKILL);
@@ -267,26 +253,29 @@ fn ten_kill_9_while_targets_start_place_each_target_once() {
                 .unwrap_or_else(|e| panic!("round {round}: state file not valid: {e}"));
         }
     }
-    let w = Daemon::new(dir.path(), &root, &text).start();
+    let w = t.daemon(&text).start();
     w.ready();
     let placed = wait_until(Duration::from_secs(60), || {
-        pids.iter().all(|&p| root.is_in(p, &job(&root, &name, p)))
+        pids.iter().all(|&p| t.is_placed(p))
     });
     assert!(placed, "not every target placed:\n{}", w.log_text());
     // Once: one job cgroup per target, none left over from a placement a kill cut short.
-    let want: std::collections::BTreeSet<String> =
-        pids.iter().map(|p| format!("auto-{name}-{p}")).collect();
+    let want: std::collections::BTreeSet<String> = pids
+        .iter()
+        .map(|p| format!("auto-{}-{p}", t.name))
+        .collect();
     let settled = wait_until(SECS, || {
-        let have: std::collections::BTreeSet<String> = root
+        let have: std::collections::BTreeSet<String> = t
+            .root
             .backend
-            .children(&root.path)
+            .children(&t.root.path)
             .unwrap()
             .into_iter()
             .filter(|c| c.starts_with("auto-"))
             .collect();
         have == want
     });
-    let have = root.backend.children(&root.path).unwrap();
+    let have = t.root.backend.children(&t.root.path).unwrap();
     assert!(
         settled,
         "job cgroups {have:?}, want one per target {want:?}"
@@ -303,7 +292,7 @@ fn ten_kill_9_while_targets_start_place_each_target_once() {
     let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
     let missing: Vec<_> = pids
         .iter()
-        .filter(|p| file["processes"][p.to_string()]["job_id"] != format!("auto-{name}-{p}"))
+        .filter(|p| file["processes"][p.to_string()]["job_id"] != format!("auto-{}-{p}", t.name))
         .collect();
     assert!(missing.is_empty(), "not in the state file: {missing:?}");
 }

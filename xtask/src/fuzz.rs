@@ -173,15 +173,11 @@ fn seeds(target: &str) -> Result<Vec<(String, Vec<u8>)>> {
                 .cloned()
                 .collect();
             yaml.retain(|(n, _)| n.ends_with(".yaml"));
-            // Every file alone, and with each env file's values after it.
+            // Every file alone, and with each env file after it.
             for (n, y) in &yaml {
                 out.push((n.clone(), y.clone()));
                 for (e, text) in &env {
-                    let mut b = y.clone();
-                    for v in env_values(&String::from_utf8_lossy(text)) {
-                        b.push(0);
-                        b.extend_from_slice(v.as_bytes());
-                    }
+                    let b = [&y[..], &[0], &text[..]].concat();
                     out.push((format!("{n}+{e}"), b));
                 }
             }
@@ -207,30 +203,6 @@ fn seeds(target: &str) -> Result<Vec<(String, Vec<u8>)>> {
         bail!("no seeds for fuzz target {target}");
     }
     Ok(out)
-}
-
-/// The values of the environment variables ffrtmp reads, in the order of its `ENV_VARS`
-/// (the config target reads them in that order), empty when the file does not set one.
-fn env_values(text: &str) -> Vec<String> {
-    const ENV_VARS: [&str; 6] = [
-        "SCAN_INTERVAL",
-        "TARGET_COMMANDS",
-        "STATE_FLUSH_INTERVAL",
-        "MAX_RETRY_ATTEMPTS",
-        "STATE_PATH",
-        "LOG_LEVEL",
-    ];
-    ENV_VARS
-        .iter()
-        .map(|k| {
-            text.lines()
-                .filter_map(|l| l.trim().strip_prefix(k)?.strip_prefix('='))
-                .next_back()
-                .unwrap_or("")
-                .trim_matches('"')
-                .to_string()
-        })
-        .collect()
 }
 
 fn files_in(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {

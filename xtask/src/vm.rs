@@ -124,27 +124,19 @@ fn parse(args: &[String]) -> Result<Option<Opts>> {
 impl Opts {
     /// Every --kernel and --distro names a row of the matrix.
     fn check(&self, rows: &[Row]) -> Result<()> {
-        for k in &self.kernels {
-            if !rows.iter().any(|r| &r.series == k) {
-                bail!(
-                    "--kernel {k}: not a series of xtask/vm/kernels.txt (known: {})",
-                    rows.iter()
-                        .map(|r| r.series.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                );
-            }
+        let series: Vec<&str> = rows.iter().map(|r| r.series.as_str()).collect();
+        let suites: Vec<&str> = rows.iter().filter_map(|r| r.rootfs.as_deref()).collect();
+        if let Some(k) = self.kernels.iter().find(|k| !series.contains(&k.as_str())) {
+            bail!(
+                "--kernel {k}: not a series of xtask/vm/kernels.txt (known: {})",
+                series.join(" ")
+            );
         }
-        for d in &self.distros {
-            if !rows.iter().any(|r| r.rootfs.as_deref() == Some(d)) {
-                bail!(
-                    "--distro {d}: no row of xtask/vm/kernels.txt has rootfs {d} (known: {})",
-                    rows.iter()
-                        .filter_map(|r| r.rootfs.as_deref())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                );
-            }
+        if let Some(d) = self.distros.iter().find(|d| !suites.contains(&d.as_str())) {
+            bail!(
+                "--distro {d}: no row of xtask/vm/kernels.txt has rootfs {d} (known: {})",
+                suites.join(" ")
+            );
         }
         Ok(())
     }

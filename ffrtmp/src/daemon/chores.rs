@@ -182,17 +182,7 @@ fn run_batch(placer: &Placer, dry_run: bool, batch: Vec<Chore>) -> Vec<ChoreDone
 
 fn run(placer: &Placer, dry_run: bool, chore: Chore) -> ChoreDone {
     match chore {
-        Chore::Refill(wanted) => ChoreDone::Made(
-            wanted
-                .into_iter()
-                .flat_map(|(l, n)| {
-                    placer
-                        .make_spares(&l, n)
-                        .into_iter()
-                        .map(move |s| (l.clone(), s))
-                })
-                .collect(),
-        ),
+        Chore::Refill(wanted) => ChoreDone::Made(placer.make_spares_for(wanted)),
         Chore::Remove { pid, cgroup, usage } => {
             let usage = if usage {
                 placer.final_usage(&cgroup)

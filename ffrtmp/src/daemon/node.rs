@@ -175,15 +175,7 @@ pub(super) fn first_spares(
     if opts.dry_run {
         return Vec::new();
     }
-    let made: Vec<_> = spares_wanted(s)
-        .into_iter()
-        .flat_map(|(l, n)| {
-            placer
-                .make_spares(&l, n)
-                .into_iter()
-                .map(move |sp| (l.clone(), sp))
-        })
-        .collect();
+    let made = placer.make_spares_for(spares_wanted(s));
     if !made.is_empty() {
         debug!(
             "{} spare cgroup(s) ready under {}",

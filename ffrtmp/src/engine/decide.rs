@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::{skip_memory, Engine, Origin, Outcome, FRESH_AGE, FRESH_WAIT};
 use crate::exec::{ExecNotice, Work};
 use crate::job::JobId;
-use crate::matcher::{decide, Decision};
+use crate::matcher::{decide, Decision, Guard, Skip};
 use crate::placer::JobSpec;
 use crate::process::{is_gone, monotonic_ns, Known, Pinned, ProcessId, Stopped};
 
@@ -208,7 +208,20 @@ impl Engine {
             self.rules.guard.tool_roots = self.rules.tool_roots.roots().to_vec();
         }
         let settings = self.settings.clone();
-        match decide(&settings.targets, &self.rules.guard, &facts) {
+        let decision = match decide(&settings.targets, &self.rules.guard, &facts) {
+            // Under the root in one hierarchy but not wholly in that cgroup: a placement a
+            // killed daemon cut short (v1 moves hierarchy by hierarchy). Decided afresh, so
+            // it is placed whole, not left half-governed.
+            Decision::Skip(Skip::UnderCgroupRoot(p)) if !self.placer.holds(&p, &facts.cgroups) => {
+                let guard = Guard {
+                    cgroup_root: String::new(),
+                    ..self.rules.guard.clone()
+                };
+                decide(&settings.targets, &guard, &facts)
+            }
+            d => d,
+        };
+        match decision {
             Decision::Skip(reason) => {
                 // Not bystanders (forward_all sends every exec): they would crowd the
                 // targets out of the memory, and no scan reports them.

@@ -161,6 +161,19 @@ impl Placer {
         made
     }
 
+    /// Spares for each set of limits, `n` of each, paired with their limits (the engine's
+    /// pool takes them so).
+    pub fn make_spares_for(&self, wanted: Vec<(Limits, usize)>) -> Vec<(Limits, Spare)> {
+        wanted
+            .into_iter()
+            .flat_map(|(l, n)| {
+                self.make_spares(&l, n)
+                    .into_iter()
+                    .map(move |s| (l.clone(), s))
+            })
+            .collect()
+    }
+
     /// Remove spare cgroups (the engine's, at shutdown or when the limits change).
     pub fn remove_spares(&self, cgroups: impl IntoIterator<Item = String>) {
         for cg in cgroups {

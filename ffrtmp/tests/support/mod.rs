@@ -94,6 +94,50 @@ macro_rules! require_ebpf {
     };
 }
 
+/// What most root tests start from: a directory and a cgroup root of their own, a target
+/// name made for the test and a copy of `binary` by that name.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub root: TestRoot,
+    pub name: String,
+    pub bin: PathBuf,
+}
+
+impl Fixture {
+    pub fn new(suffix: &str, binary: &str) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = TestRoot::new();
+        let name = format!("{}{suffix}", tag());
+        let bin = named_copy(dir.path(), binary, &name);
+        Fixture {
+            dir,
+            root,
+            name,
+            bin,
+        }
+    }
+
+    /// The daemon under test for this root and directory.
+    pub fn daemon(&self, yaml: &str) -> Builder {
+        Daemon::new(self.dir.path(), &self.root, yaml)
+    }
+
+    /// Start the target binary with `args`; the root kills it at the end.
+    pub fn spawn(&mut self, args: &[&str]) -> u32 {
+        spawn(&mut self.root, &self.bin, args)
+    }
+
+    /// The job cgroup of the target `pid`.
+    pub fn job(&self, pid: u32) -> String {
+        job(&self.root, &self.name, pid)
+    }
+
+    /// Whether `pid` is in its job cgroup now.
+    pub fn is_placed(&self, pid: u32) -> bool {
+        self.root.is_in(pid, &self.job(pid))
+    }
+}
+
 /// The tests start daemons and time placements on a 2-core machine: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
