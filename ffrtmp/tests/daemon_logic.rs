@@ -204,7 +204,7 @@ fn a_retried_placement_is_not_doubled_by_a_scan_in_its_backoff() {
     assert!(h.placed(&p, &Harness::job(&p), T));
     // The startup scan and the one the lost events asked for, then the marker.
     assert!(h.scans_done(2));
-    let marker = h.marker();
+    let marker = h.marker_by_scan();
     let moves = h.moves_besides(&marker);
     assert_eq!(moves.len(), 1, "moved once: {moves:?}");
     assert_eq!(h.backend.failed_moves(), 2);
@@ -444,7 +444,7 @@ fn jobs_placed_by_ffrtmp_run_under_another_root_are_left_alone() {
         count: 1,
     });
     assert!(h.scans_done(2));
-    let marker = h.marker();
+    let marker = h.marker_by_scan();
     assert_eq!(run.cgroup(), "/jobs/run-1");
     assert_eq!(own.cgroup(), "/ffrtmp/run-2");
     assert!(

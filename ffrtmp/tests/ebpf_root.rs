@@ -186,7 +186,7 @@ fn ebpf_without_cap_bpf_the_error_says_so_and_fallback_scan_governs() {
     let _g = serial();
     let no_setpriv = !Path::new("/usr/bin/setpriv").exists();
     let why = no_setpriv.then(|| "needs setpriv (util-linux) to drop capabilities".to_string());
-    if skipped(module_path!(), why) {
+    if skipped(&test_name(), why) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

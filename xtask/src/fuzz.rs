@@ -79,10 +79,20 @@ pub fn fuzz(args: &[String]) -> Result<()> {
     build()?;
     let mut failed = Vec::new();
     for chunk in o.targets.chunks(PARALLEL) {
-        let running: Vec<(String, Child, Instant)> = chunk
-            .iter()
-            .map(|t| Ok((t.clone(), start(t, o.seconds)?, Instant::now())))
-            .collect::<Result<_>>()?;
+        let mut running: Vec<(String, Child, Instant)> = Vec::new();
+        for t in chunk {
+            match start(t, o.seconds) {
+                Ok(c) => running.push((t.clone(), c, Instant::now())),
+                Err(e) => {
+                    // Not one left running behind the error.
+                    for (_, mut c, _) in running {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                    }
+                    return Err(e);
+                }
+            }
+        }
         for (t, mut child, started) in running {
             let status = child.wait()?;
             let log = std::fs::read_to_string(log_path(&t)).unwrap_or_default();
@@ -107,7 +117,18 @@ pub fn fuzz(args: &[String]) -> Result<()> {
 }
 
 /// cargo-fuzz itself (from crates.io when missing), then every target in one build.
+/// libfuzzer-sys compiles libFuzzer, which wants a C++ compiler (g++, installed as root).
 fn build() -> Result<()> {
+    let has_cxx = Command::new("c++")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_cxx {
+        if !crate::util::is_root() {
+            bail!("fuzzing needs a C++ compiler to build libFuzzer: apt-get install g++ (as root)");
+        }
+        run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "g++"]))?;
+    }
     let have = cargo()
         .args(["fuzz", "--version"])
         .output()

@@ -31,6 +31,12 @@ pub fn main(a: AttachArgs) -> ExitCode {
             )
         }
     };
+    if a.wait && pinned.pidfd.is_none() {
+        return fail(
+            EXIT_FAILURE,
+            format!("--wait: no pidfd could be opened for PID {} (the open-files limit is reached; raise it with ulimit -n); nothing was moved", a.pid),
+        );
+    }
     let backend = match detect() {
         Ok(b) => b,
         Err(e) => return fail(EXIT_FAILURE, e),

@@ -19,13 +19,14 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, String> {
     if s.is_empty() {
         return Err("empty duration".into());
     }
-    if s == "0" {
+    let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if unsigned == "0" {
         return Ok(Duration::ZERO);
     }
-    let s = s.strip_prefix('+').unwrap_or(s);
     if s.starts_with('-') {
         return Err(format!("negative duration {input:?}"));
     }
+    let s = unsigned;
     let not_a_duration = || format!("{input:?} is not a duration");
     let too_long = || format!("{input:?} is too long");
     let mut total_ns: u64 = 0;
@@ -54,16 +55,25 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, String> {
             other => return Err(format!("{input:?} has unknown unit {other:?}")),
         };
         let whole = digits_value(int).ok_or_else(too_long)?;
-        // Digits past the 19th cannot reach a nanosecond of even the largest unit.
-        let frac = &frac[..frac.len().min(19)];
-        let part = digits_value(frac).ok_or_else(too_long)? * u128::from(scale)
-            / 10u128.pow(frac.len() as u32);
+        // The fraction's significant digits past the 19th cannot reach a nanosecond of
+        // even the largest unit; leading zeros only scale it down.
+        let zeros = frac.len() - frac.trim_start_matches('0').len();
+        let sig = &frac[zeros..frac.len().min(zeros + 19)];
+        let places = (zeros + sig.len()) as u32;
+        let part = if places > 38 {
+            0
+        } else {
+            digits_value(sig).ok_or_else(too_long)? * u128::from(scale) / 10u128.pow(places)
+        };
         let group = whole
             .checked_mul(u128::from(scale))
             .and_then(|w| w.checked_add(part))
             .and_then(|n| u64::try_from(n).ok())
             .ok_or_else(too_long)?;
-        total_ns = total_ns.checked_add(group).ok_or_else(too_long)?;
+        total_ns = total_ns
+            .checked_add(group)
+            .filter(|&t| t <= i64::MAX as u64)
+            .ok_or_else(too_long)?;
         rest = tail;
     }
     Ok(Duration::from_nanos(total_ns))
@@ -464,13 +474,20 @@ mod tests {
             parse_go_duration("1.0000000001s"),
             Ok(Duration::from_secs(1))
         );
+        // Go's range: up to 2^63-1 ns.
         assert_eq!(
-            parse_go_duration("18446744073.709551615s"),
-            Ok(Duration::from_nanos(u64::MAX))
+            parse_go_duration("9223372036.854775807s"),
+            Ok(Duration::from_nanos(i64::MAX as u64))
         );
-        assert!(parse_go_duration("18446744074s")
+        assert!(parse_go_duration("9223372036.854775808s")
             .unwrap_err()
             .contains("too long"));
+        assert_eq!(
+            parse_go_duration("0.00000000000027777778h"),
+            Ok(Duration::from_nanos(1))
+        );
+        assert_eq!(parse_go_duration("-0"), Ok(Duration::ZERO));
+        assert_eq!(parse_go_duration("+0"), Ok(Duration::ZERO));
         assert!(parse_go_duration("99999999999999999999999h")
             .unwrap_err()
             .contains("too long"));

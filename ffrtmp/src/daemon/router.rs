@@ -160,7 +160,7 @@ impl RecordLoop {
                         // Its exit is then noticed by the next scan that misses it.
                         warn!(
                             pid = id.pid,
-                            "cannot watch PID {} for its exit: {e}", id.pid
+                            "cannot watch PID {} for its exit through its pidfd: {e}; its exit is polled instead", id.pid
                         );
                     }
                 }
@@ -330,7 +330,7 @@ impl RecordLoop {
         }
         let bytes = journal.state_bytes();
         if !opts.dry_run {
-            journal.written(crate::durable::write_atomic(&settings.state_path, &bytes));
+            journal.written_at_exit(crate::durable::write_atomic(&settings.state_path, &bytes));
             placer.remove_spares(spares);
         }
         journal.farewell(counts.of("ebpf"));

@@ -73,7 +73,7 @@ impl Engine {
     pub(super) fn scanned(&mut self, id: ProcessId) {
         let pinned = match self.proc.pin(id.pid) {
             Ok(p) => p,
-            Err(e) if out_of_descriptors(&e) => return self.pin_later(id, &e),
+            Err(e) if out_of_descriptors(&e) => return self.pin_later(id, &e, true),
             Err(_) => return, // exited since the scan listed it
         };
         if pinned.id != id
@@ -122,7 +122,7 @@ impl Engine {
             // again shortly, by the identity its event gave. A stopped one runs meanwhile.
             Err(e) if out_of_descriptors(&e) && start_ns.is_some() => {
                 let start_time = start_ns.map_or(0, |ns| self.proc.ticks_from_ns(ns));
-                return self.pin_later(ProcessId { pid, start_time }, &e);
+                return self.pin_later(ProcessId { pid, start_time }, &e, true);
             }
             // Not gone, but it cannot be pinned (memory…): the reconciliation scan will find
             // it; a stopped one runs meanwhile (dropped here).
@@ -158,16 +158,19 @@ impl Engine {
     }
 
     /// Pin `id` again after `PIN_AGAIN` (a min_runtime look, at once): placing goes on at
-    /// any open-files limit, as descriptors come free.
-    pub(super) fn pin_later(&mut self, id: ProcessId, e: &std::io::Error) {
+    /// any open-files limit, as descriptors come free. The first time is said (`first`),
+    /// not every try.
+    pub(super) fn pin_later(&mut self, id: ProcessId, e: &std::io::Error, first: bool) {
         if self.table.knows(id) || !self.table.defer(id, Instant::now() + PIN_AGAIN) {
             return;
         }
-        self.emit(Outcome::NotPinned {
-            pid: id.pid,
-            error: e.to_string(),
-            again_in: Some(PIN_AGAIN),
-        });
+        if first {
+            self.emit(Outcome::NotPinned {
+                pid: id.pid,
+                error: e.to_string(),
+                again_in: Some(PIN_AGAIN),
+            });
+        }
     }
 
     fn on_orphan(&mut self, stop: Stopped) {
@@ -213,8 +216,14 @@ impl Engine {
             // killed daemon cut short (v1 moves hierarchy by hierarchy). Decided afresh, so
             // it is placed whole, not left half-governed.
             Decision::Skip(Skip::UnderCgroupRoot(p)) if !self.placer.holds(&p, &facts.cgroups) => {
+                let root = &self.rules.guard.cgroup_root;
                 let guard = Guard {
                     cgroup_root: String::new(),
+                    // `run` and `attach` register the daemon's own root as theirs too.
+                    tool_roots: (self.rules.guard.tool_roots.iter())
+                        .filter(|t| !t.starts_with(root.as_str()))
+                        .cloned()
+                        .collect(),
                     ..self.rules.guard.clone()
                 };
                 decide(&settings.targets, &guard, &facts)

@@ -116,6 +116,9 @@ impl Engine {
                     delay,
                 });
                 let id = r.pinned.id;
+                // A pidfd in the reserve of descriptors is not held through the backoff.
+                let mut r = r;
+                r.pinned.pidfd = self.out.handed_on(r.pinned.pidfd.take());
                 self.table
                     .retry(id, Instant::now() + delay, Timed::Retry(Box::new(r)));
             }
@@ -141,12 +144,17 @@ impl Engine {
                 // Unless its exec event placed it meanwhile.
                 Timed::Fresh => self.scanned(id),
                 // Facts may have changed while it ran (cwd, parent): decide again.
+                // The PID's process now, if it is not the one deferred (it exited and the PID
+                // was reused, or the start time came from an exec event's clock), is judged
+                // on its own /proc facts like any other.
                 Timed::Defer => match self.proc.pin(id.pid) {
-                    Ok(pinned) if pinned.id == id => {
+                    Ok(pinned) if !self.table.knows(pinned.id) => {
                         self.look_at(pinned, &Known::default(), Origin::from_proc("min_runtime"))
                     }
-                    Err(e) if super::decide::out_of_descriptors(&e) => self.pin_later(id, &e),
-                    _ => {} // exited, or the PID now belongs to another process
+                    Err(e) if super::decide::out_of_descriptors(&e) => {
+                        self.pin_later(id, &e, false)
+                    }
+                    _ => {} // exited, or governed meanwhile
                 },
                 Timed::Retry(r) => {
                     let Retry {

@@ -340,14 +340,14 @@ impl Placer {
         }
     }
 
-    /// Where a governed process is: `Ok(None)` in its job cgroup, `Ok(Some(where))` moved
-    /// elsewhere (by another writer), `Err` when `/proc/PID/cgroup` cannot be read.
     /// Whether these `/proc/PID/cgroup` lines put a process in `cgroup` in every hierarchy
     /// the placer uses.
     pub fn holds(&self, cgroup: &str, lines: &[crate::process::CgroupLine]) -> bool {
         self.backend.is_member(cgroup, lines)
     }
 
+    /// Where a governed process is: `Ok(None)` in its job cgroup, `Ok(Some(where))` moved
+    /// elsewhere (by another writer), `Err` when `/proc/PID/cgroup` cannot be read.
     pub fn whereabouts(&self, pid: u32, cgroup: &str) -> std::io::Result<Option<String>> {
         let lines = self.proc.cgroups(pid)?;
         Ok((!self.backend.is_member(cgroup, &lines)).then(|| self.backend.location(&lines)))

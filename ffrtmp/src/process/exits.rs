@@ -80,12 +80,17 @@ impl ExitSet {
         self.unwatch(id.pid);
         match pidfd {
             Some(fd) if (fd.as_fd().as_raw_fd() as u64) < self.keep_below => {
-                epoll::add(
+                let added = epoll::add(
                     self.epoll.get_ref(),
                     &fd,
                     epoll::EventData::new_u64(u64::from(id.pid)),
                     epoll::EventFlags::IN,
-                )?;
+                );
+                if let Err(e) = added {
+                    // Watched by polling instead; the caller says why.
+                    self.polled.insert(id.pid, id);
+                    return Err(e.into());
+                }
                 self.watched.insert(id.pid, (id, fd));
             }
             // Closed here (dropped): the descriptor goes back to placements.

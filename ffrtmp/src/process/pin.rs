@@ -36,9 +36,12 @@ impl Pinned {
     pub fn is_alive(&self, proc: &ProcFs) -> bool {
         match &self.pidfd {
             Some(fd) => fd.is_alive(),
-            None => proc
-                .stat(self.id.pid)
-                .is_ok_and(|s| s.start_time == self.id.start_time && !s.is_zombie()),
+            // A read that fails for another reason than the process being gone (EMFILE,
+            // ENOMEM) says nothing about it: taken as alive.
+            None => match proc.stat(self.id.pid) {
+                Ok(s) => s.start_time == self.id.start_time && !s.is_zombie(),
+                Err(e) => !super::is_gone(&e),
+            },
         }
     }
 }

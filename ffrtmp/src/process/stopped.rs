@@ -46,6 +46,9 @@ pub struct Stopped {
     /// notice carries an `Option<Stopped>`.
     stat: Option<Box<Stat>>,
     ledger: Arc<dyn StopLedger>,
+    /// Where its start time is read again when there is no pidfd to signal it through
+    /// (only then: boxed, as every exec notice carries an `Option<Stopped>`).
+    proc: Option<Box<ProcFs>>,
     done: bool,
 }
 
@@ -62,21 +65,41 @@ impl fmt::Debug for Stopped {
 impl Stopped {
     /// Take over the stop `key` recorded in `ledger`: pin the process and check it is the
     /// one stopped (its start time), so a reused PID is never resumed or placed for it.
+    ///
+    /// Out of descriptors (EMFILE, ENFILE) it is claimed by its start time alone, and
+    /// resumed by PID once that start time is read again: never left stopped for want of
+    /// a pidfd.
     pub fn claim(ledger: Arc<dyn StopLedger>, key: StopKey, proc: &ProcFs) -> Stopped {
-        let pinned = PidFd::open(key.tgid).ok().and_then(|pidfd| {
-            proc.stat(key.tgid)
-                .ok()
-                .filter(|s| s.start_time == proc.ticks_from_ns(key.start_ns))
-                .map(|stat| (pidfd, Box::new(stat)))
-        });
-        let (pidfd, stat) = pinned.unzip();
+        let pidfd = PidFd::open(key.tgid);
+        let stat = proc
+            .stat(key.tgid)
+            .ok()
+            .filter(|s| s.start_time == proc.ticks_from_ns(key.start_ns))
+            .map(Box::new);
+        let (pidfd, stat, proc) = match (pidfd, stat) {
+            (Ok(fd), Some(st)) => (Some(fd), Some(st), None),
+            (Err(e), Some(st)) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                (None, Some(st), Some(Box::new(proc.clone())))
+            }
+            _ => (None, None, None),
+        };
         Stopped {
             key,
             pidfd,
             stat,
             ledger,
+            proc,
             done: false,
         }
+    }
+
+    /// Without a pidfd: whether the PID is still the stopped process (its start time).
+    fn same_process(&self) -> bool {
+        self.proc.as_ref().is_some_and(|proc| {
+            proc.stat(self.key.tgid).is_ok_and(|s| {
+                s.start_time == proc.ticks_from_ns(self.key.start_ns) && !s.is_zombie()
+            })
+        })
     }
 
     /// The process pinned as `ProcFs::pin` would, from what the claim already opened and
@@ -105,7 +128,10 @@ impl Stopped {
 
     /// Whether the stopped process is still there to be placed.
     pub fn is_present(&self) -> bool {
-        self.pidfd.as_ref().is_some_and(PidFd::is_alive)
+        match &self.pidfd {
+            Some(fd) => fd.is_alive(),
+            None => self.same_process(),
+        }
     }
 
     /// Resume it now.
@@ -118,20 +144,28 @@ impl Stopped {
         // SIGCONT first, then the ledger: a daemon that dies in between leaves an entry
         // for a running process (resumed again, harmlessly), never a stopped process
         // without an entry.
-        let sent = match &self.pidfd {
-            Some(p) => match p.signal(rustix::process::Signal::CONT) {
-                Ok(()) => true,
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => false,
-                Err(e) => {
-                    tracing::error!(
-                        pid = self.key.tgid,
-                        "Cannot resume PID {} stopped for strict placement: {e}",
-                        self.key.tgid
-                    );
-                    false
-                }
-            },
-            None => false,
+        let signalled = match &self.pidfd {
+            Some(p) => p.signal(rustix::process::Signal::CONT),
+            None if self.same_process() => rustix::process::Pid::from_raw(self.key.tgid as i32)
+                .map_or(Err(rustix::io::Errno::SRCH), |pid| {
+                    rustix::process::kill_process(pid, rustix::process::Signal::CONT)
+                })
+                .map_err(Into::into),
+            None => Err(std::io::Error::from_raw_os_error(libc::ESRCH)),
+        };
+        let sent = match signalled {
+            Ok(()) => true,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => false,
+            Err(e) => {
+                // Still there and still stopped: its ledger entry stays, so the sweeper
+                // (or the next daemon) tries again.
+                tracing::error!(
+                    pid = self.key.tgid,
+                    "Cannot resume PID {} stopped for strict placement: {e}; its stop stays in the ledger, to be resumed again",
+                    self.key.tgid
+                );
+                return Resumed::Gone;
+            }
         };
         let ours = self.ledger.take(&self.key);
         match (sent, ours) {

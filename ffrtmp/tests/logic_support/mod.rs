@@ -540,6 +540,22 @@ impl Harness {
         p
     }
 
+    /// A positive marker behind scan candidates: a new ffmpeg that only a scan reports
+    /// (the one lost events ask for now) is placed once the engine is done with every
+    /// candidate of the scans before (they share the work queue, in order).
+    pub fn marker_by_scan(&self) -> Proc {
+        let p = self.spawn("ffmpeg", "/", 0);
+        self.event(ffrtmp::sources::SourceEvent::Lost {
+            source: "marker",
+            count: 1,
+        });
+        assert!(
+            self.placed(&p, &Self::job(&p), Duration::from_secs(5)),
+            "the marker was not placed"
+        );
+        p
+    }
+
     /// Wait until `n` scans are reported: their candidates have gone to the engine (the
     /// record loop hands them on before it answers the next snapshot).
     pub fn scans_done(&self, n: u64) -> bool {

@@ -74,11 +74,22 @@ pub fn skipped(test: &str, why: Option<String>) -> bool {
     true
 }
 
+/// The running test's name (libtest names each test's thread after it).
+pub fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("a root test")
+        .to_string()
+}
+
 /// Skip the calling test (with the reason printed) unless it can run as root.
 #[macro_export]
 macro_rules! require_root {
     () => {
-        if support::skipped(module_path!(), support::skip_reason(support::Needs::Root)) {
+        if support::skipped(
+            &support::test_name(),
+            support::skip_reason(support::Needs::Root),
+        ) {
             return;
         }
     };
@@ -88,7 +99,10 @@ macro_rules! require_root {
 #[macro_export]
 macro_rules! require_ebpf {
     () => {
-        if support::skipped(module_path!(), support::skip_reason(support::Needs::Ebpf)) {
+        if support::skipped(
+            &support::test_name(),
+            support::skip_reason(support::Needs::Ebpf),
+        ) {
             return;
         }
     };

@@ -328,6 +328,17 @@ impl Journal {
         }
     }
 
+    /// How the last write of the state file, at shutdown, went: a failure is always said.
+    pub fn written_at_exit(&mut self, result: std::io::Result<()>) {
+        match result {
+            Err(e) => error!(
+                "Cannot write state file {} at shutdown: {e}; the next start finds the governed processes again in their job cgroups",
+                self.writes.path.display()
+            ),
+            ok => self.written(ok),
+        }
+    }
+
     /// How a write of the state file went. A failure is logged when it starts (or its
     /// error changes), not at every flush; the periodic flush retries, and the first write
     /// that lands again says so.

@@ -246,9 +246,9 @@ fn log_placed(
 
 fn not_pinned(pid: u32, error: &str, again_in: Option<std::time::Duration>) {
     match again_in {
-        Some(d) => debug!(
+        Some(d) => warn!(
             pid,
-            "Cannot pin PID {pid} yet: {error}; trying again in {}",
+            "Cannot pin PID {pid} yet: {error}; trying again every {} until a descriptor is free",
             format_go_duration(d)
         ),
         None => warn!(

@@ -113,8 +113,18 @@ impl<'a> Btf<'a> {
     }
 
     /// Bit offset of `member` in the struct/union `t`, looking through anonymous members.
-    fn find(&self, t: Type, member: &[u8], depth: u32) -> Result<Option<u32>, String> {
-        if depth > 8 {
+    /// Each anonymous struct is looked into once (`seen`, by where its body is): one that
+    /// did not have the member will not have it on another path, and a blob whose anonymous
+    /// members all name one struct would otherwise take vlen^depth steps (the BTF fuzz
+    /// target found one that took over a second).
+    fn find(
+        &self,
+        t: Type,
+        member: &[u8],
+        depth: u32,
+        seen: &mut std::collections::HashSet<usize>,
+    ) -> Result<Option<u32>, String> {
+        if depth > 8 || !seen.insert(t.body) {
             return Ok(None);
         }
         for m in 0..t.vlen {
@@ -130,7 +140,7 @@ impl<'a> Btf<'a> {
                 let inner = self.resolve(u32_at(self.types, mo + 4)?);
                 if let Some(inner) = inner.filter(|i| i.kind == KIND_STRUCT || i.kind == KIND_UNION)
                 {
-                    if let Some(b) = self.find(inner, member, depth + 1)? {
+                    if let Some(b) = self.find(inner, member, depth + 1, seen)? {
                         return Ok(Some(bits + b));
                     }
                 }
@@ -152,7 +162,12 @@ impl<'a> Btf<'a> {
             .copied()
             .ok_or_else(|| format!("struct {strukt} not found in BTF"))?;
         let bits = self
-            .find(t, member.as_bytes(), 0)?
+            .find(
+                t,
+                member.as_bytes(),
+                0,
+                &mut std::collections::HashSet::new(),
+            )?
             .ok_or_else(|| format!("struct {strukt} has no member {member}"))?;
         if bits % 8 != 0 {
             return Err(format!("{strukt}.{member} is a bitfield"));
@@ -390,6 +405,31 @@ mod tests {
             seed.display()
         );
         assert!(kernel_offsets(&committed).unwrap().1.is_empty());
+    }
+
+    /// Found by the BTF fuzz target (its input, kept as a seed): anonymous members that
+    /// all lead to one struct made the search take vlen^depth steps. Now each anonymous
+    /// struct is looked into once, and this returns at once.
+    #[test]
+    fn anonymous_members_naming_one_struct_are_searched_once() {
+        let blob = include_bytes!("../../../../fuzz/seeds/btf/nested-anonymous.btf");
+        let _ = kernel_offsets(blob);
+        // The same shape built: 40 anonymous members of one struct, nine levels deep.
+        let mut b = Blob::new();
+        let int = b.int();
+        let mut inner = b.strukt("", false, false, &[("leaf", int, 0)]);
+        for _ in 0..9 {
+            let members: Vec<(&str, u32, u32)> = (0..40).map(|_| ("", inner, 0)).collect();
+            inner = b.strukt("", false, false, &members);
+        }
+        b.strukt("task_struct", false, false, &[("", inner, 0)]);
+        let (_, missing) = kernel_offsets(&b.bytes()).unwrap();
+        assert!(
+            missing
+                .iter()
+                .any(|m| m.contains("no member start_boottime")),
+            "{missing:?}"
+        );
     }
 
     #[test]

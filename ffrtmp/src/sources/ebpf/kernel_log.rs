@@ -59,8 +59,10 @@ pub async fn drain(logger: KernelLogger) {
             return;
         };
         let logger = ready.get_inner_mut();
-        let flushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| logger.flush()));
-        if flushed.is_err() {
+        // A record that does not decode panics aya-log's flush after consuming it; the
+        // records behind it are read by the next pass (the kernel signals again only once
+        // the ring is drained).
+        while std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| logger.flush())).is_err() {
             warn!("eBPF: a record of the kernel program's log did not decode; dropped");
         }
         ready.clear_ready();
