@@ -587,27 +587,11 @@ fn date(epoch: u64, format: &str) -> Result<String> {
 /// `cargo build --release -p ffrtmp`; the binary's path from cargo's messages.
 fn build_release(root: &Path) -> Result<PathBuf> {
     let mut cmd = cargo();
-    cmd.current_dir(root).args([
-        "build",
-        "--release",
-        "-p",
-        "ffrtmp",
-        "--bin",
-        "ffrtmp",
-        "--message-format=json-render-diagnostics",
-    ]);
-    eprintln!("+ {}", show(&cmd));
-    let o = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .context("cannot run cargo build")?;
-    if !o.status.success() {
-        bail!("`{}` failed with {}", show(&cmd), o.status);
-    }
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "ffrtmp")
+    cmd.current_dir(root)
+        .args(["build", "--release", "-p", "ffrtmp", "--bin", "ffrtmp"]);
+    crate::util::cargo_artifacts(&mut cmd)?
+        .into_iter()
+        .filter(|m| m["target"]["name"] == "ffrtmp")
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
         .context("cargo did not report the ffrtmp binary")
 }

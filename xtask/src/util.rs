@@ -48,3 +48,22 @@ extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
 }
+
+/// Run cargo with `--message-format=json-render-diagnostics` (added here), its diagnostics
+/// to the terminal; the artifacts it built (`compiler-artifact` messages).
+pub fn cargo_artifacts(cmd: &mut Command) -> Result<Vec<serde_json::Value>> {
+    cmd.arg("--message-format=json-render-diagnostics");
+    eprintln!("+ {}", show(cmd));
+    let o = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {}", show(cmd)))?;
+    if !o.status.success() {
+        bail!("`{}` failed with {}", show(cmd), o.status);
+    }
+    Ok(String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact")
+        .collect())
+}

@@ -614,27 +614,12 @@ fn build_tests(root: &Path) -> Result<Built> {
         "--no-run",
         "--test",
         "*",
-        "--message-format=json-render-diagnostics",
     ]);
-    eprintln!("+ {}", show(&cmd));
-    let output = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .context("cannot run cargo test --no-run")?;
-    if !output.status.success() {
-        bail!("`{}` failed with {}", show(&cmd), output.status);
-    }
     let mut built = Built {
         ffrtmp: PathBuf::new(),
         tests: Vec::new(),
     };
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if msg["reason"] != "compiler-artifact" {
-            continue;
-        }
+    for msg in crate::util::cargo_artifacts(&mut cmd)? {
         let Some(exe) = msg["executable"].as_str() else {
             continue;
         };

@@ -2,25 +2,17 @@
 
 use std::process::ExitCode;
 
-use super::{fail, AttachArgs, EXIT_CONFIG, EXIT_FAILURE};
-use crate::config::raw::CgroupRoot;
+use super::{fail, AttachArgs, EXIT_FAILURE};
 use crate::placer::{detect, Class, JobSpec, Placer};
 use crate::process::ProcFs;
 
 pub fn main(a: AttachArgs) -> ExitCode {
-    let root = match CgroupRoot::parse(&a.cgroup_root) {
-        Ok(r) if r.0 == crate::config::raw::AUTO => crate::placer::delegation::tools_root(),
-        Ok(r) => r.0,
-        Err(e) => return fail(EXIT_CONFIG, format!("--cgroup-root: {e}")),
-    };
-    let job_id = a
-        .job_id
-        .clone()
-        .unwrap_or_else(|| format!("attach-{}", a.pid));
-    let job_id = match crate::job::JobId::named(&job_id) {
-        Ok(id) => id,
-        Err(e) => return fail(EXIT_CONFIG, e),
-    };
+    let default_job = format!("attach-{}", a.pid);
+    let (root, job_id) =
+        match super::root_and_job(&a.cgroup_root, a.job_id.as_deref(), &default_job) {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
     let proc = ProcFs::system();
     let pinned = match proc.pin(a.pid) {
         Ok(p) => p,

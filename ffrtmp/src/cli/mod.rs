@@ -189,6 +189,23 @@ pub fn main() -> ExitCode {
 }
 
 /// `run`/`attach`: record the root this job goes under, so the daemon never moves it.
+/// `run` and `attach`: the cgroup root (`auto`: the daemon's published one) and the job
+/// id (`default` unless given); a bad one is a config error (exit 2), said.
+fn root_and_job(
+    cgroup_root: &str,
+    job_id: Option<&str>,
+    default: &str,
+) -> Result<(String, crate::job::JobId), ExitCode> {
+    let root = match crate::config::raw::CgroupRoot::parse(cgroup_root) {
+        Ok(r) if r.0 == crate::config::raw::AUTO => crate::placer::delegation::tools_root(),
+        Ok(r) => r.0,
+        Err(e) => return Err(fail(EXIT_CONFIG, format!("--cgroup-root: {e}"))),
+    };
+    let job_id =
+        crate::job::JobId::named(job_id.unwrap_or(default)).map_err(|e| fail(EXIT_CONFIG, e))?;
+    Ok((root, job_id))
+}
+
 pub fn register_root(root: &str) {
     let dir = crate::placer::registry::runtime_dir();
     if let Err(e) = crate::placer::registry::register_tool_root(&dir, root) {

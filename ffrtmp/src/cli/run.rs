@@ -9,26 +9,18 @@ use std::process::ExitCode;
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::{fail, RunArgs, EXIT_CONFIG, EXIT_FAILURE};
-use crate::config::raw::CgroupRoot;
+use super::{fail, RunArgs, EXIT_FAILURE};
 use crate::placer::limits::needed_controllers;
 use crate::placer::{detect, Placer};
 use crate::process::ProcFs;
 
 pub fn main(a: RunArgs) -> ExitCode {
-    let root = match CgroupRoot::parse(&a.cgroup_root) {
-        Ok(r) if r.0 == crate::config::raw::AUTO => crate::placer::delegation::tools_root(),
-        Ok(r) => r.0,
-        Err(e) => return fail(EXIT_CONFIG, format!("--cgroup-root: {e}")),
-    };
-    let job_id = a
-        .job_id
-        .clone()
-        .unwrap_or_else(|| format!("run-{}", std::process::id()));
-    let job_id = match crate::job::JobId::named(&job_id) {
-        Ok(id) => id,
-        Err(e) => return fail(EXIT_CONFIG, e),
-    };
+    let default_job = format!("run-{}", std::process::id());
+    let (root, job_id) =
+        match super::root_and_job(&a.cgroup_root, a.job_id.as_deref(), &default_job) {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
     let limits = a.limits.limits();
     let backend = match detect() {
         Ok(b) => b,
