@@ -10,7 +10,7 @@ use support::*;
 
 #[test]
 fn busy_loop_is_held_to_its_cpu_quota() {
-    require_root!();
+    require!(Root);
     let mut root = TestRoot::new();
     let dir = tempfile::tempdir().unwrap();
     let name = format!("ffrt-c{}", unique());

@@ -19,7 +19,7 @@ fn limits_yaml(name: &str, extra: &str) -> String {
 
 #[test]
 fn scanned_target_is_placed_with_its_limits_and_bystanders_are_not() {
-    require_root!();
+    require!(Root);
     let mut root = TestRoot::new();
     let dir = tempfile::tempdir().unwrap();
     let name = format!("ffrt-t{}", unique());
@@ -121,7 +121,7 @@ fn scanned_target_is_placed_with_its_limits_and_bystanders_are_not() {
 
 #[test]
 fn memory_limit_oom_kills_inside_the_job() {
-    require_root!();
+    require!(Root);
     let mut root = TestRoot::new();
     let dir = tempfile::tempdir().unwrap();
     let name = format!("ffrt-m{}", unique());
@@ -162,7 +162,7 @@ fn memory_limit_oom_kills_inside_the_job() {
 
 #[test]
 fn pids_max_stops_forks() {
-    require_root!();
+    require!(Root);
     let mut root = TestRoot::new();
     let dir = tempfile::tempdir().unwrap();
     let name = format!("ffrt-p{}", unique());
@@ -200,7 +200,7 @@ fn pids_max_stops_forks() {
 
 #[test]
 fn restart_readopts_without_moving_and_reused_pids_are_not_adopted() {
-    require_root!();
+    require!(Root);
     let mut root = TestRoot::new();
     let dir = tempfile::tempdir().unwrap();
     let name = format!("ffrt-r{}", unique());
@@ -289,7 +289,7 @@ fn d_config(dir: &std::path::Path) -> std::path::PathBuf {
 
 #[test]
 fn processes_that_exit_mid_placement_are_not_failures() {
-    require_root!();
+    require!(Root);
     let mut root = TestRoot::new();
     let dir = tempfile::tempdir().unwrap();
     let name = format!("ffrt-e{}", unique());
@@ -324,7 +324,7 @@ fn processes_that_exit_mid_placement_are_not_failures() {
 
 #[test]
 fn placement_happens_at_min_runtime_not_a_scan_later() {
-    require_root!();
+    require!(Root);
     let mut root = TestRoot::new();
     let dir = tempfile::tempdir().unwrap();
     let name = format!("ffrt-n{}", unique());
@@ -361,7 +361,7 @@ fn placement_happens_at_min_runtime_not_a_scan_later() {
 
 #[test]
 fn filters_keep_blocked_dirs_out_by_path_component() {
-    require_root!();
+    require!(Root);
     let mut root = TestRoot::new();
     let dir = tempfile::tempdir().unwrap();
     let name = format!("ffrt-f{}", unique());
@@ -397,7 +397,7 @@ fn filters_keep_blocked_dirs_out_by_path_component() {
 
 #[test]
 fn drift_is_detected_and_corrected() {
-    require_root!();
+    require!(Root);
     let mut root = TestRoot::new();
     let dir = tempfile::tempdir().unwrap();
     let name = format!("ffrt-d{}", unique());
@@ -447,7 +447,7 @@ fn drift_is_detected_and_corrected() {
 
 #[test]
 fn a_corrupt_state_file_is_set_aside_and_the_daemon_runs() {
-    require_root!();
+    require!(Root);
     let root = TestRoot::new();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -483,7 +483,7 @@ fn a_corrupt_state_file_is_set_aside_and_the_daemon_runs() {
 
 #[test]
 fn dry_run_changes_nothing() {
-    require_root!();
+    require!(Root);
     let mut root = TestRoot::new();
     let dir = tempfile::tempdir().unwrap();
     let name = format!("ffrt-y{}", unique());
@@ -514,7 +514,7 @@ fn dry_run_changes_nothing() {
 
 #[test]
 fn sighup_reloads_and_a_bad_config_keeps_the_old_one() {
-    require_root!();
+    require!(Root);
     let mut root = TestRoot::new();
     let dir = tempfile::tempdir().unwrap();
     let first = format!("ffrt-h{}", unique());
@@ -578,7 +578,7 @@ fn a_bad_config_exits_2_with_the_error() {
 
 #[test]
 fn ffrtmp_run_beside_the_daemon_leaves_its_spare_cgroups_alone() {
-    require_root!();
+    require!(Root);
     let mut root = TestRoot::new();
     let dir = tempfile::tempdir().unwrap();
     let name = format!("ffrt-w{}", unique());
@@ -642,7 +642,7 @@ fn ffrtmp_run_beside_the_daemon_leaves_its_spare_cgroups_alone() {
 /// `Failed to place …: cgroup.procs: No such file or directory`).
 #[test]
 fn a_fresh_empty_job_cgroup_is_not_swept_as_a_leftover() {
-    require_root!();
+    require!(Root);
     let root = TestRoot::new();
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::new(
@@ -678,7 +678,7 @@ fn a_fresh_empty_job_cgroup_is_not_swept_as_a_leftover() {
 /// hierarchy, and go from all of them once it is empty.
 #[test]
 fn a_job_cgroup_is_removed_only_once_no_hierarchy_holds_a_process() {
-    require_root!();
+    require!(Root);
     let root = TestRoot::new();
     let placer = ffrtmp::placer::Placer::new(
         ffrtmp::placer::detect().unwrap(),

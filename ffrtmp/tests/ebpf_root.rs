@@ -22,7 +22,7 @@ use support::*;
 
 #[test]
 fn ebpf_places_targets_including_long_names_and_leaves_others_alone() {
-    require_ebpf!();
+    require!(Ebpf);
     let _g = serial();
     for hook in ["tp_btf", "tracepoint"] {
         let dir = tempfile::tempdir().unwrap();
@@ -103,7 +103,7 @@ fn ebpf_places_targets_including_long_names_and_leaves_others_alone() {
 
 #[test]
 fn ebpf_children_forked_right_after_exec_end_up_in_the_job_cgroup() {
-    require_ebpf!();
+    require!(Ebpf);
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut root = TestRoot::new();
@@ -146,7 +146,7 @@ fn ebpf_children_forked_right_after_exec_end_up_in_the_job_cgroup() {
 
 #[test]
 fn ebpf_overflow_is_reported_and_every_target_is_placed_after_reconciliation() {
-    require_ebpf!();
+    require!(Ebpf);
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut root = TestRoot::new();
@@ -182,7 +182,7 @@ fn ebpf_overflow_is_reported_and_every_target_is_placed_after_reconciliation() {
 
 #[test]
 fn ebpf_without_cap_bpf_the_error_says_so_and_fallback_scan_governs() {
-    require_ebpf!();
+    require!(Ebpf);
     let _g = serial();
     let no_setpriv = !Path::new("/usr/bin/setpriv").exists();
     let why = no_setpriv.then(|| "needs setpriv (util-linux) to drop capabilities".to_string());
@@ -247,7 +247,7 @@ fn ebpf_without_cap_bpf_the_error_says_so_and_fallback_scan_governs() {
 
 #[test]
 fn ebpf_reload_rewrites_the_kernel_target_table() {
-    require_ebpf!();
+    require!(Ebpf);
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut root = TestRoot::new();
@@ -315,7 +315,7 @@ fn ebpf_reload_rewrites_the_kernel_target_table() {
 /// too. A process whose names are none of the target's is not.
 #[test]
 fn ebpf_places_targets_known_by_their_exe_or_argv0_from_their_exec_event() {
-    require_ebpf!();
+    require!(Ebpf);
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut root = TestRoot::new();
@@ -380,7 +380,7 @@ fn ebpf_places_targets_known_by_their_exe_or_argv0_from_their_exec_event() {
 /// predecessor moved it into its job cgroup and the container's limit no longer applied.
 #[test]
 fn ebpf_a_target_in_a_container_keeps_its_cgroup_and_limits() {
-    require_ebpf!();
+    require!(Ebpf);
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut root = TestRoot::new();
@@ -467,7 +467,7 @@ fn ebpf_a_target_in_a_container_keeps_its_cgroup_and_limits() {
 /// The kernel program's counters reach /metrics: execs it saw, what it forwarded.
 #[test]
 fn ebpf_kernel_counters_are_exported() {
-    require_ebpf!();
+    require!(Ebpf);
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut root = TestRoot::new();
@@ -558,7 +558,7 @@ fn ebpf_kernel_counters_are_exported() {
 /// `perf stat` and `perf record -e` open) must still count every exec.
 #[test]
 fn ebpf_other_tracers_still_see_every_exec() {
-    require_ebpf!();
+    require!(Ebpf);
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let root = TestRoot::new();

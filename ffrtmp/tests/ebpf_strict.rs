@@ -15,7 +15,7 @@ use support::*;
 
 #[test]
 fn ebpf_strict_target_is_inside_its_cgroup_before_it_runs() {
-    require_ebpf!();
+    require!(Ebpf);
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let root = TestRoot::new();
@@ -57,7 +57,7 @@ fn ebpf_strict_target_is_inside_its_cgroup_before_it_runs() {
 
 #[test]
 fn ebpf_strict_target_whose_placement_fails_still_runs() {
-    require_ebpf!();
+    require!(Ebpf);
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let root = TestRoot::new();
@@ -152,7 +152,7 @@ fn ebpf_strict_target_whose_placement_fails_still_runs() {
 /// and only then resumes it; the dead daemon's ledger is removed once empty.
 #[test]
 fn ebpf_strict_stop_outlives_a_killed_daemon() {
-    require_ebpf!();
+    require!(Ebpf);
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let root = TestRoot::new();
@@ -237,7 +237,7 @@ fn ebpf_strict_stop_outlives_a_killed_daemon() {
 /// exec runs through.
 #[test]
 fn ebpf_dry_run_never_stops_a_strict_target() {
-    require_ebpf!();
+    require!(Ebpf);
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let root = TestRoot::new();
@@ -270,7 +270,7 @@ fn ebpf_dry_run_never_stops_a_strict_target() {
 
 #[test]
 fn ebpf_strict_never_leaves_a_process_stopped() {
-    require_ebpf!();
+    require!(Ebpf);
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let root = TestRoot::new();
@@ -328,7 +328,7 @@ fn ebpf_strict_never_leaves_a_process_stopped() {
 #[test]
 fn ebpf_ring_reader_resumes_every_stop_it_does_not_hand_over() {
     use ffrtmp::sources::ebpf;
-    require_ebpf!();
+    require!(Ebpf);
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let name = format!("{}d", tag());
@@ -417,7 +417,7 @@ fn state_of(pid: u32) -> Option<char> {
 fn ebpf_a_stop_the_kernel_cannot_record_is_logged_by_the_kernel() {
     use aya::maps::{HashMap, Map, MapData};
     use ffrtmp::sources::ebpf::ledger::{PodStopKey, PodStopValue, PIN_DIR};
-    require_ebpf!();
+    require!(Ebpf);
     let _g = serial();
     let mut t = Fixture::new("f", "/bin/sleep");
     let w = t

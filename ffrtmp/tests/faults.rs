@@ -72,7 +72,7 @@ fn yaml(name: &str) -> String {
 /// under it: the next target is placed, in a root made again, and that is said once.
 #[test]
 fn a_removed_cgroup_root_is_made_again_and_said_once() {
-    require_ebpf!();
+    require!(Ebpf);
     let _g = serial();
     let mut t = Fixture::new("", "/bin/sleep");
     let w = t.daemon(&yaml(&t.name)).start();
@@ -111,7 +111,7 @@ fn a_removed_cgroup_root_is_made_again_and_said_once() {
 /// (its job cgroup removed), with one warning that names the limit and the fix.
 #[test]
 fn at_64_descriptors_100_targets_are_placed_and_their_exits_seen() {
-    require_ebpf!();
+    require!(Ebpf);
     let _g = serial();
     let mut t = Fixture::new("", "/bin/sleep");
     let w = t.daemon(&yaml(&t.name)).open_files(64).start();
@@ -208,7 +208,7 @@ fn state_write_survives(break_it: impl FnOnce(&Tmpfs, &Path), heal: impl FnOnce(
 
 #[test]
 fn a_full_state_disk_keeps_placing_and_loses_nothing() {
-    require_ebpf!();
+    require!(Ebpf);
     let filler = std::cell::RefCell::new(PathBuf::new());
     state_write_survives(
         |_, dir| *filler.borrow_mut() = fill(dir),
@@ -218,7 +218,7 @@ fn a_full_state_disk_keeps_placing_and_loses_nothing() {
 
 #[test]
 fn a_read_only_state_directory_keeps_placing_and_loses_nothing() {
-    require_ebpf!();
+    require!(Ebpf);
     state_write_survives(|fs, _| fs.remount("ro"), |fs, _| fs.remount("rw"));
 }
 
@@ -226,7 +226,7 @@ fn a_read_only_state_directory_keeps_placing_and_loses_nothing() {
 /// (in its one job cgroup, no other job cgroup left for it) and the state file is valid.
 #[test]
 fn ten_kill_9_while_targets_start_place_each_target_once() {
-    require_ebpf!();
+    require!(Ebpf);
     let _g = serial();
     let mut t = Fixture::new("", "/bin/sleep");
     let state = t.dir.path().join("watch-state.json");

@@ -46,7 +46,7 @@ fn live_metrics(dir: &Path, mode: &str) -> String {
 
 #[test]
 fn fleet_rules_dashboard_and_manifests_match_a_live_daemon() {
-    require_ebpf!();
+    require!(Ebpf);
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut files = Vec::new();

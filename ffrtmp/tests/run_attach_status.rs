@@ -32,7 +32,7 @@ fn run_cmd(root: &TestRoot, job: &str, cmd: &[&str]) -> Command {
 
 #[test]
 fn run_starts_the_command_inside_its_cgroup_and_returns_its_exit_code() {
-    require_root!();
+    require!(Root);
     let root = TestRoot::new();
     let job = format!("run-{}", unique());
     let cg = root.job(&job);
@@ -69,7 +69,7 @@ fn run_starts_the_command_inside_its_cgroup_and_returns_its_exit_code() {
 
 #[test]
 fn run_forwards_term_and_survives_being_killed() {
-    require_root!();
+    require!(Root);
     let mut root = TestRoot::new();
     let dir = tempfile::tempdir().unwrap();
 
@@ -119,7 +119,7 @@ fn run_forwards_term_and_survives_being_killed() {
 
 #[test]
 fn attach_places_and_returns_and_wait_cleans_up() {
-    require_root!();
+    require!(Root);
     let mut root = TestRoot::new();
     let dir = tempfile::tempdir().unwrap();
     let sleeper = named_copy(dir.path(), "/bin/sleep", &format!("ffrt-a{}", unique()));
@@ -188,7 +188,7 @@ fn attach_places_and_returns_and_wait_cleans_up() {
 
 #[test]
 fn status_shows_governed_processes_with_live_numbers() {
-    require_root!();
+    require!(Root);
     let mut root = TestRoot::new();
     let dir = tempfile::tempdir().unwrap();
     let name = format!("ffrt-s{}", unique());
@@ -265,7 +265,7 @@ fn status_shows_governed_processes_with_live_numbers() {
 /// directory they share. With `--cgroup-root auto` run uses the root the daemon published.
 #[test]
 fn the_daemon_never_moves_a_job_of_ffrtmp_run_whatever_its_root() {
-    require_root!();
+    require!(Root);
     let dir = tempfile::tempdir().unwrap();
     let daemon_root = TestRoot::new();
     let other_root = TestRoot::new();

@@ -1,5 +1,5 @@
 //! The root and integration tests' support, one module for all: one rule for skipping
-//! (`require_root!`, `require_ebpf!`), a cgroup root beneath the test's own cgroup
+//! (`require!(Root)`, `require!(Ebpf)`), a cgroup root beneath the test's own cgroup
 //! (`TestRoot`), the daemon under test (`Daemon::new(…)…start()`), uniquely named target
 //! processes and the waits that make a test's assertions positive.
 #![allow(dead_code)]
@@ -82,26 +82,14 @@ pub fn test_name() -> String {
         .to_string()
 }
 
-/// Skip the calling test (with the reason printed) unless it can run as root.
+/// Skip the calling test (with the reason printed) unless the machine has what it needs
+/// (`require!(Root)`, `require!(Ebpf)`: see `Needs`).
 #[macro_export]
-macro_rules! require_root {
-    () => {
+macro_rules! require {
+    ($needs:ident) => {
         if support::skipped(
             &support::test_name(),
-            support::skip_reason(support::Needs::Root),
-        ) {
-            return;
-        }
-    };
-}
-
-/// Skip the calling test unless it can run as root with the eBPF source.
-#[macro_export]
-macro_rules! require_ebpf {
-    () => {
-        if support::skipped(
-            &support::test_name(),
-            support::skip_reason(support::Needs::Ebpf),
+            support::skip_reason(support::Needs::$needs),
         ) {
             return;
         }
