@@ -17,8 +17,7 @@ use super::owners::Owners;
 use super::scanner::{ScanCmd, ScanReport};
 use super::startup::{self, Inbox, Started};
 use super::ticks::{Tick, Ticks};
-use super::{Daemon, Options, ScanRole};
-use crate::config::units::format_go_duration;
+use super::{Daemon, Options};
 use crate::config::Settings;
 use crate::exec::Work;
 use crate::record::logging::LogControl;
@@ -167,7 +166,6 @@ impl RecordLoop {
                 Effect::Unwatch(pid) => self.owners.exits.unwatch(pid),
                 Effect::Scan { reason, full } => self.ask_scan(reason, full),
                 Effect::Leftover(cg) => self.owners.scanner.send(ScanCmd::Leftover(cg)),
-                Effect::SourceDown => self.source_down(),
             }
         }
     }
@@ -228,21 +226,6 @@ impl RecordLoop {
                 .chores
                 .push(Instant::now(), Chore::Write { path, bytes });
         }
-    }
-
-    /// Without exec events, new processes are found only by scanning: scan at
-    /// scan_interval as in --fallback-scan mode, and say so in health.
-    fn source_down(&mut self) {
-        if self.opts.scan_role != ScanRole::Reconcile {
-            return;
-        }
-        self.opts.scan_role = ScanRole::Primary;
-        self.ticks.scan_every(self.settings.scan_interval);
-        self.journal.source_lost();
-        warn!(
-            "Scanning /proc every {} instead",
-            format_go_duration(self.settings.scan_interval)
-        );
     }
 
     fn reload(&mut self, new: Settings) {

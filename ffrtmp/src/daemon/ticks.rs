@@ -57,11 +57,6 @@ impl Ticks {
         }
     }
 
-    /// Scan every `period` from now on.
-    pub fn scan_every(&mut self, period: Duration) {
-        self.scan = every(period, true);
-    }
-
     /// New settings: intervals that changed start over.
     pub fn reload(&mut self, s: &Settings, role: ScanRole) {
         let scan = scan_period(s, role);

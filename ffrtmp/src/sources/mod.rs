@@ -26,10 +26,6 @@ pub enum SourceEvent {
     Lost { source: &'static str, count: u64 },
     /// `count` strict targets ran without being stopped (the kernel could not stop them).
     StopsFailed { source: &'static str, count: u64 },
-    /// A record that could not be decoded (its process is found by the reconciliation).
-    Undecodable { source: &'static str, error: String },
-    /// The source stopped working; the daemon logs it and relies on scanning.
-    Failed { source: &'static str, error: String },
 }
 
 /// Where a source delivers.

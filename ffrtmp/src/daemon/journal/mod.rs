@@ -45,8 +45,6 @@ pub enum Effect {
     },
     /// A job cgroup the scanner should try to remove again later.
     Leftover(String),
-    /// The exec source stopped: scan instead.
-    SourceDown,
 }
 
 pub type Effects = Vec<Effect>;
@@ -384,11 +382,6 @@ impl Journal {
                 count,
                 "Event source {source}: {count} strict target(s) could not be stopped at exec (bpf_send_signal failed or the ledger of stops is full); they ran before their placement"
             ),
-            SourceEvent::Undecodable { source, error } => self.undecodable(source, &error, fx),
-            SourceEvent::Failed { source, error } => {
-                error!(source, "Event source {source} failed: {error}");
-                fx.push(Effect::SourceDown);
-            }
         }
     }
 
