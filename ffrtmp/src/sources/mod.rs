@@ -127,8 +127,10 @@ impl Drop for SourceThread {
     }
 }
 
-/// One item a `ChannelSource` forwards.
+/// One item a `ChannelSource` forwards. Mostly execs: boxing them to shrink the rare
+/// event would allocate for every notice.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Feed {
     Exec(ExecNotice),
     Event(SourceEvent),
