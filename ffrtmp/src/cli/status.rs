@@ -33,7 +33,7 @@ struct Report {
 pub fn main(a: StatusArgs) -> ExitCode {
     let path = state_path(a.state_path);
     let state: StateFile = match std::fs::read(&path) {
-        Ok(b) => match serde_json::from_slice(&b) {
+        Ok(b) => match crate::record::state::parse(&b) {
             Ok(s) => s,
             Err(e) => {
                 return fail(

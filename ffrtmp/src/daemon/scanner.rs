@@ -199,13 +199,9 @@ impl ScanThread {
     fn check_governed(&self, governed: &[Governed], r: &mut ScanReport) {
         for (id, cgroup, job_id) in governed {
             let pid = id.pid;
-            match self.proc.stat(pid) {
-                Ok(s) if s.start_time == id.start_time && !s.is_zombie() => {}
-                Ok(_) => {
-                    r.gone.push(*id);
-                    continue;
-                }
-                Err(e) if is_gone(&e) => {
+            match self.proc.is_alive(*id) {
+                Ok(true) => {}
+                Ok(false) => {
                     r.gone.push(*id);
                     continue;
                 }

@@ -63,8 +63,11 @@ pub fn running_daemon_state(dir: &Path, proc: &crate::process::ProcFs) -> Option
     let pid: u32 = std::str::from_utf8(f.next()?).ok()?.parse().ok()?;
     let start: u64 = std::str::from_utf8(f.next()?).ok()?.parse().ok()?;
     let path = PathBuf::from(std::ffi::OsStr::from_bytes(f.next()?));
-    let stat = proc.stat(pid).ok()?;
-    (stat.start_time == start && !stat.is_zombie() && path.is_absolute()).then_some(path)
+    let id = crate::process::ProcessId {
+        pid,
+        start_time: start,
+    };
+    (proc.is_alive(id).ok()? && path.is_absolute()).then_some(path)
 }
 
 /// `run`/`attach` record the root they place a job under. One `write` of one line with

@@ -18,7 +18,7 @@ use std::time::Duration;
 use rustix::event::epoll;
 use tokio::io::unix::AsyncFd;
 
-use super::{is_gone, PidFd, ProcFs, ProcessId};
+use super::{PidFd, ProcFs, ProcessId};
 
 /// How many exits one `exited` call reports at most (more wait for the next call).
 const BATCH: usize = 64;
@@ -179,10 +179,7 @@ impl ExitSet {
         let gone: Vec<ProcessId> = self
             .polled
             .values()
-            .filter(|id| match self.proc.stat(id.pid) {
-                Ok(s) => s.start_time != id.start_time || s.is_zombie(),
-                Err(e) => is_gone(&e),
-            })
+            .filter(|id| matches!(self.proc.is_alive(**id), Ok(false)))
             .copied()
             .collect();
         for id in &gone {

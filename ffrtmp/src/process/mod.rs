@@ -217,6 +217,17 @@ impl ProcFs {
         Ok(out)
     }
 
+    /// Whether `id` is still a live process: `Ok(false)` once it exited (a zombie counts),
+    /// or its PID is another process's now; `Err` when /proc cannot say (EMFILE, ENOMEM):
+    /// that is not an exit.
+    pub fn is_alive(&self, id: ProcessId) -> io::Result<bool> {
+        match self.stat(id.pid) {
+            Ok(s) => Ok(s.start_time == id.start_time && !s.is_zombie()),
+            Err(e) if is_gone(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Read and parse `/proc/PID/stat` (one open, one read).
     pub fn stat(&self, pid: u32) -> io::Result<Stat> {
         let mut buf = [0u8; 1024];

@@ -38,10 +38,7 @@ impl Pinned {
             Some(fd) => fd.is_alive(),
             // A read that fails for another reason than the process being gone (EMFILE,
             // ENOMEM) says nothing about it: taken as alive.
-            None => match proc.stat(self.id.pid) {
-                Ok(s) => s.start_time == self.id.start_time && !s.is_zombie(),
-                Err(e) => !super::is_gone(&e),
-            },
+            None => proc.is_alive(self.id).unwrap_or(true),
         }
     }
 }

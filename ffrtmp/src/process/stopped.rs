@@ -95,11 +95,9 @@ impl Stopped {
 
     /// Without a pidfd: whether the PID is still the stopped process (its start time).
     fn same_process(&self) -> bool {
-        self.proc.as_ref().is_some_and(|proc| {
-            proc.stat(self.key.tgid).is_ok_and(|s| {
-                s.start_time == proc.ticks_from_ns(self.key.start_ns) && !s.is_zombie()
-            })
-        })
+        self.proc
+            .as_ref()
+            .is_some_and(|proc| matches!(proc.is_alive(self.id(proc)), Ok(true)))
     }
 
     /// The process pinned as `ProcFs::pin` would, from what the claim already opened and
