@@ -66,13 +66,8 @@ pub fn main(a: AttachArgs) -> ExitCode {
     for (label, e) in &placement.failed {
         code = fail(EXIT_FAILURE, format!("limit {label} NOT applied: {e}"));
     }
-    if a.wait {
-        let Some(pidfd) = pinned.pidfd else {
-            return fail(
-                EXIT_FAILURE,
-                format!("--wait: no pidfd could be opened for PID {} (the open-files limit is reached; raise it with ulimit -n)", a.pid),
-            );
-        };
+    // With --wait the pidfd was checked for before anything moved.
+    if let (true, Some(pidfd)) = (a.wait, pinned.pidfd) {
         if let Err(e) = wait_and_remove(&placer, a.pid, pidfd, &placement.cgroup) {
             return fail(EXIT_FAILURE, e);
         }

@@ -188,7 +188,6 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// `run`/`attach`: record the root this job goes under, so the daemon never moves it.
 /// `run` and `attach`: the cgroup root (`auto`: the daemon's published one) and the job
 /// id (`default` unless given); a bad one is a config error (exit 2), said.
 fn root_and_job(
@@ -206,6 +205,7 @@ fn root_and_job(
     Ok((root, job_id))
 }
 
+/// `run`/`attach`: record the root this job goes under, so the daemon never moves it.
 pub fn register_root(root: &str) {
     let dir = crate::placer::registry::runtime_dir();
     if let Err(e) = crate::placer::registry::register_tool_root(&dir, root) {

@@ -31,7 +31,7 @@ struct Report {
 }
 
 pub fn main(a: StatusArgs) -> ExitCode {
-    let path = state_path(a.state_path);
+    let (path, whence) = state_path(a.state_path);
     let state: StateFile = match std::fs::read(&path) {
         Ok(b) => match crate::record::state::parse(&b) {
             Ok(s) => s,
@@ -45,11 +45,7 @@ pub fn main(a: StatusArgs) -> ExitCode {
         Err(e) => {
             return fail(
                 EXIT_FAILURE,
-                format!(
-                    "cannot read {}: {e} (no running daemon published its state file in {}; is it running? Else give its --state-path)",
-                    path.display(),
-                    crate::placer::registry::runtime_dir().display()
-                ),
+                format!("cannot read {}: {e} ({whence})", path.display()),
             )
         }
     };
@@ -72,19 +68,27 @@ pub fn main(a: StatusArgs) -> ExitCode {
 
 /// `--state-path`, `STATE_PATH`, the running daemon's (it publishes it in the runtime
 /// directory, wherever its `--state-path` put it), else the default.
-fn state_path(flag: Option<PathBuf>) -> PathBuf {
-    flag.or_else(|| {
-        std::env::var_os("STATE_PATH")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    })
-    .or_else(|| {
-        crate::placer::registry::running_daemon_state(
-            &crate::placer::registry::runtime_dir(),
-            &ProcFs::system(),
-        )
-    })
-    .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_PATH))
+/// The state file to read, and where its path came from (said when it cannot be read):
+/// `--state-path`, else `$STATE_PATH`, else what the running daemon published, else the
+/// default.
+fn state_path(flag: Option<PathBuf>) -> (PathBuf, String) {
+    if let Some(p) = flag {
+        return (p, "given by --state-path".into());
+    }
+    if let Some(p) = std::env::var_os("STATE_PATH").filter(|v| !v.is_empty()) {
+        return (p.into(), "from $STATE_PATH".into());
+    }
+    let dir = crate::placer::registry::runtime_dir();
+    match crate::placer::registry::running_daemon_state(&dir, &ProcFs::system()) {
+        Some(p) => (p, format!("published by the running daemon in {}", dir.display())),
+        None => (
+            PathBuf::from(DEFAULT_STATE_PATH),
+            format!(
+                "no running daemon published its state file in {}; is it running? Else give its --state-path",
+                dir.display()
+            ),
+        ),
+    }
 }
 
 /// One row per recorded process, with its cgroup's live numbers, by PID.

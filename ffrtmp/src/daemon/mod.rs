@@ -58,7 +58,8 @@ pub struct Options {
     pub scan_role: ScanRole,
     /// Delay between a state change and its write (changes within it are written once).
     pub flush_coalesce: Duration,
-    /// Where the daemon publishes its cgroup root and reads `ffrtmp run`'s roots.
+    /// Where the daemon publishes its cgroup root and itself (`daemon`: PID, start time and
+    /// state path, which `ffrtmp status` reads) and reads `ffrtmp run`'s roots.
     pub runtime_dir: PathBuf,
     /// The placement thread asks for SCHED_FIFO 1 (tests turn it off).
     pub realtime: bool,

@@ -156,7 +156,7 @@ impl RecordLoop {
                 Effect::Chore(c) => self.owners.chores.push(since, c),
                 Effect::Watch(id, pidfd) => {
                     if let Err(e) = self.owners.exits.watch(id, pidfd) {
-                        // Its exit is then noticed by the next scan that misses it.
+                        // The exit set polls it instead (once a second).
                         warn!(
                             pid = id.pid,
                             "cannot watch PID {} for its exit through its pidfd: {e}; its exit is polled instead", id.pid

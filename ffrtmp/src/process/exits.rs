@@ -28,7 +28,8 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 pub struct ExitSet {
     epoll: AsyncFd<OwnedFd>,
     watched: HashMap<u32, (ProcessId, PidFd)>,
-    /// Watched without a pidfd (over `capacity`, or none could be had).
+    /// Watched without a pidfd (its number at or past `keep_below`, none could be had, or
+    /// epoll refused it).
     polled: HashMap<u32, ProcessId>,
     keep_below: u64,
     poll: tokio::time::Interval,

@@ -94,6 +94,15 @@ async fn respond(
             "only GET and HEAD\n",
         ));
     }
+    let path = req.uri().path();
+    if path != "/metrics" && path != "/healthz" {
+        return Ok(reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "try /metrics or /healthz\n",
+        ));
+    }
+    // Only now asked of the record loop: a stray request costs it nothing.
     let Some(snapshot) = expo.observer.snapshot().await else {
         return Ok(reply(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -101,7 +110,7 @@ async fn respond(
             "the daemon is stopping\n",
         ));
     };
-    Ok(match req.uri().path() {
+    Ok(match path {
         "/metrics" => {
             // Reads every job cgroup's files: off the event loop.
             let e = expo.clone();
@@ -114,7 +123,7 @@ async fn respond(
                 body,
             )
         }
-        "/healthz" => {
+        _ => {
             let (code, body) = healthz(&snapshot);
             reply(
                 StatusCode::from_u16(code).unwrap_or(StatusCode::OK),
@@ -122,11 +131,6 @@ async fn respond(
                 body,
             )
         }
-        _ => reply(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "try /metrics or /healthz\n",
-        ),
     })
 }
 

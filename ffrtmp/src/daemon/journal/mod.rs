@@ -186,7 +186,8 @@ impl Journal {
         .to_json()
     }
 
-    /// A governed process and its exit watch (no polling: its pidfd joins the exit set).
+    /// A governed process and its exit watch (its pidfd joins the exit set; without one,
+    /// the exit set polls it).
     fn add_job(
         &mut self,
         id: ProcessId,
