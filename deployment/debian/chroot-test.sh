@@ -35,6 +35,11 @@ BASE=${FFRTMP_DEB_CHROOT:-${FFRTMP_CI_CACHE:-/var/cache/ffrtmp-ci}/deb-chroot}
 UNIT=ffrtmp-watch.service
 
 if [[ ! -x $BASE/usr/bin/systemctl || ! -x $BASE/bin/kill ]]; then
+    # A root the caller gave is theirs (the VM tier's tree): never replaced here.
+    if [[ -n ${FFRTMP_DEB_CHROOT:-} ]]; then
+        echo "chroot-test: FFRTMP_DEB_CHROOT=$BASE has no usr/bin/systemctl or bin/kill: not a Debian 12 root with systemd and procps (rebuild it with xtask/vm/build-rootfs.sh, or unset FFRTMP_DEB_CHROOT for a debootstrap'd one)" >&2
+        exit 1
+    fi
     echo "chroot-test: debootstrap bookworm into $BASE" >&2
     ARCHIVE=$(eval "$(apt-config shell A Dir::Cache::archives/d)"; echo "${A:-/var/cache/apt/archives/}")
     mkdir -p "$(dirname "$BASE")" "$ARCHIVE"

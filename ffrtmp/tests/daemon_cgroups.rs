@@ -216,6 +216,7 @@ fn restart_readopts_without_moving_and_reused_pids_are_not_adopted() {
         "{}",
         d.log_text()
     );
+    let config = d.config.clone();
     let (code, _) = d.stop_code();
     assert_eq!(code, Some(0));
     assert!(root.is_in(pid, &job));
@@ -236,7 +237,7 @@ fn restart_readopts_without_moving_and_reused_pids_are_not_adopted() {
     let stranger_cgroup = std::fs::read_to_string(format!("/proc/{spid}/cgroup")).unwrap();
 
     let d2 = Daemon::again(
-        d_config(dir.path()),
+        config,
         state_path.clone(),
         dir.path().join("second.log"),
         Daemon::new(dir.path(), &root, "").fallback_scan(),
@@ -271,20 +272,6 @@ fn restart_readopts_without_moving_and_reused_pids_are_not_adopted() {
         state["processes"].get(spid.to_string()).is_none(),
         "reused PID kept in state"
     );
-}
-
-/// The config file the first daemon of a test wrote.
-fn d_config(dir: &std::path::Path) -> std::path::PathBuf {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("config-")
-        })
-        .unwrap()
 }
 
 #[test]
@@ -655,13 +642,12 @@ fn a_fresh_empty_job_cgroup_is_not_swept_as_a_leftover() {
     assert!(d.wait_log("Scan complete", SECS), "{}", d.log_text());
     let job = root.job("auto-ffrt-none-4194000");
     root.backend.create(&job).unwrap();
-    let scans = |d: &Daemon| d.log_text().matches("Scan complete").count();
-    let before = scans(&d);
-    let deadline = std::time::Instant::now() + SECS;
-    while scans(&d) < before + 2 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(scans(&d) >= before + 2, "{}", d.log_text());
+    let before = scans_in(&d.log_text());
+    d.expect(
+        SECS,
+        || scans_in(&d.log_text()) >= before + 2,
+        "two reconciliation scans",
+    );
     let still = root.backend.procs(&job).is_ok();
     let (_, log) = d.stop_code();
     let _ = root.backend.remove(&job);

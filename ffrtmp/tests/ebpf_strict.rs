@@ -73,7 +73,8 @@ fn ebpf_strict_target_whose_placement_fails_still_runs() {
     // hierarchy (the spare cgroups the daemon keeps there go) and mount a read-only tmpfs
     // over it, so a job cgroup cannot be made there (EROFS; a root that is gone would be
     // made again). cgroup v2: allow the root no more descendants than it has.
-    let restore: Box<dyn Fn()> = match root.mode() {
+    // Undone when the test ends, passed or failed (before the root is removed).
+    let _restore = OnDrop(match root.mode() {
         ffrtmp::placer::CgroupMode::V1 => {
             let pids_root =
                 Path::new("/sys/fs/cgroup/pids").join(root.path.trim_start_matches('/'));
@@ -102,7 +103,7 @@ fn ebpf_strict_target_whose_placement_fails_still_runs() {
             );
             Box::new(move || {
                 let _ = Command::new("umount").arg(&pids_root).status();
-            })
+            }) as Box<dyn FnMut()>
         }
         ffrtmp::placer::CgroupMode::V2 => {
             let dir = Path::new("/sys/fs/cgroup").join(root.path.trim_start_matches('/'));
@@ -119,7 +120,7 @@ fn ebpf_strict_target_whose_placement_fails_still_runs() {
                 let _ = std::fs::write(dir.join("cgroup.max.descendants"), "max");
             })
         }
-    };
+    });
     let sh = named_copy(dir.path(), "/bin/dash", &name);
     let marker = dir.path().join("ran");
     let mut c = Command::new(&sh)
@@ -143,7 +144,6 @@ fn ebpf_strict_target_whose_placement_fails_still_runs() {
         w.log_text().contains(&format!("Failed to place PID {pid}"))
     });
     let log = w.stop();
-    restore();
     assert!(failed, "{log}");
 }
 
@@ -171,13 +171,7 @@ fn ebpf_strict_stop_outlives_a_killed_daemon() {
         .unwrap();
     let pid = c.id();
     assert!(
-        wait_until(Duration::from_secs(5), || std::fs::read_to_string(format!(
-            "/proc/{pid}/stat"
-        ))
-        .is_ok_and(|s| s
-            .rsplit(')')
-            .next()
-            .is_some_and(|r| r.trim_start().starts_with('T')))),
+        wait_until(Duration::from_secs(5), || state_of(pid) == Some('T')),
         "the kernel did not stop the target"
     );
     w.signal(libc::SIGKILL);
@@ -357,15 +351,7 @@ fn ebpf_ring_reader_resumes_every_stop_it_does_not_hand_over() {
     let mut reader = ebpf::RingReader::from_source(started.source);
     let sh = named_copy(dir.path(), "/bin/dash", &name);
     let spawn = || Command::new(&sh).args(["-c", "exit 0"]).spawn().unwrap();
-    let stopped = |c: &Child| {
-        wait_until(Duration::from_secs(5), || {
-            std::fs::read_to_string(format!("/proc/{}/stat", c.id())).is_ok_and(|s| {
-                s.rsplit(')')
-                    .next()
-                    .is_some_and(|r| r.trim_start().starts_with('T'))
-            })
-        })
-    };
+    let stopped = |c: &Child| wait_until(Duration::from_secs(5), || state_of(c.id()) == Some('T'));
     let held_kids: Vec<Child> = (0..2).map(|_| spawn()).collect();
     assert!(held_kids.iter().all(stopped));
     let mut held = Vec::new();

@@ -43,7 +43,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::util::{cargo, is_root, repo_root, run, show};
+use crate::util::{cargo, ensure_tool, find_on_path, is_root, repo_root, run, show};
 
 const USAGE: &str = "usage: cargo xtask deb [--out DIR] [--version V] [--lintian] [--chroot-test]
 
@@ -64,7 +64,6 @@ deployment/debian/.
 
 /// The package version suffix of the second build the VM tier upgrades to.
 pub const VM_UPGRADE_SUFFIX: &str = "+test2";
-const APT: &[&str] = &["apt-get", "-o", "DPkg::Lock::Timeout=600"];
 const UNIT: &str = "ffrtmp-watch.service";
 /// Docs of the package: (file of the checkout, required).
 const DOCS: &[(&str, bool)] = &[
@@ -917,40 +916,6 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata)) -> Result<()> 
 }
 
 // --- tools and files -----------------------------------------------------------------------
-
-/// A tool from Debian: installed with apt-get when missing and running as root.
-fn ensure_tool(tool: &str, package: &str) -> Result<()> {
-    if find_on_path(tool).is_some() {
-        return Ok(());
-    }
-    if !is_root() {
-        bail!("{tool} is missing: install it with `sudo apt-get install {package}` (or run this as root, which installs it)");
-    }
-    let apt = |args: &[&str]| {
-        let mut c = Command::new(APT[0]);
-        c.args(&APT[1..])
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive");
-        c
-    };
-    if run(&mut apt(&["install", "-y", package])).is_err() {
-        run(&mut apt(&["update"]))?;
-        run(&mut apt(&["install", "-y", package]))?;
-    }
-    if find_on_path(tool).is_none() {
-        bail!("{tool} is still missing after `apt-get install {package}`");
-    }
-    Ok(())
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .chain(["/usr/sbin", "/sbin"])
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
-}
 
 /// Run a command for its stdout; an unsuccessful exit is an error with its stderr.
 fn output(cmd: &mut Command) -> Result<String> {

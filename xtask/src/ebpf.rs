@@ -16,10 +16,11 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::util::{find_on_path, APT};
+
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const DEBIAN_BPF_CORE: &str = "/usr/lib/rustlib/bpfel-unknown-none/lib";
 const BPF_LINKER_VERSION: &str = "0.13.0";
-const APT: &[&str] = &["apt-get", "-o", "DPkg::Lock::Timeout=600"];
 
 /// Where `cargo build --release` in ffrtmp-ebpf/ puts the object (ffrtmp/build.rs looks there).
 pub fn object_path(root: &Path) -> PathBuf {
@@ -301,14 +302,6 @@ pub fn parse_libllvm_major(ldd: &str) -> Option<u32> {
             .collect();
         digits.parse().ok()
     })
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
 }
 
 fn nightly_with_rust_src() -> bool {

@@ -119,16 +119,7 @@ pub fn fuzz(args: &[String]) -> Result<()> {
 /// cargo-fuzz itself (from crates.io when missing), then every target in one build.
 /// libfuzzer-sys compiles libFuzzer, which wants a C++ compiler (g++, installed as root).
 fn build() -> Result<()> {
-    let has_cxx = Command::new("c++")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_cxx {
-        if !crate::util::is_root() {
-            bail!("fuzzing needs a C++ compiler to build libFuzzer: apt-get install g++ (as root)");
-        }
-        run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "g++"]))?;
-    }
+    crate::util::ensure_tool("c++", "g++")?;
     let have = cargo()
         .args(["fuzz", "--version"])
         .output()

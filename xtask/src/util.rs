@@ -67,3 +67,42 @@ pub fn cargo_artifacts(cmd: &mut Command) -> Result<Vec<serde_json::Value>> {
         .filter(|m| m["reason"] == "compiler-artifact")
         .collect())
 }
+
+/// apt-get that waits for another apt to finish instead of failing.
+pub const APT: &[&str] = &["apt-get", "-o", "DPkg::Lock::Timeout=600"];
+
+/// Make sure `tool` is on the PATH: installed from `package` when missing (as root;
+/// otherwise the error says the command that installs it).
+pub fn ensure_tool(tool: &str, package: &str) -> Result<()> {
+    if find_on_path(tool).is_some() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("{tool} is missing: install it with `sudo apt-get install {package}` (or run this as root, which installs it)");
+    }
+    let apt = |args: &[&str]| {
+        let mut c = Command::new(APT[0]);
+        c.args(&APT[1..])
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    if run(&mut apt(&["install", "-y", package])).is_err() {
+        run(&mut apt(&["update"]))?;
+        run(&mut apt(&["install", "-y", package]))?;
+    }
+    if find_on_path(tool).is_none() {
+        bail!("{tool} is still missing after `apt-get install {package}`");
+    }
+    Ok(())
+}
+
+/// `name` in a directory of the PATH (or /usr/sbin, /sbin).
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}

@@ -597,16 +597,6 @@ impl Harness {
         self.with_snapshot(|s| s.jobs.live.len())
     }
 
-    /// Send new settings, as SIGHUP does.
-    pub fn reload(&self, yaml: &str) {
-        let s = self.settings(yaml);
-        self.reload
-            .as_ref()
-            .expect("the daemon runs")
-            .blocking_send(Box::new(s))
-            .unwrap();
-    }
-
     /// Stop the daemon and wait for it.
     pub fn stop(&mut self) {
         if let Some(c) = self.stop.take() {

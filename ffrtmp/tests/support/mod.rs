@@ -16,10 +16,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ffrtmp::placer::detect;
-use ffrtmp::process::ProcFs;
 
-#[allow(unused_imports)]
-pub use cgroups::{own_cgroup_path, TestRoot};
+pub use cgroups::TestRoot;
 #[allow(unused_imports)]
 pub use daemon::{Builder, Daemon};
 
@@ -140,6 +138,16 @@ impl Fixture {
     }
 }
 
+/// Runs its closure when dropped: what a test changed on the host is undone even when an
+/// assertion fails first.
+pub struct OnDrop(pub Box<dyn FnMut()>);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
 /// The tests start daemons and time placements on a 2-core machine: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -240,22 +248,6 @@ pub fn http_get(url: &str) -> (u16, String) {
         .split_once("\r\n\r\n")
         .map_or(String::new(), |(_, b)| b.to_string());
     (code, body)
-}
-
-/// Append a line to a file (creating it).
-pub fn append(path: &Path, line: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    writeln!(f, "{line}").unwrap();
-}
-
-/// CPU time of a process (user + system), in seconds.
-pub fn cpu_seconds(pid: u32) -> f64 {
-    let s = ProcFs::system().stat(pid).unwrap();
-    (s.utime + s.stime) as f64 / 100.0
 }
 
 /// This test process's identity (names its ledger of stops when a test starts a source).
