@@ -30,13 +30,8 @@ pub struct ExecNotice {
     /// When the process started (CLOCK_BOOTTIME ns, the kernel's `start_boottime`): with
     /// `pid`, its identity. `None` when the source does not know it.
     pub start_ns: Option<u64>,
-    pub ppid: Option<u32>,
-    /// comm at exec, if the source knows it.
-    pub comm: Option<Vec<u8>>,
     /// Other facts the source knows (names, uid, namespace), so they are not read again.
     pub known: Known,
-    /// The exec'd path, if the source knows it.
-    pub filename: Option<Vec<u8>>,
     /// CLOCK_MONOTONIC ns of the exec (for exec → placed latency), if known.
     pub exec_mono_ns: Option<u64>,
     /// CLOCK_MONOTONIC ns when the source read it (the kernel's ring buffer → the reader).
@@ -53,10 +48,7 @@ impl ExecNotice {
         ExecNotice {
             pid,
             start_ns: None,
-            ppid: None,
-            comm: None,
             known: Known::default(),
-            filename: None,
             exec_mono_ns: None,
             read_mono_ns: None,
             stop: None,

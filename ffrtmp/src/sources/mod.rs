@@ -127,10 +127,8 @@ impl Drop for SourceThread {
     }
 }
 
-/// One item a `ChannelSource` forwards. Mostly execs: boxing them to shrink the rare
-/// event would allocate for every notice.
+/// One item a `ChannelSource` forwards.
 #[derive(Debug)]
-#[allow(clippy::large_enum_variant)]
 pub enum Feed {
     Exec(ExecNotice),
     Event(SourceEvent),

@@ -20,7 +20,7 @@ use aya::Ebpf;
 use ffrtmp_common::user::decode_exec_event;
 use ffrtmp_common::{
     ExecEvent, StopKey, EXEC_FLAG_ARGV0_FAILED, EXEC_FLAG_ARGV0_TRUNCATED, EXEC_FLAG_EXE_FAILED,
-    EXEC_FLAG_EXE_TRUNCATED, EXEC_FLAG_FILENAME_FAILED, EXEC_FLAG_STOPPED, EXEC_FLAG_TASK_FAILED,
+    EXEC_FLAG_EXE_TRUNCATED, EXEC_FLAG_STOPPED, EXEC_FLAG_TASK_FAILED,
 };
 
 use super::ledger::KernelLedger;
@@ -38,8 +38,6 @@ pub fn notice_of(ev: &ExecEvent, stop: Option<Stopped>) -> ExecNotice {
     ExecNotice {
         pid: ev.tgid,
         start_ns: (task_known && ev.start_ns != 0).then_some(ev.start_ns),
-        ppid: (task_known && ev.ppid != 0).then_some(ev.ppid),
-        comm: Some(ev.comm_bytes().to_vec()),
         known: Known {
             argv0: complete(
                 ev.argv0_name_bytes(),
@@ -54,7 +52,6 @@ pub fn notice_of(ev: &ExecEvent, stop: Option<Stopped>) -> ExecNotice {
             uid: Some(ev.uid),
             pidns_level: (ev.pidns_level != u32::MAX).then_some(ev.pidns_level),
         },
-        filename: (ev.flags & EXEC_FLAG_FILENAME_FAILED == 0).then(|| ev.filename_bytes().to_vec()),
         exec_mono_ns: Some(ev.ktime_ns),
         read_mono_ns: Some(crate::process::monotonic_ns()),
         stop,
@@ -135,7 +132,7 @@ impl Drop for RingReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ffrtmp_common::{COMM_LEN, FILENAME_LEN};
+    use ffrtmp_common::{COMM_LEN, EXEC_FLAG_FILENAME_FAILED, FILENAME_LEN};
 
     fn event(flags: u32) -> ExecEvent {
         let mut ev = ExecEvent {
@@ -165,16 +162,11 @@ mod tests {
     #[test]
     fn a_notice_carries_identity_names_and_clock() {
         let n = notice_of(&event(0), None);
-        assert_eq!(
-            (n.pid, n.start_ns, n.ppid),
-            (4242, Some(5_000_000_000), Some(1))
-        );
+        assert_eq!((n.pid, n.start_ns), (4242, Some(5_000_000_000)));
         assert_eq!(n.exec_mono_ns, Some(77));
-        assert_eq!(n.comm.as_deref(), Some(b"ffmpeg".as_slice()));
         assert_eq!(n.known.argv0.as_deref(), Some(b"ffmpeg".as_slice()));
         assert_eq!(n.known.exe_name.as_deref(), Some(b"ffmpeg".as_slice()));
         assert_eq!((n.known.uid, n.known.pidns_level), (Some(33), Some(0)));
-        assert_eq!(n.filename.as_deref(), Some(b"/usr/bin/ffmpeg".as_slice()));
         assert_eq!(n.source, "ebpf");
         assert!(n.stop.is_none());
     }
@@ -190,10 +182,9 @@ mod tests {
             ),
             None,
         );
-        assert_eq!(n.filename, None);
         assert_eq!(n.known.exe_name, None);
         assert_eq!(n.known.argv0, None);
-        assert_eq!((n.start_ns, n.ppid), (None, None));
+        assert_eq!(n.start_ns, None);
         let mut ev = event(0);
         ev.pidns_level = u32::MAX;
         assert_eq!(notice_of(&ev, None).known.pidns_level, None);
