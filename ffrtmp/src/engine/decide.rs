@@ -9,7 +9,9 @@ use crate::exec::{ExecNotice, Work};
 use crate::job::JobId;
 use crate::matcher::{decide, Decision, Guard, Skip};
 use crate::placer::JobSpec;
-use crate::process::{is_gone, monotonic_ns, Known, Pinned, ProcessId, Stopped};
+use crate::process::{
+    is_gone, monotonic_ns, out_of_descriptors, Known, Pinned, ProcessId, Stopped,
+};
 
 impl Engine {
     pub(super) fn on_work(&mut self, w: Work) {
@@ -28,9 +30,7 @@ impl Engine {
                 // kernel's exec hook (the comm changes first). Its exec event, if one is on
                 // its way, places it; otherwise the scan's finding does, a little later.
                 if self.rules.exec_hook && self.proc.age(id.start_time) < FRESH_AGE {
-                    if !self.table.knows(id) {
-                        self.table.fresh(id, Instant::now() + FRESH_WAIT);
-                    }
+                    self.table.fresh(id, Instant::now() + FRESH_WAIT);
                     return;
                 }
                 self.scanned(id);
@@ -161,7 +161,7 @@ impl Engine {
     /// any open-files limit, as descriptors come free. The first time is said (`first`),
     /// not every try.
     pub(super) fn pin_later(&mut self, id: ProcessId, e: &std::io::Error, first: bool) {
-        if self.table.knows(id) || !self.table.defer(id, Instant::now() + PIN_AGAIN) {
+        if self.table.knows(id) || !self.table.defer(id, Instant::now() + PIN_AGAIN, "repin") {
             return;
         }
         if first {
@@ -221,7 +221,7 @@ impl Engine {
                     cgroup_root: String::new(),
                     // `run` and `attach` register the daemon's own root as theirs too.
                     tool_roots: (self.rules.guard.tool_roots.iter())
-                        .filter(|t| !t.starts_with(root.as_str()))
+                        .filter(|t| !crate::matcher::is_under(t, root))
                         .cloned()
                         .collect(),
                     ..self.rules.guard.clone()
@@ -247,7 +247,10 @@ impl Engine {
                 // min_runtime outranks strict placement: a deferred process runs meanwhile
                 // (its stop is dropped, i.e. resumed, when `origin` goes out of scope).
                 let comm = String::from_utf8_lossy(&pinned.stat.comm).into_owned();
-                if self.table.defer(pinned.id, Instant::now() + remaining) {
+                if self
+                    .table
+                    .defer(pinned.id, Instant::now() + remaining, "min_runtime")
+                {
                     self.emit(Outcome::Deferred {
                         pid: pinned.id.pid,
                         comm,
@@ -275,8 +278,3 @@ impl Engine {
 
 /// How soon a process that could not be pinned for want of descriptors is tried again.
 const PIN_AGAIN: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// EMFILE or ENFILE: the process's or the system's open-files limit.
-pub(super) fn out_of_descriptors(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
-}

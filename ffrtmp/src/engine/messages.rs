@@ -109,6 +109,9 @@ pub enum Outcome {
     /// Spare cgroups the engine will not use (its pool is full for their limits, or the
     /// limits changed): to be removed off the placement thread.
     SparesLeft(Vec<String>),
+    /// Spares a failed placement used up, to be made again (a placed one's are refilled
+    /// from its `Placed`).
+    SparesUsed(Vec<(crate::config::Limits, usize)>),
     /// `--dry-run`: what a real run would have done.
     DryRun {
         pid: u32,

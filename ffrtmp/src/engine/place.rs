@@ -42,6 +42,7 @@ impl Engine {
             });
         }
         let spare = self.spares.take(&spec.limits);
+        let took_spare = spare.is_some();
         let placed = self.placer.place(&pinned, &spec, spare);
         // Resumed right after the verified move (its next instruction runs inside), or
         // right after a failed one: never held through a backoff or a message.
@@ -87,14 +88,19 @@ impl Engine {
                     exec_mono_ns,
                     source,
                 };
-                self.not_placed(e, retry);
+                self.not_placed(e, retry, took_spare);
             }
         }
     }
 
     /// A placement that failed: vanished (nothing to do), retried after a backoff, or
     /// given up on for a while.
-    fn not_placed(&mut self, e: crate::placer::PlaceError, r: Retry) {
+    /// `took_spare`: the attempt used up a spare (removed, or the process left in it as it
+    /// exited), to be made again as a placement's is.
+    fn not_placed(&mut self, e: crate::placer::PlaceError, r: Retry, took_spare: bool) {
+        if took_spare {
+            self.emit(Outcome::SparesUsed(vec![(r.spec.limits.clone(), 1)]));
+        }
         let pid = r.pinned.id.pid;
         let max = self.settings.max_retry_attempts;
         match e.class {
@@ -147,11 +153,11 @@ impl Engine {
                 // The PID's process now, if it is not the one deferred (it exited and the PID
                 // was reused, or the start time came from an exec event's clock), is judged
                 // on its own /proc facts like any other.
-                Timed::Defer => match self.proc.pin(id.pid) {
+                Timed::Defer(why) => match self.proc.pin(id.pid) {
                     Ok(pinned) if !self.table.knows(pinned.id) => {
-                        self.look_at(pinned, &Known::default(), Origin::from_proc("min_runtime"))
+                        self.look_at(pinned, &Known::default(), Origin::from_proc(why))
                     }
-                    Err(e) if super::decide::out_of_descriptors(&e) => {
+                    Err(e) if crate::process::out_of_descriptors(&e) => {
                         self.pin_later(id, &e, false)
                     }
                     _ => {} // exited, or governed meanwhile

@@ -11,9 +11,11 @@ use crate::process::{Pinned, ProcessId};
 
 /// Work scheduled for later.
 pub enum Timed {
-    /// Waiting for min_runtime. Only the identity is kept (no pidfd): a long min_runtime
-    /// must not hold a file descriptor per young process; it is pinned again when due.
-    Defer,
+    /// Looked at again later, for the reason named (its `Origin`): `min_runtime`, or
+    /// `repin` when it could not be pinned for want of a descriptor. Only the identity is
+    /// kept (no pidfd): a long min_runtime must not hold a file descriptor per young
+    /// process; it is pinned again when due.
+    Defer(&'static str),
     /// A process a scan found moments after it started: its exec event may still be on
     /// its way, and places it if it comes first. Not pending (an exec event is not turned
     /// away); when due, it is looked at unless the table knows it by then.
@@ -89,11 +91,11 @@ impl Table {
     }
 
     /// Schedule a min_runtime look; `false` if one is already scheduled.
-    pub fn defer(&mut self, id: ProcessId, at: Instant) -> bool {
+    pub fn defer(&mut self, id: ProcessId, at: Instant, why: &'static str) -> bool {
         if !self.pending.insert(id) {
             return false;
         }
-        self.timers.insert((at, id), Timed::Defer);
+        self.timers.insert((at, id), Timed::Defer(why));
         true
     }
 
@@ -194,8 +196,11 @@ mod tests {
         let mut t = Table::new(SKIP_MEMORY);
         let a = id(10, 1);
         assert!(!t.knows(a));
-        assert!(t.defer(a, Instant::now() + Duration::from_secs(60)));
-        assert!(!t.defer(a, Instant::now()), "one timer per process");
+        assert!(t.defer(a, Instant::now() + Duration::from_secs(60), "min_runtime"));
+        assert!(
+            !t.defer(a, Instant::now(), "min_runtime"),
+            "one timer per process"
+        );
         assert!(t.knows(a));
         t.governed(a);
         assert!(t.knows(a));
@@ -222,16 +227,16 @@ mod tests {
         assert!(!t.knows(a), "the exec event must still place it");
         // Its exec event came and min_runtime deferred it: the fresh timer, due first,
         // leaves the deferral pending.
-        assert!(t.defer(a, now + Duration::from_secs(60)));
+        assert!(t.defer(a, now + Duration::from_secs(60), "min_runtime"));
         let due = t.due(now + Duration::from_millis(20));
         assert!(due.is_empty(), "the deferral, not the fresh look, decides");
         assert!(t.knows(a), "still pending for its min_runtime");
         // Both due in one batch (the engine was busy): only the deferral comes out.
         let b = id(8, 1);
         t.fresh(b, now + Duration::from_millis(10));
-        assert!(t.defer(b, now + Duration::from_millis(11)));
+        assert!(t.defer(b, now + Duration::from_millis(11), "min_runtime"));
         let due = t.due(now + Duration::from_millis(20));
-        assert!(matches!(due.as_slice(), [(i, Timed::Defer)] if *i == b));
+        assert!(matches!(due.as_slice(), [(i, Timed::Defer(_))] if *i == b));
         // A fresh look with nothing else scheduled comes out when due.
         let c = id(9, 1);
         t.fresh(c, now + Duration::from_millis(10));
@@ -245,9 +250,9 @@ mod tests {
     fn due_timers_come_in_order_and_stop_being_pending() {
         let mut t = Table::new(SKIP_MEMORY);
         let now = Instant::now();
-        t.defer(id(2, 1), now + Duration::from_millis(20));
-        t.defer(id(1, 1), now + Duration::from_millis(10));
-        t.defer(id(3, 1), now + Duration::from_secs(60));
+        t.defer(id(2, 1), now + Duration::from_millis(20), "min_runtime");
+        t.defer(id(1, 1), now + Duration::from_millis(10), "min_runtime");
+        t.defer(id(3, 1), now + Duration::from_secs(60), "min_runtime");
         assert_eq!(t.next_deadline(), Some(now + Duration::from_millis(10)));
         let due: Vec<u32> = t
             .due(now + Duration::from_millis(30))

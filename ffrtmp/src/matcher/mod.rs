@@ -134,7 +134,7 @@ pub struct Guard {
 }
 
 /// `path` equals `root` or lies beneath it.
-fn is_under(path: &str, root: &str) -> bool {
+pub(crate) fn is_under(path: &str, root: &str) -> bool {
     !root.is_empty()
         && (path == root
             || (path.starts_with(root) && path.as_bytes().get(root.len()) == Some(&b'/')))

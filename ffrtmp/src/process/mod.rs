@@ -159,6 +159,11 @@ pub struct ProcFs {
     ticks_per_second: u64,
 }
 
+/// EMFILE or ENFILE: the process's or the system's open-files limit is reached.
+pub fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
 /// Whether an error means the process is gone (exited or reaped) rather than a failure.
 pub fn is_gone(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ESRCH))

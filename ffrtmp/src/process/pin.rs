@@ -52,7 +52,7 @@ impl ProcFs {
     pub fn pin(&self, pid: u32) -> io::Result<Pinned> {
         let pidfd = match PidFd::open(pid) {
             Ok(fd) => fd,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+            Err(e) if super::out_of_descriptors(&e) => {
                 let stat = self.stat(pid)?;
                 if stat.is_zombie() {
                     return Err(io::Error::from_raw_os_error(libc::ESRCH));

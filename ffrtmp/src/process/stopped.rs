@@ -40,15 +40,13 @@ pub enum Resumed {
 
 pub struct Stopped {
     key: StopKey,
-    /// The pinned process, if it is still the one that was stopped.
-    pidfd: Option<PidFd>,
-    /// Its stat, read when it was claimed (the start-time check); boxed, as every exec
-    /// notice carries an `Option<Stopped>`.
-    stat: Option<Box<Stat>>,
-    ledger: Arc<dyn StopLedger>,
-    /// Where its start time is read again when there is no pidfd to signal it through
-    /// (only then: boxed, as every exec notice carries an `Option<Stopped>`).
+    /// The process pinned at the claim, if it is still the one that was stopped; boxed, as
+    /// every exec notice carries an `Option<Stopped>`.
+    pinned: Option<Box<Pinned>>,
+    /// Where its start time is read again when the pin has no pidfd to signal it through
+    /// (only then).
     proc: Option<Box<ProcFs>>,
+    ledger: Arc<dyn StopLedger>,
     done: bool,
 }
 
@@ -70,42 +68,50 @@ impl Stopped {
     /// resumed by PID once that start time is read again: never left stopped for want of
     /// a pidfd.
     pub fn claim(ledger: Arc<dyn StopLedger>, key: StopKey, proc: &ProcFs) -> Stopped {
-        let pidfd = PidFd::open(key.tgid);
-        let stat = proc
-            .stat(key.tgid)
+        let pinned = proc
+            .pin(key.tgid)
             .ok()
-            .filter(|s| s.start_time == proc.ticks_from_ns(key.start_ns))
-            .map(Box::new);
-        let (pidfd, stat, proc) = match (pidfd, stat) {
-            (Ok(fd), Some(st)) => (Some(fd), Some(st), None),
-            (Err(e), Some(st)) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                (None, Some(st), Some(Box::new(proc.clone())))
-            }
-            _ => (None, None, None),
-        };
+            .filter(|p| p.id.start_time == proc.ticks_from_ns(key.start_ns));
+        let proc = pinned
+            .as_ref()
+            .filter(|p| p.pidfd.is_none())
+            .map(|_| Box::new(proc.clone()));
         Stopped {
             key,
-            pidfd,
-            stat,
-            ledger,
+            pinned: pinned.map(Box::new),
             proc,
+            ledger,
             done: false,
         }
     }
 
-    /// Without a pidfd: whether the PID is still the stopped process (its start time).
-    fn same_process(&self) -> bool {
-        self.proc
-            .as_ref()
-            .is_some_and(|proc| matches!(proc.is_alive(self.id(proc)), Ok(true)))
+    /// Without a pidfd: whether the PID is still the stopped process (its start time);
+    /// an error when /proc cannot say (EMFILE: the entry must then stay).
+    fn same_process(&self) -> std::io::Result<bool> {
+        match &self.proc {
+            Some(proc) => proc.is_alive(self.id(proc)),
+            None => Ok(false),
+        }
+    }
+
+    fn pidfd(&self) -> Option<&PidFd> {
+        self.pinned.as_ref()?.pidfd.as_ref()
     }
 
     /// The process pinned as `ProcFs::pin` would, from what the claim already opened and
     /// read (a duplicate of its pidfd; no second pidfd_open and stat read on the strict
     /// path). `None` if it is gone, or not the process that was stopped.
     pub fn pin(&self) -> Option<Pinned> {
-        let (pidfd, stat) = (self.pidfd.as_ref()?, self.stat.as_ref()?);
-        Pinned::new(pidfd.try_clone().ok()?, Stat::clone(stat)).ok()
+        let p = self.pinned.as_ref()?;
+        let pidfd = match &p.pidfd {
+            Some(fd) => Some(fd.try_clone().ok()?),
+            None => None,
+        };
+        Some(Pinned {
+            id: p.id,
+            stat: Stat::clone(&p.stat),
+            pidfd,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -126,9 +132,9 @@ impl Stopped {
 
     /// Whether the stopped process is still there to be placed.
     pub fn is_present(&self) -> bool {
-        match &self.pidfd {
+        match self.pidfd() {
             Some(fd) => fd.is_alive(),
-            None => self.same_process(),
+            None => self.same_process().unwrap_or(true),
         }
     }
 
@@ -142,14 +148,17 @@ impl Stopped {
         // SIGCONT first, then the ledger: a daemon that dies in between leaves an entry
         // for a running process (resumed again, harmlessly), never a stopped process
         // without an entry.
-        let signalled = match &self.pidfd {
+        let signalled = match self.pidfd() {
             Some(p) => p.signal(rustix::process::Signal::CONT),
-            None if self.same_process() => rustix::process::Pid::from_raw(self.key.tgid as i32)
-                .map_or(Err(rustix::io::Errno::SRCH), |pid| {
-                    rustix::process::kill_process(pid, rustix::process::Signal::CONT)
-                })
-                .map_err(Into::into),
-            None => Err(std::io::Error::from_raw_os_error(libc::ESRCH)),
+            None => match self.same_process() {
+                Ok(true) => rustix::process::Pid::from_raw(self.key.tgid as i32)
+                    .map_or(Err(rustix::io::Errno::SRCH), |pid| {
+                        rustix::process::kill_process(pid, rustix::process::Signal::CONT)
+                    })
+                    .map_err(Into::into),
+                Ok(false) => Err(std::io::Error::from_raw_os_error(libc::ESRCH)),
+                Err(e) => Err(e),
+            },
         };
         let sent = match signalled {
             Ok(()) => true,

@@ -84,6 +84,7 @@ impl Journal {
                 again_in,
             } => not_pinned(pid, &error, again_in),
             Outcome::SparesLeft(v) => fx.push(Effect::Chore(Chore::RemoveSpares(v))),
+            Outcome::SparesUsed(v) => fx.push(Effect::Chore(Chore::Refill(v))),
             dry @ Outcome::DryRun { .. } => log_dry_run(dry),
         }
     }
