@@ -18,9 +18,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&dir)?;
-    let name = path.file_name().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "state path has no file name")
-    })?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"))?;
     let (tmp, mut f) = create_temp(&dir, name)?;
     let result = (|| {
         f.write_all(bytes)?;
@@ -65,6 +65,6 @@ pub(crate) fn create_temp(
     }
     Err(io::Error::new(
         io::ErrorKind::AlreadyExists,
-        "could not create a fresh temporary file next to the state file",
+        "could not create a fresh temporary file next to the file to write",
     ))
 }

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The sources counted by name; anything else is counted as `other`.
-const NAMES: [&str; 4] = ["ebpf", "channel", "gate", "other"];
+const NAMES: [&str; 3] = ["ebpf", "channel", "other"];
 
 #[derive(Debug, Default)]
 pub struct ExecCounts([AtomicU64; NAMES.len()]);
@@ -50,6 +50,6 @@ mod tests {
         c.count("replay");
         assert_eq!(c.read(), vec![("ebpf", 2), ("other", 1)]);
         assert_eq!(c.of("ebpf"), 2);
-        assert_eq!(c.of("gate"), 0);
+        assert_eq!(c.of("channel"), 0);
     }
 }

@@ -99,7 +99,8 @@ impl Placer {
         format!("{}/{}", self.root, job_id)
     }
 
-    /// Prepare the root; spare cgroups a previous run left behind are removed.
+    /// Prepare the root: made if missing, with its controllers enabled (the daemon removes
+    /// spares a previous run left with `remove_stray_spares`).
     pub fn prepare_root(&self) -> RootReport {
         self.backend.prepare_root(&self.root)
     }
@@ -111,7 +112,8 @@ impl Placer {
         match self.backend.create(cgroup) {
             Ok(()) => Ok(false),
             Err(e) if e.errno == Some(libc::ENOENT) => {
-                self.backend.prepare_root(&self.root);
+                // Controllers it lacks show as limits not applied, each said.
+                self.prepare_root();
                 self.backend.create(cgroup)?;
                 Ok(true)
             }

@@ -31,7 +31,6 @@ pub fn runtime_dir() -> PathBuf {
 
 /// The daemon publishes the root its jobs go under.
 pub fn publish_root(dir: &Path, root: &str) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
     crate::durable::write_atomic(&dir.join(ROOT_FILE), format!("{root}\n").as_bytes())
 }
 
@@ -46,7 +45,6 @@ pub fn published_root(dir: &Path) -> Option<String> {
 /// <state path>` on one line.
 pub fn publish_daemon(dir: &Path, pid: u32, start_time: u64, state: &Path) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    std::fs::create_dir_all(dir)?;
     let mut line = format!("{pid} {start_time} ").into_bytes();
     line.extend_from_slice(state.as_os_str().as_bytes());
     line.push(b'\n');

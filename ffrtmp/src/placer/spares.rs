@@ -90,14 +90,6 @@ impl Spares {
     pub fn drain(&mut self) -> Vec<Spare> {
         self.ready.drain().flat_map(|(_, v)| v).collect()
     }
-
-    pub fn len(&self) -> usize {
-        self.ready.values().map(Vec::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl Placer {

@@ -115,7 +115,6 @@ fn missing(c: Controller) -> PlaceError {
     )
 }
 
-/// Read a limit file back and compare.
 impl CgroupBackend for V1Backend {
     fn mode(&self) -> CgroupMode {
         CgroupMode::V1
@@ -288,12 +287,9 @@ impl CgroupBackend for V1Backend {
     fn usage(&self, cgroup: &str) -> Usage {
         let at = |c: &str, f: &str| self.mount_of(c).map(|m| dir_of(m, cgroup).join(f));
         Usage {
-            cpu_usec: at("cpuacct", "cpuacct.usage")
-                .and_then(|p| read_u64(&p))
-                .map(|ns| ns / 1000),
             memory_bytes: at("memory", "memory.usage_in_bytes").and_then(|p| read_u64(&p)),
-            oom_kills: at("memory", "memory.oom_control").and_then(|p| read_keyed(&p, "oom_kill")),
             pids: at("pids", "pids.current").and_then(|p| read_u64(&p)),
+            ..self.final_usage(cgroup)
         }
     }
 

@@ -211,10 +211,9 @@ impl CgroupBackend for V2Backend {
     fn usage(&self, cgroup: &str) -> Usage {
         let dir = dir_of(&self.mount, cgroup);
         Usage {
-            cpu_usec: read_keyed(&dir.join("cpu.stat"), "usage_usec"),
             memory_bytes: read_u64(&dir.join("memory.current")),
-            oom_kills: read_keyed(&dir.join("memory.events"), "oom_kill"),
             pids: read_u64(&dir.join("pids.current")),
+            ..self.final_usage(cgroup)
         }
     }
 

@@ -2,7 +2,7 @@
 //! is read by the placement engine's own thread (`Attached::ring`, an `exec::Ring`): one
 //! wakeup between the exec and its placement. A source of another kind runs on a thread
 //! of its own and hands each exec to the engine's hot queue (`SourceSinks::exec`, bounded:
-//! when the engine is behind, the source waits). What is not an exec (losses, failures)
+//! when the engine is behind, the source waits). What is not an exec (losses, failed stops)
 //! goes to the daemon's record loop (`SourceSinks::events`), which also reads the kernel's
 //! counters (`Attached::counters`). The /proc scan (`scan`) is driven by the daemon
 //! itself: it is the fallback source and the reconciliation.

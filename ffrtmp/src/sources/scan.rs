@@ -35,7 +35,7 @@ struct Seen {
     start_time: u64,
     comm: Vec<u8>,
     generation: u64,
-    /// Inode of `/proc/PID` when last read (0: unknown yet).
+    /// Inode of `/proc/PID` when last read.
     ino: u64,
     /// Scan number at which `stat` is read again.
     recheck: u64,
@@ -45,7 +45,8 @@ struct Seen {
 /// the rereads do not bunch up).
 const REVALIDATE: u64 = 8;
 
-/// Scans a /proc root, remembering what it already decided on.
+/// Scans a /proc root, remembering which processes it read already (to read each again
+/// only now and then); what was decided about them is the engine's.
 pub struct Scanner {
     proc: ProcFs,
     seen: HashMap<u32, Seen>,
@@ -107,7 +108,7 @@ impl Scanner {
         };
         for (pid, ino) in pids {
             if let Some(s) = self.seen.get_mut(&pid) {
-                if !full && s.ino == ino && ino != 0 && gen < s.recheck {
+                if !full && s.ino == ino && gen < s.recheck {
                     s.generation = gen;
                     continue;
                 }

@@ -9,7 +9,8 @@
 //!
 //! Files: `object` (the embedded object and its layout check), `btf` (member offsets),
 //! `load` (load and attach), `targets` (the kernel prefilter), `ledger` (the stops),
-//! `reader` (ring → notices, drained by the engine's thread), `error`.
+//! `reader` (ring → notices, drained by the engine's thread), `counters` (the kernel's
+//! counters), `kernel_log` (the program's own warnings, aya-log), `error`.
 
 pub mod btf;
 pub mod counters;
