@@ -44,8 +44,21 @@ impl Owners {
             Work::Exited(_) | Work::Spares(_) => self.engine.work.try_send_lazy(w),
             _ => self.engine.work.try_send(w),
         };
-        if let Err(err) = sent {
-            warn!("placement queue full; {err:?} is left to the next scan");
+        match sent {
+            Ok(()) => {}
+            // Spares the engine will not get are not left behind: removed off this loop.
+            Err(Work::Spares(v)) => {
+                warn!("placement queue full; {} spare cgroup(s) removed", v.len());
+                let cgroups = v.into_iter().map(|(_, s)| s.cgroup).collect();
+                self.chores.push(
+                    std::time::Instant::now(),
+                    super::chores::Chore::RemoveSpares(cgroups),
+                );
+            }
+            Err(w) => warn!(
+                "placement queue full; {} is left to the next scan",
+                w.kind()
+            ),
         }
     }
 

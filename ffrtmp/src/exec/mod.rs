@@ -82,6 +82,21 @@ pub enum Work {
     Shutdown,
 }
 
+impl Work {
+    /// What it is, for a log line (not its contents: a reload carries all the settings).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Work::Candidate(_) => "a scan candidate",
+            Work::Exited(_) => "an exit",
+            Work::Adopt { .. } => "a job cgroup to take back",
+            Work::Orphan(_) => "a stop a dead daemon left",
+            Work::Spares(_) => "spare cgroups",
+            Work::Reload(_) => "a reload",
+            Work::Shutdown => "the shutdown",
+        }
+    }
+}
+
 /// A kernel ring buffer the engine thread reads itself, so an exec reaches its placement
 /// with one wakeup. Dropping it detaches what feeds it.
 pub trait Ring: Send {
