@@ -78,6 +78,8 @@ fn top_level(s: &Settings) -> Vec<(&'static str, String)> {
         ("forward_all", s.forward_all.to_string()),
         ("strict_timeout", format_go_duration(s.strict_timeout)),
         ("job_metrics", s.job_metrics.to_string()),
+        ("inline_placement", s.inline_placement.to_string()),
+        ("gate_timeout", format_go_duration(s.gate_timeout)),
     ]
 }
 

@@ -21,6 +21,7 @@ use crate::record::logging;
 use crate::record::metrics::BuildInfo;
 use crate::record::systemd::Notifier;
 use crate::sources::ebpf::{self, TargetTable};
+use crate::sources::gate;
 use crate::sources::EventSource;
 use std::os::unix::process::CommandExt;
 use std::sync::Arc;
@@ -191,7 +192,7 @@ async fn serve(
             .stat(std::process::id())
             .map_or(0, |s| s.start_time),
     };
-    let picked = match pick_sources(&a, &settings, me) {
+    let picked = match pick_sources(&a, &settings, me).and_then(|p| with_gate(p, &settings)) {
         Ok(s) => s,
         Err(e) => return fail(EXIT_FAILURE, e),
     };
@@ -318,6 +319,37 @@ fn pick_sources(a: &WatchArgs, settings: &Settings, me: ProcessId) -> Result<Pic
         Err(e) => Err(format!(
             "eBPF exec source unavailable: {e}. (Or run with --fallback-scan to scan /proc every scan_interval instead.)"
         )),
+    }
+}
+
+/// The exec gate beside the other sources, as `inline_placement` says: `auto` goes on
+/// without it (one line says why), `on` does not start.
+fn with_gate(mut p: Picked, settings: &Settings) -> Result<Picked, String> {
+    use crate::config::InlinePlacement;
+    if settings.inline_placement == InlinePlacement::Off {
+        info!(
+            "Inline placement is off (inline_placement: off): targets are placed after they start"
+        );
+        return Ok(p);
+    }
+    let names: Vec<String> = settings.targets.iter().map(|t| t.name.clone()).collect();
+    let path = std::env::var("PATH").unwrap_or_default();
+    match gate::open(&names, &path, settings.gate_timeout) {
+        Ok(g) => {
+            info!(
+                "Inline placement is on: a target binary's exec is held until its process is placed (gate_timeout {})",
+                crate::config::units::format_go_duration(settings.gate_timeout)
+            );
+            p.sources.push(Box::new(g));
+            Ok(p)
+        }
+        Err(e) if settings.inline_placement == InlinePlacement::On => Err(format!(
+            "inline_placement: on, but the exec gate cannot run: {e}"
+        )),
+        Err(e) => {
+            info!("Inline placement is off: {e}; targets are placed after they start (inline_placement: auto)");
+            Ok(p)
+        }
     }
 }
 

@@ -57,6 +57,10 @@ pub(super) fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Setting
         DEFAULT_STRICT_TIMEOUT
     });
     let job_metrics = l.file_only("job_metrics", raw.job_metrics, JobMetrics::default);
+    let inline_placement = l.file_only("inline_placement", raw.inline_placement, Default::default);
+    let gate_timeout = l.file_only("gate_timeout", raw.gate_timeout.map(|d| d.0), || {
+        DEFAULT_GATE_TIMEOUT
+    });
     l.file_only("govern_containers", raw.govern_containers, || false);
     let Ladder {
         origins,
@@ -80,6 +84,8 @@ pub(super) fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Setting
         strict_timeout,
         job_metrics,
         metrics_addr,
+        inline_placement,
+        gate_timeout,
         origins,
         warnings,
     })

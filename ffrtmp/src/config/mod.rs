@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{find_key_line, ConfigError};
 use raw::RawConfig;
-pub use raw::{JobMetrics, Placement};
+pub use raw::{InlinePlacement, JobMetrics, Placement};
 
 /// Where the config file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ffrtmp/watch-config.yaml";
@@ -25,6 +25,9 @@ pub const DEFAULT_CGROUP_ROOT: &str = "/ffrtmp";
 /// Default of `metrics_addr`: loopback only.
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
 pub const DEFAULT_TARGETS: [&str; 2] = ["ffmpeg", "gst-launch-1.0"];
+/// Default of `gate_timeout`.
+pub const DEFAULT_GATE_TIMEOUT: Duration = Duration::from_millis(100);
+
 /// Default of `strict_timeout`.
 pub const DEFAULT_STRICT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -136,6 +139,10 @@ pub struct Settings {
     pub job_metrics: JobMetrics,
     /// Where `/metrics` and `/healthz` listen (`None`: disabled).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Whether known targets' execs are held at the gate until placed.
+    pub inline_placement: InlinePlacement,
+    /// How long a held exec waits for its placement at most.
+    pub gate_timeout: Duration,
     /// Origin of each top-level value, for `config check` and the startup log.
     pub origins: BTreeMap<&'static str, Origin>,
     /// Things that are legal but probably not meant (unknown user names, commands

@@ -9,8 +9,8 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use super::units::{
-    CpuQuota, CpuWeight, FlushInterval, MemoryMib, PidsMax, ReconcileInterval, RetryAttempts,
-    Runtime, ScanInterval, StrictTimeout,
+    CpuQuota, CpuWeight, FlushInterval, GateTimeout, MemoryMib, PidsMax, ReconcileInterval,
+    RetryAttempts, Runtime, ScanInterval, StrictTimeout,
 };
 
 /// The config file. Keys and meanings of the predecessor are kept; see docs/configuration.md.
@@ -42,6 +42,10 @@ pub struct RawConfig {
     pub forward_all: Option<bool>,
     /// `host:port` of `/metrics` and `/healthz`; empty disables them.
     pub metrics_addr: Option<MetricsAddr>,
+    /// Hold a known target's exec in the kernel until it is placed (`auto`, `on`, `off`).
+    pub inline_placement: Option<InlinePlacement>,
+    /// How long a held exec may wait for its placement before it is let go unplaced.
+    pub gate_timeout: Option<GateTimeout>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -158,6 +162,49 @@ impl std::fmt::Display for Placement {
 impl<'de> Deserialize<'de> for Placement {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_str(TextVisitor(Placement::parse, "normal or strict"))
+    }
+}
+
+/// Whether the exec gate holds a known target's exec until it is placed
+/// (docs/inline.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InlinePlacement {
+    /// On where the kernel and the daemon's capabilities allow, else off with one line
+    /// saying why.
+    #[default]
+    Auto,
+    /// On, or the daemon does not start.
+    On,
+    Off,
+}
+
+impl InlinePlacement {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(InlinePlacement::Auto),
+            "on" => Ok(InlinePlacement::On),
+            "off" => Ok(InlinePlacement::Off),
+            other => Err(format!(
+                "{other:?} is not an inline_placement mode (accepted: auto, on, off)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for InlinePlacement {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            InlinePlacement::Auto => "auto",
+            InlinePlacement::On => "on",
+            InlinePlacement::Off => "off",
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for InlinePlacement {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(TextVisitor(InlinePlacement::parse, "auto, on or off"))
     }
 }
 

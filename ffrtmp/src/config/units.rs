@@ -234,7 +234,13 @@ duration_bounds!(
     StrictTimeoutRange, Duration::from_millis(100), Duration::from_secs(60)
 );
 
+duration_bounds!(
+    /// `gate_timeout`: 10ms to 1s (a held exec waits at most this long).
+    GateTimeoutRange, Duration::from_millis(10), Duration::from_secs(1)
+);
+
 pub type ScanInterval = BoundedDuration<ScanIntervalRange>;
+pub type GateTimeout = BoundedDuration<GateTimeoutRange>;
 pub type StrictTimeout = BoundedDuration<StrictTimeoutRange>;
 pub type FlushInterval = BoundedDuration<FlushIntervalRange>;
 pub type ReconcileInterval = BoundedDuration<ReconcileIntervalRange>;

@@ -17,6 +17,7 @@ use crate::placer::Placer;
 use crate::process::monotonic_ns;
 use crate::process::ExitSet;
 use crate::record::systemd::Notifier;
+use crate::sources::gate::GateHandle;
 use crate::sources::{CounterSource, SourceThread};
 
 pub(super) struct Owners {
@@ -26,10 +27,18 @@ pub(super) struct Owners {
     pub chores: ChoreRunner,
     pub sweeper: Option<SweeperHandle>,
     pub exits: ExitSet,
-    pub kernel: Option<Box<dyn CounterSource>>,
+    pub kernel: KernelFeeds,
     pub counts: Arc<ExecCounts>,
     pub watchdog: Watchdog,
     pub placer: Arc<Placer>,
+}
+
+/// What the kernel sources hand the record loop besides execs: the eBPF program's
+/// counters (read every 250 ms) and the exec gate's counters and commands.
+#[derive(Default)]
+pub(super) struct KernelFeeds {
+    pub counters: Option<Box<dyn CounterSource>>,
+    pub gate: Option<GateHandle>,
 }
 
 impl Owners {

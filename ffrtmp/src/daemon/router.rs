@@ -23,6 +23,7 @@ use crate::exec::Work;
 use crate::record::logging::LogControl;
 use crate::record::observe::Query;
 use crate::record::systemd::Notifier;
+use crate::sources::gate::GateCmd;
 use crate::sources::EventSource;
 
 /// A scan asked for while one runs waits for it (the last ask's reason; full if any was).
@@ -63,7 +64,7 @@ impl RecordLoop {
             &settings,
             opts.scan_role,
             notifier.watchdog_interval(),
-            owners.kernel.is_some(),
+            owners.kernel.counters.is_some(),
         );
         let mut l = RecordLoop {
             settings,
@@ -166,6 +167,14 @@ impl RecordLoop {
                 Effect::Unwatch(pid) => self.owners.exits.unwatch(pid),
                 Effect::Scan { reason, full } => self.ask_scan(reason, full),
                 Effect::Leftover(cg) => self.owners.scanner.send(ScanCmd::Leftover(cg)),
+                Effect::Learn { exe, target } => {
+                    if let Some(g) = &self.owners.kernel.gate {
+                        g.send(GateCmd::Learn {
+                            exe: exe.into(),
+                            target,
+                        });
+                    }
+                }
             }
         }
     }
@@ -200,7 +209,10 @@ impl RecordLoop {
 
     fn answer(&mut self, q: Query) {
         self.take_held();
-        q.answer(Arc::new(self.journal.snapshot(self.owners.counts.read())));
+        let gate = self.owners.kernel.gate.as_ref().map(|g| g.stats.read());
+        q.answer(Arc::new(
+            self.journal.snapshot(self.owners.counts.read(), gate),
+        ));
     }
 
     fn tick(&mut self, t: Tick) {
@@ -209,7 +221,7 @@ impl RecordLoop {
             Tick::Flush => self.flush(),
             Tick::Watchdog => self.owners.watchdog(&self.notifier),
             Tick::Counters => {
-                if let Some(r) = self.owners.kernel.as_mut().map(|k| k.read()) {
+                if let Some(r) = self.owners.kernel.counters.as_mut().map(|k| k.read()) {
                     self.with_journal(|j, fx| j.kernel(r, fx));
                 }
             }
@@ -244,6 +256,11 @@ impl RecordLoop {
         }
         if let Some(s) = &self.owners.sweeper {
             s.set_timeout(new.strict_timeout);
+        }
+        if let Some(g) = &self.owners.kernel.gate {
+            g.send(GateCmd::Targets(
+                new.targets.iter().map(|t| t.name.clone()).collect(),
+            ));
         }
         // Targets or filters may have changed: look at every process again.
         self.owners.scanner.send(ScanCmd::Forget);

@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 
 use super::chores::{self, Activity, ChoreDone, ChoreRunner};
 use super::journal::Journal;
-use super::owners::{Owners, Watchdog};
+use super::owners::{KernelFeeds, Owners, Watchdog};
 use super::scanner::{self, ScanReport, ScannerHandle};
 use super::sweeper::{self, Ledgers, SweeperHandle};
 use super::ticks::scan_period;
@@ -217,7 +217,7 @@ fn spawn_helpers(
 struct Feeds {
     threads: Vec<crate::sources::SourceThread>,
     rings: Vec<Box<dyn crate::exec::Ring>>,
-    kernel: Option<Box<dyn crate::sources::CounterSource>>,
+    kernel: KernelFeeds,
     names: Vec<&'static str>,
 }
 
@@ -225,7 +225,7 @@ fn start_sources(sources: Vec<Box<dyn EventSource>>, sinks: SourceSinks) -> Feed
     let mut f = Feeds {
         threads: Vec::new(),
         rings: Vec::new(),
-        kernel: None,
+        kernel: KernelFeeds::default(),
         names: Vec::new(),
     };
     for s in sources {
@@ -236,7 +236,9 @@ fn start_sources(sources: Vec<Box<dyn EventSource>>, sinks: SourceSinks) -> Feed
                 f.names.push(name);
                 f.threads.extend(a.thread);
                 f.rings.extend(a.ring);
-                f.kernel = f.kernel.or(a.counters);
+                let k = &mut f.kernel;
+                k.counters = k.counters.take().or(a.counters);
+                k.gate = k.gate.take().or(a.gate);
             }
             Err(e) => error!("Event source {name} could not start: {e}"),
         }

@@ -94,6 +94,7 @@ impl Engine {
             exec_mono_ns,
             read_mono_ns,
             stop,
+            gated,
             source,
             ..
         } = n;
@@ -103,6 +104,7 @@ impl Engine {
             taken_mono_ns: Some(monotonic_ns()),
             source,
             stop,
+            gated,
         };
         // A strict target's claim has already pinned it and read its stat.
         let claimed = origin.stop.as_ref().filter(|s| s.pid() == pid);

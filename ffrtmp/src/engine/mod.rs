@@ -40,7 +40,7 @@ use crate::exec::{ExecCounts, Inbox, Ring, Sender, Work};
 use crate::matcher::Guard;
 use crate::placer::registry::ToolRoots;
 use crate::placer::Placer;
-use crate::process::{monotonic_ns, ProcFs, Stopped};
+use crate::process::{monotonic_ns, Gated, ProcFs, Stopped};
 use crate::record::state::ProcessRecord;
 
 /// What the engine needs to start.
@@ -203,6 +203,8 @@ struct Origin {
     taken_mono_ns: Option<u64>,
     source: &'static str,
     stop: Option<Stopped>,
+    /// An exec held at the gate: answered right after the verified move, or when dropped.
+    gated: Option<Gated>,
 }
 
 impl Origin {
@@ -214,6 +216,7 @@ impl Origin {
             taken_mono_ns: None,
             source,
             stop: None,
+            gated: None,
         }
     }
 }

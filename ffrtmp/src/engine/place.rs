@@ -26,20 +26,12 @@ impl Engine {
             taken_mono_ns,
             source,
             stop,
+            gated,
         } = origin;
         let pid = pinned.id.pid;
         if self.rules.dry_run {
-            drop(stop);
-            if let Some(d) = discovered {
-                self.emit(d);
-            }
-            return self.emit(Outcome::DryRun {
-                pid,
-                cgroup: self.placer.cgroup_of(spec.job_id.as_str()),
-                job_id: spec.job_id,
-                command: spec.command,
-                limits: spec.limits,
-            });
+            drop((stop, gated));
+            return self.dry_run(pid, spec, discovered);
         }
         let spare = self.spares.take(&spec.limits);
         let took_spare = spare.is_some();
@@ -47,9 +39,17 @@ impl Engine {
         // Resumed right after the verified move (its next instruction runs inside), or
         // right after a failed one: never held through a backoff or a message.
         drop(stop);
+        let (gated_exe, held_since) = held_facts(gated.as_ref());
+        let since = exec_mono_ns.or(held_since);
+        // Answered now: placed after a verified move, else (dropped) unplaced. One the
+        // deadline answered first is counted late by the gate.
+        if let (Some(g), Ok(_)) = (gated, &placed) {
+            g.placed();
+        }
         let placed = placed.map(|placement| {
             let children = self.placer.move_descendants(pid, &placement.cgroup);
-            let exe = self.proc.exe(pid).ok().map(|p| p.display().to_string());
+            let exe =
+                gated_exe.or_else(|| self.proc.exe(pid).ok().map(|p| p.display().to_string()));
             (placement, children, exe)
         });
         // Sent with the result, back to back: usually one wakeup of the record loop, not two.
@@ -58,7 +58,7 @@ impl Engine {
         }
         match placed {
             Ok((placement, children, exe)) => {
-                let latency_ns = exec_mono_ns.map(|t| placement.verified_mono_ns.saturating_sub(t));
+                let latency_ns = since.map(|t| placement.verified_mono_ns.saturating_sub(t));
                 let receipt_ns = exec_mono_ns
                     .zip(taken_mono_ns)
                     .map(|(e, t)| t.saturating_sub(e));
@@ -91,6 +91,19 @@ impl Engine {
                 self.not_placed(e, retry, took_spare);
             }
         }
+    }
+
+    fn dry_run(&self, pid: u32, spec: JobSpec, discovered: Option<Outcome>) {
+        if let Some(d) = discovered {
+            self.emit(d);
+        }
+        self.emit(Outcome::DryRun {
+            pid,
+            cgroup: self.placer.cgroup_of(spec.job_id.as_str()),
+            job_id: spec.job_id,
+            command: spec.command,
+            limits: spec.limits,
+        });
     }
 
     /// A placement that failed: vanished (nothing to do), retried after a backoff, or
@@ -180,6 +193,7 @@ impl Engine {
                             taken_mono_ns: None,
                             source,
                             stop: None,
+                            gated: None,
                         },
                         None,
                     )
@@ -187,4 +201,14 @@ impl Engine {
             }
         }
     }
+}
+
+/// A held exec still shows its old image: its binary is the one the gate marked; and it
+/// has waited since the gate read its exec (it has no kernel timestamp).
+fn held_facts(g: Option<&crate::process::Gated>) -> (Option<String>, Option<u64>) {
+    g.map(|g| {
+        let h = g.held();
+        (Some(h.exe.display().to_string()), Some(h.read_mono_ns))
+    })
+    .unwrap_or_default()
 }

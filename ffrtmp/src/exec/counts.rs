@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The sources counted by name; anything else is counted as `other`.
-const NAMES: [&str; 3] = ["ebpf", "channel", "other"];
+const NAMES: [&str; 4] = ["ebpf", "gate", "channel", "other"];
 
 #[derive(Debug, Default)]
 pub struct ExecCounts([AtomicU64; NAMES.len()]);

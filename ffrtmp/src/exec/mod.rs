@@ -16,7 +16,7 @@ pub use counts::ExecCounts;
 pub use queue::{Receiver, Sender, Waker};
 
 use crate::config::Settings;
-use crate::process::{Known, ProcessId, Stat, Stopped};
+use crate::process::{Gated, Known, ProcessId, Stat, Stopped};
 
 /// Capacity of the hot queue (sources other than a ring).
 pub const HOT_QUEUE: usize = 1024;
@@ -39,6 +39,9 @@ pub struct ExecNotice {
     /// The kernel stopped the process for strict placement: this value resumes it when
     /// dropped, so whoever ends up holding the notice cannot forget to.
     pub stop: Option<Stopped>,
+    /// The kernel holds the exec at the gate until this value is answered (dropped, or
+    /// `placed` after the move): its first instruction runs where it is by then.
+    pub gated: Option<Gated>,
     pub source: &'static str,
 }
 
@@ -52,6 +55,7 @@ impl ExecNotice {
             exec_mono_ns: None,
             read_mono_ns: None,
             stop: None,
+            gated: None,
             source,
         }
     }

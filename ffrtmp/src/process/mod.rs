@@ -2,6 +2,7 @@
 //! pins one (pidfd + start time) so a reused PID is never mistaken for it.
 
 pub mod exits;
+pub mod gated;
 pub mod pidfd;
 mod pin;
 pub mod stat;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use exits::ExitSet;
+pub use gated::Gated;
 pub use pidfd::PidFd;
 pub use pin::Pinned;
 pub use stat::{parse_stat, Stat};

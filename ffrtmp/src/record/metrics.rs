@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub kernel: Option<KernelTotals>,
     /// Exec notices the engine took, by source.
     pub execs: Vec<(&'static str, u64)>,
+    /// The exec gate's counters (gate off: none).
+    pub gate: Option<crate::sources::gate::GateTotals>,
 }
 
 /// Escape a label value (backslash, double quote, newline).
@@ -109,6 +111,9 @@ pub fn render(t: &Snapshot, build: &BuildInfo, usage: &dyn Fn(&str) -> Usage) ->
     if let Some(k) = t.kernel {
         render_kernel(&mut out, k);
     }
+    if let Some(g) = &t.gate {
+        render_gate(&mut out, g);
+    }
     t.tally.exec_to_placed.render(
         &mut out,
         "ffrtmp_exec_to_placed_seconds",
@@ -184,6 +189,49 @@ fn render_tally(out: &mut String, tally: &Tally, labelled: &Labelled) {
         &n(Count::StrictTimeouts),
     );
     counter(out, "ffrtmp_undecodable_events_total", "Kernel records that could not be decoded (a kernel object of another layout); their processes are found by reconciliation.", &n(Count::Undecodable));
+}
+
+/// The exec gate's counters (only with the gate on).
+fn render_gate(out: &mut String, g: &crate::sources::gate::GateTotals) {
+    counter(
+        out,
+        "ffrtmp_gate_held_total",
+        "Execs of marked target binaries held in the kernel and handed to the placement thread.",
+        &one(g.held),
+    );
+    let answers: Vec<(String, u64)> = g
+        .answers
+        .iter()
+        .map(|(k, v)| (format!("{{outcome=\"{k}\"}}"), *v))
+        .collect();
+    counter(out, "ffrtmp_gate_answers_total", "Held execs let go, by outcome: placed (after the verified move), unplaced (not to be placed, or the move failed), late (gate_timeout passed first).", &answers);
+    counter(out, "ffrtmp_gate_passed_total", "Gate events let go at once: the placement queue was full, the binary is no longer a target's, or the daemon's own exec.", &one(g.passed));
+    counter(out, "ffrtmp_gate_overflows_total", "Gate queue overflows (the kernel let execs go unasked); each triggers a reconciliation scan.", &one(g.overflows));
+    series(
+        out,
+        "ffrtmp_gate_marks",
+        "Target binaries whose execs the gate holds.",
+        "gauge",
+        &one(g.marks),
+    );
+    counter(
+        out,
+        "ffrtmp_gate_remarks_total",
+        "Target binaries replaced (a package upgrade) and held again.",
+        &one(g.remarks),
+    );
+    let count = g.answers.iter().map(|(_, n)| n).sum();
+    crate::record::tally::Histogram::from_buckets(
+        &crate::sources::gate::stats::HOLD_BUCKETS,
+        &g.hold_buckets,
+        g.hold_sum_ns as f64 / 1e9,
+        count,
+    )
+    .render(
+        out,
+        "ffrtmp_gate_hold_seconds",
+        "How long a held exec waited: from the gate reading it to its answer.",
+    );
 }
 
 /// The kernel program's own counters (only with a kernel source).

@@ -33,6 +33,24 @@ impl Histogram {
         }
     }
 
+    /// From counts per bucket (not cumulative) kept elsewhere: `count` includes values
+    /// above the last bound.
+    pub fn from_buckets(bounds: &'static [f64], per_bucket: &[u64], sum: f64, count: u64) -> Self {
+        let mut total = 0;
+        let counts = (bounds.iter().zip(per_bucket))
+            .map(|(_, n)| {
+                total += n;
+                total
+            })
+            .collect();
+        Histogram {
+            bounds,
+            counts,
+            sum,
+            count,
+        }
+    }
+
     pub fn observe(&mut self, v: f64) {
         for (i, b) in self.bounds.iter().enumerate() {
             if v <= *b {

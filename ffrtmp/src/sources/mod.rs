@@ -11,6 +11,7 @@
 //! engine or the record loop.
 
 pub mod ebpf;
+pub mod gate;
 pub mod scan;
 
 use std::thread::JoinHandle;
@@ -53,6 +54,8 @@ pub struct Attached {
     pub ring: Option<Box<dyn Ring>>,
     /// Kernel counters the record loop reads.
     pub counters: Option<Box<dyn CounterSource>>,
+    /// The exec gate's counters and commands.
+    pub gate: Option<gate::GateHandle>,
 }
 
 /// The kernel program's totals, cumulative since it was loaded.

@@ -514,6 +514,31 @@ impl Harness {
         n
     }
 
+    /// The notice the exec gate would send for `p` held at its exec of the binary of
+    /// `target` (its /proc still shows the old image), answered through `answers`.
+    pub fn gated_notice(
+        &self,
+        p: &Proc,
+        target: &str,
+        answers: &Arc<dyn ffrtmp::process::gated::Responder>,
+    ) -> ExecNotice {
+        let held = ffrtmp::process::gated::Held::new(
+            p.pid as i32,
+            p.pid,
+            target.to_string(),
+            format!("/usr/bin/{target}").into(),
+            ffrtmp::process::monotonic_ns(),
+            answers.clone(),
+        );
+        let name = target.as_bytes().to_vec();
+        let mut n = ExecNotice::pid(p.pid, "gate");
+        n.known.argv0 = Some(name.clone());
+        n.known.exe_name = Some(name);
+        n.read_mono_ns = Some(ffrtmp::process::monotonic_ns());
+        n.gated = Some(ffrtmp::process::Gated::new(held));
+        n
+    }
+
     pub fn send(&self, n: ExecNotice) {
         self.feed.as_ref().unwrap().send(Feed::Exec(n)).unwrap();
     }

@@ -45,6 +45,11 @@ pub enum Effect {
     },
     /// A job cgroup the scanner should try to remove again later.
     Leftover(String),
+    /// A target's binary (a governed process's exe), for the exec gate to hold.
+    Learn {
+        exe: String,
+        target: String,
+    },
 }
 
 pub type Effects = Vec<Effect>;
@@ -143,8 +148,13 @@ impl Journal {
     }
 
     /// What `/metrics` and `/healthz` show now (`execs`: the engine's counts).
-    pub fn snapshot(&self, execs: Vec<(&'static str, u64)>) -> Snapshot {
+    pub fn snapshot(
+        &self,
+        execs: Vec<(&'static str, u64)>,
+        gate: Option<crate::sources::gate::GateTotals>,
+    ) -> Snapshot {
         Snapshot {
+            gate,
             source: self.source.clone(),
             tally: self.tally.clone(),
             health: self.health.clone(),
@@ -196,6 +206,12 @@ impl Journal {
         fx: &mut Effects,
     ) {
         fx.push(Effect::Watch(id, pidfd));
+        if let Some(exe) = &record.exe {
+            fx.push(Effect::Learn {
+                exe: exe.to_string(),
+                target: record.command.to_string(),
+            });
+        }
         self.jobs.add(id, record);
         self.mark_dirty();
         self.republish = true;

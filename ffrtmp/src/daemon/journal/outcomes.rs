@@ -100,13 +100,15 @@ impl Journal {
             receipt_ns,
             children,
             exe,
-            ..
+            source,
         } = p;
         let pid = id.pid;
         // The predecessor's "Attaching to PID …" line; written once the move is verified,
         // so logging never delays a placement.
         info!(pid, job = %spec.job_id, command = %spec.command, "Attaching to PID {pid} ({}) as job {}", spec.command, spec.job_id);
-        if let Some(l) = latency_ns {
+        // A held exec's wait is the gate's histogram, not exec → placed.
+        let held = source == crate::sources::gate::SOURCE;
+        if let Some(l) = latency_ns.filter(|_| !held) {
             self.tally.exec_to_placed.observe(l as f64 / 1e9);
         }
         self.tally.placement(if pl.failed.is_empty() {
@@ -115,7 +117,14 @@ impl Journal {
             "partial"
         });
         self.tally.add(Count::LimitFailures, pl.failed.len() as u64);
-        log_placed(pid, &spec.command, &pl, latency_ns, read_ns, receipt_ns);
+        log_placed(
+            pid,
+            &spec.command,
+            &pl,
+            latency_ns,
+            (read_ns, receipt_ns),
+            held,
+        );
         for (label, e) in &pl.failed {
             error!(pid, job = %pl.job_id, "Limit {label} NOT applied to PID {pid} (job {}): {e}", pl.job_id);
         }
@@ -219,10 +228,14 @@ fn log_placed(
     command: &str,
     pl: &crate::placer::Placement,
     latency_ns: Option<u64>,
-    read_ns: Option<u64>,
-    receipt_ns: Option<u64>,
+    (read_ns, receipt_ns): (Option<u64>, Option<u64>),
+    held: bool,
 ) {
     let latency_text = match (latency_ns, receipt_ns) {
+        (Some(l), _) if held => format!(
+            " (held at exec: read→placed {:.3}ms; it ran nothing outside its cgroup)",
+            l as f64 / 1e6
+        ),
         (Some(l), Some(r)) => format!(
             " (exec→placed {:.3}ms; read {:.3}ms, received {:.3}ms)",
             l as f64 / 1e6,

@@ -232,6 +232,7 @@ impl EventSource for EbpfSource {
             thread: None,
             ring: Some(Box::new(RingReader::new(ring, ebpf, ledger))),
             counters: Some(Box::new(KernelCounters::new(counters, prog))),
+            gate: None,
         })
     }
 }

@@ -55,6 +55,7 @@ pub fn notice_of(ev: &ExecEvent, stop: Option<Stopped>) -> ExecNotice {
         exec_mono_ns: Some(ev.ktime_ns),
         read_mono_ns: Some(crate::process::monotonic_ns()),
         stop,
+        gated: None,
         source: SOURCE,
     }
 }

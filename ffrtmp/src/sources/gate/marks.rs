@@ -1,0 +1,156 @@
+//! Which binaries the gate holds: an inode mark per target binary, found on the daemon's
+//! `PATH` at start, learned from every placed target's exe, and kept across package
+//! upgrades. An upgrade renames a new file over the marked one; the new inode has no mark,
+//! so the parent directory is watched (inotify) and every watched path whose inode changed
+//! is marked again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustix::fs::inotify;
+
+use super::fanotify::Group;
+
+/// What a marked inode is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    pub target: String,
+    pub path: PathBuf,
+}
+
+pub type Inode = (u64, u64);
+
+pub struct Marks {
+    by_inode: HashMap<Inode, Arc<Mark>>,
+    /// Every marked path (resolved) and the inode it had when marked.
+    by_path: BTreeMap<PathBuf, Inode>,
+    /// Watched directories, by watch descriptor.
+    dirs: HashMap<i32, PathBuf>,
+    inotify: OwnedFd,
+}
+
+/// The executable files named after a target in the directories of `path_var`.
+pub fn on_path(path_var: &str, targets: &[String]) -> Vec<(PathBuf, String)> {
+    let mut found = Vec::new();
+    for dir in path_var.split(':').filter(|d| d.starts_with('/')) {
+        for t in targets {
+            let p = Path::new(dir).join(t);
+            let exec = std::fs::metadata(&p)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+            if exec {
+                found.push((p, t.clone()));
+            }
+        }
+    }
+    found
+}
+
+impl Marks {
+    pub fn new() -> io::Result<Marks> {
+        let inotify =
+            inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
+        Ok(Marks {
+            by_inode: HashMap::new(),
+            by_path: BTreeMap::new(),
+            dirs: HashMap::new(),
+            inotify,
+        })
+    }
+
+    /// The descriptor that becomes readable when a watched directory changes.
+    pub fn watch_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.inotify.as_fd()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_inode.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_inode.is_empty()
+    }
+
+    pub fn get(&self, inode: Inode) -> Option<&Arc<Mark>> {
+        self.by_inode.get(&inode)
+    }
+
+    /// The marked paths, for `ffrtmp status`.
+    pub fn paths(&self) -> Vec<(PathBuf, String)> {
+        self.by_path
+            .iter()
+            .filter_map(|(p, i)| self.by_inode.get(i).map(|m| (p.clone(), m.target.clone())))
+            .collect()
+    }
+
+    /// Mark the binary at `path` as `target`: `Ok(true)` if it was not marked yet.
+    pub fn add(&mut self, group: &Group, path: &Path, target: &str) -> io::Result<bool> {
+        let real = std::fs::canonicalize(path)?;
+        let meta = std::fs::metadata(&real)?;
+        let inode = (meta.dev(), meta.ino());
+        if self.by_path.get(&real) == Some(&inode) && self.by_inode.contains_key(&inode) {
+            return Ok(false);
+        }
+        group.mark(&real)?;
+        if let Some(dir) = real.parent() {
+            self.watch(dir);
+        }
+        let mark = Arc::new(Mark {
+            target: target.to_string(),
+            path: real.clone(),
+        });
+        self.by_inode.insert(inode, mark);
+        self.by_path.insert(real, inode);
+        Ok(true)
+    }
+
+    fn watch(&mut self, dir: &Path) {
+        if self.dirs.values().any(|d| d == dir) {
+            return;
+        }
+        let flags = inotify::WatchFlags::MOVED_TO
+            | inotify::WatchFlags::CREATE
+            | inotify::WatchFlags::CLOSE_WRITE
+            | inotify::WatchFlags::ATTRIB
+            | inotify::WatchFlags::ONLYDIR;
+        match inotify::add_watch(&self.inotify, dir, flags) {
+            Ok(wd) => {
+                self.dirs.insert(wd, dir.to_path_buf());
+            }
+            Err(e) => tracing::warn!(
+                "cannot watch {} for upgrades ({e}): a target binary replaced there is held again only after a restart",
+                dir.display()
+            ),
+        }
+    }
+
+    /// A watched directory changed: drain its events, and mark again every path whose
+    /// inode is another now. Returns the paths marked again.
+    pub fn refresh(&mut self, group: &Group) -> Vec<(PathBuf, io::Result<()>)> {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut reader = inotify::Reader::new(&self.inotify, &mut buf);
+        while reader.next().is_ok() {}
+        let mut again = Vec::new();
+        let stale: Vec<(PathBuf, Inode)> = self
+            .by_path
+            .iter()
+            .filter_map(|(p, old)| {
+                let now = std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+                (now.is_some() && now != Some(*old)).then(|| (p.clone(), *old))
+            })
+            .collect();
+        for (path, old) in stale {
+            let Some(mark) = self.by_inode.remove(&old) else {
+                continue;
+            };
+            self.by_path.remove(&path);
+            let r = self.add(group, &path, &mark.target).map(|_| ());
+            again.push((path, r));
+        }
+        again
+    }
+}

@@ -1,0 +1,377 @@
+//! The exec gate: a source that holds a known target's exec in the kernel until it is
+//! placed (docs/inline.md). A fanotify `FAN_OPEN_EXEC_PERM` mark on each target binary
+//! makes its exec wait inside `open_exec` for an answer; the gate hands the held exec to
+//! the engine's hot queue as a notice carrying a `Gated` value, the engine places the
+//! process and then answers, so the process's first instruction runs in its job cgroup.
+//!
+//! The gate thread (`ffrtmp-gate`) does no blocking I/O and writes no log line before it
+//! hands an exec on or answers it; it never waits on the engine (a full hot queue answers
+//! at once and leaves the process to the eBPF path), and it answers every held exec the
+//! engine has not answered within `gate_timeout` (a late answer, counted and logged after).
+//! The gate never denies an exec.
+
+mod fanotify;
+pub mod marks;
+pub mod stats;
+
+use std::collections::VecDeque;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+pub use stats::{GateStats, GateTotals};
+
+use self::fanotify::{Buffer, Event, Group};
+use self::marks::Marks;
+use super::{Attached, EventSource, SourceEvent, SourceSinks, SourceThread};
+use crate::exec::{self, ExecNotice, Waker};
+use crate::process::gated::{Answer, Held, Responder};
+use crate::process::{monotonic_ns, Gated, Known};
+
+pub const SOURCE: &str = "gate";
+
+/// Asked of the gate thread by the record loop.
+#[derive(Debug)]
+pub enum GateCmd {
+    /// A target's binary (a placed process's exe): hold its later execs too.
+    Learn {
+        exe: PathBuf,
+        target: String,
+    },
+    /// The targets after a reload: their binaries on `PATH` are marked.
+    Targets(Vec<String>),
+    Stop,
+}
+
+/// The group, as the answerer of held execs.
+struct GroupResponder {
+    group: Group,
+    stats: Arc<GateStats>,
+}
+
+impl Responder for GroupResponder {
+    fn allow(&self, fd: RawFd, answer: Answer, held_ns: u64) {
+        // An event whose process was killed meanwhile is still ours to answer and close.
+        let _ = self.group.allow(fd);
+        // SAFETY: the event's descriptor was ours, and this is its one answer.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        self.stats.answered(answer, held_ns);
+    }
+}
+
+/// The gate, opened and marked, ready to start.
+pub struct GateSource {
+    group: Arc<GroupResponder>,
+    marks: Marks,
+    timeout: Duration,
+    me: u32,
+    path_var: String,
+    cmds: exec::Receiver<GateCmd>,
+    stop_tx: exec::Sender<GateCmd>,
+    waker: Waker,
+}
+
+/// The record loop's side of a running gate.
+pub struct GateHandle {
+    pub stats: Arc<GateStats>,
+    cmds: exec::Sender<GateCmd>,
+}
+
+impl GateHandle {
+    pub fn send(&self, c: GateCmd) {
+        if self.cmds.try_send(c).is_err() {
+            warn!("the gate's command queue is full; a target binary is held only from its next placement");
+        }
+    }
+}
+
+/// Open the gate for `targets`, marking their binaries on `path_var` (the daemon's `PATH`).
+/// An error says why the kernel or the daemon's capabilities do not allow it.
+pub fn open(targets: &[String], path_var: &str, timeout: Duration) -> Result<GateSource, String> {
+    let group = Group::open().map_err(|e| match e.raw_os_error() {
+        Some(libc::EPERM) => "fanotify permission events need CAP_SYS_ADMIN".to_string(),
+        Some(libc::ENOSYS) => "the kernel has no fanotify (CONFIG_FANOTIFY)".to_string(),
+        Some(libc::EINVAL) => format!(
+            "the kernel refuses a permission group ({e}): CONFIG_FANOTIFY_ACCESS_PERMISSIONS is off"
+        ),
+        _ => format!("fanotify_init: {e}"),
+    })?;
+    // Exec permission events came with 5.0: an older kernel refuses the mask.
+    group
+        .mark(std::path::Path::new("/"))
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::EINVAL) => {
+                "the kernel has no exec permission events (FAN_OPEN_EXEC_PERM, Linux 5.0)"
+                    .to_string()
+            }
+            _ => format!("fanotify_mark: {e}"),
+        })?;
+    group.unmark(std::path::Path::new("/"));
+    let marks = Marks::new().map_err(|e| format!("inotify: {e}"))?;
+    let waker = Waker::new().map_err(|e| format!("eventfd: {e}"))?;
+    let (tx, rx) = exec::queue::bounded(1024, &waker);
+    let stats = Arc::new(GateStats::default());
+    let mut g = GateSource {
+        group: Arc::new(GroupResponder {
+            group,
+            stats: stats.clone(),
+        }),
+        marks,
+        timeout,
+        me: std::process::id(),
+        path_var: path_var.to_string(),
+        cmds: rx,
+        stop_tx: tx.clone(),
+        waker,
+    };
+    g.mark_path(targets);
+    drop((stats, tx));
+    Ok(g)
+}
+
+impl GateSource {
+    /// Mark the targets' binaries on `PATH`.
+    fn mark_path(&mut self, targets: &[String]) {
+        for (p, t) in marks::on_path(&self.path_var, targets) {
+            self.learn(p, &t);
+        }
+    }
+
+    fn learn(&mut self, p: PathBuf, target: &str) {
+        // A target run by an interpreter has the interpreter as its exe: never marked.
+        if p.file_name()
+            .is_none_or(|n| n.as_encoded_bytes() != target.as_bytes())
+        {
+            return;
+        }
+        match self.marks.add(&self.group.group, &p, target) {
+            Ok(true) => info!(
+                "Holding every exec of {} ({target}) until it is placed",
+                p.display()
+            ),
+            Ok(false) => {}
+            Err(e) => warn!(
+                "cannot hold the execs of {} ({target}): {e}; they are placed after they start",
+                p.display()
+            ),
+        }
+        self.count_marks();
+    }
+
+    fn count_marks(&self) {
+        let n = self.marks.len() as u64;
+        self.group
+            .stats
+            .marks
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl EventSource for GateSource {
+    fn name(&self) -> &'static str {
+        SOURCE
+    }
+
+    fn start(self: Box<Self>, sinks: SourceSinks) -> std::io::Result<Attached> {
+        let stop = self.stop_tx.clone();
+        let (self_stats, self_cmds) = (self.group.stats.clone(), self.stop_tx.clone());
+        let handle = std::thread::Builder::new()
+            .name("ffrtmp-gate".into())
+            .spawn(move || self.run(&sinks))?;
+        Ok(Attached {
+            thread: Some(SourceThread::new(
+                SOURCE,
+                Box::new(move || {
+                    let _ = stop.send(GateCmd::Stop);
+                }),
+                handle,
+            )),
+            counters: None,
+            ring: None,
+            gate: Some(GateHandle {
+                stats: self_stats,
+                cmds: self_cmds,
+            }),
+        })
+    }
+}
+
+/// What the thread keeps between turns.
+struct Turn {
+    buf: Box<Buffer>,
+    events: Vec<Event>,
+    /// Held execs in the engine's hands, oldest first (one timeout: deadline order).
+    pending: VecDeque<(Instant, Arc<Held>)>,
+}
+
+impl GateSource {
+    fn run(mut self: Box<Self>, sinks: &SourceSinks) {
+        let mut t = Turn {
+            buf: Box::default(),
+            events: Vec::with_capacity(64),
+            pending: VecDeque::new(),
+        };
+        loop {
+            if let Err(e) = self.group.group.read(&mut t.buf, &mut t.events) {
+                warn!("the exec gate cannot read its events ({e}); execs of targets are placed after they start");
+                return;
+            }
+            for ev in t.events.drain(..) {
+                self.on_event(ev, sinks, &mut t.pending);
+            }
+            self.expire(&mut t.pending);
+            self.waker.clear();
+            while let Ok(c) = self.cmds.try_recv() {
+                match c {
+                    GateCmd::Learn { exe, target } => self.learn(exe, &target),
+                    GateCmd::Targets(targets) => self.mark_path(&targets),
+                    GateCmd::Stop => return,
+                }
+            }
+            self.wait(&t.pending);
+        }
+    }
+
+    /// Hand a held exec to the engine, or answer it at once.
+    fn on_event(
+        &self,
+        ev: Event,
+        sinks: &SourceSinks,
+        pending: &mut VecDeque<(Instant, Arc<Held>)>,
+    ) {
+        if ev.overflow {
+            // Never with an unbounded queue; if it comes, the kernel let execs go unasked.
+            self.group
+                .stats
+                .overflows
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = sinks.events.try_send(SourceEvent::Lost {
+                source: SOURCE,
+                count: 1,
+            });
+            return;
+        }
+        let read_mono_ns = monotonic_ns();
+        // SAFETY: the event's descriptor is open until it is answered, below or later.
+        let inode = rustix::fs::fstat(unsafe { BorrowedFd::borrow_raw(ev.fd) })
+            .ok()
+            .map(|st| (st.st_dev, st.st_ino));
+        let mark = inode
+            .and_then(|i| self.marks.get(i))
+            .filter(|_| ev.pid != self.me);
+        let Some(mark) = mark else {
+            self.group
+                .stats
+                .passed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.group.allow(ev.fd, Answer::Unplaced, 0);
+            return;
+        };
+        let held = Held::new(
+            ev.fd,
+            ev.pid,
+            mark.target.clone(),
+            mark.path.clone(),
+            read_mono_ns,
+            self.group.clone(),
+        );
+        let name = mark.target.as_bytes().to_vec();
+        let notice = ExecNotice {
+            known: Known {
+                argv0: Some(name.clone()),
+                exe_name: Some(name),
+                ..Known::default()
+            },
+            read_mono_ns: Some(read_mono_ns),
+            gated: Some(Gated::new(held.clone())),
+            ..ExecNotice::pid(ev.pid, SOURCE)
+        };
+        match sinks.exec.try_send(notice) {
+            Ok(()) => {
+                self.group
+                    .stats
+                    .held
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                pending.push_back((Instant::now() + self.timeout, held));
+            }
+            // Dropped: answered; its exec event places it after it starts.
+            Err(n) => {
+                self.group
+                    .stats
+                    .passed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                drop(n);
+            }
+        }
+    }
+
+    /// Answer what the engine has not answered within `gate_timeout`; say so after.
+    fn expire(&self, pending: &mut VecDeque<(Instant, Arc<Held>)>) {
+        let now = Instant::now();
+        while let Some((deadline, held)) = pending.front() {
+            if held.is_answered() {
+                pending.pop_front();
+                continue;
+            }
+            if *deadline > now {
+                break;
+            }
+            if held.answer(Answer::Late) {
+                warn!(
+                    pid = held.pid,
+                    "PID {} ({}) was held at exec for gate_timeout {} and is not placed yet; let it run unplaced; it is placed as soon as the placement goes through",
+                    held.pid,
+                    held.target,
+                    crate::config::units::format_go_duration(self.timeout)
+                );
+            }
+            pending.pop_front();
+        }
+    }
+
+    /// Sleep until an event, a command, a changed directory or the next deadline.
+    fn wait(&mut self, pending: &VecDeque<(Instant, Arc<Held>)>) {
+        let wait = pending
+            .iter()
+            .find(|(_, h)| !h.is_answered())
+            .map_or(Duration::from_secs(1), |(d, _)| {
+                d.saturating_duration_since(Instant::now())
+            });
+        let ms = wait.as_micros().div_ceil(1000) as i64;
+        let timeout = rustix::time::Timespec {
+            tv_sec: ms / 1000,
+            tv_nsec: (ms % 1000) * 1_000_000,
+        };
+        // SAFETY: the group's descriptor lives as long as self.
+        let group = unsafe { BorrowedFd::borrow_raw(self.group.group.fd()) };
+        let mut fds = [
+            rustix::event::PollFd::from_borrowed_fd(group, rustix::event::PollFlags::IN),
+            rustix::event::PollFd::from_borrowed_fd(self.waker.fd(), rustix::event::PollFlags::IN),
+            rustix::event::PollFd::from_borrowed_fd(
+                self.marks.watch_fd(),
+                rustix::event::PollFlags::IN,
+            ),
+        ];
+        let _ = rustix::event::poll(&mut fds, Some(&timeout));
+        if !fds[2].revents().is_empty() {
+            self.remark();
+        }
+    }
+
+    /// A watched directory changed: mark again the binaries replaced there.
+    fn remark(&mut self) {
+        for (path, r) in self.marks.refresh(&self.group.group) {
+            match r {
+                Ok(()) => {
+                    self.group.stats.remarks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    info!("{} was replaced; holding the execs of the new file", path.display());
+                }
+                Err(e) => warn!("{} was replaced and its execs cannot be held again ({e}); they are placed after they start", path.display()),
+            }
+        }
+        self.count_marks();
+    }
+}

@@ -1,0 +1,114 @@
+//! The exec gate's decision paths, as a normal user (see `daemon_logic.rs`): a held exec
+//! reaches the real daemon through the channel source as the gate hands it on, with an
+//! answerer that records each answer and how many moves the fake backend had made by then.
+
+mod logic_support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ffrtmp::process::gated::{Answer, Responder};
+use logic_support::{wait_until, FakeBackend, Harness, Start};
+
+const T: Duration = Duration::from_secs(5);
+
+/// Answers by event fd (the test uses the PID), with the moves made when each came.
+struct Answers {
+    backend: FakeBackend,
+    got: Mutex<Vec<(i32, Answer, usize)>>,
+}
+
+impl Responder for Answers {
+    fn allow(&self, fd: i32, answer: Answer, _held_ns: u64) {
+        let moves = self.backend.moves().len();
+        self.got.lock().unwrap().push((fd, answer, moves));
+    }
+}
+
+impl Answers {
+    fn of(&self, pid: u32) -> Vec<(Answer, usize)> {
+        let got = self.got.lock().unwrap();
+        got.iter()
+            .filter(|(fd, _, _)| *fd == pid as i32)
+            .map(|(_, a, m)| (*a, *m))
+            .collect()
+    }
+}
+
+fn answers(h: &Harness) -> (Arc<Answers>, Arc<dyn Responder>) {
+    let a = Arc::new(Answers {
+        backend: h.backend.clone(),
+        got: Mutex::default(),
+    });
+    let r: Arc<dyn Responder> = a.clone();
+    (a, r)
+}
+
+/// A held exec still shows its parent's image (here `bash`): the gate's marked binary
+/// names the target, the process is placed in that target's job, and only then is its
+/// exec let go — once, and never again for the exec event that follows.
+#[test]
+fn a_held_exec_is_placed_as_its_binary_and_answered_after_the_move() {
+    let h = Harness::new().start(Start {
+        yaml: "target_commands: [ffmpeg]\n",
+        ..Default::default()
+    });
+    let (a, r) = answers(&h);
+    let p = h.spawn("bash", "/user.slice/session-1.scope", 0);
+    h.send(h.gated_notice(&p, "ffmpeg", &r));
+    assert!(h.placed(&p, &Harness::job(&p).replace("bash", "ffmpeg"), T));
+    assert!(wait_until(T, || !a.of(p.pid).is_empty()), "never answered");
+    assert_eq!(
+        a.of(p.pid),
+        vec![(Answer::Placed, 1)],
+        "answered after its one move"
+    );
+    // The exec event that follows the gated exec finds it governed: no second move.
+    h.send(h.notice(&p));
+    let marker = h.marker();
+    assert!(h.placed(&marker, &Harness::job(&marker), T));
+    assert_eq!(h.moves_besides(&marker).len(), 1, "{:?}", h.backend.moves());
+    assert!(wait_until(T, || h.with_snapshot(|s| s.jobs.live.len()) == 2));
+    let exe = || h.state()["processes"][p.pid.to_string()]["exe"].clone();
+    assert!(
+        wait_until(T, || exe() == serde_json::json!("/usr/bin/ffmpeg")),
+        "the record names the binary the exec was held at, not the old image: {}",
+        h.state()
+    );
+}
+
+/// Every decision not to place lets the held exec go at once: in a container, filtered,
+/// deferred by min_runtime, and a dry run.
+#[test]
+fn every_decision_not_to_place_answers_a_held_exec() {
+    let h = Harness::new().start(Start {
+        yaml: "target_commands: [ffmpeg, x264, x265]\ncommands:\n  x264:\n    filters:\n      min_runtime: 1h\n  x265:\n    filters:\n      allowed_uids: [4242]\n",
+        ..Default::default()
+    });
+    let (a, r) = answers(&h);
+    let contained = h.spawn("bash", "/system.slice/docker-0123.scope", 1);
+    let young = h.spawn("bash", "/", 0);
+    let filtered = h.spawn("bash", "/", 0);
+    h.send(h.gated_notice(&contained, "ffmpeg", &r));
+    h.send(h.gated_notice(&young, "x264", &r));
+    h.send(h.gated_notice(&filtered, "x265", &r));
+    for p in [&contained, &young, &filtered] {
+        assert!(
+            wait_until(T, || a.of(p.pid) == vec![(Answer::Unplaced, 0)]),
+            "PID {}: {:?}",
+            p.pid,
+            a.of(p.pid)
+        );
+    }
+    assert!(h.backend.moves().is_empty(), "{:?}", h.backend.moves());
+
+    let h = Harness::new().start(Start {
+        dry_run: true,
+        ..Default::default()
+    });
+    let (a, r) = answers(&h);
+    let p = h.spawn("bash", "/", 0);
+    h.send(h.gated_notice(&p, "ffmpeg", &r));
+    assert!(wait_until(T, || a.of(p.pid) == vec![(Answer::Unplaced, 0)]));
+    assert!(h.backend.moves().is_empty());
+}
