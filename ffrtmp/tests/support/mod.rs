@@ -262,11 +262,13 @@ pub fn me() -> ffrtmp::process::ProcessId {
     }
 }
 
-/// Whether the daemon placed `pid` from an exec event (kernel timestamp → `exec→placed`).
+/// Whether the daemon placed `pid` at its exec: from its exec event (kernel timestamp →
+/// `exec→placed`), or held at the exec gate (`held at exec`), not found by a scan.
 pub fn placed_by_event(log: &str, pid: u32) -> bool {
     let needle = format!("Limits applied to PID {pid} ");
-    log.lines()
-        .any(|l| l.contains(&needle) && l.contains("exec→placed"))
+    log.lines().any(|l| {
+        l.contains(&needle) && (l.contains("exec→placed") || l.contains("held at exec"))
+    })
 }
 
 /// Whether the log mentions `pid` (and not merely a longer PID starting with its digits).
