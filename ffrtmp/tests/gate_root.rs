@@ -219,12 +219,14 @@ fn gate_a_killed_daemon_releases_a_held_exec() {
         std::fs::read_to_string(&syscall)
             .is_ok_and(|s| s.split(' ').next() == Some(&libc::SYS_execve.to_string()))
     };
+    // Held: asleep in execve, in fanotify's wait for an answer.
+    let wchan = format!("/proc/{}/wchan", c.id());
+    let in_gate = || std::fs::read_to_string(&wchan).is_ok_and(|w| w.contains("notify"));
     assert!(
-        wait_until(T, in_execve),
-        "the target never waited in execve"
+        wait_until(T, || in_execve() && in_gate()),
+        "the target never waited in execve for the gate: {:?}",
+        std::fs::read_to_string(&wchan)
     );
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(in_execve() && c.try_wait().unwrap().is_none(), "not held");
     w.signal(libc::SIGKILL);
     let _ = w.exit_code(T);
     let status = wait_exit(&mut c, Duration::from_secs(2));

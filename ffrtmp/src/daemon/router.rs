@@ -361,6 +361,10 @@ fn keep_what_needs_a_restart(old: &Settings, mut new: Settings) -> Settings {
         );
         new.state_path = old.state_path.clone();
     }
+    if (new.inline_placement, new.gate_timeout) != (old.inline_placement, old.gate_timeout) {
+        warn!("inline_placement or gate_timeout changed: the exec gate is set up at start; a restart applies them");
+        (new.inline_placement, new.gate_timeout) = (old.inline_placement, old.gate_timeout);
+    }
     if new.forward_all && !old.forward_all {
         warn!("forward_all turned on: the ring buffer keeps the size it got at start (sized for filtered events); a restart sizes it for every exec");
     }

@@ -266,9 +266,8 @@ pub fn me() -> ffrtmp::process::ProcessId {
 /// `exec→placed`), or held at the exec gate (`held at exec`), not found by a scan.
 pub fn placed_by_event(log: &str, pid: u32) -> bool {
     let needle = format!("Limits applied to PID {pid} ");
-    log.lines().any(|l| {
-        l.contains(&needle) && (l.contains("exec→placed") || l.contains("held at exec"))
-    })
+    log.lines()
+        .any(|l| l.contains(&needle) && (l.contains("exec→placed") || l.contains("held at exec")))
 }
 
 /// Whether the log mentions `pid` (and not merely a longer PID starting with its digits).

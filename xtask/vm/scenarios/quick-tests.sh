@@ -170,7 +170,8 @@ round() {
             continue
         }
         R_PLACED=$((R_PLACED + 1))
-        echo "$l" | sed -n 's/.*exec→placed \([0-9.]*\)ms.*/\1/p' >>"$M/$label.ms"
+        # Held at the exec gate: the line says read→placed (the process ran nothing).
+        echo "$l" | sed -n 's/.*\(exec\|read\)→placed \([0-9.]*\)ms.*/\2/p' >>"$M/$label.ms"
     done
     R_K=$(grep -c . "$M/$label.ms")
     R_LINE=$(sort -n "$M/$label.ms" | awk -v n="$N_RUN" -v k="$R_K" '
@@ -210,6 +211,8 @@ target_commands: [ffmpeg]
 cgroup_root: /ffrtmp-quick
 reconcile_interval: 1h
 scan_interval: 1s
+# The exec events' path; the gate has a round of its own below.
+inline_placement: off
 state_path: $M/state.json
 metrics_addr: ""
 default_limits:
@@ -243,7 +246,23 @@ YAML
     if [ -n "$mp_fail" ]; then
         echo "QUICK FAIL exec-placement $mp_fail" | tee -a /tmp/quick-results; fail=1
     else
-        echo "QUICK PASS exec-placement ($N targets one at a time and $BURSTS bursts of $N placed from their exec events)" | tee -a /tmp/quick-results
+        echo "QUICK PASS exec-placement ($N targets one at a time and $BURSTS bursts of $N placed from their exec events, and $N held at the exec gate)" | tee -a /tmp/quick-results
+    fi
+    # The exec gate: the target binary on the daemon's PATH, every exec held until placed.
+    if [ -z "$mp_fail" ]; then
+        sed 's/^inline_placement: off/inline_placement: on/' "$M/config.yaml" >"$M/config-gate.yaml"
+        cp "$M/config.yaml" "$M/config-events.yaml"; cp "$M/config-gate.yaml" "$M/config.yaml"
+        old_path=$PATH; PATH="$M:$PATH"; export PATH
+        gate_ok=0; round gate && gate_ok=1
+        PATH=$old_path; export PATH
+        if [ $gate_ok = 1 ] && grep -q 'held at exec' "$M/gate.log"; then
+            echo "QUICK KERNEL $kernel exec gate: held at exec, $(echo "$R_LINE" | sed 's/exec→placed/read→placed/')" | tee -a /tmp/quick-results
+            held=$(grep -c 'held at exec' "$M/gate.log")
+            [ "$held" -eq "$N_RUN" ] || mp_fail="$((N_RUN - held)) of $N_RUN targets not held at the exec gate"
+        else
+            mp_fail="the exec gate did not hold the targets: $(grep -m1 'Inline placement' "$M/gate.log" | cut -c1-200)"
+        fi
+        cp "$M/config-events.yaml" "$M/config.yaml"
     fi
     # The same with the cgroup2 mount option favordynmods (Linux 6.0+), and what it costs
     # fork and exit: rounds interleaved off/on, as the VM's speed drifts.

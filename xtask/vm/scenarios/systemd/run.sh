@@ -775,6 +775,42 @@ systemctl stop ffrtmp-test-nspawn.service 2>/dev/null
 end_scenario
 
 # ------------------------------------------------------------------------------------------
+scenario 20 "inline placement: off under the shipped unit; with its drop-in, Debian's ffmpeg held at exec, and again after a rename over it"
+# The shipped unit has no CAP_SYS_ADMIN, which fanotify permission events need: the gate is
+# off, said once. deployment/systemd/inline-placement.conf adds it; then every exec of
+# /usr/bin/ffmpeg waits in the kernel until its process is in its job cgroup.
+check "the shipped unit says why the gate is off" bash -c "journalctl -q -o cat _PID=$(main_pid) | grep -q 'Inline placement is off: fanotify permission events need CAP_SYS_ADMIN'"
+mkdir -p "/etc/systemd/system/$UNIT.d"
+cp "$REPO/deployment/systemd/inline-placement.conf" "/etc/systemd/system/$UNIT.d/"
+systemctl daemon-reload
+systemctl restart "$UNIT"
+check "restarted with the drop-in" wait_for 20 is_active
+gated() { journalctl -q -o cat _PID="$(main_pid)" | grep -q "$1"; }
+check "the gate is on and holds /usr/bin/ffmpeg" wait_for 10 gated "Holding every exec of /usr/bin/ffmpeg (ffmpeg)"
+for round in first renamed; do
+    if [[ $round == renamed ]]; then
+        # What dpkg does on an upgrade: the new file beside, renamed over the old one.
+        cp -p /usr/bin/ffmpeg /usr/bin/ffmpeg.dpkg-new && mv /usr/bin/ffmpeg.dpkg-new /usr/bin/ffmpeg
+        check "renamed: held again" wait_for 5 gated "/usr/bin/ffmpeg was replaced; holding the execs of the new file"
+    fi
+    gp=$(ffmpeg_unit "ffrtmp-test-gate-$round") || fail "$round: ffmpeg did not start"
+    gp=${gp:-0}
+    gjob=$(job_cg "$gp" ffmpeg)
+    check "$round: ffmpeg $gp placed in $gjob" wait_for 10 placed_in "$gp" "$gjob"
+    check "$round: ...held at its exec (placed before its first instruction)" wait_for 5 gated "Limits applied to PID $gp .*held at exec"
+    check "$round: ...placed once" test "$(journalctl -q -o cat _PID="$(main_pid)" | grep -c "Attaching to PID $gp ")" = 1
+    check "$round: ...with its limits (cpu.max)" test "$(cg_file "$gjob" cpu.max)" = "$((QUOTA * 1000)) 100000"
+    note "$round: $(journalctl -q -o cat _PID="$(main_pid)" | grep -m1 "Limits applied to PID $gp " | sed 's/.*(held/(held/')"
+    systemctl stop "ffrtmp-test-gate-$round.service"
+done
+check "/metrics counts the held execs" bash -c "[[ \$(curl -sS --max-time 5 http://$METRICS/metrics | awk '/^ffrtmp_gate_answers_total.outcome=.placed./ {print \$2}') -ge 2 ]]"
+rm -f "/etc/systemd/system/$UNIT.d/inline-placement.conf"
+systemctl daemon-reload
+systemctl restart "$UNIT"
+wait_for 20 is_active
+end_scenario
+
+# ------------------------------------------------------------------------------------------
 scenario 9 "install-edge.sh --uninstall: removes what it installed, keeps the edited config"
 echo "# edited by the operator" >>"$CONFIG"
 cfgsum=$(sha256sum "$CONFIG")
