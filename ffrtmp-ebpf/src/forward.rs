@@ -24,7 +24,7 @@ use ffrtmp_common::{
     FILENAME_LEN, TARGET_FLAG_PREFIX, TARGET_FLAG_STRICT,
 };
 
-use crate::maps::{count, forward_all, EVENTS, STOPPED, TARGETS};
+use crate::maps::{count, forward_all, EVENTS, GATED, STOPPED, TARGETS};
 use crate::task::{self, Key};
 
 /// `SIGSTOP` on Linux.
@@ -83,7 +83,7 @@ pub fn on_exec(filename: *const u8) -> Result<(), NotForwarded> {
             if target_flags & TARGET_FLAG_PREFIX != 0 {
                 flags |= EXEC_FLAG_PREFIX_MATCH;
             }
-            strict = target_flags & TARGET_FLAG_STRICT != 0;
+            strict = target_flags & TARGET_FLAG_STRICT != 0 && !placed_at_gate(tgid_now());
         }
         None if forward_all() => flags |= EXEC_FLAG_UNFILTERED,
         None => return Err(NotForwarded::NotTarget),
@@ -126,6 +126,26 @@ pub fn on_exec(filename: *const u8) -> Result<(), NotForwarded> {
     entry.submit(0);
     count(counter::FORWARDED);
     Ok(())
+}
+
+/// This process's tgid.
+#[inline(always)]
+fn tgid_now() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+/// Whether the agent placed this process while the exec gate held its exec, within the
+/// last second (the entry is consumed).
+#[inline(always)]
+fn placed_at_gate(tgid: u32) -> bool {
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(at) = (unsafe { GATED.get(&tgid) }).copied() else {
+        return false;
+    };
+    let _ = GATED.remove(&tgid);
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    now.saturating_sub(at) < 1_000_000_000
 }
 
 /// Record the stop, then stop: `EXEC_FLAG_STOPPED`, or `EXEC_FLAG_STOP_FAILED` (counted)

@@ -6,7 +6,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use ffrtmp_common::{
     counter, KernelOffsets, KernelSettings, StopKey, StopValue, TargetKey, TargetValue,
@@ -39,6 +39,16 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 /// written before the SIGSTOP and removed by whoever resumes the process.
 #[map(name = "STOPPED")]
 pub static STOPPED: HashMap<StopKey, StopValue> = HashMap::with_max_entries(STOPPED_ENTRIES, 0);
+
+/// Processes the agent placed while the exec gate held their exec (tgid → when, the
+/// agent's CLOCK_MONOTONIC ns): their exec event follows, and a strict target among them is
+/// not stopped, as it runs nothing outside its cgroup. Read and removed at that event; an
+/// exec that failed after the gate leaves an entry the LRU evicts.
+#[map(name = "GATED")]
+pub static GATED: LruHashMap<u32, u64> = LruHashMap::with_max_entries(GATED_ENTRIES, 0);
+
+/// Capacity of `GATED`.
+pub const GATED_ENTRIES: u32 = 4096;
 
 /// Member offsets of kernel structures, set by user space from BTF at load time.
 #[unsafe(no_mangle)]

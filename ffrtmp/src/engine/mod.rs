@@ -121,7 +121,8 @@ pub fn spawn(
             let mut e = Engine::new(cfg, outcomes, beat);
             e.keep_spares(spares);
             e.readopt_all(readopt);
-            e.run(inbox, rings);
+            e.rings = rings;
+            e.run(inbox);
             e.spares.drain().into_iter().map(|s| s.cgroup).collect()
         })?;
     Ok(EngineHandle {
@@ -140,6 +141,8 @@ struct Engine {
     /// Spare cgroups ready for a placement (v1), taken without a lock.
     spares: crate::placer::Spares,
     out: Out,
+    /// The kernel rings it reads itself (and tells of placements at the exec gate).
+    rings: Vec<Box<dyn Ring>>,
     /// When the engine last had something to do, if it has not given the heap back since.
     trim_after: Option<Instant>,
 }
@@ -254,6 +257,7 @@ impl Engine {
                 // must not hold the descriptors placing needs.
                 keep_pidfds_below: crate::process::exits::keep_below(),
             },
+            rings: Vec::new(),
             trim_after: None,
         }
     }
@@ -263,15 +267,15 @@ impl Engine {
         let _ = self.out.outcomes.blocking_send(o);
     }
 
-    fn run(&mut self, inbox: Inbox, mut rings: Vec<Box<dyn Ring>>) {
-        self.rules.exec_hook = !rings.is_empty();
+    fn run(&mut self, inbox: Inbox) {
+        self.rules.exec_hook = !self.rings.is_empty();
         let mut from_ring = Vec::new();
         loop {
             self.out.heartbeat.store(monotonic_ns(), Ordering::Relaxed);
             let mut busy = false;
             // The ring first, then the hot queue: every exec waiting is placed before any
             // other work is looked at.
-            for r in rings.iter_mut() {
+            for r in self.rings.iter_mut() {
                 r.drain(&mut from_ring);
             }
             for n in from_ring.drain(..) {
@@ -320,7 +324,8 @@ impl Engine {
                 tv_sec: ms / 1000,
                 tv_nsec: (ms % 1000) * 1_000_000,
             };
-            let mut fds: Vec<rustix::event::PollFd> = rings
+            let mut fds: Vec<rustix::event::PollFd> = self
+                .rings
                 .iter()
                 .map(|r| r.fd())
                 .chain(std::iter::once(inbox.waker.fd()))

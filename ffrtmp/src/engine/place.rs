@@ -41,11 +41,7 @@ impl Engine {
         drop(stop);
         let (gated_exe, held_since) = held_facts(gated.as_ref());
         let since = exec_mono_ns.or(held_since);
-        // Answered now: placed after a verified move, else (dropped) unplaced. One the
-        // deadline answered first is counted late by the gate.
-        if let (Some(g), Ok(_)) = (gated, &placed) {
-            g.placed();
-        }
+        self.answer(gated, placed.is_ok(), pid, &spec.command);
         let placed = placed.map(|placement| {
             let children = self.placer.move_descendants(pid, &placement.cgroup);
             let exe =
@@ -91,6 +87,25 @@ impl Engine {
                 self.not_placed(e, retry, took_spare);
             }
         }
+    }
+
+    /// Answer a held exec: placed after a verified move, else (dropped) unplaced. One the
+    /// deadline answered first is counted late by the gate.
+    fn answer(
+        &mut self,
+        gated: Option<crate::process::Gated>,
+        placed: bool,
+        pid: u32,
+        command: &str,
+    ) {
+        let Some(g) = gated.filter(|_| placed) else {
+            return;
+        };
+        if self.settings.placement_of(command) == crate::config::Placement::Strict {
+            // Its exec event is not to stop it: it runs nothing outside its cgroup.
+            self.rings.iter_mut().for_each(|r| r.placed_at_gate(pid));
+        }
+        g.placed();
     }
 
     fn dry_run(&self, pid: u32, spec: JobSpec, discovered: Option<Outcome>) {

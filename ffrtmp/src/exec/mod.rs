@@ -108,6 +108,9 @@ pub trait Ring: Send {
     fn fd(&self) -> BorrowedFd<'_>;
     /// Everything readable now, decoded (an undecodable record as its error).
     fn drain(&mut self, out: &mut Vec<Result<ExecNotice, String>>);
+    /// Process `tgid` was placed while the exec gate held it: a strict target's exec
+    /// event that follows is not to stop it.
+    fn placed_at_gate(&mut self, _tgid: u32) {}
 }
 
 /// The engine's queues, made before the sources start (they need the hot queue).

@@ -67,15 +67,22 @@ pub struct RingReader {
     ebpf: Option<Ebpf>,
     ledger: Arc<KernelLedger>,
     proc: ProcFs,
+    /// Processes placed while the exec gate held them (`GATED`): their strict stop is
+    /// skipped. None with an object that has no such map.
+    gated: Option<aya::maps::HashMap<MapData, u32, u64>>,
 }
 
 impl RingReader {
-    pub(super) fn new(ring: RingBuf<MapData>, ebpf: Ebpf, ledger: Arc<KernelLedger>) -> Self {
+    pub(super) fn new(ring: RingBuf<MapData>, mut ebpf: Ebpf, ledger: Arc<KernelLedger>) -> Self {
+        let gated = ebpf
+            .take_map("GATED")
+            .and_then(|m| aya::maps::HashMap::try_from(m).ok());
         RingReader {
             ring,
             ebpf: Some(ebpf),
             ledger,
             proc: ProcFs::system(),
+            gated,
         }
     }
 
@@ -115,6 +122,13 @@ impl Ring for RingReader {
                     .map(|ev| self.notice(&ev))
                     .map_err(|e| format!("{e:?}")),
             );
+        }
+    }
+
+    /// The kernel program then lets the exec event that follows go unstopped.
+    fn placed_at_gate(&mut self, tgid: u32) {
+        if let Some(m) = self.gated.as_mut() {
+            let _ = m.insert(tgid, crate::process::monotonic_ns(), 0);
         }
     }
 }

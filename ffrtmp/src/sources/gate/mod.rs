@@ -17,6 +17,7 @@ pub mod stats;
 use std::collections::VecDeque;
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,11 +55,18 @@ struct GroupResponder {
 
 impl Responder for GroupResponder {
     fn allow(&self, fd: RawFd, answer: Answer, held_ns: u64) {
+        self.pass(fd);
+        self.stats.answered(answer, held_ns);
+    }
+}
+
+impl GroupResponder {
+    /// Let the exec go on and close the event's descriptor (counted by the caller).
+    fn pass(&self, fd: RawFd) {
         // An event whose process was killed meanwhile is still ours to answer and close.
         let _ = self.group.allow(fd);
         // SAFETY: the event's descriptor was ours, and this is its one answer.
         drop(unsafe { OwnedFd::from_raw_fd(fd) });
-        self.stats.answered(answer, held_ns);
     }
 }
 
@@ -163,10 +171,7 @@ impl GateSource {
 
     fn count_marks(&self) {
         let n = self.marks.len() as u64;
-        self.group
-            .stats
-            .marks
-            .store(n, std::sync::atomic::Ordering::Relaxed);
+        self.group.stats.marks.store(n, Relaxed);
     }
 }
 
@@ -214,10 +219,19 @@ impl GateSource {
             events: Vec::with_capacity(64),
             pending: VecDeque::new(),
         };
+        let mut read_failed = false;
         loop {
-            if let Err(e) = self.group.group.read(&mut t.buf, &mut t.events) {
-                warn!("the exec gate cannot read its events ({e}); execs of targets are placed after they start");
-                return;
+            match self.group.group.read(&mut t.buf, &mut t.events) {
+                Ok(()) => read_failed = false,
+                // Out of descriptors for the event's file: the kernel has refused that exec
+                // (EPERM), the one exec the gate cannot let go. Said once per episode; not
+                // a busy loop while descriptors are short.
+                Err(e) => {
+                    if !std::mem::replace(&mut read_failed, true) {
+                        warn!("the exec gate cannot read a held exec ({e}); the kernel refused that exec; raise LimitNOFILE= if this is 'Too many open files'");
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
             }
             for ev in t.events.drain(..) {
                 self.on_event(ev, sinks, &mut t.pending);
@@ -244,10 +258,7 @@ impl GateSource {
     ) {
         if ev.overflow {
             // Never with an unbounded queue; if it comes, the kernel let execs go unasked.
-            self.group
-                .stats
-                .overflows
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.group.stats.overflows.fetch_add(1, Relaxed);
             let _ = sinks.events.try_send(SourceEvent::Lost {
                 source: SOURCE,
                 count: 1,
@@ -263,11 +274,8 @@ impl GateSource {
             .and_then(|i| self.marks.get(i))
             .filter(|_| ev.pid != self.me);
         let Some(mark) = mark else {
-            self.group
-                .stats
-                .passed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.group.allow(ev.fd, Answer::Unplaced, 0);
+            self.group.stats.passed.fetch_add(1, Relaxed);
+            self.group.pass(ev.fd);
             return;
         };
         let held = Held::new(
@@ -291,18 +299,12 @@ impl GateSource {
         };
         match sinks.exec.try_send(notice) {
             Ok(()) => {
-                self.group
-                    .stats
-                    .held
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.group.stats.held.fetch_add(1, Relaxed);
                 pending.push_back((Instant::now() + self.timeout, held));
             }
             // Dropped: answered; its exec event places it after it starts.
             Err(n) => {
-                self.group
-                    .stats
-                    .passed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.group.stats.passed.fetch_add(1, Relaxed);
                 drop(n);
             }
         }
@@ -366,7 +368,7 @@ impl GateSource {
         for (path, r) in self.marks.refresh(&self.group.group) {
             match r {
                 Ok(()) => {
-                    self.group.stats.remarks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.group.stats.remarks.fetch_add(1, Relaxed);
                     info!("{} was replaced; holding the execs of the new file", path.display());
                 }
                 Err(e) => warn!("{} was replaced and its execs cannot be held again ({e}); they are placed after they start", path.display()),
