@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use support::*;
 
 const T: Duration = Duration::from_secs(10);
+/// Under the quick tier's emulated CPU a move can take tens of ms: these tests are about
+/// holding, not the deadline.
+const SLOW_VM: &str = "gate_timeout: 1s\n";
 
 /// How a target run went, as its parent saw it.
 struct Run {
@@ -124,7 +127,7 @@ fn gate_holds_a_target_on_path_until_it_is_placed() {
     let f = Fixture::new("g", "/bin/dash");
     let path = path_with(f.dir.path());
     let w = f
-        .daemon(&format!("target_commands: [{}]\n", f.name))
+        .daemon(&format!("target_commands: [{}]\n{SLOW_VM}", f.name))
         .env(&[("PATH", &path)])
         .start();
     gate_ready(&w, &f.bin);
@@ -159,7 +162,7 @@ fn gate_learns_a_target_from_its_first_exec() {
     let _g = serial();
     let f = Fixture::new("l", "/bin/dash");
     let w = f
-        .daemon(&format!("target_commands: [{}]\n", f.name))
+        .daemon(&format!("target_commands: [{}]\n{SLOW_VM}", f.name))
         .start();
     w.ready();
     // Not on the daemon's PATH: the first exec is placed after it starts, by its event
@@ -188,7 +191,7 @@ fn gate_holds_a_binary_replaced_by_rename_again() {
     let f = Fixture::new("u", "/bin/dash");
     let path = path_with(f.dir.path());
     let w = f
-        .daemon(&format!("target_commands: [{}]\n", f.name))
+        .daemon(&format!("target_commands: [{}]\n{SLOW_VM}", f.name))
         .env(&[("PATH", &path)])
         .start();
     gate_ready(&w, &f.bin);
@@ -218,7 +221,7 @@ fn gate_a_killed_daemon_releases_a_held_exec() {
     let f = Fixture::new("k", "/bin/dash");
     let path = path_with(f.dir.path());
     let mut w = f
-        .daemon(&format!("target_commands: [{}]\n", f.name))
+        .daemon(&format!("target_commands: [{}]\n{SLOW_VM}", f.name))
         .env(&[("PATH", &path)])
         .start();
     gate_ready(&w, &f.bin);
@@ -276,7 +279,7 @@ fn gate_lets_a_containerised_target_go_unmoved() {
     let f = Fixture::new("c", "/bin/dash");
     let path = path_with(f.dir.path());
     let w = f
-        .daemon(&format!("target_commands: [{}]\n", f.name))
+        .daemon(&format!("target_commands: [{}]\n{SLOW_VM}", f.name))
         .env(&[("PATH", &path)])
         .start();
     gate_ready(&w, &f.bin);

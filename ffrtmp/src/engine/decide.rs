@@ -112,7 +112,7 @@ impl Engine {
             Some(p) => Ok(p),
             None => self.proc.pin(pid),
         };
-        let pinned = match pinned {
+        let mut pinned = match pinned {
             Ok(p) => p,
             Err(e) if is_gone(&e) => {
                 return self.emit(Outcome::Vanished {
@@ -151,6 +151,12 @@ impl Engine {
             }
             _ => (known, origin),
         };
+        // Held at the gate, it still shows its parent's comm: it is the marked binary's
+        // target (the comm its exec will give it), so it is matched and remembered by that.
+        if let Some(g) = origin.gated.as_ref() {
+            let t = g.held().target.as_bytes();
+            pinned.stat.comm = t[..t.len().min(crate::matcher::COMM_MAX)].to_vec();
+        }
         // Governed already (a governed process exec'd again: it stays in its cgroup), or
         // waiting for a timer that will look at it again.
         if self.table.knows(pinned.id) {
@@ -234,8 +240,9 @@ impl Engine {
         };
         match decision {
             Decision::Skip(reason) => {
-                // Not bystanders (forward_all sends every exec): they would crowd the
-                // targets out of the memory, and no scan reports them.
+                drop(origin); // a stopped or held process goes on before the message
+                              // Not bystanders (forward_all sends every exec): they would crowd the
+                              // targets out of the memory, and no scan reports them.
                 if !matches!(reason, crate::matcher::Skip::NotATarget) {
                     self.table
                         .skipped(pinned.id, &pinned.stat.comm, Instant::now());
@@ -246,8 +253,9 @@ impl Engine {
                 })
             }
             Decision::Defer { target, remaining } => {
-                // min_runtime outranks strict placement: a deferred process runs meanwhile
-                // (its stop is dropped, i.e. resumed, when `origin` goes out of scope).
+                // min_runtime outranks strict placement and the gate: a deferred process
+                // runs meanwhile (resumed, or its exec let go, here).
+                drop(origin);
                 let comm = String::from_utf8_lossy(&pinned.stat.comm).into_owned();
                 if self
                     .table

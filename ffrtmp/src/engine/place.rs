@@ -24,7 +24,7 @@ impl Engine {
             exec_mono_ns,
             read_mono_ns,
             taken_mono_ns,
-            source,
+            mut source,
             stop,
             gated,
         } = origin;
@@ -41,7 +41,10 @@ impl Engine {
         drop(stop);
         let (gated_exe, held_since) = held_facts(gated.as_ref());
         let since = exec_mono_ns.or(held_since);
-        self.answer(gated, placed.is_ok(), pid, &spec.command);
+        // Answered late, it ran before its move: not said to be held (`gate-late`).
+        if held_since.is_some() && !self.answer(gated, placed.is_ok(), pid, &spec.command) {
+            source = "gate-late";
+        }
         let placed = placed.map(|placement| {
             let children = self.placer.move_descendants(pid, &placement.cgroup);
             let exe =
@@ -89,6 +92,7 @@ impl Engine {
         }
     }
 
+    /// `true` when it was answered now, after the move (not late).
     /// Answer a held exec: placed after a verified move, else (dropped) unplaced. One the
     /// deadline answered first is counted late by the gate.
     fn answer(
@@ -97,15 +101,15 @@ impl Engine {
         placed: bool,
         pid: u32,
         command: &str,
-    ) {
+    ) -> bool {
         let Some(g) = gated.filter(|_| placed) else {
-            return;
+            return false;
         };
         if self.settings.placement_of(command) == crate::config::Placement::Strict {
             // Its exec event is not to stop it: it runs nothing outside its cgroup.
             self.rings.iter_mut().for_each(|r| r.placed_at_gate(pid));
         }
-        g.placed();
+        g.placed()
     }
 
     fn dry_run(&self, pid: u32, spec: JobSpec, discovered: Option<Outcome>) {

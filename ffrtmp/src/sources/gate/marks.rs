@@ -87,9 +87,20 @@ impl Marks {
             .collect()
     }
 
-    /// Mark the binary at `path` as `target`: `Ok(true)` if it was not marked yet.
+    /// Mark the binary at `path` as `target`: `Ok(true)` if it was not marked yet. The
+    /// file itself, links resolved, must be named after the target: an interpreter (the
+    /// exe of a script) or a multi-call binary a link names is never marked.
     pub fn add(&mut self, group: &Group, path: &Path, target: &str) -> io::Result<bool> {
         let real = std::fs::canonicalize(path)?;
+        if real
+            .file_name()
+            .is_none_or(|n| n.as_encoded_bytes() != target.as_bytes())
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the file is {}, not named {target}", real.display()),
+            ));
+        }
         let meta = std::fs::metadata(&real)?;
         let inode = (meta.dev(), meta.ino());
         if self.by_path.get(&real) == Some(&inode) && self.by_inode.contains_key(&inode) {
@@ -144,13 +155,31 @@ impl Marks {
             })
             .collect();
         for (path, old) in stale {
+            // The path keeps its old inode until the new one is marked: tried again at
+            // the next change if marking fails.
             let Some(mark) = self.by_inode.remove(&old) else {
                 continue;
             };
-            self.by_path.remove(&path);
             let r = self.add(group, &path, &mark.target).map(|_| ());
+            if r.is_err() {
+                self.by_inode.insert(old, mark);
+            }
             again.push((path, r));
         }
         again
+    }
+
+    /// Keep the marks of `targets` only (a reload removed the others).
+    pub fn retain(&mut self, group: &Group, targets: &[String]) {
+        let gone: Vec<Inode> = (self.by_inode.iter())
+            .filter(|(_, m)| !targets.contains(&m.target))
+            .map(|(i, _)| *i)
+            .collect();
+        for i in gone {
+            if let Some(m) = self.by_inode.remove(&i) {
+                group.unmark(&m.path);
+                self.by_path.remove(&m.path);
+            }
+        }
     }
 }

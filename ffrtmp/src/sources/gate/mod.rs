@@ -149,18 +149,22 @@ impl GateSource {
     }
 
     fn learn(&mut self, p: PathBuf, target: &str) {
-        // A target run by an interpreter has the interpreter as its exe: never marked.
-        if p.file_name()
-            .is_none_or(|n| n.as_encoded_bytes() != target.as_bytes())
-        {
-            return;
-        }
         match self.marks.add(&self.group.group, &p, target) {
             Ok(true) => info!(
                 "Holding every exec of {} ({target}) until it is placed",
                 p.display()
             ),
             Ok(false) => {}
+            // Not a file of this mount namespace (a container's), or not named after its
+            // target (an interpreter, a multi-call binary a link names): placed by events.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidInput
+                ) =>
+            {
+                tracing::debug!("not holding the execs of {} ({target}): {e}", p.display())
+            }
             Err(e) => warn!(
                 "cannot hold the execs of {} ({target}): {e}; they are placed after they start",
                 p.display()
@@ -241,7 +245,10 @@ impl GateSource {
             while let Ok(c) = self.cmds.try_recv() {
                 match c {
                     GateCmd::Learn { exe, target } => self.learn(exe, &target),
-                    GateCmd::Targets(targets) => self.mark_path(&targets),
+                    GateCmd::Targets(targets) => {
+                        self.marks.retain(&self.group.group, &targets);
+                        self.mark_path(&targets);
+                    }
                     GateCmd::Stop => return,
                 }
             }
@@ -265,14 +272,25 @@ impl GateSource {
             });
             return;
         }
+        if ev.fd < 0 {
+            return; // no file to answer for (not a permission event)
+        }
         let read_mono_ns = monotonic_ns();
         // SAFETY: the event's descriptor is open until it is answered, below or later.
         let inode = rustix::fs::fstat(unsafe { BorrowedFd::borrow_raw(ev.fd) })
             .ok()
             .map(|st| (st.st_dev, st.st_ino));
+        // Exec'd by the target's name: a hard link by another name to the same inode (a
+        // multi-call binary) is not the target.
+        let by_name = |target: &str| {
+            std::fs::read_link(format!("/proc/self/fd/{}", ev.fd)).is_ok_and(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.as_encoded_bytes() == target.as_bytes())
+            })
+        };
         let mark = inode
             .and_then(|i| self.marks.get(i))
-            .filter(|_| ev.pid != self.me);
+            .filter(|m| ev.pid != self.me && by_name(&m.target));
         let Some(mark) = mark else {
             self.group.stats.passed.fetch_add(1, Relaxed);
             self.group.pass(ev.fd);
@@ -313,24 +331,24 @@ impl GateSource {
     /// Answer what the engine has not answered within `gate_timeout`; say so after.
     fn expire(&self, pending: &mut VecDeque<(Instant, Arc<Held>)>) {
         let now = Instant::now();
+        let mut late = Vec::new();
         while let Some((deadline, held)) = pending.front() {
-            if held.is_answered() {
-                pending.pop_front();
-                continue;
-            }
-            if *deadline > now {
+            if !held.is_answered() && *deadline > now {
                 break;
             }
             if held.answer(Answer::Late) {
-                warn!(
-                    pid = held.pid,
-                    "PID {} ({}) was held at exec for gate_timeout {} and is not placed yet; let it run unplaced; it is placed as soon as the placement goes through",
-                    held.pid,
-                    held.target,
-                    crate::config::units::format_go_duration(self.timeout)
-                );
+                late.push(held.clone());
             }
             pending.pop_front();
+        }
+        for held in late {
+            warn!(
+                pid = held.pid,
+                "PID {} ({}) was held at exec for gate_timeout {} and is not placed yet; let it run unplaced; it is placed as soon as the placement goes through",
+                held.pid,
+                held.target,
+                crate::config::units::format_go_duration(self.timeout)
+            );
         }
     }
 

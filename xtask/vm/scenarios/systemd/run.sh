@@ -775,7 +775,7 @@ systemctl stop ffrtmp-test-nspawn.service 2>/dev/null
 end_scenario
 
 # ------------------------------------------------------------------------------------------
-scenario 20 "inline placement: off under the shipped unit; with its drop-in, Debian's ffmpeg held at exec, and again after a rename over it"
+scenario 27 "inline placement: off under the shipped unit; with its drop-in, Debian's ffmpeg held at exec, and again after a rename over it"
 # The shipped unit has no CAP_SYS_ADMIN, which fanotify permission events need: the gate is
 # off, said once. deployment/systemd/inline-placement.conf adds it; then every exec of
 # /usr/bin/ffmpeg waits in the kernel until its process is in its job cgroup.
