@@ -433,7 +433,7 @@ pub(super) fn ready(bin: &Path, runs: usize) -> Result<()> {
     std::fs::write(
         &config,
         format!(
-            "target_commands: [{}t]\ncgroup_root: {}\nstate_path: {}\nmetrics_addr: \"\"\n",
+            "target_commands: [{}t]\ncgroup_root: {}\nstate_path: {}\nmetrics_addr: \"\"\ninline_placement: off\n",
             scene.tag,
             scene.root,
             scene.dir.join("state.json").display()

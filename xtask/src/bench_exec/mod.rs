@@ -200,7 +200,8 @@ impl Scene {
         std::fs::write(
             &config,
             format!(
-                "target_commands: [{}]\ncgroup_root: {}\nstate_path: {}\nreconcile_interval: 1h\nmetrics_addr: \"\"\n{extra_yaml}",
+                // The exec events' path: the exec gate (docs/inline.md) is not what this measures.
+                "target_commands: [{}]\ncgroup_root: {}\nstate_path: {}\nreconcile_interval: 1h\nmetrics_addr: \"\"\ninline_placement: off\n{extra_yaml}",
                 targets.join(", "),
                 self.root,
                 self.dir.join("state.json").display()
