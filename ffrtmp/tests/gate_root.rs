@@ -110,6 +110,18 @@ fn path_with(dir: &Path) -> String {
     format!("{}:/usr/local/bin:/usr/bin:/bin", dir.display())
 }
 
+/// The daemon for the fixture's target (and `extra` config), the fixture's directory first
+/// on its `PATH`, once its gate holds the target's binary.
+fn gated(f: &Fixture, extra: &str) -> Daemon {
+    let path = path_with(f.dir.path());
+    let w = f
+        .daemon(&format!("target_commands: [{}]\n{SLOW_VM}{extra}", f.name))
+        .env(&[("PATH", &path)])
+        .start();
+    gate_ready(&w, &f.bin);
+    w
+}
+
 fn gate_ready(w: &Daemon, bin: &Path) {
     w.ready();
     let marked = format!("Holding every exec of {}", bin.display());
@@ -125,12 +137,7 @@ fn gate_holds_a_target_on_path_until_it_is_placed() {
     require!(Ebpf);
     let _g = serial();
     let f = Fixture::new("g", "/bin/dash");
-    let path = path_with(f.dir.path());
-    let w = f
-        .daemon(&format!("target_commands: [{}]\n{SLOW_VM}", f.name))
-        .env(&[("PATH", &path)])
-        .start();
-    gate_ready(&w, &f.bin);
+    let w = gated(&f, "");
     assert_held(&w, &f.root, &f.name, &f.bin, 5);
     let log = w.stop();
     assert!(log.contains("Inline placement is on"), "{log}");
@@ -143,15 +150,7 @@ fn gate_holds_a_strict_target_without_a_stop() {
     require!(Ebpf);
     let _g = serial();
     let f = Fixture::new("s", "/bin/dash");
-    let path = path_with(f.dir.path());
-    let w = f
-        .daemon(&format!(
-            "target_commands: [{}]\nplacement: strict\n",
-            f.name
-        ))
-        .env(&[("PATH", &path)])
-        .start();
-    gate_ready(&w, &f.bin);
+    let w = gated(&f, "placement: strict\n");
     assert_held(&w, &f.root, &f.name, &f.bin, 5);
     w.stop();
 }
@@ -189,12 +188,7 @@ fn gate_holds_a_binary_replaced_by_rename_again() {
     require!(Ebpf);
     let _g = serial();
     let f = Fixture::new("u", "/bin/dash");
-    let path = path_with(f.dir.path());
-    let w = f
-        .daemon(&format!("target_commands: [{}]\n{SLOW_VM}", f.name))
-        .env(&[("PATH", &path)])
-        .start();
-    gate_ready(&w, &f.bin);
+    let w = gated(&f, "");
     // What dpkg does: write the new file beside, rename it over the old one.
     let new = f.dir.path().join(format!("{}.dpkg-new", f.name));
     std::fs::copy("/bin/dash", &new).unwrap();
@@ -219,12 +213,7 @@ fn gate_a_killed_daemon_releases_a_held_exec() {
     require!(Ebpf);
     let _g = serial();
     let f = Fixture::new("k", "/bin/dash");
-    let path = path_with(f.dir.path());
-    let mut w = f
-        .daemon(&format!("target_commands: [{}]\n{SLOW_VM}", f.name))
-        .env(&[("PATH", &path)])
-        .start();
-    gate_ready(&w, &f.bin);
+    let mut w = gated(&f, "");
     w.signal(libc::SIGSTOP);
     let out = f.dir.path().join("held.cgroup");
     // spawn() returns once the exec is done: the shell it starts execs the target.
@@ -277,12 +266,7 @@ fn gate_lets_a_containerised_target_go_unmoved() {
     require!(Ebpf);
     let _g = serial();
     let f = Fixture::new("c", "/bin/dash");
-    let path = path_with(f.dir.path());
-    let w = f
-        .daemon(&format!("target_commands: [{}]\n{SLOW_VM}", f.name))
-        .env(&[("PATH", &path)])
-        .start();
-    gate_ready(&w, &f.bin);
+    let w = gated(&f, "");
     let out = f.dir.path().join("contained.cgroup");
     let mut cmd = Command::new("/bin/dash");
     // The wrapper's children start in a new PID namespace: the target runs there.
