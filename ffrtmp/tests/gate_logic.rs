@@ -56,6 +56,7 @@ fn a_held_exec_is_placed_as_its_binary_and_answered_after_the_move() {
     let (a, r) = answers(&h);
     let p = h.spawn("bash", "/user.slice/session-1.scope", 0);
     h.send(h.gated_notice(&p, "ffmpeg", &r));
+    h.exec_went_through(&p, "ffmpeg");
     assert!(h.placed(&p, &Harness::job(&p).replace("bash", "ffmpeg"), T));
     assert!(wait_until(T, || !a.of(p.pid).is_empty()), "never answered");
     assert_eq!(
@@ -111,4 +112,45 @@ fn every_decision_not_to_place_answers_a_held_exec() {
     h.send(h.gated_notice(&p, "ffmpeg", &r));
     assert!(wait_until(T, || a.of(p.pid) == vec![(Answer::Unplaced, 0)]));
     assert!(h.backend.moves().is_empty());
+}
+
+/// A held exec that fails after its answer (its exe is still the old image a moment
+/// later) is moved back where it came from, its job ends, and its next exec is decided
+/// afresh.
+#[test]
+fn a_held_exec_that_fails_is_moved_back() {
+    let h = Harness::new().start(Start {
+        yaml: "target_commands: [ffmpeg]\n",
+        ..Default::default()
+    });
+    let (a, r) = answers(&h);
+    let p = h.spawn("bash", "/user.slice/session-1.scope", 0);
+    h.send(h.gated_notice(&p, "ffmpeg", &r));
+    let job = Harness::job(&p).replace("bash", "ffmpeg");
+    assert!(h.placed(&p, &job, T));
+    assert!(wait_until(T, || a.of(p.pid) == vec![(Answer::Placed, 1)]));
+    let home = |m: &&logic_support::Move| m.cgroup == "/user.slice/session-1.scope";
+    assert!(
+        wait_until(T, || h.backend.moves().iter().filter(home).count() == 1),
+        "not moved back: {:?}",
+        h.backend.moves()
+    );
+    assert!(
+        wait_until(T, || h.with_snapshot(|s| s.jobs.live.is_empty())),
+        "its job did not end"
+    );
+    // Its next exec of the binary is held and placed again.
+    h.send(h.gated_notice(&p, "ffmpeg", &r));
+    h.exec_went_through(&p, "ffmpeg");
+    assert!(
+        wait_until(T, || h
+            .backend
+            .moves()
+            .iter()
+            .filter(|m| m.cgroup == job)
+            .count()
+            == 2),
+        "not placed again at its next exec: {:?}",
+        h.backend.moves()
+    );
 }

@@ -139,8 +139,18 @@ fn gate_holds_a_target_on_path_until_it_is_placed() {
     let f = Fixture::new("g", "/bin/dash");
     let w = gated(&f, "");
     assert_held(&w, &f.root, &f.name, &f.bin, 5);
+    let state = w.state.clone();
     let log = w.stop();
     assert!(log.contains("Inline placement is on"), "{log}");
+    // `ffrtmp status` lists the binary the gate held.
+    let out = Command::new(ffrtmp_bin())
+        .args(["status", "--state-path"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let listed = format!("  {} ({})", f.bin.display(), f.name);
+    assert!(text.contains(&listed), "{text}");
 }
 
 /// A strict target the gate holds is placed before it runs: its exec event does not stop
@@ -300,5 +310,117 @@ fn gate_lets_a_containerised_target_go_unmoved() {
         !seen.iter().any(|l| l.path.contains(&f.root.path)),
         "moved: {seen:?}"
     );
+    w.stop();
+}
+
+/// A held exec that fails after the gate let it go (here a script whose interpreter is
+/// missing: the marked file opens, the exec then fails with ENOENT) leaves the old image
+/// in the job cgroup; it is moved back to where it was within a second, and its job ends.
+#[test]
+fn gate_moves_a_failed_exec_back() {
+    require!(Ebpf);
+    let _g = serial();
+    let f = Fixture::new("f", "/bin/dash");
+    std::fs::write(&f.bin, "#!/nonexistent/ffrtmp-test-interpreter\n").unwrap();
+    let w = gated(&f, "");
+    let home = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let path = std::ffi::CString::new(f.bin.to_str().unwrap()).unwrap();
+    let argv = [path.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null()];
+    // SAFETY: the child calls only execve and pause (async-signal-safe) before it is
+    // killed below.
+    let pid = unsafe {
+        match libc::fork() {
+            0 => {
+                libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                loop {
+                    libc::pause();
+                }
+            }
+            pid => pid as u32,
+        }
+    };
+    let held = format!("Limits applied to PID {pid} ");
+    let back = format!("PID {pid} did not become {}", f.name);
+    let at_home =
+        || std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok() == Some(home.clone());
+    let placed = wait_until(T, || {
+        let log = w.log_text();
+        log.lines()
+            .any(|l| l.contains(&held) && l.contains("held at exec"))
+            && log.contains(&back)
+    });
+    let home_again = wait_until(Duration::from_secs(2), at_home);
+    let log = w.stop();
+    // SAFETY: kill(2) and waitpid on our own child.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+        libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+    }
+    assert!(placed, "not placed at the gate, or not moved back\n{log}");
+    assert!(home_again, "not in its old cgroup again\n{log}");
+    assert!(log.contains("moved back to"), "{log}");
+}
+
+/// The daemon's thread named `name`.
+fn thread_of(pid: u32, name: &str) -> i32 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .filter_map(|t| t.ok())
+        .find(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .and_then(|t| t.file_name().to_str()?.parse().ok())
+        .unwrap_or_else(|| panic!("no thread {name} in PID {pid}"))
+}
+
+/// The gate thread stuck (stopped alone by ptrace; the daemon's other threads run) holds
+/// a target's exec until its watchdog lets go of the group, about two seconds at most;
+/// the exec goes on (unplaced: this one exits before its exec event could place it); the
+/// thread, back, holds execs again.
+#[test]
+fn gate_watchdog_lets_go_when_the_gate_thread_is_stuck() {
+    require!(Ebpf);
+    let _g = serial();
+    let f = Fixture::new("w", "/bin/dash");
+    let w = gated(&f, "");
+    let tid = thread_of(w.pid(), "ffrtmp-gate");
+    // SAFETY: ptrace of a thread of our own child, detached below.
+    let seized = unsafe {
+        let ok = libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0) == 0
+            && libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0) == 0;
+        let mut st = 0;
+        ok && libc::waitpid(tid, &mut st, libc::__WALL) == tid && libc::WIFSTOPPED(st)
+    };
+    assert!(
+        seized,
+        "cannot stop the gate thread: {}",
+        std::io::Error::last_os_error()
+    );
+    let out = f.dir.path().join("stuck.cgroup");
+    let started = Instant::now();
+    let run = run_watching_stops(Command::new(&f.bin).args(["-c", &strict_script(&out)]), T);
+    let took = started.elapsed();
+    // SAFETY: detaching the thread seized above (it is in a ptrace stop).
+    unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0) };
+    assert!(run.ok, "the held exec never went on\n{}", w.log_text());
+    assert!(
+        took > Duration::from_millis(500) && took < Duration::from_secs(4),
+        "held for {took:?}: not by the stuck gate, or not let go within the watchdog's time"
+    );
+    w.expect(
+        T,
+        || w.log_text().contains("let go of every held exec"),
+        "the watchdog said nothing",
+    );
+    w.expect(
+        T,
+        || {
+            w.log_text()
+                .contains("The exec gate holds execs again (1 of 1 binaries marked)")
+        },
+        "the gate did not come back",
+    );
+    assert_held(&w, &f.root, &f.name, &f.bin, 2);
     w.stop();
 }

@@ -9,7 +9,7 @@ use super::{fail, StatusArgs, EXIT_FAILURE};
 use crate::config::{Limits, DEFAULT_STATE_PATH};
 use crate::placer::{detect, Usage};
 use crate::process::ProcFs;
-use crate::record::state::{HealthRecord, StateFile, Statistics};
+use crate::record::state::{HealthRecord, HeldBinary, StateFile, Statistics};
 
 #[derive(Serialize)]
 struct Row {
@@ -28,6 +28,8 @@ struct Report {
     health: Option<HealthRecord>,
     processes: Vec<Row>,
     statistics: Statistics,
+    /// Binaries whose execs the daemon's exec gate holds (inline placement).
+    held_at_exec: Vec<HeldBinary>,
 }
 
 pub fn main(a: StatusArgs) -> ExitCode {
@@ -54,6 +56,7 @@ pub fn main(a: StatusArgs) -> ExitCode {
         state_path: path,
         health: state.health,
         statistics: state.statistics,
+        held_at_exec: state.held_at_exec,
     };
     if a.json {
         println!(
@@ -165,6 +168,14 @@ fn print_text(report: &Report) {
                 .as_ref()
                 .map_or("limits unknown".into(), |l| l.to_string())
         );
+    }
+    if report.held_at_exec.is_empty() {
+        println!("Held at exec (inline placement): none");
+    } else {
+        println!("Held at exec (inline placement), placed before their first instruction:");
+    }
+    for h in &report.held_at_exec {
+        println!("  {} ({})", h.path.display(), h.target);
     }
     let s = &report.statistics;
     println!(

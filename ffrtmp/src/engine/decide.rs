@@ -270,19 +270,32 @@ impl Engine {
                 }
             }
             Decision::Govern(target) => {
-                let spec = JobSpec {
-                    job_id: JobId::new(&target.name, pinned.id.pid),
-                    command: target.name.clone(),
-                    limits: target.limits.clone(),
-                };
-                let discovered = Outcome::Discovered {
-                    pid: pinned.id.pid,
-                    job_id: spec.job_id.clone(),
-                    command: spec.command.clone(),
-                };
-                self.place(pinned, spec, 0, origin, Some(discovered));
+                // Where a held exec came from: it goes back there if its exec fails.
+                let undo = super::place::Undo::of(origin.gated.as_ref(), facts.cgroups);
+                self.govern(pinned, target, origin, undo);
             }
         }
+    }
+
+    /// Place a process a target governs, the first time.
+    fn govern(
+        &mut self,
+        pinned: Pinned,
+        target: &crate::config::Target,
+        origin: Origin,
+        undo: Option<super::place::Undo>,
+    ) {
+        let spec = JobSpec {
+            job_id: JobId::new(&target.name, pinned.id.pid),
+            command: target.name.clone(),
+            limits: target.limits.clone(),
+        };
+        let discovered = Outcome::Discovered {
+            pid: pinned.id.pid,
+            job_id: spec.job_id.clone(),
+            command: spec.command.clone(),
+        };
+        self.place(pinned, spec, 0, origin, Some(discovered), undo);
     }
 }
 

@@ -90,6 +90,15 @@ pub enum Outcome {
         error: PlaceError,
         attempts: u32,
     },
+    /// Placed at the exec gate, its exec failed after (its exe is not the held binary):
+    /// moved back to `home` (its job ends), or, when that failed, left in its job.
+    ExecFailed {
+        id: ProcessId,
+        job_id: JobId,
+        command: String,
+        exe: String,
+        home: Result<String, String>,
+    },
     /// It exited before or while it was placed: nothing to do.
     Vanished {
         pid: u32,

@@ -3,10 +3,10 @@
 
 use std::time::Instant;
 
-use super::table::{Retry, Timed};
+use super::table::{Confirm, Retry, Timed};
 use super::{Engine, Origin, Outcome, Placed};
 use crate::placer::{backoff, Class, JobSpec};
-use crate::process::{Known, Pinned};
+use crate::process::{CgroupLine, Known, Pinned, ProcessId};
 
 impl Engine {
     /// `discovered`, the first report of a new target, is sent once the placement has been
@@ -19,6 +19,7 @@ impl Engine {
         attempt: u32,
         origin: Origin,
         discovered: Option<Outcome>,
+        undo: Option<Undo>,
     ) {
         let Origin {
             exec_mono_ns,
@@ -58,13 +59,13 @@ impl Engine {
         match placed {
             Ok((placement, children, exe)) => {
                 let latency_ns = since.map(|t| placement.verified_mono_ns.saturating_sub(t));
-                let receipt_ns = exec_mono_ns
-                    .zip(taken_mono_ns)
-                    .map(|(e, t)| t.saturating_sub(e));
-                let read_ns = exec_mono_ns
-                    .zip(read_mono_ns)
-                    .map(|(e, r)| r.saturating_sub(e));
+                let after_exec =
+                    |t: Option<u64>| exec_mono_ns.zip(t).map(|(e, t)| t.saturating_sub(e));
+                let (receipt_ns, read_ns) = (after_exec(taken_mono_ns), after_exec(read_mono_ns));
                 self.table.governed(pinned.id);
+                if let Some(u) = undo {
+                    self.confirm_later(pinned.id, &spec, u);
+                }
                 // The pin goes with the result, for the exit watch: no second descriptor.
                 self.emit(Outcome::Placed(Box::new(Placed {
                     id: pinned.id,
@@ -194,6 +195,7 @@ impl Engine {
                     }
                     _ => {} // exited, or governed meanwhile
                 },
+                Timed::Confirm(c) => self.confirm_exec(id, *c),
                 Timed::Retry(r) => {
                     let Retry {
                         pinned,
@@ -215,12 +217,78 @@ impl Engine {
                             gated: None,
                         },
                         None,
+                        None,
                     )
                 }
             }
         }
     }
 }
+
+impl Engine {
+    /// Look at a process placed at the gate again after `CONFIRM_AFTER`.
+    fn confirm_later(&mut self, id: ProcessId, spec: &JobSpec, u: Undo) {
+        let c = Confirm {
+            inode: u.inode,
+            exe: u.exe,
+            home: u.home,
+            job_id: spec.job_id.clone(),
+            command: spec.command.clone(),
+        };
+        self.table.confirm(id, Instant::now() + CONFIRM_AFTER, c);
+    }
+
+    /// A process placed at the gate whose exe is not the binary it was held at: its exec
+    /// failed after the answer (a bad format, a missing interpreter), and its old image
+    /// runs in the job cgroup. It goes back where it came from, and its job ends.
+    fn confirm_exec(&mut self, id: ProcessId, c: Confirm) {
+        // Exited meanwhile, or its exe went through (or cannot be read: left as it is).
+        if !self.table.governs(id) || self.proc.exe_inode(id.pid).map_or(true, |i| i == c.inode) {
+            return;
+        }
+        if !self.proc.pin(id.pid).is_ok_and(|p| p.id == id) {
+            return;
+        }
+        let home = self
+            .placer
+            .move_home(id.pid, &c.home)
+            .map_err(|e| e.to_string());
+        if home.is_ok() {
+            // Decided afresh at its next exec.
+            self.table.exited(id);
+        }
+        self.emit(Outcome::ExecFailed {
+            id,
+            job_id: c.job_id,
+            command: c.command,
+            exe: c.exe,
+            home,
+        });
+    }
+}
+
+/// What a held exec's placement is undone by, should its exec fail.
+pub(super) struct Undo {
+    inode: (u64, u64),
+    exe: String,
+    home: Vec<CgroupLine>,
+}
+
+impl Undo {
+    /// For a held exec: its binary, and where it was (`home`) before its move.
+    pub(super) fn of(g: Option<&crate::process::Gated>, home: Vec<CgroupLine>) -> Option<Undo> {
+        g.map(|g| Undo {
+            inode: g.held().inode,
+            exe: g.held().exe.display().to_string(),
+            home,
+        })
+    }
+}
+
+/// How long after its answer a process placed at the gate is looked at again: its exec
+/// has gone through or failed by then. A slower exec that is moved back meanwhile is
+/// placed again by its exec event.
+const CONFIRM_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A held exec still shows its old image: its binary is the one the gate marked; and it
 /// has waited since the gate read its exec (it has no kernel timestamp).

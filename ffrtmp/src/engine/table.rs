@@ -22,6 +22,20 @@ pub enum Timed {
     Fresh,
     /// A placement that failed with a transient error.
     Retry(Box<Retry>),
+    /// A process placed at the exec gate, to be looked at once its exec had time to go
+    /// through: one whose exec failed is put back where it came from.
+    Confirm(Box<Confirm>),
+}
+
+/// What undoes a held exec's placement if its exec failed.
+pub struct Confirm {
+    /// The marked binary's (dev, ino): the process's exe once its exec went through.
+    pub inode: (u64, u64),
+    pub exe: String,
+    /// Its `/proc/PID/cgroup` before the move.
+    pub home: Vec<crate::process::CgroupLine>,
+    pub job_id: crate::job::JobId,
+    pub command: String,
 }
 
 pub struct Retry {
@@ -81,6 +95,16 @@ impl Table {
         self.pending.remove(&id);
         self.failed.remove(&id);
         self.governed.insert(id.pid, id);
+    }
+
+    /// Whether `id` is governed (placed, its exit not seen yet).
+    pub fn governs(&self, id: ProcessId) -> bool {
+        self.governed.get(&id.pid) == Some(&id)
+    }
+
+    /// Look at a process placed at the gate again at `at` (see `Timed::Confirm`).
+    pub fn confirm(&mut self, id: ProcessId, at: Instant, c: Confirm) {
+        self.timers.insert((at, id), Timed::Confirm(Box::new(c)));
     }
 
     pub fn exited(&mut self, id: ProcessId) {
@@ -161,15 +185,16 @@ impl Table {
             }
             let (_, id) = *entry.key();
             let t = entry.remove();
-            if matches!(t, Timed::Fresh) {
+            match t {
                 // Never pending itself. If the process is pending, its exec event deferred
                 // it or a retry holds it, and that timer (later, or in this batch) looks at
                 // it: the fresh look would be a second one.
-                if self.pending.contains(&id) {
-                    continue;
+                Timed::Fresh if self.pending.contains(&id) => continue,
+                // A governed process: never pending.
+                Timed::Fresh | Timed::Confirm(_) => {}
+                _ => {
+                    self.pending.remove(&id);
                 }
-            } else {
-                self.pending.remove(&id);
             }
             out.push((id, t));
         }

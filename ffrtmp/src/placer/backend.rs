@@ -60,6 +60,12 @@ pub trait CgroupBackend: Send + Sync {
     fn apply_limits(&self, cgroup: &str, limits: &Limits) -> Vec<(String, Result<(), PlaceError>)>;
     /// Move a whole process (all its threads) into the cgroup.
     fn move_process(&self, cgroup: &str, pid: u32) -> Result<(), PlaceError>;
+    /// Move a whole process back to where `/proc/PID/cgroup` once placed it (`lines`, read
+    /// before its move); the place, for messages.
+    fn move_home(&self, lines: &[CgroupLine], pid: u32) -> Result<String, PlaceError> {
+        let home = self.location(lines);
+        self.move_process(&home, pid).map(|()| home)
+    }
     /// Whether `/proc/PID/cgroup` lines place the process in `cgroup` (in every hierarchy used).
     fn is_member(&self, cgroup: &str, lines: &[CgroupLine]) -> bool;
     /// Where the process is instead, for messages.

@@ -360,6 +360,16 @@ impl Placer {
         self.backend.move_process(cgroup, pid)
     }
 
+    /// Put a process back where it was before its move (`home`: its `/proc/PID/cgroup`
+    /// then): a held exec that failed after it was placed. The place, for messages.
+    pub fn move_home(
+        &self,
+        pid: u32,
+        home: &[crate::process::CgroupLine],
+    ) -> Result<String, PlaceError> {
+        self.backend.move_home(home, pid)
+    }
+
     /// Write limits into an existing cgroup, reading each back (one result per limit).
     pub fn apply_limits(
         &self,

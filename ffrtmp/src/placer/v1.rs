@@ -107,6 +107,21 @@ impl V1Backend {
     }
 }
 
+/// Move a whole process into `cgroup` of one hierarchy.
+fn move_into(h: &Hierarchy, cgroup: &str, pid: u32) -> Result<(), PlaceError> {
+    let dir = dir_of(&h.mount, cgroup);
+    // Any controller type writes cgroup.procs the same way; cpu is just a handle.
+    let ctl = CpuController::new(dir.clone(), false);
+    ctl.add_task_by_tgid(&CgroupPid::from(u64::from(pid)))
+        .map_err(|e| {
+            let shown = dir.join("cgroup.procs").display().to_string();
+            match cgroups_rs_io(&e) {
+                Some(io) => PlaceError::io(Step::Move, &shown, io),
+                None => PlaceError::permanent(Step::Move, format!("{shown}: {e}")),
+            }
+        })
+}
+
 fn missing(c: Controller) -> PlaceError {
     PlaceError::missing_controller(
         c.name(),
@@ -199,19 +214,21 @@ impl CgroupBackend for V1Backend {
 
     fn move_process(&self, cgroup: &str, pid: u32) -> Result<(), PlaceError> {
         for h in &self.hierarchies {
-            let dir = dir_of(&h.mount, cgroup);
-            // Any controller type writes cgroup.procs the same way; cpu is just a handle.
-            let ctl = CpuController::new(dir.clone(), false);
-            ctl.add_task_by_tgid(&CgroupPid::from(u64::from(pid)))
-                .map_err(|e| {
-                    let shown = dir.join("cgroup.procs").display().to_string();
-                    match cgroups_rs_io(&e) {
-                        Some(io) => PlaceError::io(Step::Move, &shown, io),
-                        None => PlaceError::permanent(Step::Move, format!("{shown}: {e}")),
-                    }
-                })?;
+            move_into(h, cgroup, pid)?;
         }
         Ok(())
+    }
+
+    fn move_home(&self, lines: &[CgroupLine], pid: u32) -> Result<String, PlaceError> {
+        for h in &self.hierarchies {
+            let line = lines
+                .iter()
+                .find(|l| l.controllers.iter().any(|c| c == h.controllers[0]));
+            if let Some(l) = line {
+                move_into(h, &l.path, pid)?;
+            }
+        }
+        Ok(self.location(lines))
     }
 
     fn is_member(&self, cgroup: &str, lines: &[CgroupLine]) -> bool {

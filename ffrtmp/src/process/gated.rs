@@ -38,9 +38,11 @@ pub struct Held {
     /// The event's descriptor; -1 once answered.
     fd: AtomicI32,
     pub pid: u32,
-    /// The target the marked binary is, and its path.
+    /// The target the marked binary is, its path, and its (dev, ino): an exec that
+    /// went through leaves the process with that inode as its exe.
     pub target: String,
     pub exe: PathBuf,
+    pub inode: (u64, u64),
     /// CLOCK_MONOTONIC ns when the gate read the event.
     pub read_mono_ns: u64,
     responder: Arc<dyn Responder>,
@@ -51,7 +53,7 @@ impl Held {
         fd: i32,
         pid: u32,
         target: String,
-        exe: PathBuf,
+        (exe, inode): (PathBuf, (u64, u64)),
         read_mono_ns: u64,
         responder: Arc<dyn Responder>,
     ) -> Arc<Held> {
@@ -60,6 +62,7 @@ impl Held {
             pid,
             target,
             exe,
+            inode,
             read_mono_ns,
             responder,
         })
@@ -132,7 +135,7 @@ mod tests {
             7,
             42,
             "ffmpeg".into(),
-            "/usr/bin/ffmpeg".into(),
+            ("/usr/bin/ffmpeg".into(), (1, 2)),
             monotonic_ns(),
             r.clone(),
         )

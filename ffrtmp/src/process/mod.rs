@@ -276,6 +276,12 @@ impl ProcFs {
         })
     }
 
+    /// The (dev, ino) of the process's binary (its exe link followed).
+    pub fn exe_inode(&self, pid: u32) -> io::Result<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(self.path(pid, "exe")).map(|m| (m.dev(), m.ino()))
+    }
+
     pub fn cwd(&self, pid: u32) -> io::Result<PathBuf> {
         std::fs::read_link(self.path(pid, "cwd"))
     }

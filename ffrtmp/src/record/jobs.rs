@@ -62,6 +62,11 @@ impl Jobs {
     }
 
     /// The governed process with this identity.
+    pub fn get(&self, id: ProcessId) -> Option<&Job> {
+        self.live.get(&id.pid).map(|j| &**j).filter(|j| j.id == id)
+    }
+
+    /// The governed process with this identity.
     pub fn get_mut(&mut self, id: ProcessId) -> Option<&mut Job> {
         self.live
             .get_mut(&id.pid)

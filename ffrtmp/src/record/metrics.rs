@@ -220,6 +220,12 @@ fn render_gate(out: &mut String, g: &crate::sources::gate::GateTotals) {
         "Target binaries replaced (a package upgrade) and held again.",
         &one(g.remarks),
     );
+    counter(
+        out,
+        "ffrtmp_gate_releases_total",
+        "Times the gate's watchdog let go of every held exec because the gate thread was stuck for more than a second.",
+        &one(g.releases),
+    );
     let count = g.answers.iter().map(|(_, n)| n).sum();
     crate::record::tally::Histogram::from_buckets(
         &crate::sources::gate::stats::HOLD_BUCKETS,

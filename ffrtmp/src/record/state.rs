@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Limits;
+pub use crate::sources::gate::marks::HeldBinary;
 
 pub const STATE_VERSION: u32 = 2;
 
@@ -29,6 +30,9 @@ pub struct StateFile {
     pub statistics: Statistics,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthRecord>,
+    /// The binaries whose execs the exec gate held when the file was written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_at_exec: Vec<HeldBinary>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,6 +148,8 @@ pub struct StateView<'a> {
     pub statistics: &'a Statistics,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<&'a HealthRecord>,
+    #[serde(skip_serializing_if = "<[HeldBinary]>::is_empty")]
+    pub held_at_exec: &'a [HeldBinary],
 }
 
 impl StateView<'_> {
@@ -221,12 +227,17 @@ mod tests {
             attach_failures: 2,
             since: Utc::now(),
         });
+        f.held_at_exec = vec![HeldBinary {
+            path: "/usr/bin/ffmpeg".into(),
+            target: "ffmpeg".into(),
+        }];
         let view = StateView {
             version: f.version,
             last_scan_at: f.last_scan_at,
             processes: f.processes.iter().map(|(k, v)| (k.clone(), v)).collect(),
             statistics: &f.statistics,
             health: f.health.as_ref(),
+            held_at_exec: &f.held_at_exec,
         };
         assert_eq!(
             String::from_utf8(view.to_json()).unwrap(),

@@ -27,6 +27,8 @@ pub enum SourceEvent {
     Lost { source: &'static str, count: u64 },
     /// `count` strict targets ran without being stopped (the kernel could not stop them).
     StopsFailed { source: &'static str, count: u64 },
+    /// The binaries the exec gate holds now (after any change).
+    HeldAtExec(Vec<gate::marks::HeldBinary>),
 }
 
 /// Where a source delivers.

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -514,6 +515,13 @@ impl Harness {
         n
     }
 
+    /// `p`'s exec held at the gate as `target` went through: its exe is the marked binary.
+    pub fn exec_went_through(&self, p: &Proc, target: &str) {
+        let exe = p.dir.join("exe");
+        std::fs::remove_file(&exe).unwrap();
+        std::os::unix::fs::symlink(p.dir.join(format!("image-{target}")), exe).unwrap();
+    }
+
     /// The notice the exec gate would send for `p` held at its exec of the binary of
     /// `target` (its /proc still shows the old image), answered through `answers`.
     pub fn gated_notice(
@@ -522,11 +530,15 @@ impl Harness {
         target: &str,
         answers: &Arc<dyn ffrtmp::process::gated::Responder>,
     ) -> ExecNotice {
+        // The marked binary: the process's exe once `exec_went_through`.
+        let image = p.dir.join(format!("image-{target}"));
+        std::fs::write(&image, "").unwrap();
+        let m = std::fs::metadata(&image).unwrap();
         let held = ffrtmp::process::gated::Held::new(
             p.pid as i32,
             p.pid,
             target.to_string(),
-            format!("/usr/bin/{target}").into(),
+            (format!("/usr/bin/{target}").into(), (m.dev(), m.ino())),
             ffrtmp::process::monotonic_ns(),
             answers.clone(),
         );

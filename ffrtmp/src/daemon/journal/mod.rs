@@ -102,6 +102,8 @@ impl Journal {
     pub fn restore(&mut self, mut file: StateFile) {
         file.processes.clear();
         self.stored = file;
+        // What this daemon's gate holds, once it says (none, with the gate off).
+        self.stored.held_at_exec.clear();
         self.mark_dirty();
     }
 
@@ -192,6 +194,7 @@ impl Journal {
                 .collect(),
             statistics: &statistics,
             health: self.stored.health.as_ref(),
+            held_at_exec: &self.stored.held_at_exec,
         }
         .to_json()
     }
@@ -219,10 +222,17 @@ impl Journal {
 
     /// A governed process exited: its job ends, its cgroup goes once empty.
     pub fn exited(&mut self, id: ProcessId, fx: &mut Effects) {
+        if let Some(r) = self.jobs.get(id).map(|g| &g.record) {
+            info!(pid = id.pid, job = %r.job_id, "PID {} ({}) exited; job {} ended", id.pid, r.command, r.job_id);
+        }
+        self.end_job(id, fx);
+    }
+
+    /// A job ends: its exit watch goes, and its cgroup once empty.
+    fn end_job(&mut self, id: ProcessId, fx: &mut Effects) {
         let Some(r) = self.jobs.exited(id) else {
             return;
         };
-        info!(pid = id.pid, job = %r.job_id, "PID {} ({}) exited; job {} ended", id.pid, r.command, r.job_id);
         let cgroup = r.cgroup.as_deref().unwrap_or("").to_string();
         fx.push(Effect::Unwatch(id.pid));
         fx.push(Effect::Engine(Work::Exited(id)));
@@ -375,30 +385,6 @@ impl Journal {
                 );
                 self.writes.failing = Some((e.to_string(), 1));
             }
-        }
-    }
-
-    /// What a source reports besides execs.
-    pub fn source_event(&mut self, ev: SourceEvent, fx: &mut Effects) {
-        match ev {
-            SourceEvent::Lost { source, count } => {
-                self.tally.add(Count::EventsLost, count);
-                self.mark_dirty();
-                warn!(
-                    source,
-                    lost = count,
-                    "Event source {source} lost {count} event(s); reconciling now"
-                );
-                fx.push(Effect::Scan {
-                    reason: "events lost",
-                    full: true,
-                });
-            }
-            SourceEvent::StopsFailed { source, count } => warn!(
-                source,
-                count,
-                "Event source {source}: {count} strict target(s) could not be stopped at exec (bpf_send_signal failed or the ledger of stops is full); they ran before their placement"
-            ),
         }
     }
 

@@ -1,6 +1,7 @@
 //! What the journal writes down for each engine outcome: the log lines operators grep for
 //! (the predecessor's among them), the tally, health, the governed jobs and their exit
-//! watches, and the chores a placement leaves (a spare to replace).
+//! watches, and the chores a placement leaves (a spare to replace); and what the sources
+//! report besides execs.
 
 use chrono::Utc;
 use tracing::{debug, error, info, warn};
@@ -11,8 +12,62 @@ use crate::daemon::chores::Chore;
 use crate::engine::{Outcome, Placed};
 use crate::record::state::ProcessRecord;
 use crate::record::tally::Count;
+use crate::sources::SourceEvent;
 
 impl Journal {
+    /// What a source reports besides execs.
+    pub fn source_event(&mut self, ev: SourceEvent, fx: &mut Effects) {
+        match ev {
+            SourceEvent::Lost { source, count } => {
+                self.tally.add(Count::EventsLost, count);
+                self.mark_dirty();
+                warn!(
+                    source,
+                    lost = count,
+                    "Event source {source} lost {count} event(s); reconciling now"
+                );
+                fx.push(Effect::Scan {
+                    reason: "events lost",
+                    full: true,
+                });
+            }
+            SourceEvent::HeldAtExec(v) => {
+                self.stored.held_at_exec = v;
+                self.mark_dirty();
+            }
+            SourceEvent::StopsFailed { source, count } => warn!(
+                source,
+                count,
+                "Event source {source}: {count} strict target(s) could not be stopped at exec (bpf_send_signal failed or the ledger of stops is full); they ran before their placement"
+            ),
+        }
+    }
+
+    /// A process placed at the gate whose exec failed after: moved back, its job ends.
+    fn exec_failed(&mut self, o: Outcome, fx: &mut Effects) {
+        let Outcome::ExecFailed {
+            id,
+            job_id,
+            command,
+            exe,
+            home,
+        } = o
+        else {
+            return;
+        };
+        let pid = id.pid;
+        match home {
+            Ok(home) => {
+                self.tally.placement("moved_back");
+                info!(pid, job = %job_id, "PID {pid} did not become {command}: its exec of {exe} failed after the gate placed it; moved back to {home}; job {job_id} ended");
+                self.end_job(id, fx);
+            }
+            Err(e) => {
+                warn!(pid, job = %job_id, "PID {pid} did not become {command}: its exec of {exe} failed after the gate placed it, and it cannot be moved back ({e}); it stays in job {job_id} until it exits")
+            }
+        }
+    }
+
     /// One outcome of the engine, written down.
     pub fn apply(&mut self, o: Outcome, fx: &mut Effects) {
         match o {
@@ -73,6 +128,7 @@ impl Journal {
                 self.mark_dirty();
                 self.placement_health(false);
             }
+            failed @ Outcome::ExecFailed { .. } => self.exec_failed(failed, fx),
             Outcome::Vanished { pid, why } => {
                 self.tally.placement("vanished");
                 debug!(pid, "PID {pid}: nothing to do, {why}");

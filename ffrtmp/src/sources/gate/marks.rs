@@ -24,6 +24,13 @@ pub struct Mark {
 
 pub type Inode = (u64, u64);
 
+/// A binary the gate holds, as the state file lists it for `ffrtmp status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeldBinary {
+    pub path: PathBuf,
+    pub target: String,
+}
+
 pub struct Marks {
     by_inode: HashMap<Inode, Arc<Mark>>,
     /// Every marked path (resolved) and the inode it had when marked.
@@ -31,6 +38,8 @@ pub struct Marks {
     /// Watched directories, by watch descriptor.
     dirs: HashMap<i32, PathBuf>,
     inotify: OwnedFd,
+    /// Marks were added or removed since `take_changed`.
+    changed: bool,
 }
 
 /// The executable files named after a target in the directories of `path_var`.
@@ -58,6 +67,7 @@ impl Marks {
             by_path: BTreeMap::new(),
             dirs: HashMap::new(),
             inotify,
+            changed: false,
         })
     }
 
@@ -79,12 +89,25 @@ impl Marks {
         self.by_inode.get(&inode)
     }
 
-    /// The marked paths, for `ffrtmp status`.
-    pub fn paths(&self) -> Vec<(PathBuf, String)> {
-        self.by_path
-            .iter()
-            .filter_map(|(p, i)| self.by_inode.get(i).map(|m| (p.clone(), m.target.clone())))
-            .collect()
+    /// The marked binaries, for the state file (`ffrtmp status`), if they changed since
+    /// the last call.
+    pub fn take_changed(&mut self) -> Option<Vec<HeldBinary>> {
+        if !std::mem::take(&mut self.changed) {
+            return None;
+        }
+        let held = self.by_path.iter().filter_map(|(p, i)| {
+            let m = self.by_inode.get(i)?;
+            Some(HeldBinary {
+                path: p.clone(),
+                target: m.target.clone(),
+            })
+        });
+        Some(held.collect())
+    }
+
+    /// The list could not be handed on: hand it on at the next `take_changed`.
+    pub fn changed_again(&mut self) {
+        self.changed = true;
     }
 
     /// Mark the binary at `path` as `target`: `Ok(true)` if it was not marked yet. The
@@ -116,6 +139,7 @@ impl Marks {
         });
         self.by_inode.insert(inode, mark);
         self.by_path.insert(real, inode);
+        self.changed = true;
         Ok(true)
     }
 
@@ -169,6 +193,14 @@ impl Marks {
         again
     }
 
+    /// Mark every marked path again in a new group (the old one was let go); the number
+    /// marked.
+    pub fn mark_all(&self, group: &Group) -> usize {
+        (self.by_path.keys())
+            .filter(|p| group.mark(p).is_ok())
+            .count()
+    }
+
     /// Keep the marks of `targets` only (a reload removed the others).
     pub fn retain(&mut self, group: &Group, targets: &[String]) {
         let gone: Vec<Inode> = (self.by_inode.iter())
@@ -179,6 +211,7 @@ impl Marks {
             if let Some(m) = self.by_inode.remove(&i) {
                 group.unmark(&m.path);
                 self.by_path.remove(&m.path);
+                self.changed = true;
             }
         }
     }

@@ -13,6 +13,7 @@
 mod fanotify;
 pub mod marks;
 pub mod stats;
+pub mod watchdog;
 
 use std::collections::VecDeque;
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -27,6 +28,7 @@ pub use stats::{GateStats, GateTotals};
 
 use self::fanotify::{Buffer, Event, Group};
 use self::marks::Marks;
+use self::watchdog::Lifeline;
 use super::{Attached, EventSource, SourceEvent, SourceSinks, SourceThread};
 use crate::exec::{self, ExecNotice, Waker};
 use crate::process::gated::{Answer, Held, Responder};
@@ -80,6 +82,8 @@ pub struct GateSource {
     cmds: exec::Receiver<GateCmd>,
     stop_tx: exec::Sender<GateCmd>,
     waker: Waker,
+    /// Shared with the watchdog, which lets go of the group when this thread is stuck.
+    line: Arc<Lifeline>,
 }
 
 /// The record loop's side of a running gate.
@@ -122,7 +126,9 @@ pub fn open(targets: &[String], path_var: &str, timeout: Duration) -> Result<Gat
     let waker = Waker::new().map_err(|e| format!("eventfd: {e}"))?;
     let (tx, rx) = exec::queue::bounded(1024, &waker);
     let stats = Arc::new(GateStats::default());
+    let line = Lifeline::new(group.fd());
     let mut g = GateSource {
+        line,
         group: Arc::new(GroupResponder {
             group,
             stats: stats.clone(),
@@ -187,6 +193,8 @@ impl EventSource for GateSource {
     fn start(self: Box<Self>, sinks: SourceSinks) -> std::io::Result<Attached> {
         let stop = self.stop_tx.clone();
         let (self_stats, self_cmds) = (self.group.stats.clone(), self.stop_tx.clone());
+        let line = self.line.clone();
+        watchdog::spawn(line.clone(), self_stats.clone())?;
         let handle = std::thread::Builder::new()
             .name("ffrtmp-gate".into())
             .spawn(move || self.run(&sinks))?;
@@ -194,6 +202,7 @@ impl EventSource for GateSource {
             thread: Some(SourceThread::new(
                 SOURCE,
                 Box::new(move || {
+                    line.stop();
                     let _ = stop.send(GateCmd::Stop);
                 }),
                 handle,
@@ -225,6 +234,19 @@ impl GateSource {
         };
         let mut read_failed = false;
         loop {
+            self.line.turn_within(Duration::ZERO);
+            if self.line.take_released() {
+                self.reopen();
+            }
+            if let Some(held) = self.marks.take_changed() {
+                if sinks
+                    .events
+                    .try_send(SourceEvent::HeldAtExec(held))
+                    .is_err()
+                {
+                    self.marks.changed_again(); // said at the next turn
+                }
+            }
             match self.group.group.read(&mut t.buf, &mut t.events) {
                 Ok(()) => read_failed = false,
                 // Out of descriptors for the event's file: the kernel has refused that exec
@@ -289,9 +311,9 @@ impl GateSource {
             })
         };
         let mark = inode
-            .and_then(|i| self.marks.get(i))
-            .filter(|m| ev.pid != self.me && by_name(&m.target));
-        let Some(mark) = mark else {
+            .and_then(|i| Some((self.marks.get(i)?, i)))
+            .filter(|(m, _)| ev.pid != self.me && by_name(&m.target));
+        let Some((mark, inode)) = mark else {
             self.group.stats.passed.fetch_add(1, Relaxed);
             self.group.pass(ev.fd);
             return;
@@ -300,7 +322,7 @@ impl GateSource {
             ev.fd,
             ev.pid,
             mark.target.clone(),
-            mark.path.clone(),
+            (mark.path.clone(), inode),
             read_mono_ns,
             self.group.clone(),
         );
@@ -360,6 +382,7 @@ impl GateSource {
             .map_or(Duration::from_secs(1), |(d, _)| {
                 d.saturating_duration_since(Instant::now())
             });
+        self.line.turn_within(wait);
         let ms = wait.as_micros().div_ceil(1000) as i64;
         let timeout = rustix::time::Timespec {
             tv_sec: ms / 1000,
@@ -378,6 +401,30 @@ impl GateSource {
         let _ = rustix::event::poll(&mut fds, Some(&timeout));
         if !fds[2].revents().is_empty() {
             self.remark();
+        }
+    }
+
+    /// The watchdog let go of the group (this thread was stuck): a new group, every
+    /// binary marked again. One that cannot be opened is tried again a second later.
+    fn reopen(&mut self) {
+        match Group::open() {
+            Ok(group) => {
+                let n = self.marks.mark_all(&group);
+                self.line.reopened(group.fd());
+                let stats = self.group.stats.clone();
+                // Execs held in the old group were let go with it; their answers go to
+                // the descriptor the watchdog left in its place.
+                self.group = Arc::new(GroupResponder { group, stats });
+                info!(
+                    "The exec gate holds execs again ({n} of {} binaries marked)",
+                    self.marks.len()
+                );
+            }
+            Err(e) => {
+                warn!("The exec gate cannot open a new fanotify group ({e}); target execs are placed after they start; trying again in a second");
+                self.line.release_again();
+                std::thread::sleep(Duration::from_secs(1));
+            }
         }
     }
 

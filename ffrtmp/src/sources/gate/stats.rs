@@ -11,18 +11,22 @@ pub const HOLD_BUCKETS: [f64; 13] = [
     0.25,
 ];
 
+/// The outcomes answers are counted by.
+const ANSWERS: [&str; 3] = ["placed", "unplaced", "late"];
+
 #[derive(Debug, Default)]
 pub struct GateStats {
     /// Execs held and handed to the engine.
     pub held: AtomicU64,
-    placed: AtomicU64,
-    unplaced: AtomicU64,
-    late: AtomicU64,
+    /// Answers by outcome, in `ANSWERS` order.
+    answers: [AtomicU64; 3],
     /// Execs let go at once: the hot queue was full, or the inode was not a target's.
     pub passed: AtomicU64,
     pub overflows: AtomicU64,
     pub marks: AtomicU64,
     pub remarks: AtomicU64,
+    /// Groups the watchdog let go of (the gate thread was stuck).
+    pub releases: AtomicU64,
     /// Hold time (read → answer): one count per bucket of `HOLD_BUCKETS`, and the sum.
     hold: [AtomicU64; HOLD_BUCKETS.len()],
     hold_sum_ns: AtomicU64,
@@ -38,6 +42,7 @@ pub struct GateTotals {
     pub overflows: u64,
     pub marks: u64,
     pub remarks: u64,
+    pub releases: u64,
     /// Answers per bucket of `HOLD_BUCKETS` (not cumulative), and their sum in ns.
     pub hold_buckets: Vec<u64>,
     pub hold_sum_ns: u64,
@@ -45,12 +50,12 @@ pub struct GateTotals {
 
 impl GateStats {
     pub fn answered(&self, a: Answer, held_ns: u64) {
-        let c = match a {
-            Answer::Placed => &self.placed,
-            Answer::Unplaced => &self.unplaced,
-            Answer::Late => &self.late,
+        let i = match a {
+            Answer::Placed => 0,
+            Answer::Unplaced => 1,
+            Answer::Late => 2,
         };
-        c.fetch_add(1, Ordering::Relaxed);
+        self.answers[i].fetch_add(1, Ordering::Relaxed);
         let secs = held_ns as f64 / 1e9;
         if let Some(i) = HOLD_BUCKETS.iter().position(|b| secs <= *b) {
             self.hold[i].fetch_add(1, Ordering::Relaxed);
@@ -60,11 +65,7 @@ impl GateStats {
 
     pub fn read(&self) -> GateTotals {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let answers = [
-            ("placed", get(&self.placed)),
-            ("unplaced", get(&self.unplaced)),
-            ("late", get(&self.late)),
-        ];
+        let answers = [0, 1, 2].map(|i| (ANSWERS[i], get(&self.answers[i])));
         GateTotals {
             held: get(&self.held),
             answers,
@@ -72,6 +73,7 @@ impl GateStats {
             overflows: get(&self.overflows),
             marks: get(&self.marks),
             remarks: get(&self.remarks),
+            releases: get(&self.releases),
             hold_buckets: self.hold.iter().map(get).collect(),
             hold_sum_ns: get(&self.hold_sum_ns),
         }
