@@ -775,23 +775,39 @@ systemctl stop ffrtmp-test-nspawn.service 2>/dev/null
 end_scenario
 
 # ------------------------------------------------------------------------------------------
-scenario 27 "inline placement: off under the shipped unit; with its drop-in, Debian's ffmpeg held at exec, and again after a rename over it"
+scenario 27 "inline placement: off under the shipped unit; with its drop-in, Debian's ffmpeg held at exec, after a rename over it, after apt-get install --reinstall, and through a frozen daemon"
 # The shipped unit has no CAP_SYS_ADMIN, which fanotify permission events need: the gate is
 # off, said once. deployment/systemd/inline-placement.conf adds it; then every exec of
 # /usr/bin/ffmpeg waits in the kernel until its process is in its job cgroup.
 check "the shipped unit says why the gate is off" bash -c "journalctl -q -o cat _PID=$(main_pid) | grep -q 'Inline placement is off: fanotify permission events need CAP_SYS_ADMIN'"
+out=$("$INSTALL" --check 2>&1)
+check "install-edge.sh --check: off under the shipped unit, and what turns it on" grep -q 'inline placement is off under the shipped unit' <<<"$out"
+check "...and what the running daemon said" grep -q 'the running daemon said: Inline placement is off' <<<"$out"
 mkdir -p "/etc/systemd/system/$UNIT.d"
 cp "$REPO/deployment/systemd/inline-placement.conf" "/etc/systemd/system/$UNIT.d/"
 systemctl daemon-reload
 systemctl restart "$UNIT"
 check "restarted with the drop-in" wait_for 20 is_active
 gated() { journalctl -q -o cat _PID="$(main_pid)" | grep -q "$1"; }
+replaced() { journalctl -q -o cat _PID="$(main_pid)" | grep -c "/usr/bin/ffmpeg was replaced; holding the execs of the new file"; }
 check "the gate is on and holds /usr/bin/ffmpeg" wait_for 10 gated "Holding every exec of /usr/bin/ffmpeg (ffmpeg)"
-for round in first renamed; do
+out=$("$INSTALL" --check 2>&1)
+check "install-edge.sh --check: on with the drop-in" grep -q 'ok      inline placement' <<<"$out"
+check "...and the running daemon said so" grep -q 'the running daemon said: Inline placement is on' <<<"$out"
+ffver=$(dpkg-query -W -f '${Version}' ffmpeg)
+ffdeb=$(ls "$REPO"/target/ffmpeg-debs/ffmpeg_"${ffver/:/%3a}"_*.deb 2>/dev/null | head -n 1)
+for round in first renamed reinstalled; do
     if [[ $round == renamed ]]; then
         # What dpkg does on an upgrade: the new file beside, renamed over the old one.
         cp -p /usr/bin/ffmpeg /usr/bin/ffmpeg.dpkg-new && mv /usr/bin/ffmpeg.dpkg-new /usr/bin/ffmpeg
-        check "renamed: held again" wait_for 5 gated "/usr/bin/ffmpeg was replaced; holding the execs of the new file"
+        check "renamed: held again" wait_for 5 bash -c "(( \$(journalctl -q -o cat _PID=$(main_pid) | grep -c '/usr/bin/ffmpeg was replaced') >= 1 ))"
+    elif [[ $round == reinstalled ]]; then
+        before=$(replaced)
+        check "reinstalled: Debian's ffmpeg $ffver package is in the payload (xtask copies it from the host's apt archive)" test -n "$ffdeb"
+        aptout=$(DEBIAN_FRONTEND=noninteractive apt-get install --reinstall -y -q "$ffdeb" 2>&1); rc=$?
+        check "reinstalled: apt-get install --reinstall ffmpeg exits 0" test "$rc" -eq 0
+        [[ $rc -eq 0 ]] || sed 's/^/    | /' <<<"$aptout" | tail -n 20
+        check "reinstalled: held again (the package's new file marked)" wait_for 5 bash -c "(( \$(journalctl -q -o cat _PID=$(main_pid) | grep -c '/usr/bin/ffmpeg was replaced') > $before ))"
     fi
     gp=$(ffmpeg_unit "ffrtmp-test-gate-$round") || fail "$round: ffmpeg did not start"
     gp=${gp:-0}
@@ -803,7 +819,29 @@ for round in first renamed; do
     note "$round: $(journalctl -q -o cat _PID="$(main_pid)" | grep -m1 "Limits applied to PID $gp " | sed 's/.*(held/(held/')"
     systemctl stop "ffrtmp-test-gate-$round.service"
 done
-check "/metrics counts the held execs" bash -c "[[ \$(curl -sS --max-time 5 http://$METRICS/metrics | awk '/^ffrtmp_gate_answers_total.outcome=.placed./ {print \$2}') -ge 2 ]]"
+check "/metrics counts the held execs" bash -c "[[ \$(curl -sS --max-time 5 http://$METRICS/metrics | awk '/^ffrtmp_gate_answers_total.outcome=.placed./ {print \$2}') -ge 3 ]]"
+check "ffrtmp status lists /usr/bin/ffmpeg as held at exec" wait_for 10 bash -c "/usr/local/bin/ffrtmp status | grep -q '  /usr/bin/ffmpeg (ffmpeg)'"
+# The daemon frozen while a target's exec is held: the exec waits (killably) in execve
+# until systemd's watchdog kills the daemon, which lets it go; the new daemon governs it.
+old=$(main_pid)
+kill -STOP "$old"
+systemd-run --quiet --unit=ffrtmp-test-gate-frozen --property=User=nobody --working-directory=/ \
+    /usr/bin/ffmpeg -nostdin -hide_banner -loglevel error -f lavfi -i testsrc=size=640x360:rate=30 -f null -
+t0=$(now)
+wait_for 10 bash -c "[[ \$(systemctl show -P MainPID ffrtmp-test-gate-frozen) -gt 0 ]]"
+fp=$(systemctl show -P MainPID ffrtmp-test-gate-frozen); fp=${fp:-0}
+# In execve (59, or execveat 322), its image not ffmpeg's yet.
+held_exec() { [[ " 59 322 " == *" $(cut -d' ' -f1 /proc/"$1"/syscall 2>/dev/null) "* && $(cat /proc/"$1"/comm 2>/dev/null) != ffmpeg ]]; }
+check "frozen: ffmpeg $fp waits in execve while the daemon is frozen" wait_for 5 held_exec "$fp"
+sleep 2
+check "frozen: ...still waiting 2 s later" held_exec "$fp"
+check "frozen: a new daemon runs after the watchdog's kill" wait_for $((WATCHDOG + 45)) bash -c "p=\$(systemctl show -P MainPID $UNIT); [[ \$p -gt 0 && \$p != $old && \$(systemctl show -P ActiveState $UNIT) == active ]]"
+took=$(awk -v a="$t0" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}')
+check "frozen: ...the exec went on (comm ffmpeg)" wait_for 5 bash -c "[[ \$(cat /proc/$fp/comm) == ffmpeg ]]"
+fjob=$(job_cg "$fp" ffmpeg)
+check "frozen: ...and the new daemon placed it in $fjob" wait_for 15 placed_in "$fp" "$fjob"
+note "frozen: ffmpeg $fp held in execve from the freeze to the watchdog's kill; the new daemon $(main_pid) governs it (${took}s)"
+systemctl stop ffrtmp-test-gate-frozen.service
 rm -f "/etc/systemd/system/$UNIT.d/inline-placement.conf"
 systemctl daemon-reload
 systemctl restart "$UNIT"
