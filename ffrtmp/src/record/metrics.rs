@@ -168,7 +168,7 @@ fn render_tally(out: &mut String, tally: &Tally, labelled: &Labelled) {
         "Target processes found and decided to be governed.",
         &n(Count::Discovered),
     );
-    counter(out, "ffrtmp_placements_total", "Placements by result (placed, partial = some limit not applied, failed, vanished = exited first, retried).", &labelled(tally.placements(), "result"));
+    counter(out, "ffrtmp_placements_total", "Placements by result (placed, partial = some limit not applied, failed, vanished = exited first, retried, moved_back = placed at the exec gate, its exec then failed: put back where it was).", &labelled(tally.placements(), "result"));
     counter(out, "ffrtmp_skipped_total", "Targets left alone, by reason (container, filtered, too_old, ffrtmp_run, self, governed, exited).", &labelled(tally.skipped(), "reason"));
     counter(
         out,

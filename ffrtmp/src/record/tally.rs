@@ -97,7 +97,14 @@ pub enum Count {
 
 /// Results of `ffrtmp_placements_total` shown from the start (at 0), so that the first
 /// of each is an increase a rule can see.
-pub const PLACEMENT_RESULTS: [&str; 5] = ["placed", "partial", "failed", "vanished", "retried"];
+pub const PLACEMENT_RESULTS: [&str; 6] = [
+    "placed",
+    "partial",
+    "failed",
+    "vanished",
+    "retried",
+    "moved_back",
+];
 /// Likewise for `ffrtmp_skipped_total`.
 pub const SKIP_REASONS: [&str; 4] = ["container", "filtered", "too_old", "ffrtmp_run"];
 

@@ -2,10 +2,17 @@
 //! eBPF benchmarks of docs/benchmarks.md, run against the release `ffrtmp watch` as root
 //! (`--bin`: another build of it, e.g. an older commit's, without building this one).
 //!
+//! - `inline`: the exec gate against the exec events' path and cgrulesengd, rounds
+//!   interleaved: first actions outside the job, the exec time the gate adds, non-target
+//!   execs with and without the daemon (`inline.rs`).
 //! - `compare`: exec → placed from outside, ffrtmp and libcgroup's cgrulesengd (Debian
 //!   `cgroup-tools`, netlink proc connector) under the same harness, in interleaved rounds
 //!   (ffrtmp, cgrulesengd, ffrtmp, …; default 3 rounds of N = 300 each, 5 ms apart), both
 //!   daemons at the same nice value (`--daemon-nice`, default -10: the unit's `Nice=`).
+//!   Each governor's round is seen through two harnesses (`--harness fork|spawn|both`,
+//!   default both): fork + execve with the clock started at a close-on-exec pipe's EOF,
+//!   and std's `spawn` (posix_spawn) returning; they start their clocks at different
+//!   moments of the exec (docs/benchmarks.md, "Two harnesses").
 //!   cgrulesengd gets /etc/cgrules.conf for the run (refused if one exists; removed after).
 //! - `latency` / `strict`: exec → placed for N (default 500) target execs, one at a time
 //!   (each stays alive until the end), from outside (the parent's `spawn` returns once the
@@ -42,6 +49,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::util::{cargo, is_root, repo_root, run};
 
+mod inline;
 mod latency;
 mod load;
 
@@ -52,7 +60,7 @@ static DAEMON_NICE: AtomicI32 = AtomicI32::new(-10);
 /// `--gap-ms N`: pause between the execs of `latency` and `strict` (`compare`: 5 ms).
 pub(super) static GAP_MS: AtomicI32 = AtomicI32::new(0);
 
-const WHAT: &str = "compare|latency|strict|storm|burst|rss|ready|steps|all";
+const WHAT: &str = "compare|inline|latency|strict|storm|burst|rss|ready|steps|all";
 
 pub fn bench(args: &[String]) -> Result<()> {
     if !is_root() {
@@ -62,6 +70,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     let mut n: Option<usize> = None;
     let mut rounds: Option<usize> = None;
     let mut bin: Option<PathBuf> = None;
+    let mut harnesses = vec![latency::Harness::Fork, latency::Harness::Spawn];
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -78,8 +87,16 @@ pub fn bench(args: &[String]) -> Result<()> {
                 DAEMON_NICE.store(v, Ordering::Relaxed);
             }
             "--bin" => bin = Some(it.next().context("--bin PATH")?.into()),
+            "--harness" => {
+                harnesses = match it.next().map(String::as_str) {
+                    Some("spawn") => vec![latency::Harness::Spawn],
+                    Some("fork") => vec![latency::Harness::Fork],
+                    Some("both") => vec![latency::Harness::Fork, latency::Harness::Spawn],
+                    _ => bail!("--harness spawn|fork|both"),
+                }
+            }
             w if WHAT.split('|').any(|x| x == w) => what = w.to_string(),
-            other => bail!("unknown argument {other:?} ({WHAT}, --n N, --rounds R, --daemon-nice N, --gap-ms N, --bin PATH)"),
+            other => bail!("unknown argument {other:?} ({WHAT}, --n N, --rounds R, --daemon-nice N, --gap-ms N, --bin PATH, --harness spawn|fork|both)"),
         }
     }
     let bin = match bin {
@@ -106,7 +123,10 @@ pub fn bench(args: &[String]) -> Result<()> {
         load::steps(n.unwrap_or(200))?;
     }
     if all || what == "compare" {
-        latency::compare(&bin, n.unwrap_or(300), rounds.unwrap_or(3))?;
+        latency::compare(&bin, n.unwrap_or(300), rounds.unwrap_or(3), &harnesses)?;
+    }
+    if all || what == "inline" {
+        inline::inline(&bin, n.unwrap_or(200), rounds.unwrap_or(3))?;
     }
     if all || what == "latency" {
         latency::latency(&bin, n.unwrap_or(500), false)?;
@@ -200,11 +220,12 @@ impl Scene {
         std::fs::write(
             &config,
             format!(
-                // The exec events' path: the exec gate (docs/inline.md) is not what this measures.
-                "target_commands: [{}]\ncgroup_root: {}\nstate_path: {}\nreconcile_interval: 1h\nmetrics_addr: \"\"\ninline_placement: off\n{extra_yaml}",
+                // The exec events' path unless asked (`inline`): the exec gate (docs/inline.md).
+                "target_commands: [{}]\ncgroup_root: {}\nstate_path: {}\nreconcile_interval: 1h\nmetrics_addr: \"\"\n{}{extra_yaml}",
                 targets.join(", "),
                 self.root,
-                self.dir.join("state.json").display()
+                self.dir.join("state.json").display(),
+                if extra_yaml.contains("inline_placement") { "" } else { "inline_placement: off\n" }
             ),
         )?;
         let log = self.dir.join("daemon.log");
@@ -213,6 +234,15 @@ impl Scene {
             .arg(&config)
             .env("LOG_LEVEL", level)
             .env("FFRTMP_RUNTIME_DIR", self.dir.join("run"))
+            // The scene's binaries on its PATH: the gate marks the targets there.
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    self.dir.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
@@ -527,7 +557,7 @@ pub(super) fn percentiles(us: &[f64]) -> Option<(f64, f64, f64, f64)> {
 }
 
 /// ` in X.XXXms` (the placement itself) of each placement, in µs.
-fn placement_times(log: &str) -> Vec<f64> {
+pub(super) fn placement_times(log: &str) -> Vec<f64> {
     log.lines()
         .filter(|l| l.contains("Limits applied to PID "))
         .filter_map(|l| {
