@@ -233,21 +233,29 @@ check_node() {
 # The exec gate (docs/inline.md): fanotify exec permission events (5.0), the kernel's
 # CONFIG_FANOTIFY_ACCESS_PERMISSIONS, and CAP_SYS_ADMIN, which only the drop-in grants.
 check_gate() {
-    local kver=$1 major=$2 cfg="" said
-    [[ -r /boot/config-$kver ]] && cfg=$(grep -E '^CONFIG_FANOTIFY_ACCESS_PERMISSIONS=y' "/boot/config-$kver" || echo off)
+    local kver=$1 major=$2 cfg="" said pid
+    if [[ -r /boot/config-$kver ]]; then
+        cfg=$(grep -E '^CONFIG_FANOTIFY_ACCESS_PERMISSIONS=y' "/boot/config-$kver" || echo off)
+    elif [[ -r /proc/config.gz ]]; then
+        cfg=$(zcat /proc/config.gz 2>/dev/null | grep -E '^CONFIG_FANOTIFY_ACCESS_PERMISSIONS=y' || echo off)
+    fi
     if (( major < 5 )); then
         say "  note    inline placement is off: kernel $kver has no exec permission events (5.0); targets are placed after they start"
     elif [[ $cfg == off ]]; then
         say "  note    inline placement is off: CONFIG_FANOTIFY_ACCESS_PERMISSIONS is not set in this kernel; targets are placed after they start"
     elif [[ -f $DROPIN_DIR/inline-placement.conf ]]; then
-        say "  ok      inline placement: $DROPIN_DIR/inline-placement.conf grants the unit CAP_SYS_ADMIN (targets are held at exec until placed)"
+        say "  ok      inline placement: $DROPIN_DIR/inline-placement.conf grants the unit CAP_SYS_ADMIN (targets are held at exec"
+        say "          until placed, once systemd has reloaded the unit and restarted it, unless the config says inline_placement: off)"
     else
         say "  note    inline placement is off under the shipped unit (no CAP_SYS_ADMIN): targets are placed after they start."
         say "          To place them before their first instruction, install deployment/systemd/inline-placement.conf (docs/deployment.md)"
     fi
     if have_systemd && systemctl is-active --quiet "$UNIT_NAME" 2>/dev/null; then
-        said=$(journalctl -u "$UNIT_NAME" -b -o cat 2>/dev/null | grep -E '^Inline placement is (on|off)' | tail -n 1 || true)
-        [[ -n $said ]] && say "          the running daemon said: $said"
+        pid=$(systemctl show -P MainPID "$UNIT_NAME" 2>/dev/null)
+        if [[ ${pid:-0} -gt 0 ]]; then
+            said=$(journalctl _PID="$pid" -o cat 2>/dev/null | grep -E '^Inline placement is (on|off)' | tail -n 1 || true)
+            [[ -n $said ]] && say "          the running daemon said: $said"
+        fi
     fi
     return 0
 }

@@ -12,20 +12,34 @@ use logic_support::{wait_until, FakeBackend, Harness, Start};
 
 const T: Duration = Duration::from_secs(5);
 
-/// Answers by event fd (the test uses the PID), with the moves made when each came.
+/// What a process's exec does once it is answered (its fixture /proc changes).
+type Exec = Box<dyn FnOnce() + Send>;
+
+/// Answers by event fd (the test uses the PID), with the moves made when each came; an
+/// answered exec then goes on as the test said (`then`), as the kernel's would.
 struct Answers {
     backend: FakeBackend,
     got: Mutex<Vec<(i32, Answer, usize)>>,
+    then: Mutex<Vec<(i32, Exec)>>,
 }
 
 impl Responder for Answers {
     fn allow(&self, fd: i32, answer: Answer, _held_ns: u64) {
         let moves = self.backend.moves().len();
         self.got.lock().unwrap().push((fd, answer, moves));
+        let mut then = self.then.lock().unwrap();
+        if let Some(i) = then.iter().position(|(f, _)| *f == fd) {
+            (then.remove(i).1)();
+        }
     }
 }
 
 impl Answers {
+    /// When `pid`'s held exec is answered, `exec` runs.
+    fn then(&self, pid: u32, exec: impl FnOnce() + Send + 'static) {
+        self.then.lock().unwrap().push((pid as i32, Box::new(exec)));
+    }
+
     fn of(&self, pid: u32) -> Vec<(Answer, usize)> {
         let got = self.got.lock().unwrap();
         got.iter()
@@ -39,6 +53,7 @@ fn answers(h: &Harness) -> (Arc<Answers>, Arc<dyn Responder>) {
     let a = Arc::new(Answers {
         backend: h.backend.clone(),
         got: Mutex::default(),
+        then: Mutex::default(),
     });
     let r: Arc<dyn Responder> = a.clone();
     (a, r)
@@ -55,8 +70,8 @@ fn a_held_exec_is_placed_as_its_binary_and_answered_after_the_move() {
     });
     let (a, r) = answers(&h);
     let p = h.spawn("bash", "/user.slice/session-1.scope", 0);
+    a.then(p.pid, p.exec_of("ffmpeg"));
     h.send(h.gated_notice(&p, "ffmpeg", &r));
-    h.exec_went_through(&p, "ffmpeg");
     assert!(h.placed(&p, &Harness::job(&p).replace("bash", "ffmpeg"), T));
     assert!(wait_until(T, || !a.of(p.pid).is_empty()), "never answered");
     assert_eq!(
@@ -64,6 +79,8 @@ fn a_held_exec_is_placed_as_its_binary_and_answered_after_the_move() {
         vec![(Answer::Placed, 1)],
         "answered after its one move"
     );
+    // Looked at again after its exec: it went through, nothing moves.
+    assert!(wait_until(T, || checked(&h) == 1), "not looked at again");
     // The exec event that follows the gated exec finds it governed: no second move.
     h.send(h.notice(&p));
     let marker = h.marker();
@@ -129,6 +146,7 @@ fn a_held_exec_that_fails_is_moved_back() {
     let job = Harness::job(&p).replace("bash", "ffmpeg");
     assert!(h.placed(&p, &job, T));
     assert!(wait_until(T, || a.of(p.pid) == vec![(Answer::Placed, 1)]));
+    assert!(wait_until(T, || checked(&h) == 1), "not looked at again");
     let home = |m: &&logic_support::Move| m.cgroup == "/user.slice/session-1.scope";
     assert!(
         wait_until(T, || h.backend.moves().iter().filter(home).count() == 1),
@@ -140,8 +158,8 @@ fn a_held_exec_that_fails_is_moved_back() {
         "its job did not end"
     );
     // Its next exec of the binary is held and placed again.
+    a.then(p.pid, p.exec_of("ffmpeg"));
     h.send(h.gated_notice(&p, "ffmpeg", &r));
-    h.exec_went_through(&p, "ffmpeg");
     assert!(
         wait_until(T, || h
             .backend
@@ -153,4 +171,31 @@ fn a_held_exec_that_fails_is_moved_back() {
         "not placed again at its next exec: {:?}",
         h.backend.moves()
     );
+}
+
+/// A script target's exec goes through with its interpreter as the exe: the kernel names
+/// the process after the script, so it stays in its job; so does a process that exec'd
+/// another binary right after (its comm changed too).
+#[test]
+fn a_held_exec_that_went_through_to_another_binary_stays() {
+    let h = Harness::new().start(Start {
+        yaml: "target_commands: [ffmpeg]\n",
+        ..Default::default()
+    });
+    let (a, r) = answers(&h);
+    let p = h.spawn("bash", "/user.slice/session-1.scope", 0);
+    let interpreter = h.proc_root.join("interpreter");
+    std::fs::write(&interpreter, "").unwrap();
+    a.then(p.pid, p.exec_to("ffmpeg", interpreter));
+    h.send(h.gated_notice(&p, "ffmpeg", &r));
+    assert!(h.placed(&p, &Harness::job(&p).replace("bash", "ffmpeg"), T));
+    assert!(wait_until(T, || a.of(p.pid) == vec![(Answer::Placed, 1)]));
+    assert!(wait_until(T, || checked(&h) == 1), "not looked at again");
+    assert_eq!(h.backend.moves().len(), 1, "{:?}", h.backend.moves());
+    assert!(h.governs(p.pid), "its job ended");
+}
+
+/// Processes placed at the gate the daemon has looked at again.
+fn checked(h: &Harness) -> u64 {
+    h.with_snapshot(|s| s.tally.get(ffrtmp::record::tally::Count::GateExecsChecked))
 }

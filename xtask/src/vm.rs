@@ -656,9 +656,6 @@ fn build_release(root: &Path) -> Result<PathBuf> {
     Ok(root.join("target/release/ffrtmp"))
 }
 
-/// `target/vm/<name>/`: `run.sh` and `lib.sh` of `scenarios/<scenario>/`, and `repo/` laid
-/// out like a checkout (deployment/, examples/, docs/deployment.md, target/release/ffrtmp),
-/// so `repo/deployment/install-edge.sh` runs with its defaults. `out/` is left to the VM.
 /// The ffmpeg packages in the host's apt archive, where build-rootfs.sh downloads the
 /// rootfs's packages (`FFRTMP_APT_ARCHIVE`, else apt's `Dir::Cache::archives`).
 fn ffmpeg_debs() -> Vec<PathBuf> {
@@ -687,6 +684,9 @@ fn ffmpeg_debs() -> Vec<PathBuf> {
         .collect()
 }
 
+/// `target/vm/<name>/`: `run.sh` and `lib.sh` of `scenarios/<scenario>/`, and `repo/` laid
+/// out like a checkout (deployment/, examples/, docs/deployment.md, target/release/ffrtmp),
+/// so `repo/deployment/install-edge.sh` runs with its defaults. `out/` is left to the VM.
 fn stage_payload(
     root: &Path,
     out: &Path,

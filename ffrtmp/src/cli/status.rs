@@ -175,7 +175,7 @@ fn print_text(report: &Report) {
         println!("Held at exec (inline placement), placed before their first instruction:");
     }
     for h in &report.held_at_exec {
-        println!("  {} ({})", h.path.display(), h.target);
+        println!("  {} ({})", h.path, h.target);
     }
     let s = &report.statistics;
     println!(

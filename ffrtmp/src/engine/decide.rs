@@ -139,7 +139,7 @@ impl Engine {
         // The exec'd process is gone and its PID is another's, or the two clocks disagree:
         // either way the process that has the PID now is judged on its own /proc facts
         // (the event's are not its), never silently dropped.
-        let (known, origin) = match start_ns.map(|ns| self.proc.ticks_from_ns(ns)) {
+        let (known, mut origin) = match start_ns.map(|ns| self.proc.ticks_from_ns(ns)) {
             Some(ticks) if ticks != pinned.id.start_time => {
                 tracing::debug!(
                     pid,
@@ -153,9 +153,10 @@ impl Engine {
         };
         // Held at the gate, it still shows its parent's comm: it is the marked binary's
         // target (the comm its exec will give it), so it is matched and remembered by that.
-        if let Some(g) = origin.gated.as_ref() {
+        if let Some(g) = origin.gated.as_mut() {
             let t = g.held().target.as_bytes();
-            pinned.stat.comm = t[..t.len().min(crate::matcher::COMM_MAX)].to_vec();
+            let target = t[..t.len().min(crate::matcher::COMM_MAX)].to_vec();
+            g.old_comm = std::mem::replace(&mut pinned.stat.comm, target);
         }
         // Governed already (a governed process exec'd again: it stays in its cgroup), or
         // waiting for a timer that will look at it again.

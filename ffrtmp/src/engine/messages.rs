@@ -90,14 +90,16 @@ pub enum Outcome {
         error: PlaceError,
         attempts: u32,
     },
-    /// Placed at the exec gate, its exec failed after (its exe is not the held binary):
-    /// moved back to `home` (its job ends), or, when that failed, left in its job.
-    ExecFailed {
+    /// Placed at the exec gate and looked at again: its exec went through (`home` None),
+    /// or it failed after the answer (its comm and exe are the old image's) and the
+    /// process was moved back to `home` (its job ends) or, when that failed, left in its
+    /// job.
+    ExecChecked {
         id: ProcessId,
         job_id: JobId,
         command: String,
         exe: String,
-        home: Result<String, String>,
+        home: Option<Result<String, String>>,
     },
     /// It exited before or while it was placed: nothing to do.
     Vanished {

@@ -230,6 +230,7 @@ impl Engine {
     fn confirm_later(&mut self, id: ProcessId, spec: &JobSpec, u: Undo) {
         let c = Confirm {
             inode: u.inode,
+            old_comm: u.old_comm,
             exe: u.exe,
             home: u.home,
             job_id: spec.job_id.clone(),
@@ -238,26 +239,33 @@ impl Engine {
         self.table.confirm(id, Instant::now() + CONFIRM_AFTER, c);
     }
 
-    /// A process placed at the gate whose exe is not the binary it was held at: its exec
-    /// failed after the answer (a bad format, a missing interpreter), and its old image
-    /// runs in the job cgroup. It goes back where it came from, and its job ends.
+    /// A process placed at the gate, looked at again: its exec went through if its comm
+    /// changed (the kernel names it after the file it exec'd: the target, or a script's
+    /// name) or its exe is the held binary. Else the exec failed after the answer (a bad
+    /// format, a missing interpreter) and its old image runs in the job cgroup: it goes
+    /// back where it came from, and its job ends.
     fn confirm_exec(&mut self, id: ProcessId, c: Confirm) {
-        // Exited meanwhile, or its exe went through (or cannot be read: left as it is).
-        if !self.table.governs(id) || self.proc.exe_inode(id.pid).map_or(true, |i| i == c.inode) {
+        if !self.table.governs(id) {
+            return; // exited meanwhile
+        }
+        let Ok(pinned) = self.proc.pin(id.pid) else {
+            return;
+        };
+        if pinned.id != id {
             return;
         }
-        if !self.proc.pin(id.pid).is_ok_and(|p| p.id == id) {
-            return;
-        }
-        let home = self
-            .placer
-            .move_home(id.pid, &c.home)
-            .map_err(|e| e.to_string());
-        if home.is_ok() {
+        let went_through = pinned.stat.comm != c.old_comm
+            || self.proc.exe_inode(id.pid).is_ok_and(|i| i == c.inode);
+        let home = (!went_through).then(|| {
+            self.placer
+                .move_home(id.pid, &c.home)
+                .map_err(|e| e.to_string())
+        });
+        if matches!(home, Some(Ok(_))) {
             // Decided afresh at its next exec.
             self.table.exited(id);
         }
-        self.emit(Outcome::ExecFailed {
+        self.emit(Outcome::ExecChecked {
             id,
             job_id: c.job_id,
             command: c.command,
@@ -270,15 +278,25 @@ impl Engine {
 /// What a held exec's placement is undone by, should its exec fail.
 pub(super) struct Undo {
     inode: (u64, u64),
+    old_comm: Vec<u8>,
     exe: String,
     home: Vec<CgroupLine>,
 }
 
 impl Undo {
-    /// For a held exec: its binary, and where it was (`home`) before its move.
+    /// For a held exec: its binary, its comm before the exec, and where it was (`home`)
+    /// before its move. None when a failed exec could not be told from one that went
+    /// through (its old comm is the target's own) or its home is unknown.
     pub(super) fn of(g: Option<&crate::process::Gated>, home: Vec<CgroupLine>) -> Option<Undo> {
-        g.map(|g| Undo {
+        let g = g?;
+        let t = g.held().target.as_bytes();
+        let target = &t[..t.len().min(crate::matcher::COMM_MAX)];
+        if home.is_empty() || g.old_comm.is_empty() || g.old_comm == target {
+            return None;
+        }
+        Some(Undo {
             inode: g.held().inode,
+            old_comm: g.old_comm.clone(),
             exe: g.held().exe.display().to_string(),
             home,
         })

@@ -31,6 +31,8 @@ pub enum Timed {
 pub struct Confirm {
     /// The marked binary's (dev, ino): the process's exe once its exec went through.
     pub inode: (u64, u64),
+    /// Its comm before the exec: still that, the exec failed.
+    pub old_comm: Vec<u8>,
     pub exe: String,
     /// Its `/proc/PID/cgroup` before the move.
     pub home: Vec<crate::process::CgroupLine>,

@@ -63,8 +63,12 @@ pub trait CgroupBackend: Send + Sync {
     /// Move a whole process back to where `/proc/PID/cgroup` once placed it (`lines`, read
     /// before its move); the place, for messages.
     fn move_home(&self, lines: &[CgroupLine], pid: u32) -> Result<String, PlaceError> {
-        let home = self.location(lines);
-        self.move_process(&home, pid).map(|()| home)
+        let Some(home) = lines.iter().find(|l| l.hierarchy == 0) else {
+            let why = format!("where PID {pid} was in the cgroup v2 hierarchy is not known");
+            return Err(PlaceError::permanent(crate::placer::Step::Move, why));
+        };
+        self.move_process(&home.path, pid)
+            .map(|()| home.path.clone())
     }
     /// Whether `/proc/PID/cgroup` lines place the process in `cgroup` (in every hierarchy used).
     fn is_member(&self, cgroup: &str, lines: &[CgroupLine]) -> bool;

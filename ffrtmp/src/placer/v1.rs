@@ -224,9 +224,14 @@ impl CgroupBackend for V1Backend {
             let line = lines
                 .iter()
                 .find(|l| l.controllers.iter().any(|c| c == h.controllers[0]));
-            if let Some(l) = line {
-                move_into(h, &l.path, pid)?;
-            }
+            let Some(l) = line else {
+                let why = format!(
+                    "where PID {pid} was in the {} hierarchy is not known",
+                    h.controllers[0]
+                );
+                return Err(PlaceError::permanent(Step::Move, why));
+            };
+            move_into(h, &l.path, pid)?;
         }
         Ok(self.location(lines))
     }

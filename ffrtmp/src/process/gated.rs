@@ -85,32 +85,45 @@ impl Held {
 }
 
 /// The holder's share of a held exec: dropping it answers `Unplaced`.
-pub struct Gated(Arc<Held>);
+pub struct Gated {
+    held: Arc<Held>,
+    /// The process's comm before its exec (the engine reads it when it takes the exec):
+    /// unchanged after the answer, the exec failed.
+    pub old_comm: Vec<u8>,
+}
 
 impl Gated {
     pub fn new(held: Arc<Held>) -> Gated {
-        Gated(held)
+        Gated {
+            held,
+            old_comm: Vec::new(),
+        }
     }
 
     pub fn held(&self) -> &Held {
-        &self.0
+        &self.held
     }
 
     /// Answer after the verified move. `false`: the deadline had answered already.
     pub fn placed(self) -> bool {
-        self.0.answer(Answer::Placed)
+        self.held.answer(Answer::Placed)
     }
 }
 
 impl Drop for Gated {
     fn drop(&mut self) {
-        self.0.answer(Answer::Unplaced);
+        self.held.answer(Answer::Unplaced);
     }
 }
 
 impl fmt::Debug for Gated {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "Gated(pid {}, {})", self.0.pid, self.0.exe.display())
+        write!(
+            f,
+            "Gated(pid {}, {})",
+            self.held.pid,
+            self.held.exe.display()
+        )
     }
 }
 

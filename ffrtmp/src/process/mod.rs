@@ -276,10 +276,18 @@ impl ProcFs {
         })
     }
 
-    /// The (dev, ino) of the process's binary (its exe link followed).
+    /// The (dev, ino) of the process's binary (its exe link followed), from what the
+    /// kernel has cached: no round trip to a network filesystem's server.
     pub fn exe_inode(&self, pid: u32) -> io::Result<(u64, u64)> {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(self.path(pid, "exe")).map(|m| (m.dev(), m.ino()))
+        use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
+        let st = statx(
+            CWD,
+            self.path(pid, "exe"),
+            AtFlags::STATX_DONT_SYNC,
+            StatxFlags::INO,
+        )?;
+        let dev = libc::makedev(st.stx_dev_major, st.stx_dev_minor);
+        Ok((dev, st.stx_ino))
     }
 
     pub fn cwd(&self, pid: u32) -> io::Result<PathBuf> {

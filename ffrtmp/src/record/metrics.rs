@@ -188,6 +188,12 @@ fn render_tally(out: &mut String, tally: &Tally, labelled: &Labelled) {
         "Strict targets resumed unplaced because strict_timeout passed before their placement.",
         &n(Count::StrictTimeouts),
     );
+    counter(
+        out,
+        "ffrtmp_gate_execs_checked_total",
+        "Processes placed at the exec gate looked at again 250 ms later (those whose exec had failed are counted in ffrtmp_placements_total{result=\"moved_back\"}).",
+        &n(Count::GateExecsChecked),
+    );
     counter(out, "ffrtmp_undecodable_events_total", "Kernel records that could not be decoded (a kernel object of another layout); their processes are found by reconciliation.", &n(Count::Undecodable));
 }
 
@@ -223,7 +229,7 @@ fn render_gate(out: &mut String, g: &crate::sources::gate::GateTotals) {
     counter(
         out,
         "ffrtmp_gate_releases_total",
-        "Times the gate's watchdog let go of every held exec because the gate thread was stuck for more than a second.",
+        "Times the gate's watchdog let go of every held exec because the gate thread was a second or more past its promised turn (its wait, at most a second, plus a second).",
         &one(g.releases),
     );
     let count = g.answers.iter().map(|(_, n)| n).sum();

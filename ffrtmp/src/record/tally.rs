@@ -93,6 +93,8 @@ pub enum Count {
     StrictTimeouts,
     /// Candidates the scans found (an exec source of their own in `/metrics`).
     ScanCandidates,
+    /// Processes placed at the exec gate looked at again after their exec.
+    GateExecsChecked,
 }
 
 /// Results of `ffrtmp_placements_total` shown from the start (at 0), so that the first

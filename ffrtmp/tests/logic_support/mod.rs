@@ -258,6 +258,42 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Its exec held at the gate as `target` going through, for when it is answered: its
+    /// exe becomes the marked binary and the kernel names it after the file.
+    pub fn exec_of(&self, target: &str) -> impl FnOnce() + Send + 'static {
+        self.exec_to(target, self.dir.join(format!("image-{target}")))
+    }
+
+    /// An exec of a file named `comm` whose running binary is `exe` (a script: its
+    /// interpreter), for when it is answered.
+    pub fn exec_to(&self, comm: &str, exe: PathBuf) -> impl FnOnce() + Send + 'static {
+        let (dir, comm) = (self.dir.clone(), comm.to_string());
+        move || {
+            let link = dir.join("exe");
+            std::fs::remove_file(&link).unwrap();
+            std::os::unix::fs::symlink(exe, link).unwrap();
+            for f in ["stat", "status"] {
+                let path = dir.join(f);
+                let text = std::fs::read_to_string(&path).unwrap();
+                let open = text.find('(').unwrap_or(0);
+                let close = text.rfind(')').unwrap_or(0);
+                let text = if f == "stat" {
+                    format!("{}({comm}){}", &text[..open], &text[close + 1..])
+                } else {
+                    (text.lines())
+                        .map(|l| match l.starts_with("Name:") {
+                            true => format!("Name:\t{comm}"),
+                            false => l.to_string(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                        + "\n"
+                };
+                std::fs::write(&path, text).unwrap();
+            }
+        }
+    }
+
     /// The kernel's `start_boottime` (ns) that maps to this process's start ticks.
     pub fn start_ns(&self) -> u64 {
         self.start_ticks * 10_000_000 + 4321
@@ -513,13 +549,6 @@ impl Harness {
             &self.proc,
         ));
         n
-    }
-
-    /// `p`'s exec held at the gate as `target` went through: its exe is the marked binary.
-    pub fn exec_went_through(&self, p: &Proc, target: &str) {
-        let exe = p.dir.join("exe");
-        std::fs::remove_file(&exe).unwrap();
-        std::os::unix::fs::symlink(p.dir.join(format!("image-{target}")), exe).unwrap();
     }
 
     /// The notice the exec gate would send for `p` held at its exec of the binary of

@@ -50,6 +50,9 @@ pub(super) fn inline(bin: &Path, n: usize, rounds: usize) -> Result<()> {
     let scene = Scene::new("inline")?;
     let target_name = format!("{}t", scene.tag);
     let other_name = format!("{}o", scene.tag);
+    if !is_static("/bin/busybox")? {
+        bail!("/bin/busybox is dynamically linked (ld.so would run before the first action): install busybox-static");
+    }
     let target = scene.copy("/bin/busybox", &target_name)?;
     let other = scene.copy("/bin/busybox", &other_name)?;
     println!(
@@ -70,8 +73,8 @@ pub(super) fn inline(bin: &Path, n: usize, rounds: usize) -> Result<()> {
         if !d.log().contains(&marked) {
             bail!("the target was not marked:\n{}", d.log());
         }
-        let g = execs(&target, &scene.root, n)?;
-        let o = execs(&other, &scene.root, n)?;
+        // Target and non-target execs alternate: both see the same daemon at work.
+        let (g, o) = execs_alternating(&target, &other, &scene.root, n)?;
         let log = d.stop();
         holds.extend(held_times(&log));
         placing.extend(placement_times(&log));
@@ -159,39 +162,71 @@ fn added(label: &str, a: &[f64], b: &[f64]) {
 /// N execs of `bin` as `cat /proc/self/cgroup`, one at a time, 2 ms apart.
 fn execs(bin: &Path, root: &str, n: usize) -> Result<Execs> {
     let mut e = Execs::default();
-    let prefix = format!("{root}/");
     for _ in 0..n {
-        let t0 = Instant::now();
-        let mut c = Command::new(bin)
-            .arg0("cat")
-            .arg("/proc/self/cgroup")
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("exec {}", bin.display()))?;
-        let mut out = c.stdout.take().context("stdout")?;
-        let mut text = Vec::new();
-        let mut first = None;
-        let mut buf = [0u8; 4096];
-        loop {
-            let k = out.read(&mut buf)?;
-            if k == 0 {
-                break;
-            }
-            first.get_or_insert_with(|| t0.elapsed());
-            text.extend_from_slice(&buf[..k]);
-        }
-        c.wait()?;
-        let exit = t0.elapsed();
-        e.n += 1;
-        e.first.push(first.unwrap_or(exit).as_secs_f64() * 1e6);
-        e.exit.push(exit.as_secs_f64() * 1e6);
-        if !inside(&String::from_utf8_lossy(&text), &prefix) {
-            e.outside += 1;
-        }
-        std::thread::sleep(Duration::from_millis(2));
+        one(bin, root, &mut e)?;
     }
     Ok(e)
+}
+
+/// N execs each of `a` and `b`, alternating.
+fn execs_alternating(a: &Path, b: &Path, root: &str, n: usize) -> Result<(Execs, Execs)> {
+    let (mut ea, mut eb) = (Execs::default(), Execs::default());
+    for _ in 0..n {
+        one(a, root, &mut ea)?;
+        one(b, root, &mut eb)?;
+    }
+    Ok((ea, eb))
+}
+
+/// One exec of `bin` as `cat /proc/self/cgroup`, then 2 ms.
+fn one(bin: &Path, root: &str, e: &mut Execs) -> Result<()> {
+    let prefix = format!("{root}/");
+    let t0 = Instant::now();
+    let mut c = Command::new(bin)
+        .arg0("cat")
+        .arg("/proc/self/cgroup")
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("exec {}", bin.display()))?;
+    let mut out = c.stdout.take().context("stdout")?;
+    let mut text = Vec::new();
+    let mut first = None;
+    let mut buf = [0u8; 4096];
+    loop {
+        let k = out.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        first.get_or_insert_with(|| t0.elapsed());
+        text.extend_from_slice(&buf[..k]);
+    }
+    c.wait()?;
+    let exit = t0.elapsed();
+    e.n += 1;
+    e.first.push(first.unwrap_or(exit).as_secs_f64() * 1e6);
+    e.exit.push(exit.as_secs_f64() * 1e6);
+    if !inside(&String::from_utf8_lossy(&text), &prefix) {
+        e.outside += 1;
+    }
+    std::thread::sleep(Duration::from_millis(2));
+    Ok(())
+}
+
+/// Whether an ELF file has no program interpreter (`PT_INTERP`): statically linked.
+fn is_static(path: &str) -> Result<bool> {
+    let b = std::fs::read(path).with_context(|| format!("read {path}"))?;
+    let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]) as usize;
+    let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 {
+        bail!("{path} is not a 64-bit ELF file");
+    }
+    let phoff = u64::from_le_bytes(b[32..40].try_into()?) as usize;
+    let (size, count) = (u16_at(54), u16_at(56));
+    let interp = (0..count)
+        .map(|i| phoff + i * size)
+        .any(|at| at + 4 <= b.len() && u32_at(at) == 3);
+    Ok(!interp)
 }
 
 /// Whether a `/proc/PID/cgroup` text shows a cgroup under `prefix` in every hierarchy used.

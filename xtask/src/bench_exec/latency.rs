@@ -374,8 +374,8 @@ pub(super) enum Harness {
     Fork,
 }
 
-/// The outside measurement, the same for every governor measured: spawn the target (it
-/// returns once the exec is done: std waits on a CLOEXEC pipe), then poll
+/// The outside measurement, the same for every governor measured: spawn the target (std's
+/// posix_spawn returns once the child's exec has let go of the parent's memory), then poll
 /// `/proc/PID/cgroup` until every hierarchy shows a cgroup under `root`; `gap` between
 /// execs.
 fn exec_one_at_a_time(target: &Path, root: &str, n: usize, gap: Duration) -> Result<Outside> {

@@ -200,6 +200,26 @@ round() {
     return 0
 }
 
+# gate_round LABEL: a round with the exec gate on (the target on the daemon's PATH;
+# gate_timeout 1s: under TCG a move can take tens of ms). Sets G_LINE (its read→placed
+# figures) and G_WHY (what failed; empty when every target was held).
+gate_round() {
+    sed 's/^inline_placement: off/inline_placement: on/' "$M/config-events.yaml" >"$M/config.yaml"
+    echo "gate_timeout: 1s" >>"$M/config.yaml"
+    old_path=$PATH; PATH="$M:$PATH"; export PATH
+    G_LINE="" G_WHY=""
+    g_ok=0; round "$1" && g_ok=1
+    PATH=$old_path; export PATH
+    cp "$M/config-events.yaml" "$M/config.yaml"
+    if [ $g_ok = 1 ] && grep -q 'held at exec' "$M/$1.log"; then
+        G_LINE=$(echo "$R_LINE" | sed 's/exec→placed/read→placed/')
+        held=$(grep -c 'Limits applied to PID .*held at exec' "$M/$1.log")
+        [ "$held" -eq "$N_RUN" ] || G_WHY="$((N_RUN - held)) of $N_RUN targets not held at the exec gate"
+    else
+        G_WHY="the exec gate did not hold the targets: $(grep -m1 'Inline placement' "$M/$1.log" | cut -c1-200)"
+    fi
+}
+
 if [ -n "${QUICK_FFRTMP:-}" ]; then
     echo
     echo "=== exec -> placed on $kernel"
@@ -244,22 +264,11 @@ YAML
     fi
     R_BURST=
     # The exec gate: the target binary on the daemon's PATH, every exec held until placed.
+    cp "$M/config.yaml" "$M/config-events.yaml"
     if [ -z "$mp_fail" ]; then
-        # gate_timeout 1s: under TCG a move can take tens of ms (RCU without favordynmods).
-        sed 's/^inline_placement: off/inline_placement: on/' "$M/config.yaml" >"$M/config-gate.yaml"
-        echo "gate_timeout: 1s" >>"$M/config-gate.yaml"
-        cp "$M/config.yaml" "$M/config-events.yaml"; cp "$M/config-gate.yaml" "$M/config.yaml"
-        old_path=$PATH; PATH="$M:$PATH"; export PATH
-        gate_ok=0; round gate && gate_ok=1
-        PATH=$old_path; export PATH
-        if [ $gate_ok = 1 ] && grep -q 'held at exec' "$M/gate.log"; then
-            echo "QUICK KERNEL $kernel exec gate: held at exec, $(echo "$R_LINE" | sed 's/exec→placed/read→placed/')" | tee -a /tmp/quick-results
-            held=$(grep -c 'Limits applied to PID .*held at exec' "$M/gate.log")
-            [ "$held" -eq "$N_RUN" ] || mp_fail="$((N_RUN - held)) of $N_RUN targets not held at the exec gate"
-        else
-            mp_fail="the exec gate did not hold the targets: $(grep -m1 'Inline placement' "$M/gate.log" | cut -c1-200)"
-        fi
-        cp "$M/config-events.yaml" "$M/config.yaml"
+        gate_round gate
+        [ -z "$G_LINE" ] || echo "QUICK KERNEL $kernel exec gate: held at exec, $G_LINE" | tee -a /tmp/quick-results
+        [ -z "$G_WHY" ] || mp_fail=$G_WHY
     fi
     if [ -n "$mp_fail" ]; then
         echo "QUICK FAIL exec-placement $mp_fail" | tee -a /tmp/quick-results; fail=1
@@ -297,6 +306,12 @@ YAML
                 fi
             fi
             R_BURST=
+            # The gate's hold with favordynmods: the move no longer waits for RCU.
+            gate_round favordynmods-gate
+            [ -z "$G_LINE" ] || echo "QUICK KERNEL $kernel favordynmods exec gate: held at exec, $G_LINE" | tee -a /tmp/quick-results
+            if [ -n "$G_WHY" ]; then
+                echo "QUICK FAIL exec-placement with favordynmods: $G_WHY" | tee -a /tmp/quick-results; fail=1
+            fi
         else
             echo "QUICK KERNEL $kernel favordynmods no measurement: $R_NOTE" | tee -a /tmp/quick-results
         fi

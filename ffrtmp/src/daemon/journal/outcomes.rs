@@ -43,9 +43,10 @@ impl Journal {
         }
     }
 
-    /// A process placed at the gate whose exec failed after: moved back, its job ends.
-    fn exec_failed(&mut self, o: Outcome, fx: &mut Effects) {
-        let Outcome::ExecFailed {
+    /// A process placed at the gate, looked at again: its exec went through, or it
+    /// failed and the process was moved back (its job ends).
+    fn exec_checked(&mut self, o: Outcome, fx: &mut Effects) {
+        let Outcome::ExecChecked {
             id,
             job_id,
             command,
@@ -56,6 +57,13 @@ impl Journal {
             return;
         };
         let pid = id.pid;
+        self.tally.add(Count::GateExecsChecked, 1);
+        let Some(home) = home else {
+            return debug!(
+                pid,
+                "PID {pid} became {command}: its exec of {exe} went through"
+            );
+        };
         match home {
             Ok(home) => {
                 self.tally.placement("moved_back");
@@ -128,7 +136,7 @@ impl Journal {
                 self.mark_dirty();
                 self.placement_health(false);
             }
-            failed @ Outcome::ExecFailed { .. } => self.exec_failed(failed, fx),
+            checked @ Outcome::ExecChecked { .. } => self.exec_checked(checked, fx),
             Outcome::Vanished { pid, why } => {
                 self.tally.placement("vanished");
                 debug!(pid, "PID {pid}: nothing to do, {why}");

@@ -20,7 +20,18 @@ pub struct Event {
 const METADATA_LEN: usize = std::mem::size_of::<libc::fanotify_event_metadata>();
 
 pub struct Group {
-    fd: OwnedFd,
+    fd: std::mem::ManuallyDrop<OwnedFd>,
+    /// The watchdog let go of this group: its number is never closed (watchdog.rs).
+    keep_number: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if !self.keep_number.load(std::sync::atomic::Ordering::Relaxed) {
+            // SAFETY: dropped once, here.
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.fd) };
+        }
+    }
 }
 
 impl Group {
@@ -39,8 +50,15 @@ impl Group {
         }
         // SAFETY: fd was just returned by fanotify_init.
         Ok(Group {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            fd: std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(fd) }),
+            keep_number: Default::default(),
         })
+    }
+
+    /// The watchdog let go of this group: its descriptor (now /dev/null) is kept open
+    /// for the daemon's life, so its number never names another file.
+    pub fn keep_number(&self) {
+        (self.keep_number).store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn fd(&self) -> RawFd {
@@ -57,17 +75,33 @@ impl Group {
         let _ = self.mark_op(libc::FAN_MARK_REMOVE, path);
     }
 
+    /// The path is opened first (read-only: fanotify takes no `O_PATH` descriptor), then
+    /// marked by its descriptor: the group is never held across a lookup, which may hang
+    /// (a dead network filesystem), so the watchdog's release of the group is not held up
+    /// by one.
     fn mark_op(&self, op: libc::c_uint, path: &Path) -> io::Result<()> {
         let c = CString::new(path.as_os_str().as_bytes())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the path"))?;
-        // SAFETY: valid descriptor and NUL-terminated path.
+        // SAFETY: a NUL-terminated path; the descriptor is owned below.
+        let target = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK,
+            )
+        };
+        if target < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: just opened, ours.
+        let target = unsafe { OwnedFd::from_raw_fd(target) };
+        // SAFETY: valid descriptors; a NULL path marks the object `target` refers to.
         let r = unsafe {
             libc::fanotify_mark(
                 self.fd(),
                 op,
                 libc::FAN_OPEN_EXEC_PERM,
-                libc::AT_FDCWD,
-                c.as_ptr(),
+                target.as_raw_fd(),
+                std::ptr::null(),
             )
         };
         if r < 0 {

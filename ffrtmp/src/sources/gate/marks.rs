@@ -24,10 +24,13 @@ pub struct Mark {
 
 pub type Inode = (u64, u64);
 
-/// A binary the gate holds, as the state file lists it for `ffrtmp status`.
+/// A binary the gate holds, as the state file lists it for `ffrtmp status` (the path as
+/// text: one that is not UTF-8 is shown lossily, never fails the state file's write).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HeldBinary {
-    pub path: PathBuf,
+    #[serde(default)]
+    pub path: String,
+    #[serde(default)]
     pub target: String,
 }
 
@@ -98,7 +101,7 @@ impl Marks {
         let held = self.by_path.iter().filter_map(|(p, i)| {
             let m = self.by_inode.get(i)?;
             Some(HeldBinary {
-                path: p.clone(),
+                path: p.to_string_lossy().into_owned(),
                 target: m.target.clone(),
             })
         });
@@ -193,12 +196,16 @@ impl Marks {
         again
     }
 
-    /// Mark every marked path again in a new group (the old one was let go); the number
-    /// marked.
-    pub fn mark_all(&self, group: &Group) -> usize {
-        (self.by_path.keys())
-            .filter(|p| group.mark(p).is_ok())
-            .count()
+    /// Mark every marked path again in a new group (the old one was let go), calling
+    /// `beat` before each (the watchdog's heartbeat); how many were marked, of how many.
+    pub fn mark_all(&self, group: &Group, beat: impl Fn()) -> (usize, usize) {
+        let marked = (self.by_path.keys())
+            .filter(|p| {
+                beat();
+                group.mark(p).is_ok()
+            })
+            .count();
+        (marked, self.by_path.len())
     }
 
     /// Keep the marks of `targets` only (a reload removed the others).

@@ -84,6 +84,8 @@ pub struct GateSource {
     waker: Waker,
     /// Shared with the watchdog, which lets go of the group when this thread is stuck.
     line: Arc<Lifeline>,
+    /// The targets whose binaries on `PATH` the thread marks when it starts.
+    targets: Vec<String>,
 }
 
 /// The record loop's side of a running gate.
@@ -126,9 +128,10 @@ pub fn open(targets: &[String], path_var: &str, timeout: Duration) -> Result<Gat
     let waker = Waker::new().map_err(|e| format!("eventfd: {e}"))?;
     let (tx, rx) = exec::queue::bounded(1024, &waker);
     let stats = Arc::new(GateStats::default());
-    let line = Lifeline::new(group.fd());
-    let mut g = GateSource {
+    let line = Lifeline::new(group.fd()).map_err(|e| format!("/dev/null: {e}"))?;
+    let g = GateSource {
         line,
+        targets: targets.to_vec(),
         group: Arc::new(GroupResponder {
             group,
             stats: stats.clone(),
@@ -141,7 +144,6 @@ pub fn open(targets: &[String], path_var: &str, timeout: Duration) -> Result<Gat
         stop_tx: tx.clone(),
         waker,
     };
-    g.mark_path(targets);
     drop((stats, tx));
     Ok(g)
 }
@@ -155,6 +157,7 @@ impl GateSource {
     }
 
     fn learn(&mut self, p: PathBuf, target: &str) {
+        self.line.turn_within(Duration::ZERO);
         match self.marks.add(&self.group.group, &p, target) {
             Ok(true) => info!(
                 "Holding every exec of {} ({target}) until it is placed",
@@ -190,14 +193,19 @@ impl EventSource for GateSource {
         SOURCE
     }
 
-    fn start(self: Box<Self>, sinks: SourceSinks) -> std::io::Result<Attached> {
+    fn start(mut self: Box<Self>, sinks: SourceSinks) -> std::io::Result<Attached> {
         let stop = self.stop_tx.clone();
         let (self_stats, self_cmds) = (self.group.stats.clone(), self.stop_tx.clone());
         let line = self.line.clone();
         watchdog::spawn(line.clone(), self_stats.clone())?;
+        // Marked under the watchdog, right before the thread that answers starts: an exec
+        // held meanwhile waits for that thread's first read.
+        let targets = std::mem::take(&mut self.targets);
+        self.mark_path(&targets);
         let handle = std::thread::Builder::new()
             .name("ffrtmp-gate".into())
-            .spawn(move || self.run(&sinks))?;
+            .spawn(move || self.run(&sinks))
+            .inspect_err(|_| line.stop())?;
         Ok(Attached {
             thread: Some(SourceThread::new(
                 SOURCE,
@@ -227,6 +235,8 @@ struct Turn {
 
 impl GateSource {
     fn run(mut self: Box<Self>, sinks: &SourceSinks) {
+        let _exit = watchdog::OnExit(self.line.clone());
+        let mut reopen_failed = false;
         let mut t = Turn {
             buf: Box::default(),
             events: Vec::with_capacity(64),
@@ -236,7 +246,7 @@ impl GateSource {
         loop {
             self.line.turn_within(Duration::ZERO);
             if self.line.take_released() {
-                self.reopen();
+                self.reopen(&mut reopen_failed);
             }
             if let Some(held) = self.marks.take_changed() {
                 if sinks
@@ -265,6 +275,7 @@ impl GateSource {
             self.expire(&mut t.pending);
             self.waker.clear();
             while let Ok(c) = self.cmds.try_recv() {
+                self.line.turn_within(Duration::ZERO);
                 match c {
                     GateCmd::Learn { exe, target } => self.learn(exe, &target),
                     GateCmd::Targets(targets) => {
@@ -406,24 +417,32 @@ impl GateSource {
 
     /// The watchdog let go of the group (this thread was stuck): a new group, every
     /// binary marked again. One that cannot be opened is tried again a second later.
-    fn reopen(&mut self) {
+    fn reopen(&mut self, failed: &mut bool) {
+        // The released group's number stays open (it is /dev/null now): the watchdog may
+        // still write over it.
+        self.group.group.keep_number();
         match Group::open() {
             Ok(group) => {
-                let n = self.marks.mark_all(&group);
+                // Published before marking: a mark that hangs is the new group's, and the
+                // watchdog lets go of that one.
                 self.line.reopened(group.fd());
                 let stats = self.group.stats.clone();
                 // Execs held in the old group were let go with it; their answers go to
                 // the descriptor the watchdog left in its place.
                 self.group = Arc::new(GroupResponder { group, stats });
-                info!(
-                    "The exec gate holds execs again ({n} of {} binaries marked)",
-                    self.marks.len()
-                );
+                let line = self.line.clone();
+                let beat = || line.turn_within(Duration::ZERO);
+                let (n, of) = self.marks.mark_all(&self.group.group, beat);
+                *failed = false;
+                info!("The exec gate holds execs again ({n} of {of} binaries marked)");
             }
             Err(e) => {
-                warn!("The exec gate cannot open a new fanotify group ({e}); target execs are placed after they start; trying again in a second");
+                if !std::mem::replace(failed, true) {
+                    warn!("The exec gate cannot open a new fanotify group ({e}); target execs are placed after they start; trying again every second");
+                }
                 self.line.release_again();
                 std::thread::sleep(Duration::from_secs(1));
+                self.line.turn_within(Duration::ZERO);
             }
         }
     }

@@ -1,19 +1,24 @@
 //! The gate's watchdog. The kernel has no deadline for a held exec: a gate thread that
-//! stops turning (a path lookup on a dead network filesystem, a bug) would hold every
-//! target exec that comes meanwhile. The gate thread says by when it will turn again; a
-//! thread of its own (`ffrtmp-gatewatch`) looks four times a second, and once that time
-//! is a second past it lets go of the group: it puts `/dev/null` in place of the group's
-//! descriptor (`dup2`, so the number stays valid for the gate thread), the group's file is
-//! released, and the kernel lets every waiting exec go on. Those run unplaced for a moment
-//! and are placed by their exec events. The gate thread, back, opens a new group and
-//! marks the binaries again.
+//! stops turning (a bug, a call that hangs) would hold every target exec that comes
+//! meanwhile. The gate thread says by when it will turn again; a thread of its own
+//! (`ffrtmp-gatewatch`) looks four times a second and, once that time has passed, lets go
+//! of the group: it puts `/dev/null` in place of the group's descriptor (`dup3`, so the
+//! number stays valid for the gate thread), the group's file is released, and the kernel
+//! lets every waiting exec go on. Those run unplaced for a moment and are placed by their
+//! exec events. The gate thread, back, opens a new group and marks the binaries again.
+//!
+//! A group the watchdog let go of keeps its descriptor number for the life of the daemon
+//! (`Group::keep_number`): the number the watchdog may still write over is never given to
+//! another file. A whole-process stop (SIGSTOP, a freeze) stops the watchdog too: when its
+//! own sleep overran by a second, it gives the gate thread a new second instead of
+//! releasing.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tracing::error;
+use tracing::{error, warn};
 
 use super::GateStats;
 use crate::process::monotonic_ns;
@@ -32,16 +37,20 @@ pub struct Lifeline {
     /// The watchdog let go of the group: the gate thread opens a new one.
     released: AtomicBool,
     stop: AtomicBool,
+    /// Opened at start: a release needs no descriptor when descriptors are short.
+    null: OwnedFd,
 }
 
 impl Lifeline {
-    pub fn new(group_fd: RawFd) -> Arc<Lifeline> {
-        Arc::new(Lifeline {
+    pub fn new(group_fd: RawFd) -> std::io::Result<Arc<Lifeline>> {
+        let null = std::fs::File::open("/dev/null")?.into();
+        Ok(Arc::new(Lifeline {
             due_by_ns: AtomicU64::new(monotonic_ns() + STALL.as_nanos() as u64),
             group_fd: AtomicI32::new(group_fd),
             released: AtomicBool::new(false),
             stop: AtomicBool::new(false),
-        })
+            null,
+        }))
     }
 
     /// The gate thread will turn again within `wait` (and `STALL`).
@@ -60,7 +69,7 @@ impl Lifeline {
         self.released.store(true, Relaxed);
     }
 
-    /// A new group is in place.
+    /// A new group is in place (before its binaries are marked).
     pub fn reopened(&self, group_fd: RawFd) {
         self.group_fd.store(group_fd, Relaxed);
     }
@@ -71,6 +80,17 @@ impl Lifeline {
         self.stop.store(true, Relaxed);
     }
 
+    /// The watchdog itself did not run for `overrun` past its period (the whole process
+    /// was stopped): the gate thread gets a new `STALL` to turn.
+    fn woke_late(&self, overrun: Duration) -> bool {
+        if overrun < STALL {
+            return false;
+        }
+        let by = monotonic_ns() + STALL.as_nanos() as u64;
+        self.due_by_ns.fetch_max(by, Relaxed);
+        true
+    }
+
     /// Let go of the group if the gate thread is late; `true` if it did now.
     fn look(&self, stats: &GateStats) -> bool {
         let late = monotonic_ns().saturating_sub(self.due_by_ns.load(Relaxed));
@@ -78,12 +98,15 @@ impl Lifeline {
             return false;
         }
         let fd = self.group_fd.load(Relaxed);
-        let Ok(null) = std::fs::File::open("/dev/null") else {
-            return false;
-        };
-        // SAFETY: replaces our own descriptor `fd` with /dev/null; the number stays open,
-        // so the gate thread's later calls on it fail harmlessly, and nobody else gets it.
-        if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
+        // SAFETY: puts /dev/null in place of the group's descriptor `fd`, a number that
+        // stays ours (a released group never closes it): the gate thread's later calls
+        // on it fail harmlessly, and no other file is hit.
+        if unsafe { libc::dup3(self.null.as_raw_fd(), fd, libc::O_CLOEXEC) } < 0 {
+            warn!(
+                "The exec gate thread is stuck and its group cannot be let go of ({}); target execs wait until it is back",
+                std::io::Error::last_os_error()
+            );
+            self.released.store(true, Relaxed); // said once; the gate thread clears it
             return false;
         }
         self.released.store(true, Relaxed);
@@ -96,7 +119,16 @@ impl Lifeline {
     }
 }
 
-/// Start the watchdog thread; it ends when `stop` is called.
+/// Stops the lifeline when the gate thread ends, however it ends.
+pub struct OnExit(pub Arc<Lifeline>);
+
+impl Drop for OnExit {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+/// Start the watchdog thread; it ends when the lifeline is stopped.
 pub fn spawn(
     line: Arc<Lifeline>,
     stats: Arc<GateStats>,
@@ -104,11 +136,14 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("ffrtmp-gatewatch".into())
         .spawn(move || loop {
+            let t = Instant::now();
             std::thread::sleep(LOOK_EVERY);
             if line.stop.load(Relaxed) {
                 return;
             }
-            line.look(&stats);
+            if !line.woke_late(t.elapsed().saturating_sub(LOOK_EVERY)) {
+                line.look(&stats);
+            }
         })
 }
 
@@ -120,7 +155,7 @@ mod tests {
     fn a_late_gate_thread_loses_its_group_once() {
         let stats = GateStats::default();
         let f = std::fs::File::open("/proc/self/stat").unwrap();
-        let line = Lifeline::new(f.as_raw_fd());
+        let line = Lifeline::new(f.as_raw_fd()).unwrap();
         assert!(!line.look(&stats), "on time");
         line.due_by_ns.store(monotonic_ns() - 1, Relaxed);
         assert!(line.look(&stats));
@@ -131,5 +166,16 @@ mod tests {
         assert!(line.take_released());
         assert!(!line.take_released());
         assert_eq!(stats.releases.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_stopped_process_is_not_taken_for_a_stuck_gate_thread() {
+        let stats = GateStats::default();
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        let line = Lifeline::new(f.as_raw_fd()).unwrap();
+        line.due_by_ns.store(monotonic_ns() - 1, Relaxed);
+        assert!(!line.woke_late(Duration::from_millis(10)));
+        assert!(line.woke_late(Duration::from_secs(3)));
+        assert!(!line.look(&stats), "the gate thread got a new second");
     }
 }
