@@ -136,7 +136,7 @@ impl Drop for Cgrulesengd {
 
 /// The three slowest samples with their positions in the round (`#0` is the first exec
 /// after the governor started): where a round's max comes from.
-fn slowest(v: &[f64]) -> String {
+pub(super) fn slowest(v: &[f64]) -> String {
     let top = slowest_three(v)
         .into_iter()
         .map(|k| format!("#{k} {:.2} ms", v[k] / 1000.0))
