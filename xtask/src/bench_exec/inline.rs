@@ -79,7 +79,10 @@ pub(super) fn inline(bin: &Path, n: usize, rounds: usize) -> Result<()> {
         let (g, o) = execs_alternating(&target, &other, &scene.root, n)?;
         let log = d.stop();
         let held = held_times(&log);
-        eprintln!("  gate round {r}: slowest holds {}", super::latency::slowest(&held));
+        eprintln!(
+            "  gate round {r}: slowest holds {}",
+            super::latency::slowest(&held)
+        );
         holds.extend(held);
         placing.extend(placement_times(&log));
         println!("{}", row("ffrtmp, exec gate", r, &g, &load));
@@ -251,15 +254,5 @@ fn inside(text: &str, prefix: &str) -> bool {
 
 /// `read→placed X.XXXms` of every placement held at exec, in µs.
 fn held_times(log: &str) -> Vec<f64> {
-    log.lines()
-        .filter_map(|l| {
-            l.split("held at exec: read→placed ")
-                .nth(1)?
-                .split("ms")
-                .next()?
-                .parse::<f64>()
-                .ok()
-        })
-        .map(|ms| ms * 1000.0)
-        .collect()
+    super::ms_after(log, "held at exec: read→placed ")
 }

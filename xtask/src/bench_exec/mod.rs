@@ -501,11 +501,11 @@ pub(super) fn print_breakdown(log: &str) {
     );
 }
 
-/// `read X.XXXms` (exec → the ring reader had the event) of every placement, in µs.
-fn read_times(log: &str) -> Vec<f64> {
+/// The `X.XXXms` right after `marker` on every log line that has it, in µs.
+pub(super) fn ms_after(log: &str, marker: &str) -> Vec<f64> {
     log.lines()
         .filter_map(|l| {
-            l.split("; read ")
+            l.split(marker)
                 .nth(1)?
                 .split("ms")
                 .next()?
@@ -516,19 +516,14 @@ fn read_times(log: &str) -> Vec<f64> {
         .collect()
 }
 
+/// `read X.XXXms` (exec → the ring reader had the event) of every placement, in µs.
+fn read_times(log: &str) -> Vec<f64> {
+    ms_after(log, "; read ")
+}
+
 /// `received X.XXXms` (exec → the engine took the event) of every placement, in µs.
 fn receipt_times(log: &str) -> Vec<f64> {
-    log.lines()
-        .filter_map(|l| {
-            l.split(", received ")
-                .nth(1)?
-                .split("ms")
-                .next()?
-                .parse::<f64>()
-                .ok()
-        })
-        .map(|ms| ms * 1000.0)
-        .collect()
+    ms_after(log, ", received ")
 }
 
 /// Events the daemon said a source lost.
