@@ -170,7 +170,7 @@ fn added(label: &str, a: &[f64], b: &[f64]) {
     }
 }
 
-/// N execs of `bin` as `cat /proc/self/cgroup`, one at a time, 2 ms apart.
+/// N execs of `bin` as `cat /proc/self/cgroup`, one at a time.
 fn execs(bin: &Path, root: &str, n: usize) -> Result<Execs> {
     let mut e = Execs::default();
     for _ in 0..n {
@@ -189,7 +189,7 @@ fn execs_alternating(a: &Path, b: &Path, root: &str, n: usize) -> Result<(Execs,
     Ok((ea, eb))
 }
 
-/// One exec of `bin` as `cat /proc/self/cgroup`, then 2 ms.
+/// One exec of `bin` as `cat /proc/self/cgroup`, then 2 ms (`--gap-ms`: that long).
 fn one(bin: &Path, root: &str, e: &mut Execs) -> Result<()> {
     let prefix = format!("{root}/");
     let t0 = Instant::now();
@@ -220,7 +220,8 @@ fn one(bin: &Path, root: &str, e: &mut Execs) -> Result<()> {
     if !inside(&String::from_utf8_lossy(&text), &prefix) {
         e.outside += 1;
     }
-    std::thread::sleep(Duration::from_millis(2));
+    let gap = super::GAP_MS.load(std::sync::atomic::Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(if gap > 0 { gap as u64 } else { 2 }));
     Ok(())
 }
 

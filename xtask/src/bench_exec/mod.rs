@@ -57,7 +57,8 @@ pub(super) const HIERARCHIES: [&str; 4] = ["cpu", "cpuacct", "memory", "pids"];
 
 /// `--daemon-nice N`: run the daemons under `nice -n N`.
 static DAEMON_NICE: AtomicI32 = AtomicI32::new(-10);
-/// `--gap-ms N`: pause between the execs of `latency` and `strict` (`compare`: 5 ms).
+/// `--gap-ms N`: pause between the execs of `latency`, `strict` and `inline` (`inline`:
+/// 2 ms unless given; `compare`: 5 ms).
 pub(super) static GAP_MS: AtomicI32 = AtomicI32::new(0);
 
 const WHAT: &str = "compare|inline|latency|strict|storm|burst|rss|ready|steps|all";
