@@ -242,21 +242,9 @@ impl GateSource {
             events: Vec::with_capacity(64),
             pending: VecDeque::new(),
         };
-        let mut read_failed = false;
+        let (mut read_failed, mut dirs_changed) = (false, false);
         loop {
             self.line.turn_within(Duration::ZERO);
-            if self.line.take_released() {
-                self.reopen(&mut reopen_failed);
-            }
-            if let Some(held) = self.marks.take_changed() {
-                if sinks
-                    .events
-                    .try_send(SourceEvent::HeldAtExec(held))
-                    .is_err()
-                {
-                    self.marks.changed_again(); // said at the next turn
-                }
-            }
             match self.group.group.read(&mut t.buf, &mut t.events) {
                 Ok(()) => read_failed = false,
                 // Out of descriptors for the event's file: the kernel has refused that exec
@@ -274,6 +262,14 @@ impl GateSource {
             }
             self.expire(&mut t.pending);
             self.waker.clear();
+            // The rest (path lookups, marks, log lines, messages) only once every held exec
+            // read is handed on or answered.
+            if std::mem::take(&mut dirs_changed) {
+                self.remark();
+            }
+            if self.line.take_released() {
+                self.reopen(&mut reopen_failed);
+            }
             while let Ok(c) = self.cmds.try_recv() {
                 self.line.turn_within(Duration::ZERO);
                 match c {
@@ -285,7 +281,13 @@ impl GateSource {
                     GateCmd::Stop => return,
                 }
             }
-            self.wait(&t.pending);
+            if let Some(held) = self.marks.take_changed() {
+                let sent = sinks.events.try_send(SourceEvent::HeldAtExec(held));
+                if sent.is_err() {
+                    self.marks.changed_again(); // said at the next turn
+                }
+            }
+            dirs_changed = self.wait(&t.pending);
         }
     }
 
@@ -385,8 +387,9 @@ impl GateSource {
         }
     }
 
-    /// Sleep until an event, a command, a changed directory or the next deadline.
-    fn wait(&mut self, pending: &VecDeque<(Instant, Arc<Held>)>) {
+    /// Sleep until an event, a command, a changed directory or the next deadline; `true`
+    /// when a watched directory changed (its binaries are marked again after the events).
+    fn wait(&mut self, pending: &VecDeque<(Instant, Arc<Held>)>) -> bool {
         let wait = pending
             .iter()
             .find(|(_, h)| !h.is_answered())
@@ -410,9 +413,7 @@ impl GateSource {
             ),
         ];
         let _ = rustix::event::poll(&mut fds, Some(&timeout));
-        if !fds[2].revents().is_empty() {
-            self.remark();
-        }
+        !fds[2].revents().is_empty()
     }
 
     /// The watchdog let go of the group (this thread was stuck): a new group, every
