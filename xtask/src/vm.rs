@@ -539,12 +539,6 @@ fn systemd_tier(
         let name = deb.file_name().context("package path")?.to_owned();
         copy(deb, &payload.join("repo/target/debian").join(name))?;
     }
-    // Debian's ffmpeg packages the rootfs was built from, for `apt-get install --reinstall`
-    // in the VM (scenario 27): the VM has no network and its apt lists are removed.
-    for deb in ffmpeg_debs() {
-        let name = deb.file_name().context("package path")?.to_owned();
-        copy(&deb, &payload.join("repo/target/ffmpeg-debs").join(name))?;
-    }
     let mut cmd = Command::new(vm.join("run-systemd.sh"));
     cmd.arg(&payload)
         .arg(SYSTEMD_TIMEOUT.to_string())
@@ -654,34 +648,6 @@ fn build_release(root: &Path) -> Result<PathBuf> {
         .current_dir(root)
         .args(["build", "--release", "-p", "ffrtmp"]))?;
     Ok(root.join("target/release/ffrtmp"))
-}
-
-/// The ffmpeg packages in the host's apt archive, where build-rootfs.sh downloads the
-/// rootfs's packages (`FFRTMP_APT_ARCHIVE`, else apt's `Dir::Cache::archives`).
-fn ffmpeg_debs() -> Vec<PathBuf> {
-    let dir = std::env::var_os("FFRTMP_APT_ARCHIVE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let out = Command::new("apt-config")
-                .args(["shell", "A", "Dir::Cache::archives/d"])
-                .output()
-                .ok()?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            let a = text.trim().strip_prefix("A='")?.strip_suffix('\'')?;
-            Some(PathBuf::from(a))
-        })
-        .unwrap_or_else(|| PathBuf::from("/var/cache/apt/archives"));
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("ffmpeg_") && n.ends_with(".deb"))
-        })
-        .collect()
 }
 
 /// `target/vm/<name>/`: `run.sh` and `lib.sh` of `scenarios/<scenario>/`, and `repo/` laid

@@ -88,6 +88,13 @@ CFG
       in_root apt-get -q -o APT::Sandbox::User=root install -y --no-install-recommends "${PKGS[@]}" "${kdebs[@]}"; } \
         >"$b/apt.log" 2>&1 || { tail -n 30 "$b/apt.log" >&2; die "package install in the rootfs failed (log above)"; }
     log "packages installed ($((SECONDS - t0)) s)"
+    # Debian's ffmpeg package as installed, kept in the image: the VM has no network, and
+    # the systemd tier reinstalls it (apt-get install --reinstall, scenario 27).
+    local ffver
+    ffver=$(in_root dpkg-query -W -f '${Version}' ffmpeg)
+    mkdir -p "$root/var/lib/ffrtmp-vm/debs"
+    cp "$archive"/ffmpeg_"${ffver/:/%3a}"_*.deb "$root/var/lib/ffrtmp-vm/debs/" \
+        || die "Debian's ffmpeg $ffver package is not in $archive after its install"
 
     umount "$root/var/cache/apt/archives"
     configure_rootfs "$root" "$key"

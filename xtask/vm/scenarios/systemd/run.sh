@@ -795,7 +795,7 @@ out=$("$INSTALL" --check 2>&1)
 check "install-edge.sh --check: on with the drop-in" grep -q 'ok      inline placement' <<<"$out"
 check "...and the running daemon said so" grep -q 'the running daemon said: Inline placement is on' <<<"$out"
 ffver=$(dpkg-query -W -f '${Version}' ffmpeg)
-ffdeb=$(ls "$REPO"/target/ffmpeg-debs/ffmpeg_"${ffver/:/%3a}"_*.deb 2>/dev/null | head -n 1)
+ffdeb=$(ls /var/lib/ffrtmp-vm/debs/ffmpeg_"${ffver/:/%3a}"_*.deb 2>/dev/null | head -n 1)
 for round in first renamed reinstalled; do
     if [[ $round == renamed ]]; then
         # What dpkg does on an upgrade: the new file beside, renamed over the old one.
@@ -803,7 +803,7 @@ for round in first renamed reinstalled; do
         check "renamed: held again" wait_for 5 bash -c "(( \$(journalctl -q -o cat _PID=$(main_pid) | grep -c '/usr/bin/ffmpeg was replaced') >= 1 ))"
     elif [[ $round == reinstalled ]]; then
         before=$(replaced)
-        check "reinstalled: Debian's ffmpeg $ffver package is in the payload (xtask copies it from the host's apt archive)" test -n "$ffdeb"
+        check "reinstalled: Debian's ffmpeg $ffver package is in the image (build-rootfs.sh keeps it)" test -n "$ffdeb"
         aptout=$(DEBIAN_FRONTEND=noninteractive apt-get install --reinstall -y -q "$ffdeb" 2>&1); rc=$?
         check "reinstalled: apt-get install --reinstall ffmpeg exits 0" test "$rc" -eq 0
         [[ $rc -eq 0 ]] || sed 's/^/    | /' <<<"$aptout" | tail -n 20
