@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::latency::Cgrulesengd;
-use super::{daemon_nice, loadavg, percentiles, placement_times, summary, Scene, HIERARCHIES};
+use super::{daemon_nice, loadavg, percentiles, placement_times, summary, Scene};
 
 /// What N execs of one binary showed.
 #[derive(Default)]
@@ -191,7 +191,6 @@ fn execs_alternating(a: &Path, b: &Path, root: &str, n: usize) -> Result<(Execs,
 
 /// One exec of `bin` as `cat /proc/self/cgroup`, then 2 ms (`--gap-ms`: that long).
 fn one(bin: &Path, root: &str, e: &mut Execs) -> Result<()> {
-    let prefix = format!("{root}/");
     let t0 = Instant::now();
     let mut c = Command::new(bin)
         .arg0("cat")
@@ -217,7 +216,7 @@ fn one(bin: &Path, root: &str, e: &mut Execs) -> Result<()> {
     e.n += 1;
     e.first.push(first.unwrap_or(exit).as_secs_f64() * 1e6);
     e.exit.push(exit.as_secs_f64() * 1e6);
-    if !inside(&String::from_utf8_lossy(&text), &prefix) {
+    if !super::under_root(&String::from_utf8_lossy(&text), root) {
         e.outside += 1;
     }
     let gap = super::GAP_MS.load(std::sync::atomic::Ordering::Relaxed);
@@ -239,18 +238,6 @@ fn is_static(path: &str) -> Result<bool> {
         .map(|i| phoff + i * size)
         .any(|at| at + 4 <= b.len() && u32_at(at) == 3);
     Ok(!interp)
-}
-
-/// Whether a `/proc/PID/cgroup` text shows a cgroup under `prefix` in every hierarchy used.
-fn inside(text: &str, prefix: &str) -> bool {
-    HIERARCHIES.iter().all(|h| {
-        text.lines().any(|l| {
-            let mut f = l.splitn(3, ':');
-            let _ = f.next();
-            f.next().is_some_and(|c| c.split(',').any(|x| x == *h))
-                && f.next().is_some_and(|p| p.starts_with(prefix))
-        })
-    })
 }
 
 /// `read→placed X.XXXms` of every placement held at exec, in µs.

@@ -439,9 +439,11 @@ pub(super) fn own_cgroup() -> Result<String> {
 /// hierarchy we use. Any job cgroup counts: the daemon may place a process in a prepared
 /// cgroup that already has the job's limits and give it the job's name just after.
 pub(super) fn placed_under(pid: u32, root: &str) -> bool {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-        return false;
-    };
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|t| under_root(&t, root))
+}
+
+/// Whether a `/proc/PID/cgroup` text shows a cgroup under `root` in every hierarchy we use.
+pub(super) fn under_root(text: &str, root: &str) -> bool {
     let prefix = format!("{root}/");
     HIERARCHIES.iter().all(|h| {
         text.lines().any(|l| {
