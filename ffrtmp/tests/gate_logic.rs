@@ -49,6 +49,23 @@ impl Answers {
     }
 }
 
+/// The daemon with ffmpeg its target, and a process in a session (its comm `bash`) whose
+/// exec of ffmpeg the test holds.
+fn ffmpeg_from_bash() -> (
+    Harness,
+    Arc<Answers>,
+    Arc<dyn Responder>,
+    logic_support::Proc,
+) {
+    let h = Harness::new().start(Start {
+        yaml: "target_commands: [ffmpeg]\n",
+        ..Default::default()
+    });
+    let (a, r) = answers(&h);
+    let p = h.spawn("bash", "/user.slice/session-1.scope", 0);
+    (h, a, r, p)
+}
+
 fn answers(h: &Harness) -> (Arc<Answers>, Arc<dyn Responder>) {
     let a = Arc::new(Answers {
         backend: h.backend.clone(),
@@ -64,12 +81,7 @@ fn answers(h: &Harness) -> (Arc<Answers>, Arc<dyn Responder>) {
 /// exec let go — once, and never again for the exec event that follows.
 #[test]
 fn a_held_exec_is_placed_as_its_binary_and_answered_after_the_move() {
-    let h = Harness::new().start(Start {
-        yaml: "target_commands: [ffmpeg]\n",
-        ..Default::default()
-    });
-    let (a, r) = answers(&h);
-    let p = h.spawn("bash", "/user.slice/session-1.scope", 0);
+    let (h, a, r, p) = ffmpeg_from_bash();
     a.then(p.pid, p.exec_of("ffmpeg"));
     h.send(h.gated_notice(&p, "ffmpeg", &r));
     assert!(h.placed(&p, &Harness::job(&p).replace("bash", "ffmpeg"), T));
@@ -136,12 +148,7 @@ fn every_decision_not_to_place_answers_a_held_exec() {
 /// afresh.
 #[test]
 fn a_held_exec_that_fails_is_moved_back() {
-    let h = Harness::new().start(Start {
-        yaml: "target_commands: [ffmpeg]\n",
-        ..Default::default()
-    });
-    let (a, r) = answers(&h);
-    let p = h.spawn("bash", "/user.slice/session-1.scope", 0);
+    let (h, a, r, p) = ffmpeg_from_bash();
     h.send(h.gated_notice(&p, "ffmpeg", &r));
     let job = Harness::job(&p).replace("bash", "ffmpeg");
     assert!(h.placed(&p, &job, T));
@@ -178,12 +185,7 @@ fn a_held_exec_that_fails_is_moved_back() {
 /// another binary right after (its comm changed too).
 #[test]
 fn a_held_exec_that_went_through_to_another_binary_stays() {
-    let h = Harness::new().start(Start {
-        yaml: "target_commands: [ffmpeg]\n",
-        ..Default::default()
-    });
-    let (a, r) = answers(&h);
-    let p = h.spawn("bash", "/user.slice/session-1.scope", 0);
+    let (h, a, r, p) = ffmpeg_from_bash();
     let interpreter = h.proc_root.join("interpreter");
     std::fs::write(&interpreter, "").unwrap();
     a.then(p.pid, p.exec_to("ffmpeg", interpreter));
