@@ -67,7 +67,10 @@ pub(super) fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Setting
         mut warnings,
         ..
     } = l;
-    let (targets, command_placement) = targets(&raw, &target_names, src, &mut warnings, &file_err)?;
+    let (mut targets, command_placement) =
+        targets(&raw, &target_names, src, &mut warnings, &file_err)?;
+    let pools = super::pools::resolve(&raw, &file_err)?;
+    super::pools::assign(&mut targets, &raw, &pools, &mut warnings, &file_err)?;
     Ok(Settings {
         config_file: src.config_file.map(Path::to_path_buf),
         scan_interval,
@@ -86,6 +89,7 @@ pub(super) fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Setting
         metrics_addr,
         inline_placement,
         gate_timeout,
+        pools,
         origins,
         warnings,
     })
@@ -191,7 +195,7 @@ fn level_and_placement(
     Ok((level, placement))
 }
 
-type FileErr<'a> = &'a dyn Fn(&str, String) -> ConfigError;
+pub(super) type FileErr<'a> = &'a dyn Fn(&str, String) -> ConfigError;
 
 /// Every target with its limits and filters (the command's over the defaults, field by
 /// field), and the placement of those that set their own; `commands.<name>` that name no
@@ -300,6 +304,7 @@ fn target(
             .and_then(|c| c.govern_containers)
             .or(d.govern_containers)
             .unwrap_or(false),
+        pool: None,
     })
 }
 
@@ -359,7 +364,7 @@ fn parse_log_level(v: &str) -> Result<tracing::Level, String> {
 }
 
 /// Per-command limits override the defaults field by field.
-fn merge_limits(default: &RawLimits, cmd: Option<&RawLimits>) -> Limits {
+pub(super) fn merge_limits(default: &RawLimits, cmd: Option<&RawLimits>) -> Limits {
     let cmd = cmd.cloned().unwrap_or_default();
     Limits {
         cpu_quota: cmd

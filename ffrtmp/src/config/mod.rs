@@ -4,16 +4,19 @@
 mod error;
 mod ladder;
 mod merge;
+mod pools;
 pub mod raw;
 pub mod units;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 pub use error::{find_key_line, ConfigError};
+pub use pools::check_pool_name;
 use raw::RawConfig;
 pub use raw::{InlinePlacement, JobMetrics, Placement};
 
@@ -113,6 +116,16 @@ pub struct Target {
     pub filters: Filters,
     /// Place it even when it runs in a container (default: leave it to its container).
     pub govern_containers: bool,
+    /// The pool its jobs go into (`commands.<name>.pool`, else `default_pool`).
+    pub pool: Option<Arc<Pool>>,
+}
+
+/// A pool: one cgroup under the root (`<cgroup_root>/<name>`) whose limits bound all the
+/// jobs placed in it together; each job keeps its own limits inside it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Pool {
+    pub name: String,
+    pub limits: Limits,
 }
 
 /// The validated, effective configuration.
@@ -143,6 +156,8 @@ pub struct Settings {
     pub inline_placement: InlinePlacement,
     /// How long a held exec waits for its placement at most.
     pub gate_timeout: Duration,
+    /// Every configured pool, by name (those no target uses too: their limits are kept).
+    pub pools: BTreeMap<String, Arc<Pool>>,
     /// Origin of each top-level value, for `config check` and the startup log.
     pub origins: BTreeMap<&'static str, Origin>,
     /// Things that are legal but probably not meant (unknown user names, commands

@@ -46,6 +46,17 @@ pub struct RawConfig {
     pub inline_placement: Option<InlinePlacement>,
     /// How long a held exec may wait for its placement before it is let go unplaced.
     pub gate_timeout: Option<GateTimeout>,
+    /// Shared budgets: `pools.<name>.limits` bound every job placed in the pool together.
+    pub pools: Option<BTreeMap<String, RawPool>>,
+    /// The pool of targets without a `commands.<name>.pool`.
+    pub default_pool: Option<String>,
+}
+
+/// `pools.<name>`: one cgroup under the root that holds its jobs' cgroups.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub limits: Option<RawLimits>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -79,6 +90,7 @@ pub struct RawCommand {
     pub filters: Option<RawFilters>,
     pub placement: Option<Placement>,
     pub govern_containers: Option<bool>,
+    pub pool: Option<String>,
 }
 
 /// Which per-job series `/metrics` has (docs/fleet.md: cardinality).

@@ -621,3 +621,81 @@ fn only_configured_limits_are_set_and_new_keys_parse() {
     let e = err("job_metrics: all\n");
     assert!(e.contains("per_job, per_command, off"), "{e}");
 }
+
+const POOLS: &str = "target_commands: [ffmpeg, gst-launch-1.0, x264]
+default_limits:
+  cpu_quota: 200
+pools:
+  live:
+    limits:
+      cpu_quota: 100
+      memory_limit: 512
+  vod:
+    limits:
+      pids_max: 64
+default_pool: vod
+commands:
+  ffmpeg:
+    pool: live
+";
+
+#[test]
+fn pools_are_assigned_per_command_over_the_default() {
+    let s = ok(POOLS);
+    let live = &s.pools["live"];
+    assert_eq!(
+        live.limits,
+        Limits {
+            cpu_quota: Some(100),
+            memory_limit: Some(512),
+            ..Limits::default()
+        },
+        "a pool has its own limits only, not default_limits"
+    );
+    assert_eq!(s.pools["vod"].limits.pids_max, Some(64));
+    let pool = |n: &str| s.target(n).unwrap().pool.as_ref().map(|p| p.name.clone());
+    assert_eq!(pool("ffmpeg").as_deref(), Some("live"));
+    assert_eq!(pool("x264").as_deref(), Some("vod"));
+    // The job keeps its own limits inside the pool; above the pool's is legal, with a warning.
+    assert_eq!(s.target("ffmpeg").unwrap().limits.cpu_quota, Some(200));
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.contains("ffmpeg: cpu_quota 200 is above that of its pool live (100)")),
+        "{:?}",
+        s.warnings
+    );
+    // No pools: every target stays where it is today.
+    assert!(ok("target_commands: [ffmpeg]\n")
+        .target("ffmpeg")
+        .unwrap()
+        .pool
+        .is_none());
+}
+
+#[test]
+fn a_pool_error_names_file_line_and_key() {
+    let e = err(&POOLS.replace("pool: live", "pool: liv"));
+    assert!(
+        e.contains(":15")
+            && e.contains("commands.ffmpeg.pool: no pool \"liv\" (configured pools: live, vod)"),
+        "{e}"
+    );
+    let e = err(&POOLS.replace("default_pool: vod", "default_pool: nope"));
+    assert!(
+        e.contains(":12") && e.contains("default_pool: no pool \"nope\""),
+        "{e}"
+    );
+    let e = err(&POOLS.replace("  vod:", "  auto-vod:"));
+    assert!(
+        e.contains(":9") && e.contains("pools.auto-vod: \"auto-vod\" starts with \"auto-\""),
+        "{e}"
+    );
+    let e = err("target_commands: [ffmpeg]\ncommands:\n  ffmpeg:\n    pool: live\n");
+    assert!(
+        e.contains("no pools are configured: add pools.live.limits"),
+        "{e}"
+    );
+    let e = err(&POOLS.replace("pids_max: 64", "pids_max: 64\n      cpu_share: 3"));
+    assert!(e.contains("unknown field `cpu_share`"), "{e}");
+}

@@ -9,6 +9,7 @@ fn target(name: &str) -> Target {
         limits: Limits::default(),
         filters: Filters::default(),
         govern_containers: false,
+        pool: None,
     }
 }
 
@@ -240,6 +241,7 @@ fn with_filters(f: Filters) -> Vec<Target> {
         limits: Limits::default(),
         filters: f,
         govern_containers: false,
+        pool: None,
     }]
 }
 

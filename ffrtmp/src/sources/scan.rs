@@ -167,6 +167,7 @@ mod tests {
             limits: Limits::default(),
             filters: Filters::default(),
             govern_containers: false,
+            pool: None,
         }
     }
 
