@@ -6,7 +6,7 @@ use std::io;
 use std::path::PathBuf;
 
 use super::error::PlaceError;
-use super::limits::Controller;
+use super::limits::{reads_as, Controller, LimitWrite, Plan};
 use crate::config::Limits;
 use crate::process::CgroupLine;
 
@@ -56,8 +56,52 @@ pub trait CgroupBackend: Send + Sync {
     fn prepare_root(&self, root: &str) -> RootReport;
     /// Create a job cgroup (an existing one is reused).
     fn create(&self, cgroup: &str) -> Result<(), PlaceError>;
-    /// Write the limits, reading each back. One result per limit written.
-    fn apply_limits(&self, cgroup: &str, limits: &Limits) -> Vec<(String, Result<(), PlaceError>)>;
+    /// The files `limits` are written to on this hierarchy, in order (`plan`: the
+    /// configured ones, or all of them with the unset ones at the kernel's default).
+    fn plan(&self, limits: &Limits, plan: Plan) -> Vec<LimitWrite>;
+    /// Write limit files, reading each back. One result per file, labelled `file=value`.
+    fn write_limits(
+        &self,
+        cgroup: &str,
+        writes: Vec<LimitWrite>,
+    ) -> Vec<(String, Result<(), PlaceError>)>;
+    /// The text of one limit file now.
+    fn read_limit(&self, cgroup: &str, w: &LimitWrite) -> io::Result<String>;
+    /// Write the configured limits into a new cgroup, reading each back.
+    fn apply_limits(&self, cgroup: &str, limits: &Limits) -> Vec<(String, Result<(), PlaceError>)> {
+        self.write_limits(cgroup, self.plan(limits, Plan::Configured))
+    }
+    /// Bring a running cgroup's limit files to `limits`, the unset ones back to the
+    /// kernel's default: each file is read, and those that differ are written and read
+    /// back. One result per file that differed, labelled `file=value (was …)`; an empty
+    /// list when every file already showed its value.
+    fn enforce_limits(
+        &self,
+        cgroup: &str,
+        limits: &Limits,
+    ) -> Vec<(String, Result<(), PlaceError>)> {
+        let mut was = Vec::new();
+        let differ: Vec<LimitWrite> = self
+            .plan(limits, Plan::All)
+            .into_iter()
+            .filter(|w| match self.read_limit(cgroup, w) {
+                Ok(got) if reads_as(&got, &w.value) => false,
+                Ok(got) => {
+                    was.push(got);
+                    true
+                }
+                Err(e) => {
+                    was.push(format!("unreadable: {e}"));
+                    true
+                }
+            })
+            .collect();
+        self.write_limits(cgroup, differ)
+            .into_iter()
+            .zip(was)
+            .map(|((label, r), was)| (format!("{label} (was {was})"), r))
+            .collect()
+    }
     /// Move a whole process (all its threads) into the cgroup.
     fn move_process(&self, cgroup: &str, pid: u32) -> Result<(), PlaceError>;
     /// Move a whole process back to where `/proc/PID/cgroup` once placed it (`lines`, read

@@ -31,8 +31,8 @@ pub struct LimitWrite {
     pub file: &'static str,
     /// The text the file must read back.
     pub value: String,
-    /// The number written (the quota for `cpu.max`).
-    pub number: u64,
+    /// The number written (the quota for `cpu.max`); `None` for no limit.
+    pub number: Option<u64>,
 }
 
 /// `cpu_quota` percent → quota µs per `CPU_PERIOD_US` (200 % → 200000).
@@ -49,87 +49,159 @@ pub fn mib_to_bytes(mib: u64) -> u64 {
     mib * 1024 * 1024
 }
 
-/// The writes for cgroup v2, in order. Only configured limits are written; the rest keep
-/// the kernel default (no limit).
-pub fn v2_writes(l: &Limits) -> Vec<LimitWrite> {
+/// Which limits a write plan covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Only the configured ones: a new cgroup starts from the kernel's defaults.
+    Configured,
+    /// Every one, the unset ones back to the kernel's default: a running job or pool
+    /// whose limits changed, or that another writer changed.
+    All,
+}
+
+fn write(
+    controller: Controller,
+    file: &'static str,
+    value: String,
+    number: Option<u64>,
+) -> LimitWrite {
+    LimitWrite {
+        controller,
+        file,
+        value,
+        number,
+    }
+}
+
+/// The writes for cgroup v2, in order.
+pub fn v2_writes(l: &Limits, plan: Plan) -> Vec<LimitWrite> {
+    let all = plan == Plan::All;
     let mut w = Vec::with_capacity(4);
-    if let Some(p) = l.cpu_quota {
-        w.push(LimitWrite {
-            controller: Controller::Cpu,
-            file: "cpu.max",
-            value: format!("{} {}", quota_us(p), CPU_PERIOD_US),
-            number: quota_us(p),
-        });
+    match l.cpu_quota {
+        Some(p) => w.push(write(
+            Controller::Cpu,
+            "cpu.max",
+            format!("{} {}", quota_us(p), CPU_PERIOD_US),
+            Some(quota_us(p)),
+        )),
+        None if all => w.push(write(
+            Controller::Cpu,
+            "cpu.max",
+            format!("max {CPU_PERIOD_US}"),
+            None,
+        )),
+        None => {}
     }
-    if let Some(weight) = l.cpu_weight {
-        w.push(LimitWrite {
-            controller: Controller::Cpu,
-            file: "cpu.weight",
-            value: weight.to_string(),
-            number: u64::from(weight),
-        });
+    if let Some(weight) = l.cpu_weight.or(all.then_some(DEFAULT_WEIGHT)) {
+        let n = u64::from(weight);
+        w.push(write(Controller::Cpu, "cpu.weight", n.to_string(), Some(n)));
     }
-    if let Some(m) = l.memory_limit {
-        w.push(LimitWrite {
-            controller: Controller::Memory,
-            file: "memory.max",
-            value: mib_to_bytes(m).to_string(),
-            number: mib_to_bytes(m),
-        });
+    if l.memory_limit.is_some() || all {
+        let b = l.memory_limit.map(mib_to_bytes);
+        w.push(write(Controller::Memory, "memory.max", text(b), b));
     }
-    if let Some(n) = l.pids_max {
-        w.push(LimitWrite {
-            controller: Controller::Pids,
-            file: "pids.max",
-            value: n.to_string(),
-            number: n,
-        });
+    if l.pids_max.is_some() || all {
+        w.push(write(
+            Controller::Pids,
+            "pids.max",
+            text(l.pids_max),
+            l.pids_max,
+        ));
     }
     w
 }
 
 /// The writes for cgroup v1, in order (the period before the quota).
-pub fn v1_writes(l: &Limits) -> Vec<LimitWrite> {
+pub fn v1_writes(l: &Limits, plan: Plan) -> Vec<LimitWrite> {
+    let all = plan == Plan::All;
     let mut w = Vec::with_capacity(5);
-    if let Some(p) = l.cpu_quota {
-        w.push(LimitWrite {
-            controller: Controller::Cpu,
-            file: "cpu.cfs_period_us",
-            value: CPU_PERIOD_US.to_string(),
-            number: CPU_PERIOD_US,
-        });
-        w.push(LimitWrite {
-            controller: Controller::Cpu,
-            file: "cpu.cfs_quota_us",
-            value: quota_us(p).to_string(),
-            number: quota_us(p),
-        });
+    match l.cpu_quota {
+        Some(p) => {
+            let period = Some(CPU_PERIOD_US);
+            w.push(write(
+                Controller::Cpu,
+                "cpu.cfs_period_us",
+                CPU_PERIOD_US.to_string(),
+                period,
+            ));
+            let q = quota_us(p);
+            w.push(write(
+                Controller::Cpu,
+                "cpu.cfs_quota_us",
+                q.to_string(),
+                Some(q),
+            ));
+        }
+        None if all => w.push(write(
+            Controller::Cpu,
+            "cpu.cfs_quota_us",
+            "-1".into(),
+            None,
+        )),
+        None => {}
     }
-    if let Some(weight) = l.cpu_weight {
-        w.push(LimitWrite {
-            controller: Controller::Cpu,
-            file: "cpu.shares",
-            value: shares(weight).to_string(),
-            number: shares(weight),
-        });
+    if let Some(weight) = l.cpu_weight.or(all.then_some(DEFAULT_WEIGHT)) {
+        let s = shares(weight);
+        w.push(write(Controller::Cpu, "cpu.shares", s.to_string(), Some(s)));
     }
-    if let Some(m) = l.memory_limit {
-        w.push(LimitWrite {
-            controller: Controller::Memory,
-            file: "memory.limit_in_bytes",
-            value: mib_to_bytes(m).to_string(),
-            number: mib_to_bytes(m),
-        });
+    if l.memory_limit.is_some() || all {
+        let b = l.memory_limit.map(mib_to_bytes);
+        w.push(write(
+            Controller::Memory,
+            "memory.limit_in_bytes",
+            text(b),
+            b,
+        ));
     }
-    if let Some(n) = l.pids_max {
-        w.push(LimitWrite {
-            controller: Controller::Pids,
-            file: "pids.max",
-            value: n.to_string(),
-            number: n,
-        });
+    if l.pids_max.is_some() || all {
+        w.push(write(
+            Controller::Pids,
+            "pids.max",
+            text(l.pids_max),
+            l.pids_max,
+        ));
     }
     w
+}
+
+/// The kernel's default `cpu_weight`.
+pub const DEFAULT_WEIGHT: u32 = 100;
+
+/// A limit's file text: the number, or `max` for none.
+fn text(n: Option<u64>) -> String {
+    n.map_or_else(|| "max".into(), |n| n.to_string())
+}
+
+/// Whether a limit file's text shows `want`: the same text, or for `max` any value the
+/// kernel shows for "no limit" (v1's memory.limit_in_bytes reads back a page-rounded
+/// LONG_MAX).
+pub fn reads_as(got: &str, want: &str) -> bool {
+    got == want || (want == "max" && got.parse::<u64>().is_ok_and(|n| n >= 1 << 62))
+}
+
+/// What changed between two sets of limits, for the log: `cpu_quota 200 → 100`.
+pub fn changes(from: &Limits, to: &Limits) -> String {
+    let show = |v: Option<u64>| v.map_or_else(|| "max".to_string(), |v| v.to_string());
+    let pairs = [
+        (
+            "cpu_quota",
+            from.cpu_quota.map(u64::from),
+            to.cpu_quota.map(u64::from),
+        ),
+        (
+            "cpu_weight",
+            from.cpu_weight.map(u64::from),
+            to.cpu_weight.map(u64::from),
+        ),
+        ("memory_limit", from.memory_limit, to.memory_limit),
+        ("pids_max", from.pids_max, to.pids_max),
+    ];
+    let parts: Vec<String> = pairs
+        .into_iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(k, a, b)| format!("{k} {} → {}", show(a), show(b)))
+        .collect();
+    parts.join(", ")
 }
 
 /// The controllers the limits need.
@@ -175,7 +247,7 @@ mod tests {
 
     #[test]
     fn v2_files() {
-        let w = v2_writes(&all(300, 100, 8192, 64));
+        let w = v2_writes(&all(300, 100, 8192, 64), Plan::Configured);
         let pairs: Vec<(&str, &str)> = w.iter().map(|w| (w.file, w.value.as_str())).collect();
         assert_eq!(
             pairs,
@@ -190,7 +262,7 @@ mod tests {
 
     #[test]
     fn v1_files() {
-        let w = v1_writes(&all(20, 50, 64, 5));
+        let w = v1_writes(&all(20, 50, 64, 5), Plan::Configured);
         let pairs: Vec<(&str, &str)> = w.iter().map(|w| (w.file, w.value.as_str())).collect();
         assert_eq!(
             pairs,
@@ -206,13 +278,51 @@ mod tests {
 
     #[test]
     fn unset_limits_are_not_written() {
-        assert!(v2_writes(&Limits::default()).is_empty());
-        assert!(v1_writes(&Limits::default()).is_empty());
+        assert!(v2_writes(&Limits::default(), Plan::Configured).is_empty());
+        assert!(v1_writes(&Limits::default(), Plan::Configured).is_empty());
         assert!(needed_controllers(&Limits::default()).is_empty());
         let l = Limits {
             memory_limit: Some(1),
             ..Default::default()
         };
         assert_eq!(needed_controllers(&l), [Controller::Memory]);
+    }
+
+    #[test]
+    fn a_full_plan_puts_unset_limits_back_to_the_defaults() {
+        let l = Limits {
+            cpu_quota: Some(50),
+            ..Default::default()
+        };
+        let pairs = |w: Vec<LimitWrite>| -> Vec<(&str, String)> {
+            w.into_iter().map(|w| (w.file, w.value)).collect()
+        };
+        assert_eq!(
+            pairs(v2_writes(&Limits::default(), Plan::All)),
+            [
+                ("cpu.max", "max 100000".to_string()),
+                ("cpu.weight", "100".into()),
+                ("memory.max", "max".into()),
+                ("pids.max", "max".into())
+            ]
+        );
+        assert_eq!(
+            pairs(v1_writes(&l, Plan::All)),
+            [
+                ("cpu.cfs_period_us", "100000".to_string()),
+                ("cpu.cfs_quota_us", "50000".into()),
+                ("cpu.shares", "1024".into()),
+                ("memory.limit_in_bytes", "max".into()),
+                ("pids.max", "max".into())
+            ]
+        );
+        assert!(reads_as("9223372036854771712", "max"));
+        assert!(!reads_as("67108864", "max"));
+        let to = Limits {
+            cpu_quota: Some(25),
+            memory_limit: Some(64),
+            ..Default::default()
+        };
+        assert_eq!(changes(&l, &to), "cpu_quota 50 → 25, memory_limit max → 64");
     }
 }

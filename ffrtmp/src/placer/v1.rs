@@ -9,14 +9,14 @@ use cgroups_rs::cpu::CpuController;
 use cgroups_rs::hierarchies::V1;
 use cgroups_rs::memory::MemController;
 use cgroups_rs::pid::PidController;
-use cgroups_rs::{CgroupPid, Controller as _, Controllers, MaxValue};
+use cgroups_rs::{CgroupPid, Controller as _, Controllers};
 
 use super::backend::{CgroupBackend, CgroupMode, RootReport, Usage};
 use super::cgroupfs::{
     dir_of, list_dirs, mkdir, read_keyed, read_procs, read_trimmed, read_u64, rmdir, verify,
 };
 use super::error::{cgroups_rs_io, PlaceError, Step};
-use super::limits::{v1_writes, Controller, LimitWrite, CPU_PERIOD_US};
+use super::limits::{v1_writes, Controller, LimitWrite, Plan, CPU_PERIOD_US};
 use crate::config::Limits;
 use crate::process::CgroupLine;
 
@@ -83,20 +83,21 @@ impl V1Backend {
         let name = w.controller.name();
         let mount = self.mount_of(name).ok_or_else(|| missing(w.controller))?;
         let dir = dir_of(mount, cgroup);
-        let r = match w.file {
-            "cpu.cfs_period_us" => CpuController::new(dir.clone(), false).set_cfs_period(w.number),
-            "cpu.cfs_quota_us" => {
-                CpuController::new(dir.clone(), false).set_cfs_quota(w.number as i64)
-            }
-            "cpu.shares" => CpuController::new(dir.clone(), false).set_shares(w.number),
-            "memory.limit_in_bytes" => {
-                MemController::new(dir.clone(), false).set_limit(w.number as i64)
-            }
-            "pids.max" => {
-                PidController::new(dir.clone(), false).set_pid_max(MaxValue::Value(w.number as i64))
-            }
-            other => unreachable!("no v1 setter for {other}"),
-        };
+        let r =
+            match w.file {
+                "cpu.cfs_period_us" => CpuController::new(dir.clone(), false)
+                    .set_cfs_period(w.number.unwrap_or(CPU_PERIOD_US)),
+                "cpu.cfs_quota_us" => CpuController::new(dir.clone(), false)
+                    .set_cfs_quota(w.number.map_or(-1, |n| n as i64)),
+                "cpu.shares" => {
+                    CpuController::new(dir.clone(), false).set_shares(w.number.unwrap_or(1024))
+                }
+                "memory.limit_in_bytes" => MemController::new(dir.clone(), false)
+                    .set_limit(w.number.map_or(-1, |n| n as i64)),
+                "pids.max" => PidController::new(dir.clone(), false)
+                    .set_pid_max(super::v2::max_value(w.number)),
+                other => unreachable!("no v1 setter for {other}"),
+            };
         let path = dir.join(w.file);
         let shown = path.display().to_string();
         r.map_err(|e| match cgroups_rs_io(&e) {
@@ -205,8 +206,26 @@ impl CgroupBackend for V1Backend {
         Ok(())
     }
 
-    fn apply_limits(&self, cgroup: &str, limits: &Limits) -> Vec<(String, Result<(), PlaceError>)> {
-        v1_writes(limits)
+    fn plan(&self, limits: &Limits, plan: Plan) -> Vec<LimitWrite> {
+        v1_writes(limits, plan)
+    }
+
+    fn read_limit(&self, cgroup: &str, w: &LimitWrite) -> io::Result<String> {
+        let mount = self.mount_of(w.controller.name()).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no {} hierarchy", w.controller.name()),
+            )
+        })?;
+        read_trimmed(&dir_of(mount, cgroup).join(w.file))
+    }
+
+    fn write_limits(
+        &self,
+        cgroup: &str,
+        writes: Vec<LimitWrite>,
+    ) -> Vec<(String, Result<(), PlaceError>)> {
+        writes
             .into_iter()
             .map(|w| (format!("{}={}", w.file, w.value), self.set(cgroup, &w)))
             .collect()

@@ -15,7 +15,7 @@ use super::cgroupfs::{
     dir_of, list_dirs, mkdir, read_keyed, read_procs, read_trimmed, read_u64, rmdir, verify,
 };
 use super::error::{cgroups_rs_io, PlaceError, Step};
-use super::limits::{v2_writes, Controller, LimitWrite};
+use super::limits::{v2_writes, Controller, LimitWrite, Plan};
 use crate::config::Limits;
 use crate::process::CgroupLine;
 
@@ -40,14 +40,16 @@ impl V2Backend {
         let dir = dir_of(&self.mount, cgroup);
         let r = match w.file {
             "cpu.max" => CpuController::new(dir.clone(), true).set_cfs_quota_and_period(
-                Some(w.number as i64),
+                Some(w.number.map_or(-1, |n| n as i64)),
                 Some(super::limits::CPU_PERIOD_US),
             ),
-            "cpu.weight" => CpuController::new(dir.clone(), true).set_shares(w.number),
-            "memory.max" => MemController::new(dir.clone(), true).set_limit(w.number as i64),
-            "pids.max" => {
-                PidController::new(dir.clone(), true).set_pid_max(MaxValue::Value(w.number as i64))
+            "cpu.weight" => {
+                CpuController::new(dir.clone(), true).set_shares(w.number.unwrap_or(100))
             }
+            "memory.max" => {
+                MemController::new(dir.clone(), true).set_limit(w.number.map_or(-1, |n| n as i64))
+            }
+            "pids.max" => PidController::new(dir.clone(), true).set_pid_max(max_value(w.number)),
             other => unreachable!("no v2 setter for {other}"),
         };
         let path = dir.join(w.file);
@@ -58,6 +60,11 @@ impl V2Backend {
         })?;
         verify(&path, &w.value)
     }
+}
+
+/// A pids limit as cgroups-rs takes it.
+pub(super) fn max_value(n: Option<u64>) -> MaxValue {
+    n.map_or(MaxValue::Max, |n| MaxValue::Value(n as i64))
 }
 
 fn not_delegated(c: Controller, dir: &std::path::Path) -> PlaceError {
@@ -152,8 +159,19 @@ impl CgroupBackend for V2Backend {
         Ok(())
     }
 
-    fn apply_limits(&self, cgroup: &str, limits: &Limits) -> Vec<(String, Result<(), PlaceError>)> {
-        let writes = v2_writes(limits);
+    fn plan(&self, limits: &Limits, plan: Plan) -> Vec<LimitWrite> {
+        v2_writes(limits, plan)
+    }
+
+    fn read_limit(&self, cgroup: &str, w: &LimitWrite) -> io::Result<String> {
+        read_trimmed(&dir_of(&self.mount, cgroup).join(w.file))
+    }
+
+    fn write_limits(
+        &self,
+        cgroup: &str,
+        writes: Vec<LimitWrite>,
+    ) -> Vec<(String, Result<(), PlaceError>)> {
         if writes.is_empty() {
             return Vec::new();
         }

@@ -17,7 +17,7 @@ use ffrtmp::config::{EnvVars, FlagOverrides, Limits, Settings, Sources};
 use ffrtmp::daemon::{Daemon, Options, ScanRole};
 use ffrtmp::exec::ExecNotice;
 use ffrtmp::placer::backend::{CgroupBackend, CgroupMode, RootReport, Usage};
-use ffrtmp::placer::limits::{v2_writes, Controller};
+use ffrtmp::placer::limits::{v2_writes, Controller, LimitWrite, Plan};
 use ffrtmp::placer::{PlaceError, Placer, Step};
 use ffrtmp::process::{parse_cgroup_file, CgroupLine, MemoryLedger, ProcFs, StopLedger};
 use ffrtmp::record::logging::LogControl;
@@ -55,8 +55,11 @@ pub struct Behaviour {
 
 #[derive(Debug, Default)]
 pub struct Cgroup {
+    /// Every limit write, in order, as `file=value`.
     pub limits: Vec<String>,
     pub procs: Vec<u32>,
+    /// What each limit file shows now (absent: the kernel's default).
+    pub files: BTreeMap<&'static str, String>,
 }
 
 /// A move the backend did: which process, where, and the process's real state then.
@@ -110,6 +113,17 @@ impl FakeBackend {
             c.procs.retain(|p| *p != pid);
         }
     }
+    /// Another writer changes a limit file.
+    pub fn set_file(&self, cgroup: &str, file: &'static str, value: &str) {
+        let mut i = self.inner.lock().unwrap();
+        let cg = i.cgroups.get_mut(cgroup).expect("no such cgroup");
+        cg.files.insert(file, value.to_string());
+    }
+    /// What a limit file shows now.
+    pub fn file(&self, cgroup: &str, file: &str) -> Option<String> {
+        let i = self.inner.lock().unwrap();
+        i.cgroups.get(cgroup)?.files.get(file).cloned()
+    }
     pub fn cgroups(&self) -> Vec<String> {
         self.inner.lock().unwrap().cgroups.keys().cloned().collect()
     }
@@ -149,17 +163,38 @@ impl CgroupBackend for FakeBackend {
             .or_default();
         Ok(())
     }
-    fn apply_limits(&self, cgroup: &str, limits: &Limits) -> Vec<(String, Result<(), PlaceError>)> {
+    fn plan(&self, limits: &Limits, plan: Plan) -> Vec<LimitWrite> {
+        v2_writes(limits, plan)
+    }
+    fn write_limits(
+        &self,
+        cgroup: &str,
+        writes: Vec<LimitWrite>,
+    ) -> Vec<(String, Result<(), PlaceError>)> {
         let mut i = self.inner.lock().unwrap();
         let cg = i.cgroups.entry(cgroup.to_string()).or_default();
-        v2_writes(limits)
+        writes
             .into_iter()
             .map(|w| {
                 let label = format!("{}={}", w.file, w.value);
                 cg.limits.push(label.clone());
+                cg.files.insert(w.file, w.value);
                 (label, Ok(()))
             })
             .collect()
+    }
+    fn read_limit(&self, cgroup: &str, w: &LimitWrite) -> std::io::Result<String> {
+        let i = self.inner.lock().unwrap();
+        let cg = i
+            .cgroups
+            .get(cgroup)
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOENT))?;
+        let default = match w.file {
+            "cpu.max" => "max 100000",
+            "cpu.weight" => "100",
+            _ => "max",
+        };
+        Ok(cg.files.get(w.file).cloned().unwrap_or(default.into()))
     }
     fn move_process(&self, cgroup: &str, pid: u32) -> Result<(), PlaceError> {
         let delay = self.inner.lock().unwrap().behaviour.move_delay;
