@@ -97,6 +97,7 @@ fn main() {
             job_id: ffrtmp::job::JobId::named(&format!("bench2-{pid}")).unwrap(),
             command: "sleep".into(),
             limits: limits.clone(),
+            pool: None,
         };
         let t = Instant::now();
         let pl = placer.place(&pinned, &spec, spare).unwrap();

@@ -49,6 +49,7 @@ fn main() {
         limits: Limits::default(),
         filters: Filters::default(),
         govern_containers: false,
+        pool: None,
     }];
     let mut scanner = Scanner::new(ProcFs::system());
     let first = scanner.scan(&targets, &|_| false).expect("scan");

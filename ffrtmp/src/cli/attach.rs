@@ -40,6 +40,7 @@ pub fn main(a: AttachArgs) -> ExitCode {
         command: String::from_utf8_lossy(&pinned.stat.comm).into_owned(),
         job_id,
         limits: a.limits.limits(),
+        pool: None,
     };
     let placement = match place(&placer, &pinned, &spec) {
         Ok(p) => p,

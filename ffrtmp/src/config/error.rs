@@ -89,6 +89,9 @@ fn did_you_mean(message: &str) -> Option<String> {
 
 /// Find the line of a dotted key path (`filters.min_runtime`) in block-style YAML, for
 /// errors found after parsing. Best effort: `None` when the key is not written plainly.
+/// Makes the error for a key of the file: `file:line: key: message`.
+pub(super) type FileErr<'a> = &'a dyn Fn(&str, String) -> ConfigError;
+
 pub fn find_key_line(text: &str, dotted: &str) -> Option<usize> {
     let wanted: Vec<&str> = dotted.split('.').collect();
     let mut stack: Vec<(usize, String)> = Vec::new();

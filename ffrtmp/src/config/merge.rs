@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::error::FileErr;
 use super::ladder::{env_over, FileShown, Ladder, Rung};
 use super::raw::{self, check_target_list, CgroupRoot, RawConfig, RawFilters, RawLimits};
 use super::units::{self, FlushInterval, RetryAttempts, ScanInterval};
@@ -62,15 +63,9 @@ pub(super) fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Setting
         DEFAULT_GATE_TIMEOUT
     });
     l.file_only("govern_containers", raw.govern_containers, || false);
-    let Ladder {
-        origins,
-        mut warnings,
-        ..
-    } = l;
-    let (mut targets, command_placement) =
+    let (origins, mut warnings) = (l.origins, l.warnings);
+    let (targets, command_placement, pools) =
         targets(&raw, &target_names, src, &mut warnings, &file_err)?;
-    let pools = super::pools::resolve(&raw, &file_err)?;
-    super::pools::assign(&mut targets, &raw, &pools, &mut warnings, &file_err)?;
     Ok(Settings {
         config_file: src.config_file.map(Path::to_path_buf),
         scan_interval,
@@ -195,18 +190,23 @@ fn level_and_placement(
     Ok((level, placement))
 }
 
-pub(super) type FileErr<'a> = &'a dyn Fn(&str, String) -> ConfigError;
-
 /// Every target with its limits and filters (the command's over the defaults, field by
 /// field), and the placement of those that set their own; `commands.<name>` that name no
 /// target are warned about.
+/// The targets, the placement of those that set their own, and the pools.
+type Resolved = (
+    Vec<Target>,
+    BTreeMap<String, Placement>,
+    BTreeMap<String, std::sync::Arc<Pool>>,
+);
+
 fn targets(
     raw: &RawConfig,
     names: &[String],
     src: &Sources,
     warnings: &mut Vec<String>,
     file_err: FileErr,
-) -> Result<(Vec<Target>, BTreeMap<String, Placement>), ConfigError> {
+) -> Result<Resolved, ConfigError> {
     let commands = raw.commands.clone().unwrap_or_default();
     let targeted: std::collections::HashSet<&String> = names.iter().collect();
     for name in commands.keys() {
@@ -245,7 +245,9 @@ fn targets(
             file_err,
         )?);
     }
-    Ok((targets, command_placement))
+    let pools = super::pools::resolve(raw, file_err)?;
+    super::pools::assign(&mut targets, raw, &pools, warnings, file_err)?;
+    Ok((targets, command_placement, pools))
 }
 
 /// What a command without its own section takes.
@@ -265,7 +267,7 @@ fn target(
     (warnings, warned): (&mut Vec<String>, &mut std::collections::HashSet<String>),
     file_err: FileErr,
 ) -> Result<Target, ConfigError> {
-    let limits = merge_limits(&d.limits, cmd.and_then(|c| c.limits.as_ref()));
+    let limits = d.limits.under(cmd.and_then(|c| c.limits.as_ref()));
     let own_filters = cmd.and_then(|c| c.filters.as_ref());
     let raw_filters = merge_filters(&d.filters, own_filters);
     let filters = resolve_filters(raw_filters, &d.users, warnings, warned);
@@ -360,28 +362,6 @@ fn parse_log_level(v: &str) -> Result<tracing::Level, String> {
         other => Err(format!(
             "{other:?} is not a log level (accepted: error, warn, info, debug, trace)"
         )),
-    }
-}
-
-/// Per-command limits override the defaults field by field.
-pub(super) fn merge_limits(default: &RawLimits, cmd: Option<&RawLimits>) -> Limits {
-    let cmd = cmd.cloned().unwrap_or_default();
-    Limits {
-        cpu_quota: cmd
-            .cpu_quota
-            .or(default.cpu_quota)
-            .and_then(|v| v.get())
-            .map(|v| v as u32),
-        cpu_weight: cmd
-            .cpu_weight
-            .or(default.cpu_weight)
-            .and_then(|v| v.get())
-            .map(|v| v as u32),
-        memory_limit: cmd
-            .memory_limit
-            .or(default.memory_limit)
-            .and_then(|v| v.get()),
-        pids_max: cmd.pids_max.or(default.pids_max).and_then(|v| v.get()),
     }
 }
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::merge::{merge_limits, FileErr};
+use super::error::FileErr;
 use super::raw::{RawConfig, RawLimits};
 use super::{ConfigError, Limits, Pool, Target};
 
@@ -53,7 +53,7 @@ pub(super) fn resolve(
     for (name, p) in raw.pools.iter().flatten() {
         let key = format!("pools.{}", name.escape_debug());
         let name = check_pool_name(name).map_err(|m| file_err(&key, m))?;
-        let limits = merge_limits(&RawLimits::default(), p.limits.as_ref());
+        let limits = RawLimits::default().under(p.limits.as_ref());
         pools.insert(name.clone(), Arc::new(Pool { name, limits }));
     }
     Ok(pools)

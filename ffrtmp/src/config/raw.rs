@@ -68,6 +68,27 @@ pub struct RawLimits {
     pub pids_max: Option<PidsMax>,
 }
 
+impl RawLimits {
+    /// `own` over these, field by field (a command's limits over `default_limits`).
+    pub fn under(&self, own: Option<&RawLimits>) -> super::Limits {
+        let own = own.cloned().unwrap_or_default();
+        super::Limits {
+            cpu_quota: own
+                .cpu_quota
+                .or(self.cpu_quota)
+                .and_then(|v| v.get())
+                .map(|v| v as u32),
+            cpu_weight: own
+                .cpu_weight
+                .or(self.cpu_weight)
+                .and_then(|v| v.get())
+                .map(|v| v as u32),
+            memory_limit: own.memory_limit.or(self.memory_limit).and_then(|v| v.get()),
+            pids_max: own.pids_max.or(self.pids_max).and_then(|v| v.get()),
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFilters {

@@ -18,6 +18,7 @@
 mod chores;
 mod intake;
 mod journal;
+mod limits;
 mod node;
 mod owners;
 mod router;

@@ -266,12 +266,13 @@ impl RecordLoop {
         self.owners.scanner.send(ScanCmd::Forget);
         self.ticks.reload(&new, self.opts.scan_role);
         info!(
-            "Configuration reloaded from {}: targets {}; governed processes keep their limits",
+            "Configuration reloaded from {}: targets {}; the scan that follows brings running jobs and pools to the new limits",
             new.config_file
                 .as_ref()
                 .map_or("defaults".into(), |p| p.display().to_string()),
             super::node::target_names(&new)
         );
+        self.journal.no_longer_targets(&self.settings, &new);
         self.settings = new;
         self.ask_scan("reload", false);
         self.notifier.reloaded();

@@ -24,8 +24,8 @@ use crate::placer::Placer;
 use crate::process::{is_gone, ProcFs, ProcessId};
 use crate::sources::scan::{ScanOutcome, Scanner};
 
-/// A governed process as a scan checks it: identity, job cgroup, job id.
-pub type Governed = (ProcessId, Arc<str>, Arc<str>);
+pub use super::limits::Governed;
+use super::limits::{LimitFix, LimitsKeeper};
 
 /// What the scanner is told.
 pub enum ScanCmd {
@@ -74,6 +74,8 @@ pub struct ScanReport {
     pub gone: Vec<ProcessId>,
     pub seen: Vec<ProcessId>,
     pub drift: Vec<Drift>,
+    /// Limits of jobs and pools brought to the config (changed, or restored).
+    pub limits: Vec<LimitFix>,
     pub removed: Vec<String>,
     /// Job cgroups with a live process: (pid, cgroup, job id, command).
     pub untracked: Vec<(u32, String, JobId, String)>,
@@ -117,6 +119,7 @@ pub fn spawn(
             let mut s = ScanThread {
                 scanner: Scanner::new(proc.clone()),
                 leftovers: Vec::new(),
+                limits: LimitsKeeper::default(),
                 placer,
                 proc,
                 dry_run,
@@ -157,6 +160,8 @@ struct ScanThread {
     scanner: Scanner,
     /// Job cgroups to try removing again.
     leftovers: Vec<String>,
+    /// The pools' limits in force, and the pools to remove once empty.
+    limits: LimitsKeeper,
     placer: Arc<Placer>,
     proc: ProcFs,
     dry_run: bool,
@@ -170,7 +175,7 @@ impl ScanThread {
         governed: &[Governed],
     ) -> ScanReport {
         let started = Instant::now();
-        let known: HashSet<ProcessId> = governed.iter().map(|(id, _, _)| *id).collect();
+        let known: HashSet<ProcessId> = governed.iter().map(|g| g.id).collect();
         let outcome = self
             .scanner
             .scan(&settings.targets, &|id| known.contains(&id));
@@ -180,6 +185,7 @@ impl ScanThread {
             gone: Vec::new(),
             seen: Vec::new(),
             drift: Vec::new(),
+            limits: Vec::new(),
             removed: Vec::new(),
             untracked: Vec::new(),
             warnings: Vec::new(),
@@ -188,7 +194,11 @@ impl ScanThread {
         if r.outcome.is_ok() {
             self.check_governed(governed, &mut r);
             if !self.dry_run {
+                r.limits = self.limits.jobs(&self.placer, settings, governed);
                 self.collect_leftovers(governed, &mut r);
+                let (placer, removed, warnings) = (&self.placer, &mut r.removed, &mut r.warnings);
+                let pools = self.limits.pools(placer, settings, removed, warnings);
+                r.limits.extend(pools);
             }
         }
         r.took = started.elapsed();
@@ -197,7 +207,10 @@ impl ScanThread {
 
     /// Governed processes: still alive, still in their cgroup?
     fn check_governed(&self, governed: &[Governed], r: &mut ScanReport) {
-        for (id, cgroup, job_id) in governed {
+        for Governed {
+            id, cgroup, job_id, ..
+        } in governed
+        {
             let pid = id.pid;
             match self.proc.is_alive(*id) {
                 Ok(true) => {}
@@ -242,11 +255,14 @@ impl ScanThread {
     fn collect_leftovers(&mut self, governed: &[Governed], r: &mut ScanReport) {
         let placer = &self.placer;
         placer.remove_stray_spares(false);
-        let owned: HashSet<&str> = governed.iter().map(|(_, cg, _)| &**cg).collect();
+        let owned: HashSet<&str> = governed.iter().map(|g| &*g.cgroup).collect();
         let mut candidates = std::mem::take(&mut self.leftovers);
         match placer.job_cgroups() {
             Ok(all) => {
                 for cg in all {
+                    if let Some(pool) = placer.pool_of(&cg) {
+                        self.limits.holds_jobs(pool);
+                    }
                     if !owned.contains(cg.as_str()) && !candidates.contains(&cg) {
                         candidates.push(cg);
                     }

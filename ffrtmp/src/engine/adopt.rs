@@ -44,21 +44,12 @@ impl Engine {
                 "it is no longer in {cgroup}; the scan decides afresh"
             )));
         }
-        let mut applied = Vec::new();
-        if r.limits.is_none() && !self.rules.dry_run {
-            // A predecessor's entry: its limits were never applied. Apply the current ones.
-            if let Some(t) = self.settings.target(&r.command) {
-                let limits = t.limits.clone();
-                for (label, res) in self.placer.apply_limits(&cgroup, &limits) {
-                    applied.push((label, res.err().map(|e| e.to_string())));
-                }
-                r.limits = Some(limits);
-            }
-        }
+        // Its limits (none in a predecessor's entry, the old ones after a config change)
+        // are brought to the config by the scanner's next pass, as a reload's are.
         r.start_time = Some(pinned.id.start_time);
         r.cgroup = Some(cgroup);
         r.last_seen_at = Some(Utc::now());
-        self.take_back(pinned, r, applied, false);
+        self.take_back(pinned, r, false);
     }
 
     pub(super) fn adopt_untracked(&mut self, pid: u32, cgroup: &str, job_id: &str, command: &str) {
@@ -79,24 +70,18 @@ impl Engine {
             start_time: Some(pinned.id.start_time),
             cgroup: Some(cgroup.into()),
             exe: self.proc.exe(pid).ok().map(|p| p.display().to_string()),
-            limits: Some(self.placer.read_limits(cgroup)),
+            // Not known: the scanner's next pass writes the configured ones.
+            limits: None,
         };
-        self.take_back(pinned, record, Vec::new(), true);
+        self.take_back(pinned, record, true);
     }
 
-    fn take_back(
-        &mut self,
-        pinned: Pinned,
-        record: ProcessRecord,
-        applied: Vec<(String, Option<String>)>,
-        untracked: bool,
-    ) {
+    fn take_back(&mut self, pinned: Pinned, record: ProcessRecord, untracked: bool) {
         self.table.governed(pinned.id);
         self.emit(Outcome::Readopted {
             id: pinned.id,
             pidfd: self.out.handed_on(pinned.pidfd),
             record,
-            applied,
             untracked,
         });
     }

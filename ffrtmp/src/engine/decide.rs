@@ -290,6 +290,7 @@ impl Engine {
             job_id: JobId::new(&target.name, pinned.id.pid),
             command: target.name.clone(),
             limits: target.limits.clone(),
+            pool: target.pool.clone(),
         };
         let discovered = Outcome::Discovered {
             pid: pinned.id.pid,

@@ -51,8 +51,6 @@ pub enum Outcome {
         id: ProcessId,
         pidfd: Option<PidFd>,
         record: ProcessRecord,
-        /// Limits applied to a predecessor's job that had none: (label, error if failed).
-        applied: Vec<(String, Option<String>)>,
         untracked: bool,
     },
     /// A record of the state file that is not governed any more.

@@ -34,7 +34,7 @@ impl Engine {
             drop((stop, gated));
             return self.dry_run(pid, spec, discovered);
         }
-        let spare = self.spares.take(&spec.limits);
+        let spare = self.spare_for(&spec);
         let took_spare = spare.is_some();
         let placed = self.placer.place(&pinned, &spec, spare);
         // Resumed right after the verified move (its next instruction runs inside), or
@@ -93,6 +93,15 @@ impl Engine {
         }
     }
 
+    /// A spare cgroup for the job, if one is ready. Spares are made under the root: a
+    /// pooled job's cgroup is made in its pool.
+    fn spare_for(&mut self, spec: &JobSpec) -> Option<crate::placer::Spare> {
+        if spec.pool.is_some() {
+            return None;
+        }
+        self.spares.take(&spec.limits)
+    }
+
     /// `true` when it was answered now, after the move (not late).
     /// Answer a held exec: placed after a verified move, else (dropped) unplaced. One the
     /// deadline answered first is counted late by the gate.
@@ -119,7 +128,7 @@ impl Engine {
         }
         self.emit(Outcome::DryRun {
             pid,
-            cgroup: self.placer.cgroup_of(spec.job_id.as_str()),
+            cgroup: self.placer.cgroup_for(&spec, spec.job_id.as_str()),
             job_id: spec.job_id,
             command: spec.command,
             limits: spec.limits,

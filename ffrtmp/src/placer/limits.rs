@@ -181,6 +181,7 @@ pub fn reads_as(got: &str, want: &str) -> bool {
 
 /// What changed between two sets of limits, for the log: `cpu_quota 200 → 100`.
 pub fn changes(from: &Limits, to: &Limits) -> String {
+    let weight = |l: &Limits| Some(u64::from(l.cpu_weight.unwrap_or(DEFAULT_WEIGHT)));
     let show = |v: Option<u64>| v.map_or_else(|| "max".to_string(), |v| v.to_string());
     let pairs = [
         (
@@ -188,11 +189,7 @@ pub fn changes(from: &Limits, to: &Limits) -> String {
             from.cpu_quota.map(u64::from),
             to.cpu_quota.map(u64::from),
         ),
-        (
-            "cpu_weight",
-            from.cpu_weight.map(u64::from),
-            to.cpu_weight.map(u64::from),
-        ),
+        ("cpu_weight", weight(from), weight(to)),
         ("memory_limit", from.memory_limit, to.memory_limit),
         ("pids_max", from.pids_max, to.pids_max),
     ];

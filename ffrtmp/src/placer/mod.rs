@@ -7,6 +7,7 @@ pub mod delegation;
 mod detect;
 pub mod error;
 pub mod limits;
+mod pools;
 pub mod registry;
 pub mod spares;
 pub mod v1;
@@ -21,7 +22,9 @@ pub use error::{backoff, Class, PlaceError, Step};
 
 use std::sync::atomic::AtomicU64;
 
-use crate::config::Limits;
+use std::sync::Arc;
+
+use crate::config::{Limits, Pool};
 use crate::job::JobId;
 use crate::process::{is_gone, monotonic_ns, Pinned, ProcFs};
 pub use spares::{Spare, Spares, SPARES_PER_LIMITS};
@@ -35,7 +38,12 @@ pub struct JobSpec {
     pub job_id: JobId,
     pub command: String,
     pub limits: Limits,
+    /// The pool its cgroup goes into (`<root>/<pool>/<job id>`), if any.
+    pub pool: Option<Arc<Pool>>,
 }
+
+/// Limit files written: `file=value` and how it went, one per file.
+pub type LimitWrites = Vec<(String, Result<(), PlaceError>)>;
 
 /// A finished placement.
 #[derive(Debug)]
@@ -94,9 +102,23 @@ impl Placer {
         &self.proc
     }
 
-    /// The cgroup path of a job.
+    /// The cgroup path of a job outside any pool.
     pub fn cgroup_of(&self, job_id: &str) -> String {
         format!("{}/{}", self.root, job_id)
+    }
+
+    /// The cgroup path of a job: in its pool, if it has one.
+    pub fn cgroup_for(&self, spec: &JobSpec, job_id: &str) -> String {
+        match &spec.pool {
+            Some(p) => format!("{}/{}/{job_id}", self.root, p.name),
+            None => self.cgroup_of(job_id),
+        }
+    }
+
+    /// Bring a running job's or pool's limit files to `limits` (see
+    /// `CgroupBackend::enforce_limits`).
+    pub fn enforce_limits(&self, cgroup: &str, limits: &Limits) -> LimitWrites {
+        self.backend.enforce_limits(cgroup, limits)
     }
 
     /// Prepare the root: made if missing, with its controllers enabled (the daemon removes
@@ -105,15 +127,23 @@ impl Placer {
         self.backend.prepare_root(&self.root)
     }
 
-    /// Create a job cgroup. If its parent, the root, is gone (a cleanup tool removed it
-    /// while the daemon ran), the root is made again (controllers enabled as at start) and
-    /// the job cgroup then: `Ok(true)`.
-    fn create(&self, cgroup: &str) -> Result<bool, PlaceError> {
+    /// Create a job cgroup. If its parent is gone (a cleanup tool removed the root while
+    /// the daemon ran, or its pool is new since a reload and not made yet), the parent is
+    /// made again (controllers enabled as at start, a pool's limits written) and the job
+    /// cgroup then: `Ok(true)`.
+    fn create(&self, cgroup: &str, pool: Option<&Pool>) -> Result<bool, PlaceError> {
         match self.backend.create(cgroup) {
             Ok(()) => Ok(false),
             Err(e) if e.errno == Some(libc::ENOENT) => {
                 // Controllers it lacks show as limits not applied, each said.
                 self.prepare_root();
+                if let Some(pool) = pool {
+                    for (label, r) in self.prepare_pool(pool)? {
+                        if let Err(e) = r {
+                            tracing::error!("Pool {}: cannot apply {label}: {e}", pool.name);
+                        }
+                    }
+                }
                 self.backend.create(cgroup)?;
                 Ok(true)
             }
@@ -148,17 +178,17 @@ impl Placer {
                 }
             }
         }
-        let mut cgroup = self.cgroup_of(spec.job_id.as_str());
+        let mut cgroup = self.cgroup_for(spec, spec.job_id.as_str());
         // A cgroup of that name left behind (an earlier process with this PID) is removed if
         // empty, so the job starts from the kernel's defaults and not from limits the new
         // job does not set. One still in use (its children run there) keeps its limits to
         // itself: the job gets a name of its own.
         if let Err(e) = self.backend.remove(&cgroup) {
             if e.raw_os_error() == Some(libc::EBUSY) {
-                cgroup = self.cgroup_of(&spec.job_id.with_start_time(p.id.start_time));
+                cgroup = self.cgroup_for(spec, &spec.job_id.with_start_time(p.id.start_time));
             }
         }
-        let root_recreated = self.create(&cgroup)?;
+        let root_recreated = self.create(&cgroup, spec.pool.as_deref())?;
         let result = self.fill_and_move(p, spec, &cgroup);
         match result {
             Ok((applied, failed)) => Ok(Placement {
@@ -394,15 +424,25 @@ impl Placer {
         self.backend.final_usage(cgroup)
     }
 
-    /// Every job cgroup under the root (by name: `JobId`), spares excluded.
+    /// Every job cgroup under the root and in its pools (by name: `JobId`), spares
+    /// excluded.
     pub fn job_cgroups(&self) -> std::io::Result<Vec<String>> {
-        Ok(self
-            .backend
-            .children(&self.root)?
-            .into_iter()
-            .filter(|n| JobId::names_a_job(n))
-            .map(|n| self.cgroup_of(&n))
-            .collect())
+        let mut jobs = Vec::new();
+        for n in self.backend.children(&self.root)? {
+            if JobId::names_a_job(&n) {
+                jobs.push(self.cgroup_of(&n));
+            } else if !n.starts_with(spares::SPARE_PREFIX) {
+                let pool = self.pool_cgroup(&n);
+                let inside = self.backend.children(&pool).unwrap_or_default();
+                jobs.extend(
+                    inside
+                        .into_iter()
+                        .filter(|j| JobId::names_a_job(j))
+                        .map(|j| format!("{pool}/{j}")),
+                );
+            }
+        }
+        Ok(jobs)
     }
 
     /// A job cgroup whose named process (`auto-<command>-<pid>`) is inside it: the job to

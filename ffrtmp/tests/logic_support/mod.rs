@@ -238,8 +238,12 @@ impl CgroupBackend for FakeBackend {
     }
     fn remove(&self, cgroup: &str) -> std::io::Result<()> {
         let mut i = self.inner.lock().unwrap();
+        let prefix = format!("{cgroup}/");
+        let children = i.cgroups.keys().any(|k| k.starts_with(&prefix));
         match i.cgroups.get(cgroup) {
-            Some(c) if !c.procs.is_empty() => Err(std::io::Error::from_raw_os_error(libc::EBUSY)),
+            Some(c) if !c.procs.is_empty() || children => {
+                Err(std::io::Error::from_raw_os_error(libc::EBUSY))
+            }
             _ => {
                 i.cgroups.remove(cgroup);
                 Ok(())
@@ -696,6 +700,16 @@ impl Harness {
     /// How many processes the daemon governs now.
     pub fn governed(&self) -> usize {
         self.with_snapshot(|s| s.jobs.live.len())
+    }
+
+    /// Send a new configuration, as SIGHUP does after reading the file.
+    pub fn reload(&self, yaml: &str) {
+        let s = self.settings(yaml);
+        self.reload
+            .as_ref()
+            .expect("the daemon runs")
+            .blocking_send(Box::new(s))
+            .unwrap();
     }
 
     /// Stop the daemon and wait for it.

@@ -6,16 +6,17 @@
 //! with `Effect`s the record loop routes to the other owners. It writes the log lines
 //! operators grep for; it never blocks.
 
+mod limits;
 mod outcomes;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
 use tracing::{debug, error, info, warn};
 
 use super::chores::{Chore, ChoreDone};
+use super::limits::Governed;
 use super::scanner::ScanReport;
 use crate::config::units::format_go_duration;
 use crate::config::JobMetrics;
@@ -116,13 +117,16 @@ impl Journal {
         self.job_metrics = m;
     }
 
-    /// Governed processes for a scan: identity, job cgroup, job id.
-    pub fn governed_list(&self) -> Vec<(ProcessId, Arc<str>, Arc<str>)> {
+    /// Governed processes for a scan: identity, job cgroup, job id, limits in force.
+    pub fn governed_list(&self) -> Vec<Governed> {
         self.jobs
             .iter()
-            .map(|g| {
-                let cgroup = g.record.cgroup.clone().unwrap_or_else(|| "".into());
-                (g.id, cgroup, g.record.job_id.clone())
+            .map(|g| Governed {
+                id: g.id,
+                cgroup: g.record.cgroup.clone().unwrap_or_else(|| "".into()),
+                job_id: g.record.job_id.clone(),
+                command: g.record.command.clone(),
+                limits: g.record.limits.clone(),
             })
             .collect()
     }
@@ -288,6 +292,9 @@ impl Journal {
         for d in r.drift {
             self.tally.add(Count::DriftCorrections, 1);
             d.log();
+        }
+        for fix in r.limits {
+            self.limits_fixed(fix);
         }
         for cg in r.removed {
             info!("Removed leftover cgroup {cg}");

@@ -88,11 +88,15 @@ impl Journal {
                 id,
                 pidfd,
                 record,
-                applied,
                 untracked,
             } => {
-                log_readopted(id.pid, &record, applied, untracked);
+                log_readopted(id.pid, &record, untracked);
                 self.add_job(id, pidfd, record, fx);
+                // Its limits are brought to the config by a pass (one for all taken back).
+                fx.push(Effect::Scan {
+                    reason: "limits of jobs taken back",
+                    full: false,
+                });
             }
             Outcome::Dropped { pid, job_id, why } => {
                 info!(pid, "Dropping PID {pid} (job {job_id}): {why}");
@@ -234,21 +238,7 @@ impl Journal {
     }
 }
 
-fn log_readopted(
-    pid: u32,
-    record: &ProcessRecord,
-    applied: Vec<(String, Option<String>)>,
-    untracked: bool,
-) {
-    for (label, err) in applied {
-        match err {
-            None => info!(pid, "Applied {label} to predecessor job {}", record.job_id),
-            Some(e) => error!(
-                pid,
-                "Limit {label} NOT applied to predecessor job {}: {e}", record.job_id
-            ),
-        }
-    }
+fn log_readopted(pid: u32, record: &ProcessRecord, untracked: bool) {
     let cgroup = record.cgroup.as_deref().unwrap_or_default();
     if untracked {
         info!(pid, job = %record.job_id, "Re-adopted untracked PID {pid} ({}) found in {cgroup}", record.command);

@@ -1,0 +1,41 @@
+//! Pools: a cgroup under the root (`<root>/<pool>`) that holds its jobs' cgroups and
+//! bounds them together with its own limits.
+
+use super::{spares, LimitWrites, PlaceError, Placer};
+use crate::config::Pool;
+use crate::job::JobId;
+
+impl Placer {
+    /// The cgroup path of a pool.
+    pub fn pool_cgroup(&self, name: &str) -> String {
+        format!("{}/{name}", self.root)
+    }
+
+    /// The pool a job cgroup is in (`<root>/<pool>/<job>`), if any.
+    pub fn pool_of<'a>(&self, cgroup: &'a str) -> Option<&'a str> {
+        let rest = cgroup.strip_prefix(&self.root)?.strip_prefix('/')?;
+        rest.split_once('/').map(|(pool, _)| pool)
+    }
+
+    /// Make a pool's cgroup (and the root, if it is gone), with the controllers its jobs
+    /// need enabled below it, and bring its limits to the configured ones. What was
+    /// written, or could not be; an error when the cgroup cannot be made.
+    pub fn prepare_pool(&self, pool: &Pool) -> Result<LimitWrites, PlaceError> {
+        let cgroup = self.pool_cgroup(&pool.name);
+        // Controllers it cannot have show as limits not applied, each said.
+        self.backend.prepare_root(&cgroup);
+        self.backend.create(&cgroup)?;
+        Ok(self.backend.enforce_limits(&cgroup, &pool.limits))
+    }
+
+    /// The root's children that are neither jobs nor spares: pools, and whatever else
+    /// another tool made there.
+    pub fn pool_dirs(&self) -> std::io::Result<Vec<String>> {
+        Ok(self
+            .backend
+            .children(&self.root)?
+            .into_iter()
+            .filter(|n| !JobId::names_a_job(n) && !n.starts_with(spares::SPARE_PREFIX))
+            .collect())
+    }
+}
