@@ -136,12 +136,18 @@ impl Drop for TestRoot {
             let mut left = false;
             for name in self.backend.children(&self.path).unwrap_or_default() {
                 let cg = format!("{}/{name}", self.path);
-                for pid in self.backend.procs(&cg).unwrap_or_default() {
-                    // SAFETY: signalling a process in a cgroup only this test created.
-                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                }
-                if self.backend.remove(&cg).is_err() {
-                    left = true;
+                // A pool's jobs first, then the pool.
+                let mut all: Vec<String> = self.backend.children(&cg).unwrap_or_default();
+                all.iter_mut().for_each(|n| *n = format!("{cg}/{n}"));
+                all.push(cg);
+                for cg in all {
+                    for pid in self.backend.procs(&cg).unwrap_or_default() {
+                        // SAFETY: signalling a process in a cgroup only this test created.
+                        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    }
+                    if self.backend.remove(&cg).is_err() {
+                        left = true;
+                    }
                 }
             }
             if !left || Instant::now() > deadline {
