@@ -17,8 +17,20 @@ struct Row {
     job_id: String,
     command: String,
     cgroup: String,
+    /// The pool its cgroup is in.
+    pool: Option<String>,
     alive: bool,
     limits: Option<Limits>,
+    usage: Usage,
+}
+
+/// A pool, with its cgroup's live numbers (its jobs' included).
+#[derive(Serialize)]
+struct PoolRow {
+    name: String,
+    cgroup: String,
+    limits: Limits,
+    jobs: usize,
     usage: Usage,
 }
 
@@ -30,6 +42,7 @@ struct Report {
     statistics: Statistics,
     /// Binaries whose execs the daemon's exec gate holds (inline placement).
     held_at_exec: Vec<HeldBinary>,
+    pools: Vec<PoolRow>,
 }
 
 pub fn main(a: StatusArgs) -> ExitCode {
@@ -51,8 +64,10 @@ pub fn main(a: StatusArgs) -> ExitCode {
             )
         }
     };
+    let processes = rows(&state);
     let report = Report {
-        processes: rows(&state),
+        pools: pools(&state, &processes),
+        processes,
         state_path: path,
         health: state.health,
         statistics: state.statistics,
@@ -117,6 +132,11 @@ fn rows(state: &StateFile) -> Vec<Row> {
                     .as_ref()
                     .map(|b| b.usage(&cgroup))
                     .unwrap_or_default(),
+                pool: state
+                    .pools
+                    .iter()
+                    .find(|(_, p)| cgroup.starts_with(&format!("{}/", p.cgroup)))
+                    .map(|(name, _)| name.clone()),
                 cgroup: cgroup.to_string(),
                 alive,
                 limits: r.limits.clone(),
@@ -125,6 +145,49 @@ fn rows(state: &StateFile) -> Vec<Row> {
         .collect();
     rows.sort_by_key(|r| r.pid);
     rows
+}
+
+/// One row per pool the state file records, with its live numbers and its jobs.
+fn pools(state: &StateFile, rows: &[Row]) -> Vec<PoolRow> {
+    let backend = detect().ok();
+    state
+        .pools
+        .iter()
+        .map(|(name, p)| PoolRow {
+            name: name.clone(),
+            cgroup: p.cgroup.clone(),
+            limits: p.limits.clone(),
+            jobs: rows
+                .iter()
+                .filter(|r| r.pool.as_ref() == Some(name))
+                .count(),
+            usage: backend
+                .as_ref()
+                .map(|b| b.usage(&p.cgroup))
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
+fn print_pools(pools: &[PoolRow]) {
+    for p in pools {
+        let th = p.usage.throttling.map_or("-".into(), |t| {
+            format!("{}/{} periods", t.throttled_periods, t.periods)
+        });
+        println!(
+            "Pool {} ({}): {} job(s), CPU {} s, memory {} MiB, throttled {th}; limits [{}]",
+            p.name,
+            p.cgroup,
+            p.jobs,
+            p.usage
+                .cpu_usec
+                .map_or("-".into(), |u| format!("{:.2}", u as f64 / 1e6)),
+            p.usage
+                .memory_bytes
+                .map_or("-".into(), |b| format!("{:.1}", b as f64 / 1048576.0)),
+            p.limits
+        );
+    }
 }
 
 fn print_text(report: &Report) {
@@ -169,6 +232,7 @@ fn print_text(report: &Report) {
                 .map_or("limits unknown".into(), |l| l.to_string())
         );
     }
+    print_pools(&report.pools);
     if report.held_at_exec.is_empty() {
         println!("Held at exec (inline placement): none");
     } else {

@@ -35,7 +35,7 @@ pub struct Governed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subject {
     Job(ProcessId, Arc<str>),
-    Pool(String),
+    Pool { name: String, cgroup: String },
 }
 
 /// Limits brought to what they should be: changed (a reload, a restart after a config
@@ -77,7 +77,7 @@ impl LimitFix {
     pub fn log(&self) {
         let what = match &self.subject {
             Subject::Job(_, job) => format!("job {job}"),
-            Subject::Pool(name) => format!("pool {name}"),
+            Subject::Pool { name, .. } => format!("pool {name}"),
         };
         let failed: Vec<String> = self
             .writes
@@ -165,12 +165,11 @@ impl LimitsKeeper {
             };
             let from = self.pools.get(name).cloned();
             if !writes.is_empty() || from.as_ref() != Some(&pool.limits) {
-                let fix = LimitFix::new(
-                    Subject::Pool(name.clone()),
-                    from,
-                    pool.limits.clone(),
-                    writes,
-                );
+                let subject = Subject::Pool {
+                    name: name.clone(),
+                    cgroup: placer.pool_cgroup(name),
+                };
+                let fix = LimitFix::new(subject, from, pool.limits.clone(), writes);
                 if fix.in_force() {
                     self.pools.insert(name.clone(), pool.limits.clone());
                 }

@@ -44,6 +44,38 @@ pub struct Usage {
     pub memory_bytes: Option<u64>,
     pub oom_kills: Option<u64>,
     pub pids: Option<u64>,
+    /// CFS bandwidth: periods, and those in which the cgroup was throttled (live only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttling: Option<Throttling>,
+}
+
+/// `cpu.stat`'s bandwidth counters of a cgroup (its children's included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Throttling {
+    pub periods: u64,
+    pub throttled_periods: u64,
+    pub throttled_usec: u64,
+}
+
+impl Throttling {
+    /// From `cpu.stat` (`nr_periods`, `nr_throttled`, and `throttled_usec` on v2 or
+    /// `throttled_time` in ns on v1).
+    pub fn from_cpu_stat(text: &str) -> Option<Throttling> {
+        let get = |key: &str| {
+            text.lines().find_map(|l| {
+                l.strip_prefix(key)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+        };
+        Some(Throttling {
+            periods: get("nr_periods")?,
+            throttled_periods: get("nr_throttled")?,
+            throttled_usec: get("throttled_usec").or(get("throttled_time").map(|ns| ns / 1000))?,
+        })
+    }
 }
 
 /// One cgroup hierarchy implementation. Cgroup paths are hierarchy paths as they appear in

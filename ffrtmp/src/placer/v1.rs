@@ -330,6 +330,9 @@ impl CgroupBackend for V1Backend {
         Usage {
             memory_bytes: at("memory", "memory.usage_in_bytes").and_then(|p| read_u64(&p)),
             pids: at("pids", "pids.current").and_then(|p| read_u64(&p)),
+            throttling: at("cpu", "cpu.stat")
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .and_then(|t| super::backend::Throttling::from_cpu_stat(&t)),
             ..self.final_usage(cgroup)
         }
     }

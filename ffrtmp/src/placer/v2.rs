@@ -231,6 +231,9 @@ impl CgroupBackend for V2Backend {
         Usage {
             memory_bytes: read_u64(&dir.join("memory.current")),
             pids: read_u64(&dir.join("pids.current")),
+            throttling: std::fs::read_to_string(dir.join("cpu.stat"))
+                .ok()
+                .and_then(|t| super::backend::Throttling::from_cpu_stat(&t)),
             ..self.final_usage(cgroup)
         }
     }

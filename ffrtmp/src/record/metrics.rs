@@ -7,7 +7,6 @@
 //! per job and family (`per_job`), sums per command (`per_command`), or none (`off`).
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 
 use super::health::{Health, HealthStatus};
 use super::jobs::{add, JobsView};
@@ -34,31 +33,12 @@ pub struct Snapshot {
     pub execs: Vec<(&'static str, u64)>,
     /// The exec gate's counters (gate off: none).
     pub gate: Option<crate::sources::gate::GateTotals>,
+    /// The pools: name, record, and how many governed jobs each holds.
+    pub pools: Vec<super::pool_metrics::PoolView>,
 }
 
-/// Escape a label value (backslash, double quote, newline).
-pub fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-fn series<V: std::fmt::Display>(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    kind: &str,
-    s: &[(String, V)],
-) {
-    family(out, name, kind, help);
-    for (labels, v) in s {
-        let _ = writeln!(out, "{name}{labels} {v}");
-    }
-}
+pub use super::exposition::escape;
+use super::exposition::series;
 
 fn counter(out: &mut String, name: &str, help: &str, s: &[(String, u64)]) {
     series(out, name, help, "counter", s);
@@ -152,6 +132,7 @@ pub fn render(t: &Snapshot, build: &BuildInfo, usage: &dyn Fn(&str) -> Usage) ->
         &health,
     );
     render_jobs(&mut out, t, usage);
+    super::pool_metrics::render(&mut out, &t.pools, usage);
     out
 }
 
@@ -545,6 +526,7 @@ mod tests {
             memory_bytes: Some(4096),
             oom_kills: Some(1),
             pids: Some(1),
+            throttling: None,
         }
     }
 

@@ -33,6 +33,16 @@ pub struct StateFile {
     /// The binaries whose execs the exec gate held when the file was written.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held_at_exec: Vec<HeldBinary>,
+    /// The pools and their limits in force, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pools: BTreeMap<String, PoolRecord>,
+}
+
+/// A pool as the state file records it: its cgroup and the limits in force there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolRecord {
+    pub cgroup: String,
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,6 +160,8 @@ pub struct StateView<'a> {
     pub health: Option<&'a HealthRecord>,
     #[serde(skip_serializing_if = "<[HeldBinary]>::is_empty")]
     pub held_at_exec: &'a [HeldBinary],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub pools: &'a BTreeMap<String, PoolRecord>,
 }
 
 impl StateView<'_> {
@@ -231,6 +243,16 @@ mod tests {
             path: "/usr/bin/ffmpeg".into(),
             target: "ffmpeg".into(),
         }];
+        f.pools.insert(
+            "live".into(),
+            PoolRecord {
+                cgroup: "/ffrtmp/live".into(),
+                limits: Limits {
+                    cpu_quota: Some(100),
+                    ..Limits::default()
+                },
+            },
+        );
         let view = StateView {
             version: f.version,
             last_scan_at: f.last_scan_at,
@@ -238,6 +260,7 @@ mod tests {
             statistics: &f.statistics,
             health: f.health.as_ref(),
             held_at_exec: &f.held_at_exec,
+            pools: &f.pools,
         };
         assert_eq!(
             String::from_utf8(view.to_json()).unwrap(),

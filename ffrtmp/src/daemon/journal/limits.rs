@@ -6,6 +6,7 @@ use tracing::info;
 use super::Journal;
 use crate::config::Settings;
 use crate::daemon::limits::{LimitFix, Subject};
+use crate::record::state::PoolRecord;
 use crate::record::tally::Count;
 
 impl Journal {
@@ -16,12 +17,49 @@ impl Journal {
         if fix.is_drift() && fix.writes.iter().any(|(_, r)| r.is_ok()) {
             self.tally.add(Count::DriftCorrections, 1);
         }
-        if let (Subject::Job(id, _), true) = (&fix.subject, fix.in_force()) {
-            if let Some(job) = self.jobs.get_mut(*id) {
-                job.record.limits = Some(fix.to);
-                self.mark_dirty();
+        if !fix.in_force() {
+            return;
+        }
+        match fix.subject {
+            Subject::Job(id, _) => {
+                if let Some(job) = self.jobs.get_mut(id) {
+                    job.record.limits = Some(fix.to);
+                }
+            }
+            Subject::Pool { name, cgroup } => {
+                let limits = fix.to;
+                self.stored
+                    .pools
+                    .insert(name, PoolRecord { cgroup, limits });
             }
         }
+        self.mark_dirty();
+    }
+
+    /// A pool's cgroup the scanner removed (no longer configured, empty).
+    /// `false`: not a pool's.
+    pub(super) fn pool_removed(&mut self, cgroup: &str) -> bool {
+        let before = self.stored.pools.len();
+        self.stored.pools.retain(|_, p| p.cgroup != cgroup);
+        let was = self.stored.pools.len() != before;
+        if was {
+            info!("Removed pool cgroup {cgroup}: no longer configured, and empty");
+            self.mark_dirty();
+        }
+        was
+    }
+
+    /// The pools for `/metrics`, each with the number of governed jobs in it.
+    pub(super) fn pools_view(&self) -> Vec<(String, PoolRecord, u64)> {
+        self.stored
+            .pools
+            .iter()
+            .map(|(name, p)| {
+                let prefix = format!("{}/", p.cgroup);
+                let jobs = self.jobs.iter().filter(|j| j.cgroup().starts_with(&prefix));
+                (name.clone(), p.clone(), jobs.count() as u64)
+            })
+            .collect()
     }
 
     /// After a reload: each job whose command was a target and is no longer one keeps its

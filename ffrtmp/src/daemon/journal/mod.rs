@@ -168,6 +168,7 @@ impl Journal {
             job_metrics: self.job_metrics,
             kernel: self.kernel,
             execs,
+            pools: self.pools_view(),
         }
     }
 
@@ -199,6 +200,7 @@ impl Journal {
             statistics: &statistics,
             health: self.stored.health.as_ref(),
             held_at_exec: &self.stored.held_at_exec,
+            pools: &self.stored.pools,
         }
         .to_json()
     }
@@ -297,7 +299,9 @@ impl Journal {
             self.limits_fixed(fix);
         }
         for cg in r.removed {
-            info!("Removed leftover cgroup {cg}");
+            if !self.pool_removed(&cg) {
+                info!("Removed leftover cgroup {cg}");
+            }
         }
         fx.extend(
             r.untracked
