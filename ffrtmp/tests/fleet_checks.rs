@@ -21,13 +21,15 @@ use support::*;
 fn live_metrics(dir: &Path, mode: &str) -> String {
     let mut root = TestRoot::new();
     let name = format!("{}f", tag());
-    let w = Daemon::new(dir, &root, &format!("target_commands: [{name}]\njob_metrics: {mode}\ndefault_limits:\n  cpu_quota: 50\n  memory_limit: 512\n")).start();
+    // In a pool, so the ffrtmp_pool_* families are there too.
+    let pool = "pools:\n  live:\n    limits:\n      cpu_quota: 100\ndefault_pool: live\n";
+    let w = Daemon::new(dir, &root, &format!("target_commands: [{name}]\njob_metrics: {mode}\ndefault_limits:\n  cpu_quota: 50\n  memory_limit: 512\n{pool}")).start();
     w.ready();
     let bin = named_copy(dir, "/bin/sleep", &name);
     let pid = spawn(&mut root, &bin, &["30"]);
     assert!(
         wait_until(Duration::from_secs(5), || root
-            .is_in(pid, &job(&root, &name, pid))),
+            .is_in(pid, &root.job(&format!("live/auto-{name}-{pid}")))),
         "{}",
         w.log_text()
     );
@@ -36,7 +38,7 @@ fn live_metrics(dir: &Path, mode: &str) -> String {
     assert!(
         wait_until(Duration::from_secs(3), || {
             m = support::http_get(&url).1;
-            m.contains("ffrtmp_kernel_forwarded_total 1")
+            m.contains("ffrtmp_kernel_forwarded_total 1") && m.contains("ffrtmp_pool_jobs{pool=\"live\"} 1")
         }),
         "{m}"
     );
