@@ -50,6 +50,7 @@ fn main() {
         filters: Filters::default(),
         govern_containers: false,
         pool: None,
+        services: Default::default(),
     }];
     let mut scanner = Scanner::new(ProcFs::system());
     let first = scanner.scan(&targets, &|_| false).expect("scan");

@@ -38,7 +38,8 @@ fn live_metrics(dir: &Path, mode: &str) -> String {
     assert!(
         wait_until(Duration::from_secs(3), || {
             m = support::http_get(&url).1;
-            m.contains("ffrtmp_kernel_forwarded_total 1") && m.contains("ffrtmp_pool_jobs{pool=\"live\"} 1")
+            m.contains("ffrtmp_kernel_forwarded_total 1")
+                && m.contains("ffrtmp_pool_jobs{pool=\"live\"} 1")
         }),
         "{m}"
     );

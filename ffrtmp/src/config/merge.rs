@@ -85,6 +85,7 @@ pub(super) fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Setting
         inline_placement,
         gate_timeout,
         pools,
+        service_slices: super::services::service_slices(raw.service_slices.as_ref()),
         origins,
         warnings,
     })
@@ -224,6 +225,7 @@ fn targets(
         }
     }
     let defaults = Defaults {
+        services: raw.services,
         limits: raw.default_limits.clone().unwrap_or_default(),
         filters: raw.filters.clone().unwrap_or_default(),
         govern_containers: raw.govern_containers,
@@ -252,6 +254,7 @@ fn targets(
 
 /// What a command without its own section takes.
 struct Defaults {
+    services: Option<raw::Services>,
     limits: RawLimits,
     filters: RawFilters,
     govern_containers: Option<bool>,
@@ -307,6 +310,10 @@ fn target(
             .or(d.govern_containers)
             .unwrap_or(false),
         pool: None,
+        services: cmd
+            .and_then(|c| c.services)
+            .or(d.services)
+            .unwrap_or_default(),
     })
 }
 

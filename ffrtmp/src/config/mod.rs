@@ -6,6 +6,7 @@ mod ladder;
 mod merge;
 mod pools;
 pub mod raw;
+mod services;
 pub mod units;
 
 use std::collections::BTreeMap;
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use error::{find_key_line, ConfigError};
 pub use pools::check_pool_name;
 use raw::RawConfig;
-pub use raw::{InlinePlacement, JobMetrics, Placement};
+pub use raw::{InlinePlacement, JobMetrics, Placement, Services};
 
 /// Where the config file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ffrtmp/watch-config.yaml";
@@ -70,7 +71,8 @@ impl std::fmt::Display for Limits {
             f,
             "cpu_quota={} cpu_weight={} memory_limit={} pids_max={}",
             opt(self.cpu_quota.map(u64::from), "%"),
-            opt(self.cpu_weight.map(u64::from), ""),
+            // Unset, the kernel's default weight applies.
+            self.cpu_weight.unwrap_or(100),
             opt(self.memory_limit, "MiB"),
             opt(self.pids_max, "")
         )
@@ -118,6 +120,9 @@ pub struct Target {
     pub govern_containers: bool,
     /// The pool its jobs go into (`commands.<name>.pool`, else `default_pool`).
     pub pool: Option<Arc<Pool>>,
+    /// What happens to it in a systemd service (`commands.<name>.services`, else
+    /// `services`).
+    pub services: Services,
 }
 
 /// A pool: one cgroup under the root (`<cgroup_root>/<name>`) whose limits bound all the
@@ -158,6 +163,8 @@ pub struct Settings {
     pub gate_timeout: Duration,
     /// Every configured pool, by name (those no target uses too: their limits are kept).
     pub pools: BTreeMap<String, Arc<Pool>>,
+    /// Slices whose services are left whole, `system.slice` first.
+    pub service_slices: Vec<String>,
     /// Origin of each top-level value, for `config check` and the startup log.
     pub origins: BTreeMap<&'static str, Origin>,
     /// Things that are legal but probably not meant (unknown user names, commands

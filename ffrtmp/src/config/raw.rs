@@ -8,6 +8,9 @@ use std::path::PathBuf;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
+pub use super::services::{Services, SliceName};
+
+use super::units::TextVisitor;
 use super::units::{
     CpuQuota, CpuWeight, FlushInterval, GateTimeout, MemoryMib, PidsMax, ReconcileInterval,
     RetryAttempts, Runtime, ScanInterval, StrictTimeout,
@@ -50,6 +53,11 @@ pub struct RawConfig {
     pub pools: Option<BTreeMap<String, RawPool>>,
     /// The pool of targets without a `commands.<name>.pool`.
     pub default_pool: Option<String>,
+    /// A target in a systemd service: its limits go onto the unit (`limit_unit`), or it is
+    /// moved out of it as any other (`move`).
+    pub services: Option<Services>,
+    /// Slices besides `system.slice` whose services are left whole.
+    pub service_slices: Option<Vec<SliceName>>,
 }
 
 /// `pools.<name>`: one cgroup under the root that holds its jobs' cgroups.
@@ -112,6 +120,7 @@ pub struct RawCommand {
     pub placement: Option<Placement>,
     pub govern_containers: Option<bool>,
     pub pool: Option<String>,
+    pub services: Option<Services>,
 }
 
 /// Which per-job series `/metrics` has (docs/fleet.md: cardinality).
@@ -360,20 +369,6 @@ impl<'de> Deserialize<'de> for AbsDir {
             AbsDir::parse,
             "an absolute directory such as /srv/streams",
         ))
-    }
-}
-
-/// Parse a string value inside the visitor, so yaml_serde reports errors with the key
-/// path and line of the value.
-struct TextVisitor<T>(fn(&str) -> Result<T, String>, &'static str);
-
-impl<T> Visitor<'_> for TextVisitor<T> {
-    type Value = T;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(self.1)
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
-        (self.0)(v).map_err(E::custom)
     }
 }
 

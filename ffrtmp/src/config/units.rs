@@ -419,6 +419,20 @@ pub type MemoryMib = Bounded<MemoryRange>;
 pub type PidsMax = Bounded<PidsRange>;
 pub type RetryAttempts = Bounded<RetryRange>;
 
+/// Parse a string value inside the visitor, so yaml_serde reports errors with the key
+/// path and line of the value.
+pub struct TextVisitor<T>(pub fn(&str) -> Result<T, String>, pub &'static str);
+
+impl<T> Visitor<'_> for TextVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.1)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.0)(v).map_err(E::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

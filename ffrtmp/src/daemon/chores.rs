@@ -17,7 +17,7 @@ use tokio::time::{sleep_until, Instant};
 use tracing::error;
 
 use crate::config::Limits;
-use crate::placer::{Placer, Spare, Usage};
+use crate::placer::{Placer, Spare, UnitLimits, Usage};
 use crate::process::monotonic_ns;
 
 /// Blocking work, done one at a time off the loop.
@@ -36,6 +36,10 @@ pub enum Chore {
     RemoveSpares(Vec<String>),
     /// Write the state file.
     Write { path: PathBuf, bytes: Vec<u8> },
+    /// Put a target's limits on the service it runs in (systemd, over D-Bus).
+    LimitUnit { unit: String, limits: Limits },
+    /// Put back a service's values from before its job.
+    RestoreUnit { unit: String, before: UnitLimits },
 }
 
 /// A finished chore.
@@ -50,6 +54,17 @@ pub enum ChoreDone {
         result: std::io::Result<bool>,
     },
     Written(std::io::Result<()>),
+    /// A service limited: its values before, and now.
+    UnitLimited {
+        unit: String,
+        limits: Limits,
+        result: Result<(UnitLimits, UnitLimits), String>,
+    },
+    UnitRestored {
+        unit: String,
+        before: UnitLimits,
+        result: Result<(), String>,
+    },
 }
 
 impl Chore {
@@ -60,6 +75,8 @@ impl Chore {
             Chore::Remove { .. } => "job cgroup removal",
             Chore::RemoveSpares(_) => "spare removal",
             Chore::Write { .. } => "state write",
+            Chore::LimitUnit { .. } => "service limit",
+            Chore::RestoreUnit { .. } => "service restore",
         }
     }
 }
@@ -208,5 +225,15 @@ fn run(placer: &Placer, dry_run: bool, chore: Chore) -> ChoreDone {
         Chore::Write { path, bytes } => {
             ChoreDone::Written(crate::durable::write_atomic(&path, &bytes))
         }
+        Chore::LimitUnit { unit, limits } => ChoreDone::UnitLimited {
+            result: placer.limit_unit(&unit, &limits),
+            unit,
+            limits,
+        },
+        Chore::RestoreUnit { unit, before } => ChoreDone::UnitRestored {
+            result: placer.restore_unit(&unit, &before),
+            unit,
+            before,
+        },
     }
 }

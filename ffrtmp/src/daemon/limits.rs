@@ -29,6 +29,8 @@ pub struct Governed {
     pub command: Arc<str>,
     /// The limits in force as its record says (`None`: never known, a predecessor's).
     pub limits: Option<Limits>,
+    /// Governed in its systemd service: the unit's cgroup and limits are systemd's.
+    pub in_service: bool,
 }
 
 /// Whose limits a fix is about.
@@ -121,7 +123,7 @@ impl LimitsKeeper {
     /// Bring every governed job's limits to what they should be.
     pub fn jobs(&self, placer: &Placer, s: &Settings, governed: &[Governed]) -> Vec<LimitFix> {
         let mut fixes = Vec::new();
-        for g in governed {
+        for g in governed.iter().filter(|g| !g.in_service) {
             let want = match s.target(&g.command) {
                 Some(t) => &t.limits,
                 // No longer a target: it keeps the limits in force until it exits.

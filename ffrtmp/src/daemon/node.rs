@@ -151,11 +151,13 @@ fn load_state(settings: &Settings, dry_run: bool, journal: &mut Journal) -> Vec<
     }
 }
 
-/// The spares to keep ready: `SPARES_PER_LIMITS` for each distinct set of target limits.
+/// The spares to keep ready: `SPARES_PER_LIMITS` for each distinct set of the limits of
+/// targets outside pools.
 pub(super) fn spares_wanted(s: &Settings) -> Vec<(crate::config::Limits, usize)> {
     let mut limits: Vec<crate::config::Limits> = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for t in &s.targets {
+    // A pooled job's cgroup is made in its pool, never from a spare.
+    for t in s.targets.iter().filter(|t| t.pool.is_none()) {
         if seen.insert(&t.limits) {
             limits.push(t.limits.clone());
         }

@@ -273,6 +273,7 @@ impl RecordLoop {
             super::node::target_names(&new)
         );
         self.journal.no_longer_targets(&self.settings, &new);
+        self.with_journal(|j, fx| j.relimit_units(&new, fx));
         self.settings = new;
         self.ask_scan("reload", false);
         self.notifier.reloaded();

@@ -208,7 +208,11 @@ impl ScanThread {
     /// Governed processes: still alive, still in their cgroup?
     fn check_governed(&self, governed: &[Governed], r: &mut ScanReport) {
         for Governed {
-            id, cgroup, job_id, ..
+            id,
+            cgroup,
+            job_id,
+            in_service,
+            ..
         } in governed
         {
             let pid = id.pid;
@@ -224,6 +228,11 @@ impl ScanThread {
                         .push(format!("Cannot read /proc/{pid}/stat: {e}"));
                     continue;
                 }
+            }
+            // In its service: where it is inside the unit is the unit's business.
+            if *in_service {
+                r.seen.push(*id);
+                continue;
             }
             match self.placer.whereabouts(pid, cgroup) {
                 Ok(None) => r.seen.push(*id),

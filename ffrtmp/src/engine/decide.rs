@@ -270,12 +270,26 @@ impl Engine {
                     });
                 }
             }
-            Decision::Govern(target) => {
-                // Where a held exec came from: it goes back there if its exec fails.
-                let undo = super::place::Undo::of(origin.gated.as_ref(), facts.cgroups);
-                self.govern(pinned, target, origin, undo);
+            Decision::Govern(target) => self.govern_found(pinned, target, origin, facts.cgroups),
+        }
+    }
+
+    /// A target to govern: left in its service (`services: limit_unit`), or placed.
+    fn govern_found(
+        &mut self,
+        pinned: Pinned,
+        target: &crate::config::Target,
+        origin: Origin,
+        cgroups: Vec<crate::process::CgroupLine>,
+    ) {
+        if !self.rules.dry_run {
+            if let Some(unit) = self.service_for(target, &cgroups) {
+                return self.govern_in_service(pinned, target, unit, origin);
             }
         }
+        // Where a held exec came from: it goes back there if its exec fails.
+        let undo = super::place::Undo::of(origin.gated.as_ref(), cgroups);
+        self.govern(pinned, target, origin, undo);
     }
 
     /// Place a process a target governs, the first time.

@@ -35,6 +35,18 @@ pub struct Placed {
     pub source: &'static str,
 }
 
+/// A target governed in its service (`services: limit_unit`), not moved.
+#[derive(Debug)]
+pub struct InService {
+    pub id: ProcessId,
+    pub pidfd: Option<PidFd>,
+    pub unit: crate::matcher::services::ServiceUnit,
+    pub command: String,
+    pub limits: Limits,
+    pub exe: Option<String>,
+    pub source: &'static str,
+}
+
 /// What the engine did with one notice, candidate or timer.
 #[derive(Debug)]
 pub enum Outcome {
@@ -45,6 +57,8 @@ pub enum Outcome {
         command: String,
     },
     Placed(Box<Placed>),
+    /// A target left in the systemd service it runs in: its limits go onto the unit.
+    InService(Box<InService>),
     /// Governed again without being moved: at start from the state file, or an untracked
     /// job cgroup the scan found.
     Readopted {

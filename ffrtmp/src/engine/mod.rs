@@ -24,6 +24,7 @@ mod decide;
 pub mod messages;
 mod place;
 pub mod priority;
+mod service;
 mod table;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -2,6 +2,7 @@
 
 pub mod containers;
 mod filters;
+pub mod services;
 
 use std::path::Path;
 use std::time::Duration;

@@ -10,6 +10,7 @@ fn target(name: &str) -> Target {
         filters: Filters::default(),
         govern_containers: false,
         pool: None,
+        services: Default::default(),
     }
 }
 
@@ -242,6 +243,7 @@ fn with_filters(f: Filters) -> Vec<Target> {
         filters: f,
         govern_containers: false,
         pool: None,
+        services: Default::default(),
     }]
 }
 

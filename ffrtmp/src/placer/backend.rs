@@ -113,6 +113,9 @@ pub trait CgroupBackend: Send + Sync {
         limits: &Limits,
     ) -> Vec<(String, Result<(), PlaceError>)> {
         let mut was = Vec::new();
+        let configured: Vec<&str> = (self.plan(limits, Plan::Configured).iter())
+            .map(|w| w.file)
+            .collect();
         let differ: Vec<LimitWrite> = self
             .plan(limits, Plan::All)
             .into_iter()
@@ -121,6 +124,11 @@ pub trait CgroupBackend: Send + Sync {
                 Ok(got) => {
                     was.push(got);
                     true
+                }
+                // No such file (its controller is not enabled here): nothing to put back to
+                // the default. A configured limit is written, and fails as a placement's does.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !configured.contains(&w.file) => {
+                    false
                 }
                 Err(e) => {
                     was.push(format!("unreadable: {e}"));

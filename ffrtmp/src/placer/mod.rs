@@ -10,6 +10,7 @@ pub mod limits;
 mod pools;
 pub mod registry;
 pub mod spares;
+pub mod unit;
 pub mod v1;
 pub mod v2;
 
@@ -28,6 +29,7 @@ use crate::config::{Limits, Pool};
 use crate::job::JobId;
 use crate::process::{is_gone, monotonic_ns, Pinned, ProcFs};
 pub use spares::{Spare, Spares, SPARES_PER_LIMITS};
+pub use unit::UnitLimits;
 
 /// A job cgroup younger than this is never taken for a leftover (`Placer::is_fresh`).
 pub const LEFTOVER_MIN_AGE: Duration = Duration::from_secs(10);
@@ -64,6 +66,8 @@ pub struct Placement {
 
 pub struct Placer {
     backend: Box<dyn CgroupBackend>,
+    /// systemd, for targets left in their service (`services: limit_unit`).
+    pub(super) units: Box<dyn unit::UnitBus>,
     root: String,
     proc: ProcFs,
     /// Numbers the spare cgroups' names (an atomic: the placer holds no lock).
@@ -74,6 +78,7 @@ impl Placer {
     pub fn new(backend: Box<dyn CgroupBackend>, root: String, proc: ProcFs) -> Self {
         Placer {
             backend,
+            units: Box::new(unit::SystemdBus::default()),
             root,
             proc,
             spare_seq: AtomicU64::new(0),

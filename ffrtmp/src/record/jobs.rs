@@ -115,6 +115,10 @@ impl Jobs {
         self.live.values().map(|j| &**j)
     }
 
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Job> {
+        self.live.values_mut().map(|j| &mut **j)
+    }
+
     pub fn view(&self) -> JobsView {
         JobsView {
             live: self.live.values().map(|j| j.record.clone()).collect(),

@@ -36,6 +36,10 @@ pub struct StateFile {
     /// The pools and their limits in force, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pools: BTreeMap<String, PoolRecord>,
+    /// Services limited for their targets (`services: limit_unit`), with their values from
+    /// before, put back when their last target ends.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub units: BTreeMap<String, crate::placer::UnitLimits>,
 }
 
 /// A pool as the state file records it: its cgroup and the limits in force there.
@@ -162,6 +166,8 @@ pub struct StateView<'a> {
     pub held_at_exec: &'a [HeldBinary],
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub pools: &'a BTreeMap<String, PoolRecord>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub units: &'a BTreeMap<String, crate::placer::UnitLimits>,
 }
 
 impl StateView<'_> {
@@ -261,6 +267,7 @@ mod tests {
             health: f.health.as_ref(),
             held_at_exec: &f.held_at_exec,
             pools: &f.pools,
+            units: &f.units,
         };
         assert_eq!(
             String::from_utf8(view.to_json()).unwrap(),

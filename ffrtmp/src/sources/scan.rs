@@ -168,6 +168,7 @@ mod tests {
             filters: Filters::default(),
             govern_containers: false,
             pool: None,
+            services: Default::default(),
         }
     }
 

@@ -18,6 +18,7 @@ use ffrtmp::daemon::{Daemon, Options, ScanRole};
 use ffrtmp::exec::ExecNotice;
 use ffrtmp::placer::backend::{CgroupBackend, CgroupMode, RootReport, Usage};
 use ffrtmp::placer::limits::{v2_writes, Controller, LimitWrite, Plan};
+use ffrtmp::placer::unit::{UnitBus, UnitLimits, UNSET};
 use ffrtmp::placer::{PlaceError, Placer, Step};
 use ffrtmp::process::{parse_cgroup_file, CgroupLine, MemoryLedger, ProcFs, StopLedger};
 use ffrtmp::record::logging::LogControl;
@@ -287,6 +288,52 @@ impl CgroupBackend for FakeBackend {
     }
 }
 
+/// systemd as the daemon sees it over D-Bus: each unit's four properties, and every write.
+#[derive(Clone, Default)]
+pub struct FakeBus {
+    units: Arc<Mutex<BTreeMap<String, UnitLimits>>>,
+    writes: Arc<Mutex<Vec<(String, UnitLimits)>>>,
+}
+
+impl FakeBus {
+    /// Every `SetUnitProperties`, in order.
+    pub fn writes(&self) -> Vec<(String, UnitLimits)> {
+        self.writes.lock().unwrap().clone()
+    }
+    /// A unit's values now (systemd's defaults for one never written).
+    pub fn unit(&self, name: &str) -> UnitLimits {
+        self.units
+            .lock()
+            .unwrap()
+            .get(name)
+            .copied()
+            .unwrap_or(NONE)
+    }
+    /// An operator's own values, before the daemon comes.
+    pub fn set(&self, name: &str, l: UnitLimits) {
+        self.units.lock().unwrap().insert(name.into(), l);
+    }
+}
+
+/// A unit with none of the four properties set.
+pub const NONE: UnitLimits = UnitLimits {
+    cpu_quota_per_sec_usec: UNSET,
+    cpu_weight: UNSET,
+    memory_max: UNSET,
+    tasks_max: UNSET,
+};
+
+impl UnitBus for FakeBus {
+    fn read(&self, unit: &str) -> Result<UnitLimits, String> {
+        Ok(self.unit(unit))
+    }
+    fn write(&self, unit: &str, l: &UnitLimits) -> Result<(), String> {
+        self.units.lock().unwrap().insert(unit.into(), *l);
+        self.writes.lock().unwrap().push((unit.into(), *l));
+        Ok(())
+    }
+}
+
 /// A real child process with a fixture /proc entry saying what the test wants.
 pub struct Proc {
     pub child: Child,
@@ -382,6 +429,7 @@ pub struct Harness {
     pub proc_root: PathBuf,
     pub proc: ProcFs,
     pub backend: FakeBackend,
+    pub bus: FakeBus,
     pub ledger: Arc<MemoryLedger>,
     observer: Option<Observer>,
     pub state_path: PathBuf,
@@ -430,6 +478,7 @@ impl Harness {
         Harness {
             proc: ProcFs::new(&proc_root),
             backend: FakeBackend::new(&proc_root),
+            bus: FakeBus::default(),
             proc_root,
             ledger: Arc::new(MemoryLedger::default()),
             observer: None,
@@ -477,7 +526,8 @@ impl Harness {
             Box::new(self.backend.clone()),
             "/ffrtmp".into(),
             self.proc.clone(),
-        );
+        )
+        .with_units(Box::new(self.bus.clone()));
         let opts = Options {
             dry_run: s.dry_run,
             scan_role: s.role,

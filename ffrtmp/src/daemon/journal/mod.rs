@@ -8,6 +8,8 @@
 
 mod limits;
 mod outcomes;
+mod scans;
+mod services;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -17,8 +19,6 @@ use tracing::{debug, error, info, warn};
 
 use super::chores::{Chore, ChoreDone};
 use super::limits::Governed;
-use super::scanner::ScanReport;
-use crate::config::units::format_go_duration;
 use crate::config::JobMetrics;
 use crate::exec::Work;
 use crate::process::{is_gone, PidFd, ProcessId};
@@ -127,6 +127,7 @@ impl Journal {
                 job_id: g.record.job_id.clone(),
                 command: g.record.command.clone(),
                 limits: g.record.limits.clone(),
+                in_service: services::unit_of(&g.record).is_some(),
             })
             .collect()
     }
@@ -201,6 +202,7 @@ impl Journal {
             health: self.stored.health.as_ref(),
             held_at_exec: &self.stored.held_at_exec,
             pools: &self.stored.pools,
+            units: &self.stored.units,
         }
         .to_json()
     }
@@ -242,6 +244,12 @@ impl Journal {
         let cgroup = r.cgroup.as_deref().unwrap_or("").to_string();
         fx.push(Effect::Unwatch(id.pid));
         fx.push(Effect::Engine(Work::Exited(id)));
+        if let Some(unit) = services::unit_of(r).map(str::to_string) {
+            // The unit's cgroup is systemd's: nothing to remove, its values go back.
+            self.jobs.ended(id.pid, None);
+            self.restore_unit(&unit, fx);
+            return self.mark_dirty();
+        }
         fx.push(Effect::Chore(Chore::Remove {
             pid: id.pid,
             cgroup,
@@ -249,87 +257,6 @@ impl Journal {
         }));
         self.mark_dirty();
         self.republish = true;
-    }
-
-    /// A scan pass is back.
-    pub fn scanned(&mut self, r: ScanReport, fx: &mut Effects) {
-        for w in &r.warnings {
-            warn!("{w}");
-        }
-        let outcome = match r.outcome {
-            Ok(o) => o,
-            Err(e) => {
-                error!("Scan failed: cannot list /proc: {e}");
-                if self.health.scan(false).is_some() {
-                    self.log_health();
-                }
-                return;
-            }
-        };
-        self.stored.last_scan_at = Some(Utc::now());
-        self.tally
-            .scan_duration
-            .observe(outcome.duration.as_secs_f64());
-        let new = outcome.candidates.len();
-        self.tally.add(Count::ScanCandidates, new as u64);
-        if new > 0 {
-            debug!("{new} candidate(s) in this scan ({})", r.reason);
-            info!("Discovered {new} new process(es)");
-        }
-        fx.extend(
-            outcome
-                .candidates
-                .into_iter()
-                .map(|s| Effect::Engine(Work::Candidate(s))),
-        );
-        let now = Utc::now();
-        for id in &r.seen {
-            if let Some(g) = self.jobs.get_mut(*id) {
-                g.record.last_seen_at = Some(now);
-            }
-        }
-        for id in r.gone {
-            self.exited(id, fx);
-        }
-        for d in r.drift {
-            self.tally.add(Count::DriftCorrections, 1);
-            d.log();
-        }
-        for fix in r.limits {
-            self.limits_fixed(fix);
-        }
-        for cg in r.removed {
-            if !self.pool_removed(&cg) {
-                info!("Removed leftover cgroup {cg}");
-            }
-        }
-        fx.extend(
-            r.untracked
-                .into_iter()
-                .map(|(pid, cgroup, job_id, command)| {
-                    Effect::Engine(Work::Adopt {
-                        pid,
-                        cgroup,
-                        job_id,
-                        command,
-                    })
-                }),
-        );
-        info!(
-            "Scan complete: new={new} tracked={} duration={}",
-            self.jobs.len(),
-            format_go_duration(r.took)
-        );
-        debug!(
-            processes = outcome.processes,
-            "scan of {} processes read in {}",
-            outcome.processes,
-            format_go_duration(outcome.duration)
-        );
-        if self.health.scan(true).is_some() {
-            self.log_health();
-        }
-        self.mark_dirty();
     }
 
     /// A finished chore.
@@ -361,6 +288,16 @@ impl Journal {
                 }
             }
             ChoreDone::Written(result) => self.written(result),
+            ChoreDone::UnitLimited {
+                unit,
+                limits,
+                result,
+            } => self.unit_limited(unit, limits, result, fx),
+            ChoreDone::UnitRestored {
+                unit,
+                before,
+                result,
+            } => self.unit_restored(unit, before, result),
         }
     }
 

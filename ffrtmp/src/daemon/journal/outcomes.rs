@@ -84,6 +84,7 @@ impl Journal {
                 self.mark_dirty();
             }
             Outcome::Placed(p) => self.placed(*p, fx),
+            Outcome::InService(s) => self.in_service(*s, fx),
             Outcome::Readopted {
                 id,
                 pidfd,
@@ -231,7 +232,7 @@ impl Journal {
         self.add_job(id, pidfd, record, fx);
     }
 
-    fn placement_health(&mut self, ok: bool) {
+    pub(super) fn placement_health(&mut self, ok: bool) {
         if self.health.placement(ok).is_some() {
             self.log_health();
         }

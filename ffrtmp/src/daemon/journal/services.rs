@@ -1,0 +1,166 @@
+//! Targets governed in their systemd service (`services: limit_unit`): the job is the unit.
+//! Its first target has the unit limited (a chore, over D-Bus); the unit's values from
+//! before are kept in the state file and put back when its last target ends; a reload
+//! whose limits differ limits it again. The records name the unit as their job and its
+//! cgroup as theirs, so status and `/metrics` show the unit.
+
+use chrono::Utc;
+use tracing::{error, info, warn};
+
+use super::{Effect, Effects, Journal};
+use crate::config::{Limits, Settings};
+use crate::daemon::chores::Chore;
+use crate::engine::messages::InService;
+use crate::placer::{limits::changes, UnitLimits};
+use crate::record::state::ProcessRecord;
+use crate::record::tally::Count;
+
+/// The unit a record's job is, if its job is a service (job id = the unit's name, cgroup
+/// = the unit's).
+pub(super) fn unit_of(r: &ProcessRecord) -> Option<&str> {
+    let unit = &*r.job_id;
+    let cgroup = r.cgroup.as_deref()?;
+    (unit.ends_with(".service") && cgroup.rsplit('/').next() == Some(unit)).then_some(unit)
+}
+
+impl Journal {
+    /// The live jobs of a unit.
+    fn of_unit<'a>(&'a self, unit: &'a str) -> impl Iterator<Item = &'a ProcessRecord> + 'a {
+        (self.jobs.iter())
+            .map(|j| &j.record)
+            .filter(move |r| unit_of(r) == Some(unit))
+    }
+
+    pub(super) fn in_service(&mut self, s: InService, fx: &mut Effects) {
+        let InService {
+            id,
+            pidfd,
+            unit,
+            command,
+            limits,
+            exe,
+            source,
+        } = s;
+        let pid = id.pid;
+        self.tally.add(Count::Discovered, 1);
+        info!(pid, job = %unit.name, command = %command, source, "Attaching to PID {pid} ({command}) as job {}: it stays in its service; its limits go onto the unit (services: limit_unit)", unit.name);
+        let in_force = self.of_unit(&unit.name).find_map(|r| r.limits.clone());
+        let first = self.of_unit(&unit.name).next().is_none();
+        let now = Utc::now();
+        let record = ProcessRecord {
+            pid,
+            job_id: unit.name.as_str().into(),
+            command: command.into(),
+            discovered_at: now,
+            attached_at: Some(now),
+            last_seen_at: Some(now),
+            start_time: Some(id.start_time),
+            cgroup: Some(unit.cgroup.into()),
+            exe,
+            limits: in_force,
+        };
+        self.add_job(id, pidfd, record, fx);
+        if first {
+            fx.push(Effect::Chore(Chore::LimitUnit {
+                unit: unit.name,
+                limits,
+            }));
+        }
+    }
+
+    pub(super) fn unit_limited(
+        &mut self,
+        unit: String,
+        limits: Limits,
+        result: Result<(UnitLimits, UnitLimits), String>,
+        fx: &mut Effects,
+    ) {
+        let (before, now) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                error!("Cannot put limits on service {unit}: {e}; its targets run without ffrtmp's limits (with services: move they would be moved out of it instead)");
+                self.tally.placement("failed");
+                return self.placement_health(false);
+            }
+        };
+        // The values from before the first job: a later limit (a reload) keeps them.
+        let before = *self.stored.units.entry(unit.clone()).or_insert(before);
+        let was = self.of_unit(&unit).find_map(|r| r.limits.clone());
+        match &was {
+            Some(was) if *was != limits => {
+                info!("Limits of job {unit} changed: {}", changes(was, &limits))
+            }
+            Some(_) => {}
+            None => {
+                self.tally.placement("placed");
+                self.placement_health(true);
+                info!("Limits applied to service {unit} (job {unit}): {}; its values from before ({}) are put back when the job ends", now.describe(), before.describe());
+            }
+        }
+        let pids: Vec<u32> = self.of_unit(&unit).map(|r| r.pid).collect();
+        for j in self.jobs.iter_mut().filter(|j| pids.contains(&j.id.pid)) {
+            j.record.limits = Some(limits.clone());
+        }
+        self.republish = true;
+        if pids.is_empty() {
+            // Its targets ended while the limits were being set.
+            self.restore_unit(&unit, fx);
+        }
+        self.mark_dirty();
+    }
+
+    /// The last target of a service ended: its values from before go back.
+    pub(super) fn restore_unit(&mut self, unit: &str, fx: &mut Effects) {
+        if self.of_unit(unit).next().is_some() {
+            return;
+        }
+        if let Some(before) = self.stored.units.get(unit) {
+            fx.push(Effect::Chore(Chore::RestoreUnit {
+                unit: unit.to_string(),
+                before: *before,
+            }));
+        }
+    }
+
+    pub(super) fn unit_restored(
+        &mut self,
+        unit: String,
+        before: UnitLimits,
+        result: Result<(), String>,
+    ) {
+        match result {
+            Ok(()) => info!("Service {unit}: its values from before the job are back ({})", before.describe()),
+            Err(e) => warn!("Cannot put back the values of service {unit} from before its job ({}): {e}; they stay until the unit is reloaded or the node reboots (runtime properties)", before.describe()),
+        }
+        // Tried once: a unit that is gone took its runtime properties with it.
+        if self.of_unit(&unit).next().is_none() {
+            self.stored.units.remove(&unit);
+            self.mark_dirty();
+        }
+    }
+
+    /// After a reload: services whose target's limits changed are limited again.
+    pub fn relimit_units(&self, new: &Settings, fx: &mut Effects) {
+        let mut done = std::collections::BTreeSet::new();
+        for r in self.jobs.iter().map(|j| &j.record) {
+            let (Some(unit), Some(t)) = (unit_of(r), new.target(&r.command)) else {
+                continue;
+            };
+            if r.limits.as_ref() != Some(&t.limits) && done.insert(unit.to_string()) {
+                fx.push(Effect::Chore(Chore::LimitUnit {
+                    unit: unit.to_string(),
+                    limits: t.limits.clone(),
+                }));
+            }
+        }
+    }
+
+    /// Services limited by a run of the daemon whose jobs all ended while it was not
+    /// running: their values from before go back.
+    pub(super) fn restore_orphan_units(&mut self, fx: &mut Effects) {
+        let units: Vec<String> = self.stored.units.keys().cloned().collect();
+        for u in units {
+            self.restore_unit(&u, fx);
+        }
+    }
+}

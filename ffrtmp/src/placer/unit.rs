@@ -1,0 +1,207 @@
+//! Limits on a systemd service instead of a move out of it (`services: limit_unit`): the
+//! unit's `CPUQuota=`, `CPUWeight=`, `MemoryMax=` and `TasksMax=` are set through systemd's
+//! D-Bus API (`SetUnitProperties`, runtime only: a reboot forgets them), after its values
+//! are read, so they can be put back when the job ends. systemd then writes the cgroup
+//! files and keeps them; `systemctl stop` still ends everything in the unit.
+//!
+//! `UnitBus` is the seam: `SystemdBus` talks to systemd over the system bus (zbus, blocking
+//! API: it runs on the chore runner's blocking pool, never on the placement thread); the
+//! tests use a fake.
+
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Limits;
+
+/// systemd's "not set" / "infinity" for the four properties.
+pub const UNSET: u64 = u64::MAX;
+
+/// A unit's four resource properties as systemd's D-Bus API has them (`UNSET`: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitLimits {
+    /// `CPUQuotaPerSecUSec`: CPU time per second of wall time, µs (`CPUQuota=` 50% is 500000).
+    pub cpu_quota_per_sec_usec: u64,
+    /// `CPUWeight`.
+    pub cpu_weight: u64,
+    /// `MemoryMax`, bytes.
+    pub memory_max: u64,
+    /// `TasksMax`.
+    pub tasks_max: u64,
+}
+
+impl UnitLimits {
+    /// A target's limits as unit properties; those it does not set are left to systemd's
+    /// default (none), as a job cgroup leaves them to the kernel's.
+    pub fn from_limits(l: &Limits) -> UnitLimits {
+        UnitLimits {
+            cpu_quota_per_sec_usec: l.cpu_quota.map_or(UNSET, |p| u64::from(p) * 10_000),
+            cpu_weight: l.cpu_weight.map_or(UNSET, u64::from),
+            memory_max: l.memory_limit.map_or(UNSET, super::limits::mib_to_bytes),
+            tasks_max: l.pids_max.unwrap_or(UNSET),
+        }
+    }
+
+    /// As `systemctl set-property` would be written: `CPUQuota=50% MemoryMax=67108864 …`.
+    pub fn describe(&self) -> String {
+        let v = |n: u64, f: &dyn Fn(u64) -> String| {
+            if n == UNSET {
+                "infinity".to_string()
+            } else {
+                f(n)
+            }
+        };
+        format!(
+            "CPUQuota={} CPUWeight={} MemoryMax={} TasksMax={}",
+            v(self.cpu_quota_per_sec_usec, &|q| format!("{}%", q / 10_000)),
+            v(self.cpu_weight, &|w| w.to_string()),
+            v(self.memory_max, &|m| m.to_string()),
+            v(self.tasks_max, &|t| t.to_string()),
+        )
+    }
+
+    /// The D-Bus properties to set, in `SetUnitProperties`' order.
+    fn properties(&self) -> [(&'static str, u64); 4] {
+        [
+            ("CPUQuotaPerSecUSec", self.cpu_quota_per_sec_usec),
+            ("CPUWeight", self.cpu_weight),
+            ("MemoryMax", self.memory_max),
+            ("TasksMax", self.tasks_max),
+        ]
+    }
+}
+
+/// systemd, as the daemon asks it to limit a unit.
+pub trait UnitBus: Send + Sync {
+    /// The unit's current values of the four properties.
+    fn read(&self, unit: &str) -> Result<UnitLimits, String>;
+    /// Set them, runtime only.
+    fn write(&self, unit: &str, limits: &UnitLimits) -> Result<(), String>;
+}
+
+const DEST: &str = "org.freedesktop.systemd1";
+const MANAGER: &str = "org.freedesktop.systemd1.Manager";
+
+/// systemd on the system bus; connected at first use, again after a failure.
+#[derive(Default)]
+pub struct SystemdBus {
+    conn: Mutex<Option<zbus::blocking::Connection>>,
+}
+
+impl SystemdBus {
+    fn conn(&self) -> Result<zbus::blocking::Connection, String> {
+        let mut c = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(conn) = c.as_ref() {
+            return Ok(conn.clone());
+        }
+        let conn = zbus::blocking::Connection::system().map_err(|e| {
+            format!("cannot reach systemd on the system bus: {e} (is dbus running, and may ffrtmp use AF_UNIX?)")
+        })?;
+        *c = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Forget a connection that failed, so the next call connects again.
+    fn failed<T>(&self, r: zbus::Result<T>, what: &str) -> Result<T, String> {
+        r.map_err(|e| {
+            *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            format!("{what}: {e}")
+        })
+    }
+}
+
+impl UnitBus for SystemdBus {
+    fn read(&self, unit: &str) -> Result<UnitLimits, String> {
+        let conn = self.conn()?;
+        let manager = zbus::blocking::Proxy::new(&conn, DEST, "/org/freedesktop/systemd1", MANAGER);
+        let manager = self.failed(manager, "systemd's manager object")?;
+        let path: zbus::zvariant::OwnedObjectPath = self.failed(
+            manager.call("GetUnit", &(unit,)),
+            &format!("GetUnit {unit}"),
+        )?;
+        let service = zbus::blocking::proxy::Builder::<zbus::blocking::Proxy>::new(&conn)
+            .destination(DEST)
+            .and_then(|b| b.path(path))
+            .and_then(|b| b.interface("org.freedesktop.systemd1.Service"))
+            .map(|b| b.cache_properties(zbus::proxy::CacheProperties::No))
+            .and_then(|b| b.build());
+        let service = self.failed(service, &format!("the unit object of {unit}"))?;
+        let get = |name: &str| {
+            self.failed(
+                service.get_property::<u64>(name),
+                &format!("{unit}'s {name}"),
+            )
+        };
+        Ok(UnitLimits {
+            cpu_quota_per_sec_usec: get("CPUQuotaPerSecUSec")?,
+            cpu_weight: get("CPUWeight")?,
+            memory_max: get("MemoryMax")?,
+            tasks_max: get("TasksMax")?,
+        })
+    }
+
+    fn write(&self, unit: &str, limits: &UnitLimits) -> Result<(), String> {
+        let conn = self.conn()?;
+        let manager = zbus::blocking::Proxy::new(&conn, DEST, "/org/freedesktop/systemd1", MANAGER);
+        let manager = self.failed(manager, "systemd's manager object")?;
+        let props: Vec<(&str, zbus::zvariant::Value)> = limits
+            .properties()
+            .into_iter()
+            .map(|(k, v)| (k, zbus::zvariant::Value::from(v)))
+            .collect();
+        let r: zbus::Result<()> = manager.call("SetUnitProperties", &(unit, true, props));
+        self.failed(
+            r,
+            &format!("SetUnitProperties {unit} {}", limits.describe()),
+        )
+    }
+}
+
+impl super::Placer {
+    /// Talk to this systemd instead of the system bus's (tests).
+    pub fn with_units(mut self, units: Box<dyn UnitBus>) -> Self {
+        self.units = units;
+        self
+    }
+
+    /// Put a target's limits on the service it runs in: its current values first read (to
+    /// put back when the job ends), then the new ones set. The values it had, and those
+    /// it has now.
+    pub fn limit_unit(
+        &self,
+        name: &str,
+        limits: &Limits,
+    ) -> Result<(UnitLimits, UnitLimits), String> {
+        let before = self.units.read(name)?;
+        let now = UnitLimits::from_limits(limits);
+        self.units.write(name, &now)?;
+        Ok((before, now))
+    }
+
+    /// Put back a service's values from before its job.
+    pub fn restore_unit(&self, name: &str, before: &UnitLimits) -> Result<(), String> {
+        self.units.write(name, before)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_become_unit_properties() {
+        let l = Limits {
+            cpu_quota: Some(50),
+            memory_limit: Some(64),
+            ..Limits::default()
+        };
+        let u = UnitLimits::from_limits(&l);
+        assert_eq!(u.cpu_quota_per_sec_usec, 500_000);
+        assert_eq!(u.memory_max, 67_108_864);
+        assert_eq!((u.cpu_weight, u.tasks_max), (UNSET, UNSET));
+        assert_eq!(
+            u.describe(),
+            "CPUQuota=50% CPUWeight=infinity MemoryMax=67108864 TasksMax=infinity"
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! Services left whole (`services: limit_unit`), as a normal user: the real `Daemon` with a
+//! fake cgroup backend, a fixture /proc and a fake systemd bus (`logic_support`). A target
+//! in a service is not moved; its limits go onto the unit, its unit's values from before
+//! come back when its last target ends, and a reload limits the unit again.
+
+mod logic_support;
+
+use std::time::Duration;
+
+use logic_support::{wait_until, Harness, Start, NONE};
+
+const T: Duration = Duration::from_secs(5);
+const UNIT: &str = "stream@a.service";
+const IN_UNIT: &str = "/system.slice/stream@a.service";
+
+fn limited(yaml: &str) -> String {
+    format!(
+        "target_commands: [ffmpeg]\ndefault_limits:\n  cpu_quota: 50\n  memory_limit: 64\n{yaml}"
+    )
+}
+
+#[test]
+fn a_target_in_a_service_stays_and_its_unit_is_limited_then_put_back() {
+    let h = Harness::new().start(Start {
+        yaml: &limited(""),
+        ..Default::default()
+    });
+    // An operator's own value: put back after the job.
+    h.bus.set(
+        UNIT,
+        ffrtmp::placer::UnitLimits {
+            tasks_max: 4915,
+            ..NONE
+        },
+    );
+    let mut p = h.spawn("ffmpeg", IN_UNIT, 0);
+    h.send(h.notice(&p));
+    assert!(
+        wait_until(T, || h.bus.unit(UNIT).cpu_quota_per_sec_usec == 500_000),
+        "the unit was not limited: {:?}",
+        h.bus.writes()
+    );
+    let u = h.bus.unit(UNIT);
+    assert_eq!(
+        (u.memory_max, u.tasks_max),
+        (64 << 20, ffrtmp::placer::unit::UNSET)
+    );
+    assert_eq!(p.cgroup(), IN_UNIT, "moved out of its service");
+    assert!(h.backend.moves().is_empty());
+    let pid = p.pid.to_string();
+    assert!(
+        wait_until(T, || {
+            let s = h.state();
+            s["processes"][&pid]["job_id"] == UNIT
+                && s["processes"][&pid]["cgroup"] == IN_UNIT
+                && s["processes"][&pid]["limits"]
+                    == serde_json::json!({"cpu_quota": 50, "memory_limit": 64})
+                && s["units"][UNIT]["tasks_max"] == 4915
+        }),
+        "{}",
+        h.state()
+    );
+    h.with_snapshot(|t| assert_eq!(t.tally.placements()["placed"], 1));
+    // Its last target ends: the unit's values from before come back.
+    h.backend.exited(p.pid);
+    p.kill();
+    assert!(
+        wait_until(T, || h.bus.unit(UNIT).tasks_max == 4915),
+        "not put back: {:?}",
+        h.bus.writes()
+    );
+    assert_eq!(
+        h.bus.unit(UNIT).cpu_quota_per_sec_usec,
+        ffrtmp::placer::unit::UNSET
+    );
+    assert!(
+        wait_until(T, || h.state()["units"].is_null()),
+        "{}",
+        h.state()
+    );
+}
+
+#[test]
+fn a_unit_is_limited_once_for_all_its_targets_and_put_back_after_the_last() {
+    let h = Harness::new().start(Start {
+        yaml: &limited(""),
+        ..Default::default()
+    });
+    let mut a = h.spawn("ffmpeg", IN_UNIT, 0);
+    let mut b = h.spawn("ffmpeg", IN_UNIT, 0);
+    h.send(h.notice(&a));
+    h.send(h.notice(&b));
+    assert!(wait_until(T, || h.governed() == 2));
+    assert!(wait_until(T, || h.bus.writes().len() == 1));
+    h.backend.exited(a.pid);
+    a.kill();
+    assert!(wait_until(T, || h.governed() == 1));
+    // A positive marker: a placement the engine does after the exit was written down.
+    let _m = h.marker();
+    assert_eq!(
+        h.bus.writes().len(),
+        1,
+        "put back while a target still runs in it"
+    );
+    h.backend.exited(b.pid);
+    b.kill();
+    assert!(wait_until(T, || h.bus.writes().len() == 2));
+    assert_eq!(h.bus.unit(UNIT), NONE);
+}
+
+#[test]
+fn a_reload_limits_the_unit_again_and_keeps_its_values_from_before() {
+    let h = Harness::new().start(Start {
+        yaml: &limited(""),
+        ..Default::default()
+    });
+    let mut p = h.spawn("ffmpeg", IN_UNIT, 0);
+    h.send(h.notice(&p));
+    assert!(wait_until(T, || h.bus.unit(UNIT).cpu_quota_per_sec_usec == 500_000));
+    h.reload(&limited("").replace("cpu_quota: 50", "cpu_quota: 25"));
+    assert!(
+        wait_until(T, || h.bus.unit(UNIT).cpu_quota_per_sec_usec == 250_000),
+        "{:?}",
+        h.bus.writes()
+    );
+    let pid = p.pid.to_string();
+    assert!(wait_until(T, || h.state()["processes"][&pid]["limits"]
+        ["cpu_quota"]
+        == 25));
+    h.backend.exited(p.pid);
+    p.kill();
+    assert!(
+        wait_until(T, || h.bus.unit(UNIT) == NONE),
+        "{:?}",
+        h.bus.writes()
+    );
+}
+
+#[test]
+fn move_mode_sessions_and_unlisted_slices_are_placed_as_before() {
+    let h = Harness::new().start(Start {
+        yaml: &limited(
+            "service_slices: [streams.slice]\ncommands:\n  gst-launch-1.0:\n    services: move\n",
+        )
+        .replace("[ffmpeg]", "[ffmpeg, gst-launch-1.0]"),
+        ..Default::default()
+    });
+    // A listed slice: left whole.
+    let listed = h.spawn("ffmpeg", "/streams.slice/edge.service", 0);
+    h.send(h.notice(&listed));
+    assert!(wait_until(T, || h
+        .bus
+        .unit("edge.service")
+        .cpu_quota_per_sec_usec
+        == 500_000));
+    // A session's scope and a slice nobody listed: moved.
+    for cg in [
+        "/user.slice/user-1000.slice/session-1.scope",
+        "/other.slice/x.service",
+    ] {
+        let p = h.spawn("ffmpeg", cg, 0);
+        h.send(h.notice(&p));
+        assert!(h.placed(&p, &Harness::job(&p), T), "{cg}: {}", p.cgroup());
+    }
+    // `services: move` for this command: moved out of its service.
+    let g = h.spawn("gst-launch-1.0", IN_UNIT, 0);
+    h.send(h.notice(&g));
+    let job = format!("/ffrtmp/auto-gst-launch-1.0-{}", g.pid);
+    assert!(h.placed(&g, &job, T), "{}", g.cgroup());
+    assert_eq!(h.bus.writes().len(), 1, "{:?}", h.bus.writes());
+}
