@@ -54,14 +54,18 @@ impl UnitLimits {
         format!(
             "CPUQuota={} CPUWeight={} MemoryMax={} TasksMax={}",
             v(self.cpu_quota_per_sec_usec, &|q| format!("{}%", q / 10_000)),
-            v(self.cpu_weight, &|w| w.to_string()),
+            if self.cpu_weight == UNSET {
+                "(default)".to_string()
+            } else {
+                self.cpu_weight.to_string()
+            },
             v(self.memory_max, &|m| m.to_string()),
             v(self.tasks_max, &|t| t.to_string()),
         )
     }
 
-    /// The D-Bus properties to set, in `SetUnitProperties`' order.
-    fn properties(&self) -> [(&'static str, u64); 4] {
+    /// The D-Bus properties, in `SetUnitProperties`' order.
+    pub fn properties(&self) -> [(&'static str, u64); 4] {
         [
             ("CPUQuotaPerSecUSec", self.cpu_quota_per_sec_usec),
             ("CPUWeight", self.cpu_weight),
@@ -69,14 +73,38 @@ impl UnitLimits {
             ("TasksMax", self.tasks_max),
         ]
     }
+
+    /// The properties whose value differs from `now`'s: only those are set (a property
+    /// left alone keeps the operator's own setting, and none is set to what it is).
+    pub fn changes_from(&self, now: &UnitLimits) -> Vec<(&'static str, u64)> {
+        (self.properties().into_iter())
+            .zip(now.properties())
+            .filter(|(a, b)| a.1 != b.1)
+            .map(|(a, _)| a)
+            .collect()
+    }
+
+    /// These values with `props` set.
+    pub fn with(mut self, props: &[(&str, u64)]) -> UnitLimits {
+        for (k, v) in props {
+            match *k {
+                "CPUQuotaPerSecUSec" => self.cpu_quota_per_sec_usec = *v,
+                "CPUWeight" => self.cpu_weight = *v,
+                "MemoryMax" => self.memory_max = *v,
+                "TasksMax" => self.tasks_max = *v,
+                _ => {}
+            }
+        }
+        self
+    }
 }
 
 /// systemd, as the daemon asks it to limit a unit.
 pub trait UnitBus: Send + Sync {
     /// The unit's current values of the four properties.
     fn read(&self, unit: &str) -> Result<UnitLimits, String>;
-    /// Set them, runtime only.
-    fn write(&self, unit: &str, limits: &UnitLimits) -> Result<(), String>;
+    /// Set these of them, runtime only.
+    fn write(&self, unit: &str, props: &[(&'static str, u64)]) -> Result<(), String>;
 }
 
 const DEST: &str = "org.freedesktop.systemd1";
@@ -115,9 +143,11 @@ impl UnitBus for SystemdBus {
         let conn = self.conn()?;
         let manager = zbus::blocking::Proxy::new(&conn, DEST, "/org/freedesktop/systemd1", MANAGER);
         let manager = self.failed(manager, "systemd's manager object")?;
+        // LoadUnit, not GetUnit: a stopped unit may have been unloaded; its runtime
+        // properties (drop-ins under /run/systemd/system.control) load with it.
         let path: zbus::zvariant::OwnedObjectPath = self.failed(
-            manager.call("GetUnit", &(unit,)),
-            &format!("GetUnit {unit}"),
+            manager.call("LoadUnit", &(unit,)),
+            &format!("LoadUnit {unit}"),
         )?;
         let service = zbus::blocking::proxy::Builder::<zbus::blocking::Proxy>::new(&conn)
             .destination(DEST)
@@ -140,20 +170,19 @@ impl UnitBus for SystemdBus {
         })
     }
 
-    fn write(&self, unit: &str, limits: &UnitLimits) -> Result<(), String> {
+    fn write(&self, unit: &str, props: &[(&'static str, u64)]) -> Result<(), String> {
+        if props.is_empty() {
+            return Ok(());
+        }
         let conn = self.conn()?;
         let manager = zbus::blocking::Proxy::new(&conn, DEST, "/org/freedesktop/systemd1", MANAGER);
         let manager = self.failed(manager, "systemd's manager object")?;
-        let props: Vec<(&str, zbus::zvariant::Value)> = limits
-            .properties()
-            .into_iter()
-            .map(|(k, v)| (k, zbus::zvariant::Value::from(v)))
+        let shown: Vec<String> = props.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let props: Vec<(&str, zbus::zvariant::Value)> = (props.iter())
+            .map(|(k, v)| (*k, zbus::zvariant::Value::from(*v)))
             .collect();
         let r: zbus::Result<()> = manager.call("SetUnitProperties", &(unit, true, props));
-        self.failed(
-            r,
-            &format!("SetUnitProperties {unit} {}", limits.describe()),
-        )
+        self.failed(r, &format!("SetUnitProperties {unit} {}", shown.join(" ")))
     }
 }
 
@@ -174,13 +203,14 @@ impl super::Placer {
     ) -> Result<(UnitLimits, UnitLimits), String> {
         let before = self.units.read(name)?;
         let now = UnitLimits::from_limits(limits);
-        self.units.write(name, &now)?;
+        self.units.write(name, &now.changes_from(&before))?;
         Ok((before, now))
     }
 
     /// Put back a service's values from before its job.
     pub fn restore_unit(&self, name: &str, before: &UnitLimits) -> Result<(), String> {
-        self.units.write(name, before)
+        let now = self.units.read(name)?;
+        self.units.write(name, &before.changes_from(&now))
     }
 }
 
@@ -201,7 +231,7 @@ mod tests {
         assert_eq!((u.cpu_weight, u.tasks_max), (UNSET, UNSET));
         assert_eq!(
             u.describe(),
-            "CPUQuota=50% CPUWeight=infinity MemoryMax=67108864 TasksMax=infinity"
+            "CPUQuota=50% CPUWeight=(default) MemoryMax=67108864 TasksMax=infinity"
         );
     }
 }

@@ -327,9 +327,10 @@ impl UnitBus for FakeBus {
     fn read(&self, unit: &str) -> Result<UnitLimits, String> {
         Ok(self.unit(unit))
     }
-    fn write(&self, unit: &str, l: &UnitLimits) -> Result<(), String> {
-        self.units.lock().unwrap().insert(unit.into(), *l);
-        self.writes.lock().unwrap().push((unit.into(), *l));
+    fn write(&self, unit: &str, props: &[(&'static str, u64)]) -> Result<(), String> {
+        let l = self.unit(unit).with(props);
+        self.units.lock().unwrap().insert(unit.into(), l);
+        self.writes.lock().unwrap().push((unit.into(), l));
         Ok(())
     }
 }

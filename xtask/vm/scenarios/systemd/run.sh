@@ -37,6 +37,9 @@ default_limits:
   cpu_quota: $1
   memory_limit: $MEM_MIB
   pids_max: 64
+# The scenarios place ffmpeg started by other units (systemd-run services): moved out of
+# them, as before services: limit_unit (scenario 13 runs with the default).
+services: move
 ${2:-}
 YAML
 }
@@ -316,11 +319,14 @@ ff3=$(ffmpeg_unit ffrtmp-test-ff3) || fail "ffmpeg 3 did not start"
 ff3=${ff3:-0}; job3=$(job_cg "$ff3" ffmpeg)
 check "after a good reload a new ffmpeg ($ff3) is placed" wait_for 10 placed_in "$ff3" "$job3"
 check "...with the new cpu.max 40000 100000" test "$(cg_file "$job3" cpu.max)" = "40000 100000"
-check "the governed ffmpeg $ff1 keeps the limits it was placed with" test "$(cg_file "$job1" cpu.max)" = "$((QUOTA * 1000)) 100000"
+# The reload reaches the running job too (the scan that follows it), with one line.
+check "the governed ffmpeg $ff1 gets the new limits: cpu.max 40000 100000" wait_for 10 bash -c "[[ \$(cat $CG$job1/cpu.max) == '40000 100000' ]]"
+check "...logged: Limits of job auto-ffmpeg-$ff1 changed: cpu_quota $QUOTA → 40" wait_for 5 bash -c "journalctl -q -o cat _PID=$main | grep -q 'Limits of job auto-ffmpeg-$ff1 changed: cpu_quota $QUOTA → 40'"
 systemctl stop ffrtmp-test-ff3.service
 cp /root/config.good "$CONFIG"; systemctl reload "$UNIT"
 wait_for 5 bash -c "journalctl -q -o cat _PID=$main | grep -c 'Configuration reloaded' | grep -q 2"
-note "bad start: exit $bad_status with '${err:0:110}…'; bad reload kept cpu.max $((QUOTA * 1000)); good reload gave 40000"
+check "back to the good config: $ff1 has cpu.max $((QUOTA * 1000)) 100000 again" wait_for 10 bash -c "[[ \$(cat $CG$job1/cpu.max) == '$((QUOTA * 1000)) 100000' ]]"
+note "bad start: exit $bad_status with '${err:0:110}…'; bad reload kept cpu.max $((QUOTA * 1000)); good reload gave 40000, to the new job and the running one"
 end_scenario
 
 # ------------------------------------------------------------------------------------------
@@ -396,6 +402,13 @@ child_of() {
 drift() { metric "$(http_get /metrics)" 'ffrtmp_drift_corrections_total '; }
 limits_ok() { [[ $(cg_file "$1" cpu.max) == "$((QUOTA * 1000)) 100000" && $(cg_file "$1" memory.max) == $((MEM_MIB * 1048576)) ]]; }
 secs_since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
+# reload_unit: systemctl reload, then wait for the daemon's "Configuration reloaded" line.
+reload_unit() {
+    local m n
+    m=$(main_pid); n=$(journalctl -q -o cat _PID="$m" | grep -c 'Configuration reloaded')
+    systemctl reload "$UNIT"
+    wait_for 5 bash -c "[[ \$(journalctl -q -o cat _PID=$m | grep -c 'Configuration reloaded') -gt $n ]]"
+}
 
 scenario 12 "ffmpeg as the main process of a service (stream@a): placed; status, daemon-reload, restarts, stop"
 d0=$(drift)
@@ -450,41 +463,77 @@ note "restart took ${t_restart}s, stop ${t_stop}s (systemd signals the main PID 
 end_scenario
 
 # ------------------------------------------------------------------------------------------
-scenario 13 "children of a service: ffmpeg's own child; ffmpeg as the child of a shell (what stop leaves)"
+scenario 13 "services: limit_unit: ffmpeg and its child, and a shell-started ffmpeg, stay in their service, held to its quota, and all end with stop; the unit's values come back"
+# The default (services: limit_unit): the target stays in its unit; its limits go onto the
+# unit through systemd's D-Bus API (SetUnitProperties, runtime), read first and put back.
+main=$(main_pid)
+test_config $QUOTA >"$CONFIG"; sed -i 's/^services: move$/services: limit_unit/' "$CONFIG"
+check "reloaded with services: limit_unit" reload_unit
 systemctl start stream-kids@a.service
 kp=$(unit_ffmpeg stream-kids@a.service) || fail "stream-kids@a did not exec ffmpeg"
-kp=${kp:-0}; kjob=$(job_cg "$kp" ffmpeg)
+kp=${kp:-0}; ucg=$(prop stream-kids@a.service ControlGroup)
 kid=$(child_of "$kp" sleep) || fail "ffmpeg $kp has no sleep child"
 kid=${kid:-0}
-check "ffmpeg $kp (main PID) placed in $kjob" wait_for 10 placed_in "$kp" "$kjob"
-check "its child sleep $kid moved with it" wait_for 5 placed_in "$kid" "$kjob"
+check "journal: the unit stream-kids@a.service is limited" wait_for 10 bash -c "journalctl -q -o cat _PID=$main | grep -q 'Limits applied to service stream-kids@a.service'"
+check "ffmpeg $kp and its child $kid stay in the unit's cgroup $ucg" test "$(cg_of "$kp") $(cg_of "$kid")" = "$ucg $ucg"
+check "the unit's cpu.max is $((QUOTA * 1000)) 100000 (CPUQuota=$QUOTA%)" test "$(cg_file "$ucg" cpu.max)" = "$((QUOTA * 1000)) 100000"
+check "...its memory.max $((MEM_MIB * 1048576)), pids.max 64" test "$(cg_file "$ucg" memory.max) $(cg_file "$ucg" pids.max)" = "$((MEM_MIB * 1048576)) 64"
+check "systemctl show: CPUQuotaPerSecUSec=$((QUOTA * 10))ms" test "$(prop stream-kids@a.service CPUQuotaPerSecUSec)" = "$((QUOTA * 10))ms"
+share=$(cpu_share "$ucg" 5)
+lo=$(awk -v q=$QUOTA 'BEGIN {printf "%.3f", q / 100 * 0.85}'); hi=$(awk -v q=$QUOTA 'BEGIN {printf "%.3f", q / 100 * 1.15}')
+check "the unit's CPU share $share within ${lo}..${hi} while ffmpeg runs" in_range "$share" "$lo" "$hi"
+check "the state file names the job stream-kids@a.service" grep -q '"job_id": "stream-kids@a.service"' "$STATE"
 systemctl stop stream-kids@a.service
 check "stop: ffmpeg $kp is gone" wait_for 5 bash -c "! [[ -d /proc/$kp ]]"
+check "stop: its child $kid is gone too (no survivor)" wait_for 5 bash -c "! [[ -d /proc/$kid ]]"
 check "stop: the unit is inactive" test "$(prop stream-kids@a.service ActiveState)" = inactive
-sleep 1
-if alive "$kid"; then
-    note "LEAK on systemd $SYSTEMD_VERSION: stop killed the main PID only; its child $kid (moved with it) survives, parent $(awk '{print $4}' /proc/$kid/stat), in $(cg_of "$kid")"
-    kill -9 "$kid" 2>/dev/null
-else
-    note "stop also ended the child of the main PID"
-fi
+check "the unit's values from before are back: CPUQuotaPerSecUSec=infinity" wait_for 10 bash -c "[[ \$(systemctl show -P CPUQuotaPerSecUSec stream-kids@a.service) == infinity && \$(systemctl show -P MemoryMax stream-kids@a.service) == infinity ]]"
+check "...logged" wait_for 5 bash -c "journalctl -q -o cat _PID=$main | grep -q 'Service stream-kids@a.service: its values from before the job are back'"
 systemctl start stream-wrap@a.service
 wsh=$(prop stream-wrap@a.service MainPID)
 wp=$(child_of "$wsh" ffmpeg) || fail "the shell $wsh started no ffmpeg"
 wp=${wp:-0}; wsl=$(child_of "$wsh" sleep) || fail "the shell $wsh started no sleep"
-wsl=${wsl:-0}; wjob=$(job_cg "$wp" ffmpeg); wucg=$(prop stream-wrap@a.service ControlGroup)
-check "ffmpeg $wp (child of the main shell $wsh) placed in $wjob" wait_for 10 placed_in "$wp" "$wjob"
-check "the shell $wsh and its other child $wsl stay in the unit's cgroup" test "$(cg_of "$wsh") $(cg_of "$wsl")" = "$wucg $wucg"
+wsl=${wsl:-0}; wucg=$(prop stream-wrap@a.service ControlGroup)
+check "journal: the unit stream-wrap@a.service is limited" wait_for 10 bash -c "journalctl -q -o cat _PID=$main | grep -q 'Limits applied to service stream-wrap@a.service'"
+check "ffmpeg $wp (child of the main shell $wsh), the shell and its sleep $wsl all stay in $wucg" test "$(cg_of "$wp") $(cg_of "$wsh") $(cg_of "$wsl")" = "$wucg $wucg $wucg"
+check "the unit's cpu.max is $((QUOTA * 1000)) 100000" test "$(cg_file "$wucg" cpu.max)" = "$((QUOTA * 1000)) 100000"
 systemctl stop stream-wrap@a.service
-check "stop: the shell $wsh and its sleep $wsl are gone" wait_for 5 bash -c "! [[ -d /proc/$wsh || -d /proc/$wsl ]]"
+check "stop: the shell $wsh, its sleep $wsl and ffmpeg $wp are all gone (no survivor)" wait_for 5 bash -c "! [[ -d /proc/$wsh || -d /proc/$wsl || -d /proc/$wp ]]"
+check "the unit's values from before are back" wait_for 10 bash -c "[[ \$(systemctl show -P CPUQuotaPerSecUSec stream-wrap@a.service) == infinity ]]"
+test_config $QUOTA >"$CONFIG"; reload_unit
+note "systemd $SYSTEMD_VERSION: unit CPU share $share (CPUQuota=$QUOTA%); stop ended main PID, child and the shell-started ffmpeg; values put back after each"
+end_scenario
+
+# ------------------------------------------------------------------------------------------
+scenario 28 "a pool under the delegated scope: placed in it, held together, reloaded with the jobs, removed when unconfigured and empty"
+main=$(main_pid)
+pool_yaml=$'pools:\n  live:\n    limits:\n      cpu_quota: 60\ndefault_pool: live'
+test_config $QUOTA "$pool_yaml" >"$CONFIG"; check "reloaded with pool live" reload_unit
+pool=$(scope_cg)/governed/live
+check "the pool $pool is made with cpu.max 60000 100000" wait_for 10 bash -c "[[ \$(cat $CG$pool/cpu.max 2>/dev/null) == '60000 100000' ]]"
+check "...and cpu memory pids for its jobs" bash -c "grep -qw cpu $CG$pool/cgroup.subtree_control && grep -qw memory $CG$pool/cgroup.subtree_control && grep -qw pids $CG$pool/cgroup.subtree_control"
+p1=$(ffmpeg_unit ffrtmp-test-pool1) || fail "ffmpeg 1 did not start"
+p2=$(ffmpeg_unit ffrtmp-test-pool2) || fail "ffmpeg 2 did not start"
+p1=${p1:-0}; p2=${p2:-0}
+check "ffmpeg $p1 placed in $pool/auto-ffmpeg-$p1" wait_for 10 placed_in "$p1" "$pool/auto-ffmpeg-$p1"
+check "ffmpeg $p2 placed in $pool/auto-ffmpeg-$p2" wait_for 10 placed_in "$p2" "$pool/auto-ffmpeg-$p2"
+check "each job keeps its own cpu.max $((QUOTA * 1000)) 100000" test "$(cg_file "$pool/auto-ffmpeg-$p1" cpu.max)" = "$((QUOTA * 1000)) 100000"
 sleep 1
-if alive "$wp"; then
-    note "LEAK on systemd $SYSTEMD_VERSION: stop killed the unit's cgroup (shell, sleep); ffmpeg $wp outside it survives, parent $(awk '{print $4}' /proc/$wp/stat), in $(cg_of "$wp")"
-    kill -9 "$wp" 2>/dev/null
-else
-    note "stop also ended ffmpeg $wp (child of the shell)"
-fi
-wait_for 5 bash -c "[[ ! -d $CG$kjob && ! -d $CG$wjob ]]"
+both=$(cpu_share "$pool" 5)
+check "two busy jobs each allowed $QUOTA% share the pool's 60%: $both within 0.510..0.690" in_range "$both" 0.510 0.690
+test_config 40 "${pool_yaml/cpu_quota: 60/cpu_quota: 30}" >"$CONFIG"; check "reloaded: pool 30%, jobs 40%" reload_unit
+check "reload: the pool's cpu.max becomes 30000 100000" wait_for 10 bash -c "[[ \$(cat $CG$pool/cpu.max) == '30000 100000' ]]"
+check "...logged: Limits of pool live changed: cpu_quota 60 → 30" wait_for 5 bash -c "journalctl -q -o cat _PID=$main | grep -q 'Limits of pool live changed: cpu_quota 60 → 30'"
+check "...the running jobs get cpu.max 40000 100000" wait_for 10 bash -c "[[ \$(cat $CG$pool/auto-ffmpeg-$p1/cpu.max) == '40000 100000' && \$(cat $CG$pool/auto-ffmpeg-$p2/cpu.max) == '40000 100000' ]]"
+sleep 1
+after=$(cpu_share "$pool" 5)
+check "the pool's share follows: $after within 0.255..0.345" in_range "$after" 0.255 0.345
+echo "60000 100000" >"$CG$pool/cpu.max"
+check "another writer's cpu.max on the pool is put back within a reconcile" wait_for 10 bash -c "[[ \$(cat $CG$pool/cpu.max) == '30000 100000' ]]"
+systemctl stop ffrtmp-test-pool1.service ffrtmp-test-pool2.service
+test_config $QUOTA >"$CONFIG"; check "reloaded without pools" reload_unit
+check "unconfigured and empty: the pool is removed" wait_for 15 bash -c "[[ ! -d $CG$pool ]]"
+note "pool share $both at cpu_quota 60 (two jobs of $QUOTA% each), $after after the reload to 30"
 end_scenario
 
 # ------------------------------------------------------------------------------------------
