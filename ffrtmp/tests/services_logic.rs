@@ -43,7 +43,12 @@ fn a_target_in_a_service_stays_and_its_unit_is_limited_then_put_back() {
     let u = h.bus.unit(UNIT);
     assert_eq!(
         (u.memory_max, u.tasks_max),
-        (64 << 20, ffrtmp::placer::unit::UNSET)
+        (64 << 20, 4915),
+        "a limit the target does not set keeps the unit's own value"
+    );
+    assert!(
+        h.bus.writes().iter().all(|(_, w)| w.tasks_max == 4915),
+        "TasksMax was never touched"
     );
     assert_eq!(p.cgroup(), IN_UNIT, "moved out of its service");
     assert!(h.backend.moves().is_empty());
@@ -64,14 +69,14 @@ fn a_target_in_a_service_stays_and_its_unit_is_limited_then_put_back() {
     // Its last target ends: the unit's values from before come back.
     h.backend.exited(p.pid);
     p.kill();
+    let before = ffrtmp::placer::UnitLimits {
+        tasks_max: 4915,
+        ..NONE
+    };
     assert!(
-        wait_until(T, || h.bus.unit(UNIT).tasks_max == 4915),
+        wait_until(T, || h.bus.unit(UNIT) == before),
         "not put back: {:?}",
         h.bus.writes()
-    );
-    assert_eq!(
-        h.bus.unit(UNIT).cpu_quota_per_sec_usec,
-        ffrtmp::placer::unit::UNSET
     );
     assert!(
         wait_until(T, || h.state()["units"].is_null()),

@@ -36,8 +36,13 @@ pub enum Chore {
     RemoveSpares(Vec<String>),
     /// Write the state file.
     Write { path: PathBuf, bytes: Vec<u8> },
-    /// Put a target's limits on the service it runs in (systemd, over D-Bus).
-    LimitUnit { unit: String, limits: Limits },
+    /// Put a target's limits on the service it runs in (systemd, over D-Bus); `before`:
+    /// its values from before its first job, when known.
+    LimitUnit {
+        unit: String,
+        limits: Limits,
+        before: Option<UnitLimits>,
+    },
     /// Put back a service's values from before its job.
     RestoreUnit { unit: String, before: UnitLimits },
 }
@@ -225,8 +230,12 @@ fn run(placer: &Placer, dry_run: bool, chore: Chore) -> ChoreDone {
         Chore::Write { path, bytes } => {
             ChoreDone::Written(crate::durable::write_atomic(&path, &bytes))
         }
-        Chore::LimitUnit { unit, limits } => ChoreDone::UnitLimited {
-            result: placer.limit_unit(&unit, &limits),
+        Chore::LimitUnit {
+            unit,
+            limits,
+            before,
+        } => ChoreDone::UnitLimited {
+            result: placer.limit_unit(&unit, &limits, before),
             unit,
             limits,
         },

@@ -201,7 +201,13 @@ impl RecordLoop {
 
     fn scanned(&mut self, r: ScanReport) {
         self.scans.running = false;
-        self.with_journal(|j, fx| j.scanned(r, fx));
+        let settings = self.settings.clone();
+        self.with_journal(|j, fx| {
+            j.scanned(r, fx);
+            // Services whose limits differ from the config (a reload, a restart after a
+            // config change, an earlier attempt that failed) are limited again.
+            j.relimit_units(&settings, fx);
+        });
         if let Some((reason, full)) = self.scans.next.take() {
             self.ask_scan(reason, full);
         }
@@ -273,7 +279,6 @@ impl RecordLoop {
             super::node::target_names(&new)
         );
         self.journal.no_longer_targets(&self.settings, &new);
-        self.with_journal(|j, fx| j.relimit_units(&new, fx));
         self.settings = new;
         self.ask_scan("reload", false);
         self.notifier.reloaded();

@@ -74,14 +74,25 @@ impl UnitLimits {
         ]
     }
 
-    /// The properties whose value differs from `now`'s: only those are set (a property
-    /// left alone keeps the operator's own setting, and none is set to what it is).
+    /// The properties whose value differs from `now`'s: only those are set (none is set
+    /// to what it already is).
     pub fn changes_from(&self, now: &UnitLimits) -> Vec<(&'static str, u64)> {
         (self.properties().into_iter())
             .zip(now.properties())
             .filter(|(a, b)| a.1 != b.1)
             .map(|(a, _)| a)
             .collect()
+    }
+
+    /// These values, with `other`'s where these are `UNSET`.
+    pub fn or(self, other: &UnitLimits) -> UnitLimits {
+        let pick = |a: u64, b: u64| if a == UNSET { b } else { a };
+        UnitLimits {
+            cpu_quota_per_sec_usec: pick(self.cpu_quota_per_sec_usec, other.cpu_quota_per_sec_usec),
+            cpu_weight: pick(self.cpu_weight, other.cpu_weight),
+            memory_max: pick(self.memory_max, other.memory_max),
+            tasks_max: pick(self.tasks_max, other.tasks_max),
+        }
     }
 
     /// These values with `props` set.
@@ -193,17 +204,21 @@ impl super::Placer {
         self
     }
 
-    /// Put a target's limits on the service it runs in: its current values first read (to
-    /// put back when the job ends), then the new ones set. The values it had, and those
-    /// it has now.
+    /// Put a target's limits on the service it runs in. Its current values are read;
+    /// `before` (its values from before its first job, if known) defaults to them. A limit
+    /// the target does not set keeps the value from before (the operator's own, or
+    /// systemd's default). Only properties that differ are set. The values from before, and
+    /// those it has now.
     pub fn limit_unit(
         &self,
         name: &str,
         limits: &Limits,
+        before: Option<UnitLimits>,
     ) -> Result<(UnitLimits, UnitLimits), String> {
-        let before = self.units.read(name)?;
-        let now = UnitLimits::from_limits(limits);
-        self.units.write(name, &now.changes_from(&before))?;
+        let current = self.units.read(name)?;
+        let before = before.unwrap_or(current);
+        let now = UnitLimits::from_limits(limits).or(&before);
+        self.units.write(name, &now.changes_from(&current))?;
         Ok((before, now))
     }
 

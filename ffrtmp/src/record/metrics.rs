@@ -160,7 +160,7 @@ fn render_tally(out: &mut String, tally: &Tally, labelled: &Labelled) {
     counter(
         out,
         "ffrtmp_drift_corrections_total",
-        "Governed processes found moved out of their cgroup by another writer and put back.",
+        "Governed processes another writer moved out of their cgroup, and jobs' or pools' limit files it changed, put back.",
         &n(Count::DriftCorrections),
     );
     counter(

@@ -77,6 +77,8 @@ pub struct Journal {
     writes: Writes,
     /// The governed set or health changed: publish (STATUS) before the next wait.
     republish: bool,
+    /// Services a limit chore is out for (`services::limit`).
+    limiting: std::collections::BTreeSet<String>,
 }
 
 impl Journal {
@@ -95,6 +97,7 @@ impl Journal {
                 failing: None,
             },
             republish: true,
+            limiting: Default::default(),
         }
     }
 

@@ -61,9 +61,19 @@ impl Journal {
         };
         self.add_job(id, pidfd, record, fx);
         if first {
+            self.limit(unit.name, limits, fx);
+        }
+    }
+
+    /// Have a service limited (one chore out per unit at a time), with its values from
+    /// before the first job if this daemon or an earlier one read them.
+    fn limit(&mut self, unit: String, limits: Limits, fx: &mut Effects) {
+        if self.limiting.insert(unit.clone()) {
+            let before = self.stored.units.get(&unit).copied();
             fx.push(Effect::Chore(Chore::LimitUnit {
-                unit: unit.name,
+                unit,
                 limits,
+                before,
             }));
         }
     }
@@ -75,6 +85,7 @@ impl Journal {
         result: Result<(UnitLimits, UnitLimits), String>,
         fx: &mut Effects,
     ) {
+        self.limiting.remove(&unit);
         let (before, now) = match result {
             Ok(v) => v,
             Err(e) => {
@@ -130,7 +141,7 @@ impl Journal {
     ) {
         match result {
             Ok(()) => info!("Service {unit}: its values from before the job are back ({})", before.describe()),
-            Err(e) => warn!("Cannot put back the values of service {unit} from before its job ({}): {e}; they stay until the unit is reloaded or the node reboots (runtime properties)", before.describe()),
+            Err(e) => warn!("Cannot put back the values of service {unit} from before its job ({}): {e}; ffrtmp's stay, as runtime properties, until the node reboots or `systemctl revert {unit}`", before.describe()),
         }
         // Tried once: a unit that is gone took its runtime properties with it.
         if self.of_unit(&unit).next().is_none() {
@@ -139,19 +150,17 @@ impl Journal {
         }
     }
 
-    /// After a reload: services whose target's limits changed are limited again.
-    pub fn relimit_units(&self, new: &Settings, fx: &mut Effects) {
-        let mut done = std::collections::BTreeSet::new();
-        for r in self.jobs.iter().map(|j| &j.record) {
-            let (Some(unit), Some(t)) = (unit_of(r), new.target(&r.command)) else {
-                continue;
-            };
-            if r.limits.as_ref() != Some(&t.limits) && done.insert(unit.to_string()) {
-                fx.push(Effect::Chore(Chore::LimitUnit {
-                    unit: unit.to_string(),
-                    limits: t.limits.clone(),
-                }));
-            }
+    /// After each scan: services whose limits are not the config's (a reload, a restart
+    /// after a config change, an earlier attempt that failed) are limited again.
+    pub fn relimit_units(&mut self, s: &Settings, fx: &mut Effects) {
+        let due: Vec<(String, Limits)> = (self.jobs.iter().map(|j| &j.record))
+            .filter_map(|r| {
+                let (unit, t) = (unit_of(r)?, s.target(&r.command)?);
+                (r.limits.as_ref() != Some(&t.limits)).then(|| (unit.to_string(), t.limits.clone()))
+            })
+            .collect();
+        for (unit, limits) in due {
+            self.limit(unit, limits, fx);
         }
     }
 

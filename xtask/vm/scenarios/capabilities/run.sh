@@ -25,6 +25,8 @@ placement: strict
 default_limits:
   cpu_quota: 50
   memory_limit: 256
+# The probe's ffmpeg runs in a systemd-run service: moved, so the probe sees a placement.
+services: move
 YAML
 : >/etc/ffrtmp/watch.env
 mkdir -p /etc/systemd/system/$UNIT.d

@@ -34,6 +34,9 @@ default_limits:
   cpu_quota: $DEB_QUOTA
   memory_limit: $DEB_MEM_MIB
   pids_max: 64
+# ffmpeg is started in a systemd-run service: placed in a job cgroup, as these scenarios
+# check (services: limit_unit, the default, is scenario 13's).
+services: move
 YAML
 }
 deb_placed() { [[ $(cg_of "$1") == "$2" ]]; }
