@@ -43,8 +43,9 @@ fn three_busy_targets_in_a_pool_are_held_to_its_one_core_together() {
     let pids: Vec<u32> = (0..3)
         .map(|_| root.own(spawn_in(&sh, BUSY, dir.path())))
         .collect();
-    // Each is allowed a core of its own; the pool one core for all three.
-    let yaml = pooled_yaml(&name, "      cpu_quota: 100", "  cpu_quota: 100");
+    // Each is allowed a core and a half; the pool one core for all three. (cgroup v1
+    // refuses a child's CPU quota above its parent's: there each job gets the pool's.)
+    let yaml = pooled_yaml(&name, "      cpu_quota: 100", "  cpu_quota: 150");
     let d = Daemon::new(dir.path(), &root, &yaml)
         .fallback_scan()
         .start();
@@ -57,6 +58,17 @@ fn three_busy_targets_in_a_pool_are_held_to_its_one_core_together() {
             &format!("{pid} not placed in {job}"),
         );
     }
+    let job = root.job(&format!("live/auto-{name}-{}", pids[0]));
+    let quota = match root.mode() {
+        ffrtmp::placer::CgroupMode::V1 => root.read(&job, "cpu", "cpu.cfs_quota_us"),
+        ffrtmp::placer::CgroupMode::V2 => root.read(&job, "", "cpu.max"),
+    };
+    let want = match root.mode() {
+        ffrtmp::placer::CgroupMode::V1 => "100000",
+        ffrtmp::placer::CgroupMode::V2 => "150000 100000",
+    };
+    assert_eq!(quota, want, "the job's own quota in its pool");
+    assert!(!d.log_text().contains("NOT applied"), "{}", d.log_text());
     std::thread::sleep(Duration::from_millis(300));
     let together = share(&root, &pool, Duration::from_secs(4));
     eprintln!("three busy targets in a pool of cpu_quota 100: {together:.3} of a core");

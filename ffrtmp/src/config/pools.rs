@@ -126,7 +126,7 @@ fn above_pool(command: &str, job: &Limits, pool: &Pool) -> Vec<String> {
         .into_iter()
         .filter_map(|(key, j, p)| match (j, p) {
             (Some(j), Some(p)) if j > p => Some(format!(
-                "{command}: {key} {j} is above that of its pool {} ({p}); the pool's limit binds first",
+                "{command}: {key} {j} is above that of its pool {} ({p}); the pool's limit binds first (on cgroup v1, whose kernel refuses a CPU quota above the parent's, the job gets the pool's)",
                 pool.name
             )),
             _ => None,

@@ -195,9 +195,22 @@ fn run_batch(placer: &Placer, dry_run: bool, batch: Vec<Chore>) -> Vec<ChoreDone
         .into_iter()
         .filter_map(|chore| {
             let what = chore.label();
+            // A service's limit that panicked is answered as failed: its unit is not left
+            // marked as being limited.
+            let unit = match &chore {
+                Chore::LimitUnit { unit, limits, .. } => Some((unit.clone(), limits.clone())),
+                _ => None,
+            };
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(placer, dry_run, chore)))
                 .map_err(|_| error!("a chore ({what}) panicked; the others of its batch go on"))
                 .ok()
+                .or_else(|| {
+                    unit.map(|(unit, limits)| ChoreDone::UnitLimited {
+                        unit,
+                        limits,
+                        result: Err("the chore panicked".into()),
+                    })
+                })
         })
         .collect()
 }

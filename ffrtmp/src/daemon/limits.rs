@@ -93,7 +93,7 @@ impl LimitFix {
             .map(|(l, _)| l.as_str())
             .collect();
         match &self.from {
-            Some(from) if from == &self.to => {
+            Some(from) if from == &self.to || changes(from, &self.to).is_empty() => {
                 if !done.is_empty() {
                     warn!(
                         "Limits of {what} were changed by another writer; restored: {}",
@@ -125,22 +125,17 @@ impl LimitsKeeper {
         let mut fixes = Vec::new();
         for g in governed.iter().filter(|g| !g.in_service) {
             let want = match s.target(&g.command) {
-                Some(t) => &t.limits,
+                Some(t) => placer.limits_in(&t.limits, t.pool.as_deref()),
                 // No longer a target: it keeps the limits in force until it exits.
                 None => match &g.limits {
-                    Some(l) => l,
+                    Some(l) => l.clone(),
                     None => continue,
                 },
             };
-            let writes = placer.enforce_limits(&g.cgroup, want);
-            if !writes.is_empty() || g.limits.as_ref() != Some(want) {
+            let writes = placer.enforce_limits(&g.cgroup, &want);
+            if !writes.is_empty() || g.limits.as_ref() != Some(&want) {
                 let subject = Subject::Job(g.id, g.job_id.clone());
-                fixes.push(LimitFix::new(
-                    subject,
-                    g.limits.clone(),
-                    want.clone(),
-                    writes,
-                ));
+                fixes.push(LimitFix::new(subject, g.limits.clone(), want, writes));
             }
         }
         fixes
@@ -178,7 +173,23 @@ impl LimitsKeeper {
                 fixes.push(fix);
             }
         }
-        let dirs = placer.pool_dirs().unwrap_or_default();
+        let dirs = match placer.pool_dirs() {
+            Ok(d) => d,
+            Err(e) => {
+                warnings.push(format!("Cannot list {}: {e}", placer.root()));
+                return fixes;
+            }
+        };
+        // Known, unconfigured, and gone (removed by hand, or while ffrtmp was stopped).
+        let gone: Vec<String> = (self.known.iter())
+            .filter(|n| !s.pools.contains_key(*n) && !dirs.contains(n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.known.remove(&name);
+            self.pools.remove(&name);
+            removed.push(placer.pool_cgroup(&name));
+        }
         for name in dirs.iter().filter(|n| !s.pools.contains_key(*n)) {
             if !self.known.contains(name) {
                 continue;

@@ -87,6 +87,8 @@ impl RecordLoop {
 
     /// The source is attached and the first scan is done: now systemd may call us ready.
     async fn first_scan(&mut self) {
+        let pools = self.journal.pool_names();
+        self.owners.scanner.send(ScanCmd::KnownPools(pools));
         self.ask_scan("startup", false);
         match self.inbox.scans.recv().await {
             Some(r) => self.scanned(r),

@@ -40,6 +40,9 @@ pub enum ScanCmd {
     Forget,
     /// A job cgroup that still had processes when its job ended: try again later.
     Leftover(String),
+    /// Pools the state file names (a run before made them): removed once empty and no
+    /// longer configured.
+    KnownPools(Vec<String>),
 }
 
 /// A governed process that another writer moved out of its job cgroup.
@@ -141,6 +144,7 @@ pub fn spawn(
                         }
                     }
                     ScanCmd::Forget => s.scanner.forget_all(),
+                    ScanCmd::KnownPools(v) => v.iter().for_each(|p| s.limits.holds_jobs(p)),
                     ScanCmd::Leftover(cg) => {
                         if !s.leftovers.contains(&cg) {
                             s.leftovers.push(cg)
@@ -194,15 +198,31 @@ impl ScanThread {
         if r.outcome.is_ok() {
             self.check_governed(governed, &mut r);
             if !self.dry_run {
-                r.limits = self.limits.jobs(&self.placer, settings, governed);
                 self.collect_leftovers(governed, &mut r);
-                let (placer, removed, warnings) = (&self.placer, &mut r.removed, &mut r.warnings);
-                let pools = self.limits.pools(placer, settings, removed, warnings);
-                r.limits.extend(pools);
+                self.keep_limits(settings, governed, &mut r);
             }
         }
         r.took = started.elapsed();
         r
+    }
+
+    /// Pools and jobs to their configured limits. Pools first (a raised pool makes room for
+    /// its jobs), then the jobs still alive; a pool that could not be lowered yet (cgroup v1
+    /// refuses a parent's CPU quota below a child's) is tried again after its jobs were.
+    fn keep_limits(&mut self, settings: &Settings, governed: &[Governed], r: &mut ScanReport) {
+        let (placer, removed, warnings) = (&self.placer, &mut r.removed, &mut r.warnings);
+        let mut pools = self.limits.pools(placer, settings, removed, warnings);
+        let live: Vec<Governed> = (governed.iter())
+            .filter(|g| !r.gone.contains(&g.id))
+            .cloned()
+            .collect();
+        r.limits = self.limits.jobs(&self.placer, settings, &live);
+        if pools.iter().any(|f| !f.in_force()) {
+            pools.retain(|f| f.in_force());
+            let (placer, removed, warnings) = (&self.placer, &mut r.removed, &mut r.warnings);
+            pools.extend(self.limits.pools(placer, settings, removed, warnings));
+        }
+        r.limits.extend(pools);
     }
 
     /// Governed processes: still alive, still in their cgroup?

@@ -142,6 +142,9 @@ fn open_journal(
         .map_err(|e| error!("cannot make the epoll set that watches governed processes exit: {e}"))
         .ok()?;
     let mut journal = Journal::new(settings.state_path.clone(), settings.job_metrics);
+    if opts.dry_run {
+        journal.dry_run();
+    }
     let records = super::node::prepare(settings, opts, placer, &mut journal);
     Some((exits, journal, records))
 }

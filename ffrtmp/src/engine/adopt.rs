@@ -18,7 +18,15 @@ impl Engine {
         }
     }
 
-    fn in_cgroup(&self, pid: u32, cgroup: &str) -> bool {
+    /// Still where its record says: in its job cgroup, or (a job governed in its systemd
+    /// service, whose id is the unit's name) anywhere in that unit.
+    fn in_cgroup(&self, pid: u32, cgroup: &str, job_id: &str) -> bool {
+        if job_id.ends_with(".service") {
+            let slices = &self.settings.service_slices;
+            return (self.proc.cgroups(pid).ok())
+                .and_then(|l| crate::matcher::services::service_of(&l, slices))
+                .is_some_and(|u| u.name == job_id && u.cgroup == cgroup);
+        }
         matches!(self.placer.whereabouts(pid, cgroup), Ok(None))
     }
 
@@ -39,7 +47,7 @@ impl Engine {
         if r.start_time.is_some_and(|st| st != pinned.id.start_time) {
             return self.emit(dropped("the PID now belongs to another process"));
         }
-        if !self.in_cgroup(pid, &cgroup) {
+        if !self.in_cgroup(pid, &cgroup, &job_id) {
             return self.emit(dropped(&format!(
                 "it is no longer in {cgroup}; the scan decides afresh"
             )));
@@ -56,7 +64,7 @@ impl Engine {
         let Ok(pinned) = self.proc.pin(pid) else {
             return;
         };
-        if self.table.knows(pinned.id) || !self.in_cgroup(pid, cgroup) {
+        if self.table.knows(pinned.id) || !self.in_cgroup(pid, cgroup, job_id) {
             return;
         }
         let now = Utc::now();

@@ -303,7 +303,7 @@ impl Engine {
         let spec = JobSpec {
             job_id: JobId::new(&target.name, pinned.id.pid),
             command: target.name.clone(),
-            limits: target.limits.clone(),
+            limits: (self.placer).limits_in(&target.limits, target.pool.as_deref()),
             pool: target.pool.clone(),
         };
         let discovered = Outcome::Discovered {

@@ -140,8 +140,9 @@ impl Placer {
         match self.backend.create(cgroup) {
             Ok(()) => Ok(false),
             Err(e) if e.errno == Some(libc::ENOENT) => {
-                // Controllers it lacks show as limits not applied, each said.
-                self.prepare_root();
+                // Controllers it lacks show as limits not applied, each said. The root was
+                // gone only if it had to be made again (not a pool new since a reload).
+                let root_made = !self.prepare_root().created.is_empty();
                 if let Some(pool) = pool {
                     for (label, r) in self.prepare_pool(pool)? {
                         if let Err(e) = r {
@@ -150,7 +151,7 @@ impl Placer {
                     }
                 }
                 self.backend.create(cgroup)?;
-                Ok(true)
+                Ok(root_made)
             }
             Err(e) => Err(e),
         }

@@ -2,10 +2,24 @@
 //! bounds them together with its own limits.
 
 use super::{spares, LimitWrites, PlaceError, Placer};
-use crate::config::Pool;
+use crate::config::{Limits, Pool};
 use crate::job::JobId;
 
 impl Placer {
+    /// The limits a job gets in its pool. On cgroup v1 the kernel refuses a CPU quota
+    /// above the parent's (EINVAL), so there a job's `cpu_quota` is at most its pool's; on
+    /// v2 a job's limit above its pool's is legal and the pool's binds first.
+    pub fn limits_in(&self, limits: &Limits, pool: Option<&Pool>) -> Limits {
+        let pool_quota = pool.and_then(|p| p.limits.cpu_quota);
+        match (self.mode(), limits.cpu_quota, pool_quota) {
+            (super::CgroupMode::V1, Some(job), Some(pool)) if job > pool => Limits {
+                cpu_quota: Some(pool),
+                ..limits.clone()
+            },
+            _ => limits.clone(),
+        }
+    }
+
     /// The cgroup path of a pool.
     pub fn pool_cgroup(&self, name: &str) -> String {
         format!("{}/{name}", self.root)

@@ -119,6 +119,8 @@ pub trait UnitBus: Send + Sync {
 }
 
 const DEST: &str = "org.freedesktop.systemd1";
+/// How long one D-Bus call to systemd may take.
+const BUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 const MANAGER: &str = "org.freedesktop.systemd1.Manager";
 
 /// systemd on the system bus; connected at first use, again after a failure.
@@ -133,7 +135,11 @@ impl SystemdBus {
         if let Some(conn) = c.as_ref() {
             return Ok(conn.clone());
         }
-        let conn = zbus::blocking::Connection::system().map_err(|e| {
+        // A hung systemd must not hold up the chore runner (state writes, removals) for long.
+        let conn = zbus::blocking::connection::Builder::system()
+            .map(|b| b.method_timeout(BUS_TIMEOUT))
+            .and_then(|b| b.build());
+        let conn = conn.map_err(|e| {
             format!("cannot reach systemd on the system bus: {e} (is dbus running, and may ffrtmp use AF_UNIX?)")
         })?;
         *c = Some(conn.clone());

@@ -11,6 +11,12 @@ use crate::record::tally::Count;
 
 impl Journal {
     pub(super) fn limits_fixed(&mut self, fix: LimitFix) {
+        // A job that ended in the same pass: nothing to say about its limits.
+        if let Subject::Job(id, _) = &fix.subject {
+            if self.jobs.get(*id).is_none() {
+                return;
+            }
+        }
         fix.log();
         let failed = fix.writes.iter().filter(|(_, r)| r.is_err()).count();
         self.tally.add(Count::LimitFailures, failed as u64);
@@ -47,6 +53,11 @@ impl Journal {
             self.mark_dirty();
         }
         was
+    }
+
+    /// The pools the state file names.
+    pub fn pool_names(&self) -> Vec<String> {
+        self.stored.pools.keys().cloned().collect()
     }
 
     /// The pools for `/metrics`, each with the number of governed jobs in it.

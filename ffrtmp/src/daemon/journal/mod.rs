@@ -77,8 +77,8 @@ pub struct Journal {
     writes: Writes,
     /// The governed set or health changed: publish (STATUS) before the next wait.
     republish: bool,
-    /// Services a limit chore is out for (`services::limit`).
-    limiting: std::collections::BTreeSet<String>,
+    /// The services limited for their targets, as the journal keeps track of them.
+    units: services::UnitBook,
 }
 
 impl Journal {
@@ -97,7 +97,7 @@ impl Journal {
                 failing: None,
             },
             republish: true,
-            limiting: Default::default(),
+            units: Default::default(),
         }
     }
 

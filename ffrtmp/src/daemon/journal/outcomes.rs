@@ -210,8 +210,11 @@ impl Journal {
                 "Moved {children} child process(es) of PID {pid} into {}", pl.cgroup
             );
         }
-        // Replace the spare cgroup this placement may have used (off the placement thread).
-        fx.push(Effect::Chore(Chore::Refill(vec![(spec.limits.clone(), 1)])));
+        // Replace the spare cgroup this placement may have used (off the placement thread);
+        // a pooled job's cgroup is never a spare.
+        if spec.pool.is_none() {
+            fx.push(Effect::Chore(Chore::Refill(vec![(spec.limits.clone(), 1)])));
+        }
         self.placement_health(true);
         if self.health.limits(pl.failed.len()).is_some() {
             self.log_health();

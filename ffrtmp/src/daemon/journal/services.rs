@@ -5,7 +5,7 @@
 //! cgroup as theirs, so status and `/metrics` show the unit.
 
 use chrono::Utc;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{Effect, Effects, Journal};
 use crate::config::{Limits, Settings};
@@ -23,7 +23,22 @@ pub(super) fn unit_of(r: &ProcessRecord) -> Option<&str> {
     (unit.ends_with(".service") && cgroup.rsplit('/').next() == Some(unit)).then_some(unit)
 }
 
+/// What the journal keeps of the services it has limited besides the state file's values
+/// from before.
+#[derive(Debug, Default)]
+pub(super) struct UnitBook {
+    /// Services a limit chore is out for: one at a time per unit.
+    limiting: std::collections::BTreeSet<String>,
+    /// A dry run: no service is limited or put back (the state file may be a live daemon's).
+    dry_run: bool,
+}
+
 impl Journal {
+    /// A dry run: services are neither limited nor put back.
+    pub fn dry_run(&mut self) {
+        self.units.dry_run = true;
+    }
+
     /// The live jobs of a unit.
     fn of_unit<'a>(&'a self, unit: &'a str) -> impl Iterator<Item = &'a ProcessRecord> + 'a {
         (self.jobs.iter())
@@ -68,7 +83,10 @@ impl Journal {
     /// Have a service limited (one chore out per unit at a time), with its values from
     /// before the first job if this daemon or an earlier one read them.
     fn limit(&mut self, unit: String, limits: Limits, fx: &mut Effects) {
-        if self.limiting.insert(unit.clone()) {
+        if self.units.dry_run {
+            return debug!("Dry run: service {unit} would get {limits}");
+        }
+        if self.units.limiting.insert(unit.clone()) {
             let before = self.stored.units.get(&unit).copied();
             fx.push(Effect::Chore(Chore::LimitUnit {
                 unit,
@@ -85,7 +103,7 @@ impl Journal {
         result: Result<(UnitLimits, UnitLimits), String>,
         fx: &mut Effects,
     ) {
-        self.limiting.remove(&unit);
+        self.units.limiting.remove(&unit);
         let (before, now) = match result {
             Ok(v) => v,
             Err(e) => {
@@ -98,7 +116,7 @@ impl Journal {
         let before = *self.stored.units.entry(unit.clone()).or_insert(before);
         let was = self.of_unit(&unit).find_map(|r| r.limits.clone());
         match &was {
-            Some(was) if *was != limits => {
+            Some(was) if !changes(was, &limits).is_empty() => {
                 info!("Limits of job {unit} changed: {}", changes(was, &limits))
             }
             Some(_) => {}
@@ -122,7 +140,7 @@ impl Journal {
 
     /// The last target of a service ended: its values from before go back.
     pub(super) fn restore_unit(&mut self, unit: &str, fx: &mut Effects) {
-        if self.of_unit(unit).next().is_some() {
+        if self.of_unit(unit).next().is_some() || self.units.dry_run {
             return;
         }
         if let Some(before) = self.stored.units.get(unit) {
@@ -147,15 +165,32 @@ impl Journal {
         if self.of_unit(&unit).next().is_none() {
             self.stored.units.remove(&unit);
             self.mark_dirty();
+            return;
+        }
+        // A target came into it while its values went back: limited again by the next
+        // pass (its record must not say limits that are not in force).
+        let pids: Vec<u32> = self.of_unit(&unit).map(|r| r.pid).collect();
+        for j in self.jobs.iter_mut().filter(|j| pids.contains(&j.id.pid)) {
+            j.record.limits = None;
         }
     }
 
     /// After each scan: services whose limits are not the config's (a reload, a restart
     /// after a config change, an earlier attempt that failed) are limited again.
     pub fn relimit_units(&mut self, s: &Settings, fx: &mut Effects) {
-        let due: Vec<(String, Limits)> = (self.jobs.iter().map(|j| &j.record))
-            .filter_map(|r| {
-                let (unit, t) = (unit_of(r)?, s.target(&r.command)?);
+        // One unit, one set of limits: those of the command of its first target.
+        let mut first: std::collections::BTreeMap<&str, &ProcessRecord> = Default::default();
+        for r in self.jobs.iter().map(|j| &j.record) {
+            if let Some(unit) = unit_of(r) {
+                let e = first.entry(unit).or_insert(r);
+                if r.discovered_at < e.discovered_at {
+                    *e = r;
+                }
+            }
+        }
+        let due: Vec<(String, Limits)> = (first.into_iter())
+            .filter_map(|(unit, r)| {
+                let t = s.target(&r.command)?;
                 (r.limits.as_ref() != Some(&t.limits)).then(|| (unit.to_string(), t.limits.clone()))
             })
             .collect();
