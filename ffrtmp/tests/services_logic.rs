@@ -146,6 +146,44 @@ fn a_reload_limits_the_unit_again_and_keeps_its_values_from_before() {
 }
 
 #[test]
+fn a_bus_that_fails_is_counted_once_and_the_unit_is_limited_when_it_is_back() {
+    let h = Harness::new().start(Start {
+        yaml: &limited("reconcile_interval: 1s\n"),
+        ..Default::default()
+    });
+    h.bus.down(true);
+    let p = h.spawn("ffmpeg", IN_UNIT, 0);
+    h.send(h.notice(&p));
+    // Each scan tries again: three refusals are three passes.
+    assert!(wait_until(Duration::from_secs(10), || h.bus.refused() >= 3));
+    let failed = |h: &Harness| h.with_snapshot(|t| t.tally.placements()["failed"]);
+    assert_eq!(failed(&h), 1, "a failure that repeats is counted once");
+    assert!(h.bus.writes().is_empty());
+    assert_eq!(
+        p.cgroup(),
+        IN_UNIT,
+        "moved out of its service when the bus failed"
+    );
+    h.bus.down(false);
+    assert!(
+        wait_until(Duration::from_secs(10), || h
+            .bus
+            .unit(UNIT)
+            .cpu_quota_per_sec_usec
+            == 500_000),
+        "not limited once the bus was back"
+    );
+    let pid = p.pid.to_string();
+    assert!(wait_until(T, || h.state()["processes"][&pid]["limits"]
+        ["cpu_quota"]
+        == 50));
+    h.with_snapshot(|t| {
+        assert_eq!(t.tally.placements()["placed"], 1);
+        assert_eq!(t.tally.placements()["failed"], 1);
+    });
+}
+
+#[test]
 fn move_mode_sessions_and_unlisted_slices_are_placed_as_before() {
     let h = Harness::new().start(Start {
         yaml: &limited(

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{Limits, Settings};
 use crate::placer::{limits::changes, LimitWrites, Placer};
@@ -49,6 +49,8 @@ pub struct LimitFix {
     pub to: Limits,
     /// Each file that differed: `file=value (was …)` and how its write went.
     pub writes: Vec<(String, Result<(), String>)>,
+    /// The failed files whose write failed the same way at the pass before: said then.
+    pub said_before: BTreeSet<String>,
 }
 
 impl LimitFix {
@@ -62,7 +64,24 @@ impl LimitFix {
             from,
             to,
             writes,
+            said_before: BTreeSet::new(),
         }
+    }
+
+    /// Whose limits: `job X` or `pool Y`.
+    fn what(&self) -> String {
+        match &self.subject {
+            Subject::Job(_, job) => format!("job {job}"),
+            Subject::Pool { name, .. } => format!("pool {name}"),
+        }
+    }
+
+    /// Each failed write: its file and its error.
+    fn failures(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.writes.iter().filter_map(|(label, r)| {
+            let file = label.split('=').next().unwrap_or(label);
+            r.as_ref().err().map(|e| (file, e.as_str()))
+        })
     }
 
     /// Every file now shows its value.
@@ -75,17 +94,11 @@ impl LimitFix {
         self.from.as_ref() == Some(&self.to)
     }
 
-    /// One line for the change or the restore, one error per file that failed.
+    /// One line for the change or the restore, one error per file that failed (a failure
+    /// that repeats each pass, such as a controller the hierarchy lacks, is said once and
+    /// then at debug level until it ends or its error changes).
     pub fn log(&self) {
-        let what = match &self.subject {
-            Subject::Job(_, job) => format!("job {job}"),
-            Subject::Pool { name, .. } => format!("pool {name}"),
-        };
-        let failed: Vec<String> = self
-            .writes
-            .iter()
-            .filter_map(|(l, r)| r.as_ref().err().map(|e| format!("{l}: {e}")))
-            .collect();
+        let what = self.what();
         let done: Vec<&str> = self
             .writes
             .iter()
@@ -104,8 +117,16 @@ impl LimitFix {
             Some(from) => info!("Limits of {what} changed: {}", changes(from, &self.to)),
             None => info!("Limits of {what}: {}", self.to),
         }
-        for f in failed {
-            error!("Cannot apply the limits of {what}: {f}; tried again at the next scan");
+        for (label, r) in &self.writes {
+            let Err(e) = r else { continue };
+            if self
+                .said_before
+                .contains(label.split('=').next().unwrap_or(label))
+            {
+                debug!("Still cannot apply the limits of {what}: {label}: {e}");
+            } else {
+                error!("Cannot apply the limits of {what}: {label}: {e}; tried again at each scan (said again only if the error changes)");
+            }
         }
     }
 }
@@ -117,6 +138,10 @@ pub struct LimitsKeeper {
     pools: BTreeMap<String, Limits>,
     /// Pools seen holding jobs, configured or not: removed once empty and unconfigured.
     known: BTreeSet<String>,
+    /// The limit files that failed at the last pass (`<job or pool> <file>`) and how: a
+    /// failure that repeats is not logged again. Made anew each pass, so a job that ended
+    /// or a file that now works leaves nothing behind.
+    failing: BTreeMap<String, String>,
 }
 
 impl LimitsKeeper {
@@ -209,9 +234,71 @@ impl LimitsKeeper {
         fixes
     }
 
+    /// Mark in this pass's fixes the failures said at the pass before (the same file
+    /// failing the same way), and remember this pass's for the next.
+    pub fn mark_repeats(&mut self, fixes: &mut [LimitFix]) {
+        let mut now = BTreeMap::new();
+        for fix in fixes.iter_mut() {
+            let what = fix.what();
+            let mut said = BTreeSet::new();
+            for (file, e) in fix.failures() {
+                let key = format!("{what} {file}");
+                if self.failing.get(&key).map(String::as_str) == Some(e) {
+                    said.insert(file.to_string());
+                }
+                now.insert(key, e.to_string());
+            }
+            fix.said_before = said;
+        }
+        self.failing = now;
+    }
+
     /// A pool that holds jobs (configured or left from before): removed once empty and
     /// no longer configured.
     pub fn holds_jobs(&mut self, pool: &str) {
         self.known.insert(pool.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fix(file: &str, result: Result<(), &str>) -> LimitFix {
+        let id = ProcessId {
+            pid: 7,
+            start_time: 1,
+        };
+        LimitFix {
+            subject: Subject::Job(id, "auto-ffmpeg-7".into()),
+            from: None,
+            to: Limits::default(),
+            writes: vec![(format!("{file}=1"), result.map_err(str::to_string))],
+            said_before: BTreeSet::new(),
+        }
+    }
+
+    /// One pass's fixes: whether each one's `cpu.max` failure was said at the pass before.
+    fn said(k: &mut LimitsKeeper, mut pass: Vec<LimitFix>) -> Vec<bool> {
+        k.mark_repeats(&mut pass);
+        pass.iter()
+            .map(|f| f.said_before.contains("cpu.max"))
+            .collect()
+    }
+
+    #[test]
+    fn a_failure_is_said_once_again_when_its_error_changes_and_after_it_ended() {
+        let mut k = LimitsKeeper::default();
+        let down = || fix("cpu.max", Err("No such file or directory"));
+        assert_eq!(said(&mut k, vec![down()]), [false], "the first failure");
+        assert_eq!(said(&mut k, vec![down()]), [true], "the same, a pass later");
+        assert_eq!(said(&mut k, vec![down()]), [true]);
+        let other = fix("cpu.max", Err("Permission denied"));
+        assert_eq!(said(&mut k, vec![other]), [false], "another error");
+        // A pass where it went through (or the job ended): forgotten.
+        assert_eq!(said(&mut k, vec![fix("cpu.max", Ok(()))]), [false]);
+        assert_eq!(said(&mut k, vec![down()]), [false], "failing again is news");
+        assert_eq!(said(&mut k, vec![]), Vec::<bool>::new());
+        assert_eq!(said(&mut k, vec![down()]), [false]);
     }
 }

@@ -223,6 +223,7 @@ impl ScanThread {
             pools.extend(self.limits.pools(placer, settings, removed, warnings));
         }
         r.limits.extend(pools);
+        self.limits.mark_repeats(&mut r.limits);
     }
 
     /// Governed processes: still alive, still in their cgroup?

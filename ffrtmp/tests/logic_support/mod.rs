@@ -293,6 +293,8 @@ impl CgroupBackend for FakeBackend {
 pub struct FakeBus {
     units: Arc<Mutex<BTreeMap<String, UnitLimits>>>,
     writes: Arc<Mutex<Vec<(String, UnitLimits)>>>,
+    /// systemd's bus refuses every write (and counts them) while set.
+    down: Arc<Mutex<Option<u32>>>,
 }
 
 impl FakeBus {
@@ -313,6 +315,17 @@ impl FakeBus {
     pub fn set(&self, name: &str, l: UnitLimits) {
         self.units.lock().unwrap().insert(name.into(), l);
     }
+    /// The bus refuses writes (`true`) or takes them again; how many it refused.
+    pub fn down(&self, down: bool) -> u32 {
+        let mut d = self.down.lock().unwrap();
+        let refused = d.unwrap_or(0);
+        *d = down.then_some(refused);
+        refused
+    }
+    /// How many writes the bus refused since it went down.
+    pub fn refused(&self) -> u32 {
+        self.down.lock().unwrap().unwrap_or(0)
+    }
 }
 
 /// A unit with none of the four properties set.
@@ -328,6 +341,10 @@ impl UnitBus for FakeBus {
         Ok(self.unit(unit))
     }
     fn write(&self, unit: &str, props: &[(&'static str, u64)]) -> Result<(), String> {
+        if let Some(n) = self.down.lock().unwrap().as_mut() {
+            *n += 1;
+            return Err("org.freedesktop.DBus.Error.NoReply: no reply".into());
+        }
         let l = self.unit(unit).with(props);
         self.units.lock().unwrap().insert(unit.into(), l);
         self.writes.lock().unwrap().push((unit.into(), l));

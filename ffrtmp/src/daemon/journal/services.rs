@@ -31,6 +31,9 @@ pub(super) struct UnitBook {
     limiting: std::collections::BTreeSet<String>,
     /// A dry run: no service is limited or put back (the state file may be a live daemon's).
     dry_run: bool,
+    /// Services whose limit failed, with the error said and the attempts since: each scan
+    /// tries again; the failure is logged and counted once, and again only if it changes.
+    failing: std::collections::BTreeMap<String, (String, u64)>,
 }
 
 impl Journal {
@@ -106,12 +109,11 @@ impl Journal {
         self.units.limiting.remove(&unit);
         let (before, now) = match result {
             Ok(v) => v,
-            Err(e) => {
-                error!("Cannot put limits on service {unit}: {e}; its targets run without ffrtmp's limits (with services: move they would be moved out of it instead)");
-                self.tally.placement("failed");
-                return self.placement_health(false);
-            }
+            Err(e) => return self.unit_failed(unit, e),
         };
+        if let Some((_, n)) = self.units.failing.remove(&unit) {
+            info!("Service {unit} is limited after {n} failed attempt(s)");
+        }
         // The values from before the first job: a later limit (a reload) keeps them.
         let before = *self.stored.units.entry(unit.clone()).or_insert(before);
         let was = self.of_unit(&unit).find_map(|r| r.limits.clone());
@@ -138,11 +140,33 @@ impl Journal {
         self.mark_dirty();
     }
 
+    /// A service could not be limited: said and counted the first time (and when the error
+    /// changes), at debug level at each scan's retry after. Each failed attempt counts
+    /// towards health (a bus that stays down makes the daemon unhealthy).
+    fn unit_failed(&mut self, unit: String, e: String) {
+        self.placement_health(false);
+        match self.units.failing.get_mut(&unit) {
+            Some((said, n)) if *said == e => {
+                *n += 1;
+                debug!("Still cannot put limits on service {unit} (attempt {n}): {e}");
+            }
+            _ => {
+                error!("Cannot put limits on service {unit}: {e}; its targets run without ffrtmp's limits (with services: move they would be moved out of it instead); tried again at each scan");
+                let n = self.units.failing.get(&unit).map_or(0, |(_, n)| *n);
+                if n == 0 {
+                    self.tally.placement("failed");
+                }
+                self.units.failing.insert(unit, (e, n + 1));
+            }
+        }
+    }
+
     /// The last target of a service ended: its values from before go back.
     pub(super) fn restore_unit(&mut self, unit: &str, fx: &mut Effects) {
         if self.of_unit(unit).next().is_some() || self.units.dry_run {
             return;
         }
+        self.units.failing.remove(unit);
         if let Some(before) = self.stored.units.get(unit) {
             fx.push(Effect::Chore(Chore::RestoreUnit {
                 unit: unit.to_string(),
