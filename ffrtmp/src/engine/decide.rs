@@ -282,10 +282,11 @@ impl Engine {
         origin: Origin,
         cgroups: Vec<crate::process::CgroupLine>,
     ) {
-        if !self.rules.dry_run {
-            if let Some(unit) = self.service_for(target, &cgroups) {
-                return self.govern_in_service(pinned, target, unit, origin);
+        if let Some(unit) = self.service_for(target, &cgroups) {
+            if self.rules.dry_run {
+                return self.dry_run_in_service(pinned, target, unit, origin);
             }
+            return self.govern_in_service(pinned, target, unit, origin);
         }
         // Where a held exec came from: it goes back there if its exec fails.
         let undo = super::place::Undo::of(origin.gated.as_ref(), cgroups);

@@ -142,5 +142,7 @@ pub enum Outcome {
         command: String,
         cgroup: String,
         limits: Limits,
+        /// Left in its systemd service (`cgroup`, the unit's), the unit limited.
+        in_service: bool,
     },
 }

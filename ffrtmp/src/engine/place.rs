@@ -132,6 +132,7 @@ impl Engine {
             job_id: spec.job_id,
             command: spec.command,
             limits: spec.limits,
+            in_service: false,
         });
     }
 

@@ -5,6 +5,7 @@
 use super::messages::InService;
 use super::{Engine, Origin, Outcome};
 use crate::config::{Services, Target};
+use crate::job::JobId;
 use crate::matcher::services::{service_of, ServiceUnit};
 use crate::process::{CgroupLine, Pinned};
 
@@ -44,5 +45,28 @@ impl Engine {
             exe,
             source,
         })));
+    }
+
+    /// `--dry-run`: what `govern_in_service` would do, said; the target runs on.
+    pub(super) fn dry_run_in_service(
+        &mut self,
+        pinned: Pinned,
+        target: &Target,
+        unit: ServiceUnit,
+        origin: Origin,
+    ) {
+        drop(origin);
+        // A unit's name is a plain name (systemd allows no '/' in it).
+        let Ok(job_id) = JobId::named(&unit.name) else {
+            return;
+        };
+        self.emit(Outcome::DryRun {
+            pid: pinned.id.pid,
+            job_id,
+            command: target.name.clone(),
+            cgroup: unit.cgroup,
+            limits: target.limits.clone(),
+            in_service: true,
+        });
     }
 }

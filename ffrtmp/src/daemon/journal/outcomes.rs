@@ -337,9 +337,14 @@ fn log_dry_run(o: Outcome) {
         command,
         cgroup,
         limits,
+        in_service,
     } = o
     {
         info!(pid, job = %job_id, command = %command, "Attaching to PID {pid} ({command}) as job {job_id}");
-        info!(pid, job = %job_id, "dry-run: would place PID {pid} into {cgroup} with {limits}");
+        if in_service {
+            info!(pid, job = %job_id, "dry-run: would leave PID {pid} in its service ({cgroup}) and limit the unit {job_id} with {limits} (services: limit_unit)");
+        } else {
+            info!(pid, job = %job_id, "dry-run: would place PID {pid} into {cgroup} with {limits}");
+        }
     }
 }
