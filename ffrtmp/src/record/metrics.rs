@@ -6,7 +6,7 @@
 //! Per-job series come and go with jobs: `job_metrics` (docs/fleet.md) chooses one series
 //! per job and family (`per_job`), sums per command (`per_command`), or none (`off`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::health::{Health, HealthStatus};
 use super::jobs::{add, JobsView};
@@ -357,6 +357,13 @@ fn cgroup(j: &ProcessRecord) -> std::sync::Arc<str> {
     j.cgroup.clone().unwrap_or_else(|| "".into())
 }
 
+/// A job is a cgroup: the targets of one systemd service (`services: limit_unit`) are one
+/// job, shown and summed once (the lowest live PID's record). `true` the first time a
+/// record's cgroup is seen; a record without one is a job of its own.
+fn first_in_cgroup(seen: &mut BTreeSet<std::sync::Arc<str>>, j: &ProcessRecord) -> bool {
+    j.cgroup.as_ref().is_none_or(|c| seen.insert(c.clone()))
+}
+
 /// One series per job and family: the live ones, those ending, those ended a while ago.
 fn per_job(jobs: &JobsView, usage: &dyn Fn(&str) -> Usage) -> JobSeries {
     let mut s = JobSeries::default();
@@ -368,7 +375,8 @@ fn per_job(jobs: &JobsView, usage: &dyn Fn(&str) -> Usage) -> JobSeries {
             j.pid
         )
     };
-    for j in jobs.live.iter().chain(&jobs.ending) {
+    let mut seen = BTreeSet::new();
+    for j in (jobs.live.iter().chain(&jobs.ending)).filter(|j| first_in_cgroup(&mut seen, j)) {
         push_job(&mut s, &labels(j), &usage(&cgroup(j)), j.limits.as_ref());
     }
     for e in &jobs.ended {
@@ -390,17 +398,16 @@ fn per_command(jobs: &JobsView, usage: &dyn Fn(&str) -> Usage) -> JobSeries {
         add(&mut e.usage.cpu_usec, u.cpu_usec);
         add(&mut e.usage.oom_kills, u.oom_kills);
     }
-    for j in &jobs.live {
+    let mut seen = BTreeSet::new();
+    let mut once = |j: &&ProcessRecord| first_in_cgroup(&mut seen, j);
+    let live: Vec<&ProcessRecord> = jobs.live.iter().filter(&mut once).collect();
+    let ending: Vec<&ProcessRecord> = jobs.ending.iter().filter(&mut once).collect();
+    for j in &live {
         by.entry(&j.command)
             .or_default()
             .add_limits(&j.limits.clone().unwrap_or_default());
     }
-    for (j, live) in jobs
-        .live
-        .iter()
-        .map(|j| (j, true))
-        .chain(jobs.ending.iter().map(|j| (j, false)))
-    {
+    for (j, live) in (live.iter().map(|j| (j, true))).chain(ending.iter().map(|j| (j, false))) {
         let u = usage(&cgroup(j));
         let e = by.entry(&j.command).or_default();
         add(&mut e.usage.cpu_usec, u.cpu_usec);
@@ -640,5 +647,35 @@ mod tests {
         let text = render(&t, &b, &usage);
         assert!(!text.contains("ffrtmp_job_"), "{text}");
         assert!(text.contains("ffrtmp_governed_processes 2"));
+    }
+
+    #[test]
+    fn per_command_counts_a_service_with_two_targets_once() {
+        let (mut t, _) = snapshot();
+        t.job_metrics = JobMetrics::PerCommand;
+        let unit = |pid| ProcessRecord {
+            job_id: "stream@a.service".into(),
+            cgroup: Some("/ffrtmp/auto-ffmpeg-unit".into()),
+            ..record(pid, "ff\"mpeg")
+        };
+        t.jobs.live = vec![unit(50), unit(51)];
+        let text = render(&t, &BuildInfo::default(), &usage);
+        assert_eq!(text.matches("stream@a.service").count(), 0, "{text}");
+        for one in [
+            "ffrtmp_jobs{command=\"ff\\\"mpeg\"} 1",
+            "ffrtmp_job_cpu_seconds_total{command=\"ff\\\"mpeg\"} 1.5",
+            "ffrtmp_job_memory_bytes{command=\"ff\\\"mpeg\"} 4096",
+            "ffrtmp_job_memory_limit_bytes{command=\"ff\\\"mpeg\"} 67108864",
+        ] {
+            assert!(text.contains(one), "missing {one}:\n{text}");
+        }
+        t.job_metrics = JobMetrics::PerJob;
+        let text = render(&t, &BuildInfo::default(), &usage);
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("ffrtmp_job_cpu_seconds_total{"));
+        let series: Vec<&str> = series.collect();
+        assert_eq!(series.len(), 1, "{series:?}");
+        assert!(series[0].contains("pid=\"50\""), "{series:?}");
     }
 }
