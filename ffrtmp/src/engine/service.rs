@@ -56,12 +56,16 @@ impl Engine {
         origin: Origin,
     ) {
         drop(origin);
+        let pid = pinned.id.pid;
         // A unit's name is a plain name (systemd allows no '/' in it).
-        let Ok(job_id) = JobId::named(&unit.name) else {
-            return;
-        };
+        let job_id = JobId::named(&unit.name).unwrap_or_else(|_| JobId::new(&target.name, pid));
+        self.emit(Outcome::Discovered {
+            pid,
+            job_id: job_id.clone(),
+            command: target.name.clone(),
+        });
         self.emit(Outcome::DryRun {
-            pid: pinned.id.pid,
+            pid,
             job_id,
             command: target.name.clone(),
             cgroup: unit.cgroup,

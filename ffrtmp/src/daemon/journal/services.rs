@@ -32,7 +32,7 @@ pub(super) struct UnitBook {
     /// A dry run: no service is limited or put back (the state file may be a live daemon's).
     dry_run: bool,
     /// Services whose limit failed, with the error said and the attempts since: each scan
-    /// tries again; the failure is logged and counted once, and again only if it changes.
+    /// tries again; the failure is logged once, and again only if its error changes.
     failing: std::collections::BTreeMap<String, (String, u64)>,
 }
 
@@ -140,10 +140,12 @@ impl Journal {
         self.mark_dirty();
     }
 
-    /// A service could not be limited: said and counted the first time (and when the error
-    /// changes), at debug level at each scan's retry after. Each failed attempt counts
-    /// towards health (a bus that stays down makes the daemon unhealthy).
+    /// A service could not be limited: said the first time (and when the error changes), at
+    /// debug level at each scan's retry after. Each failed attempt is counted as a failed
+    /// placement and towards health, so an alert on failures keeps firing while the unit
+    /// runs without ffrtmp's limits.
     fn unit_failed(&mut self, unit: String, e: String) {
+        self.tally.placement("failed");
         self.placement_health(false);
         match self.units.failing.get_mut(&unit) {
             Some((said, n)) if *said == e => {
@@ -153,11 +155,12 @@ impl Journal {
             _ => {
                 error!("Cannot put limits on service {unit}: {e}; its targets run without ffrtmp's limits (with services: move they would be moved out of it instead); tried again at each scan");
                 let n = self.units.failing.get(&unit).map_or(0, |(_, n)| *n);
-                if n == 0 {
-                    self.tally.placement("failed");
-                }
-                self.units.failing.insert(unit, (e, n + 1));
+                self.units.failing.insert(unit.clone(), (e, n + 1));
             }
+        }
+        // Its targets ended while the chore was out: nothing to try again, nothing to keep.
+        if self.of_unit(&unit).next().is_none() {
+            self.units.failing.remove(&unit);
         }
     }
 
