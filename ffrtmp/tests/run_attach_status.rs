@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -184,6 +185,42 @@ fn attach_places_and_returns_and_wait_cleans_up() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no running process with PID 999999999"));
+}
+
+#[test]
+fn run_and_attach_refuse_a_job_id_that_names_a_pool() {
+    require!(Root);
+    let mut root = TestRoot::new();
+    let pool = root.job("live");
+    root.backend.create(&pool).unwrap();
+    root.backend
+        .create(&format!("{pool}/auto-ffmpeg-1"))
+        .unwrap();
+    let before = root.backend.read_limits(&pool);
+    let refused = |out: std::process::Output, what: &str| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+        assert!(
+            err.contains("holds other cgroups (auto-ffmpeg-1)") && err.contains("--job-id"),
+            "{what}: {err}"
+        );
+    };
+    let ran = run_cmd(&root, "live", &["/bin/true"]).output().unwrap();
+    refused(ran, "run");
+    let dir = tempfile::tempdir().unwrap();
+    let pid = root.own(spawn_in(Path::new("/bin/sleep"), &["60"], dir.path()));
+    let attached = ffrtmp_cmd()
+        .args(["attach", "--pid", &pid.to_string(), "--cpu-quota", "25"])
+        .args(["--cgroup-root", &root.path, "--job-id", "live"])
+        .output()
+        .unwrap();
+    refused(attached, "attach");
+    assert!(!root.is_in(pid, &pool), "attached into the pool");
+    assert_eq!(
+        root.backend.read_limits(&pool),
+        before,
+        "the pool's limits were written"
+    );
 }
 
 #[test]

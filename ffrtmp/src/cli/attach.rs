@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use super::{fail, AttachArgs, EXIT_FAILURE};
+use super::{fail, AttachArgs, EXIT_CONFIG, EXIT_FAILURE};
 use crate::placer::{detect, Class, JobSpec, Placer};
 use crate::process::ProcFs;
 
@@ -34,6 +34,9 @@ pub fn main(a: AttachArgs) -> ExitCode {
         Err(e) => return fail(EXIT_FAILURE, e),
     };
     let placer = Placer::new(backend, root, proc);
+    if let Err(e) = placer.named_job_cgroup(&job_id) {
+        return fail(EXIT_CONFIG, e);
+    }
     placer.prepare_root();
     super::register_root(placer.root());
     let spec = JobSpec {

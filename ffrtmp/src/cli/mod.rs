@@ -132,7 +132,8 @@ impl LimitArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub limits: LimitArgs,
-    /// Job id (default run-<pid of ffrtmp run>).
+    /// Job id (default run-<pid of ffrtmp run>): the job cgroup's name under the root. A
+    /// name whose cgroup holds other cgroups (a pool) is refused.
     #[arg(long, value_name = "ID")]
     pub job_id: Option<String>,
     /// Cgroup root the job cgroup is created under. `auto`: the root the watch daemon
@@ -151,7 +152,8 @@ pub struct AttachArgs {
     pub pid: u32,
     #[command(flatten)]
     pub limits: LimitArgs,
-    /// Job id (default attach-<pid>).
+    /// Job id (default attach-<pid>): the job cgroup's name under the root. A name whose
+    /// cgroup holds other cgroups (a pool) is refused.
     #[arg(long, value_name = "ID")]
     pub job_id: Option<String>,
     /// Wait for the process to exit, then remove its cgroup.

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::{fail, RunArgs, EXIT_FAILURE};
+use super::{fail, RunArgs, EXIT_CONFIG, EXIT_FAILURE};
 use crate::placer::limits::needed_controllers;
 use crate::placer::{detect, Placer};
 use crate::process::ProcFs;
@@ -37,7 +37,10 @@ pub fn main(a: RunArgs) -> ExitCode {
             );
         }
     }
-    let cgroup = placer.cgroup_of(job_id.as_str());
+    let cgroup = match placer.named_job_cgroup(&job_id) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
     let procs: Vec<CString> = match placer.prepare_job(&cgroup, &limits) {
         Ok(files) => files
             .into_iter()

@@ -42,6 +42,22 @@ impl Placer {
         Ok(self.backend.enforce_limits(&cgroup, &pool.limits))
     }
 
+    /// The cgroup of a job named on the command line (`ffrtmp run`/`attach --job-id`),
+    /// unless that name's cgroup holds other cgroups: a pool of the daemon's (or another
+    /// tool's subtree), whose limits would become the job's, and which on cgroup v2 could
+    /// not hold the process anyway.
+    pub fn named_job_cgroup(&self, job_id: &JobId) -> Result<String, String> {
+        let cgroup = self.cgroup_of(job_id.as_str());
+        match self.backend.children(&cgroup) {
+            Ok(c) if !c.is_empty() => Err(format!(
+                "--job-id {job_id}: {cgroup} holds other cgroups ({}), so it is a pool of the daemon's or another tool's, not a job; choose another --job-id",
+                c.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+                    + if c.len() > 3 { ", …" } else { "" }
+            )),
+            _ => Ok(cgroup),
+        }
+    }
+
     /// The root's children that are neither jobs nor spares: pools, and whatever else
     /// another tool made there.
     pub fn pool_dirs(&self) -> std::io::Result<Vec<String>> {
