@@ -188,3 +188,29 @@ fn a_pool_no_longer_configured_is_removed_once_empty() {
         h.backend.cgroups()
     );
 }
+
+#[test]
+fn a_pool_whose_limit_cannot_be_written_is_shown_and_its_failure_counted_each_pass() {
+    let h = Harness::new();
+    h.backend.behave(|b| b.refused_file = Some("pids.max"));
+    let h = h.start(Start {
+        yaml: &POOLED.replace(
+            "      cpu_quota: 100\n",
+            "      cpu_quota: 100\n      pids_max: 64\n",
+        ),
+        ..Default::default()
+    });
+    // Shown in the state file (status, /metrics), though not all its limits are in force.
+    assert!(
+        wait_until(T, || h.state()["pools"]["live"]["cgroup"] == "/ffrtmp/live"),
+        "{}",
+        h.state()["pools"]
+    );
+    assert_eq!(
+        h.backend.file("/ffrtmp/live", "cpu.max").as_deref(),
+        Some("100000 100000")
+    );
+    // Tried again, and counted, at each pass.
+    let failures = |h: &Harness| h.with_snapshot(|t| t.tally.get(Count::LimitFailures));
+    assert!(wait_until(Duration::from_secs(10), || failures(&h) >= 3));
+}

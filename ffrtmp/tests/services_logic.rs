@@ -185,6 +185,42 @@ fn a_bus_that_fails_is_counted_at_each_attempt_and_the_unit_is_limited_when_it_i
 }
 
 #[test]
+fn a_limit_whose_reply_was_lost_is_put_back_to_the_values_from_before() {
+    let h = Harness::new().start(Start {
+        yaml: &limited("reconcile_interval: 1s\n"),
+        ..Default::default()
+    });
+    let own = ffrtmp::placer::UnitLimits {
+        tasks_max: 4915,
+        ..NONE
+    };
+    h.bus.set(UNIT, own);
+    // The write goes through, its reply is lost (a timeout): the values read before it are
+    // the unit's own, not what the next attempt reads.
+    h.bus.down(true);
+    h.bus.apply_refused(true);
+    let mut p = h.spawn("ffmpeg", IN_UNIT, 0);
+    h.send(h.notice(&p));
+    assert!(wait_until(T, || h.bus.refused() >= 1));
+    assert_eq!(h.bus.unit(UNIT).cpu_quota_per_sec_usec, 500_000);
+    h.bus.down(false);
+    let pid = p.pid.to_string();
+    assert!(
+        wait_until(Duration::from_secs(10), || h.state()["processes"][&pid]
+            ["limits"]["cpu_quota"]
+            == 50),
+        "not limited again once the bus answered"
+    );
+    h.backend.exited(p.pid);
+    p.kill();
+    assert!(
+        wait_until(T, || h.bus.unit(UNIT) == own),
+        "not put back to the unit's own values: {:?}",
+        h.bus.writes()
+    );
+}
+
+#[test]
 fn move_mode_sessions_and_unlisted_slices_are_placed_as_before() {
     let h = Harness::new().start(Start {
         yaml: &limited(

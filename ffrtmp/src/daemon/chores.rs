@@ -63,7 +63,7 @@ pub enum ChoreDone {
     UnitLimited {
         unit: String,
         limits: Limits,
-        result: Result<(UnitLimits, UnitLimits), String>,
+        result: crate::placer::unit::UnitLimited,
     },
     UnitRestored {
         unit: String,
@@ -208,7 +208,7 @@ fn run_batch(placer: &Placer, dry_run: bool, batch: Vec<Chore>) -> Vec<ChoreDone
                     unit.map(|(unit, limits)| ChoreDone::UnitLimited {
                         unit,
                         limits,
-                        result: Err("the chore panicked".into()),
+                        result: Err((None, "the chore panicked".into())),
                     })
                 })
         })

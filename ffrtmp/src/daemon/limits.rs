@@ -51,6 +51,8 @@ pub struct LimitFix {
     pub writes: Vec<(String, Result<(), String>)>,
     /// The failed files whose write failed the same way at the pass before: said then.
     pub said_before: BTreeSet<String>,
+    /// The same change was not all in force at the pass before either: its line was said.
+    pub again: bool,
 }
 
 impl LimitFix {
@@ -65,6 +67,7 @@ impl LimitFix {
             to,
             writes,
             said_before: BTreeSet::new(),
+            again: false,
         }
     }
 
@@ -106,6 +109,7 @@ impl LimitFix {
             .map(|(l, _)| l.as_str())
             .collect();
         match &self.from {
+            _ if self.again => debug!("Limits of {what} still not all in force: {}", self.to),
             Some(from) if from == &self.to || changes(from, &self.to).is_empty() => {
                 if !done.is_empty() {
                     warn!(
@@ -149,8 +153,11 @@ impl LimitsKeeper {
     pub fn jobs(&self, placer: &Placer, s: &Settings, governed: &[Governed]) -> Vec<LimitFix> {
         let mut fixes = Vec::new();
         for g in governed.iter().filter(|g| !g.in_service) {
+            // Capped (v1) by the pool its cgroup is in, not the one a reload may have given
+            // its command since.
+            let pool = (placer.pool_of(&g.cgroup)).and_then(|p| s.pools.get(p).map(|p| &**p));
             let want = match s.target(&g.command) {
-                Some(t) => placer.limits_in(&t.limits, t.pool.as_deref()),
+                Some(t) => placer.limits_in(&t.limits, pool),
                 // No longer a target: it keeps the limits in force until it exits.
                 None => match &g.limits {
                     Some(l) => l.clone(),
@@ -240,6 +247,11 @@ impl LimitsKeeper {
         let mut now = BTreeMap::new();
         for fix in fixes.iter_mut() {
             let what = fix.what();
+            if !fix.in_force() {
+                let change = format!("{:?} → {}", fix.from, fix.to);
+                fix.again = self.failing.get(&what) == Some(&change);
+                now.insert(what.clone(), change);
+            }
             let mut said = BTreeSet::new();
             for (file, e) in fix.failures() {
                 let key = format!("{what} {file}");
@@ -275,6 +287,7 @@ mod tests {
             to: Limits::default(),
             writes: vec![(format!("{file}=1"), result.map_err(str::to_string))],
             said_before: BTreeSet::new(),
+            again: false,
         }
     }
 
@@ -300,5 +313,23 @@ mod tests {
         assert_eq!(said(&mut k, vec![down()]), [false], "failing again is news");
         assert_eq!(said(&mut k, vec![]), Vec::<bool>::new());
         assert_eq!(said(&mut k, vec![down()]), [false]);
+    }
+
+    #[test]
+    fn a_change_not_all_in_force_is_said_once() {
+        let mut k = LimitsKeeper::default();
+        let pass = |k: &mut LimitsKeeper, f: LimitFix| {
+            let mut v = vec![f];
+            k.mark_repeats(&mut v);
+            v[0].again
+        };
+        let failing = || fix("pids.max", Err("No such file or directory"));
+        assert!(!pass(&mut k, failing()), "the first pass says the change");
+        assert!(pass(&mut k, failing()), "the next ones do not");
+        let mut other = failing();
+        other.to.cpu_quota = Some(50);
+        assert!(!pass(&mut k, other), "another change (a reload) is said");
+        assert!(!pass(&mut k, fix("pids.max", Ok(()))), "in force");
+        assert!(!pass(&mut k, failing()), "failing again is news");
     }
 }

@@ -329,6 +329,12 @@ impl RecordLoop {
         }
         let spares = stopping.await.unwrap_or_default();
         chores.stop().await;
+        // What the last chores did is written down (a service's values read before its
+        // limit must reach the state file, to be put back).
+        while let Ok(done) = inbox.chores.try_recv() {
+            done.into_iter()
+                .for_each(|d| journal.chore_done(d, &mut moot));
+        }
         let _ = tokio::task::spawn_blocking(move || scanner.stop()).await;
         if let Some(s) = sweeper {
             s.stop().await;

@@ -203,6 +203,10 @@ impl UnitBus for SystemdBus {
     }
 }
 
+/// A service's limit: its values from before and now, or why not (with its values from
+/// before, when they were read).
+pub type UnitLimited = Result<(UnitLimits, UnitLimits), (Option<UnitLimits>, String)>;
+
 impl super::Placer {
     /// Talk to this systemd instead of the system bus's (tests).
     pub fn with_units(mut self, units: Box<dyn UnitBus>) -> Self {
@@ -214,17 +218,18 @@ impl super::Placer {
     /// `before` (its values from before its first job, if known) defaults to them. A limit
     /// the target does not set keeps the value from before (the operator's own, or
     /// systemd's default). Only properties that differ are set. The values from before, and
-    /// those it has now.
+    /// those it has now; when the write fails, the values from before all the same (a call
+    /// that timed out may have gone through: they must still be put back).
     pub fn limit_unit(
         &self,
         name: &str,
         limits: &Limits,
         before: Option<UnitLimits>,
-    ) -> Result<(UnitLimits, UnitLimits), String> {
-        let current = self.units.read(name)?;
+    ) -> UnitLimited {
+        let current = self.units.read(name).map_err(|e| (before, e))?;
         let before = before.unwrap_or(current);
         let now = UnitLimits::from_limits(limits).or(&before);
-        self.units.write(name, &now.changes_from(&current))?;
+        (self.units.write(name, &now.changes_from(&current))).map_err(|e| (Some(before), e))?;
         Ok((before, now))
     }
 

@@ -52,6 +52,8 @@ pub struct Behaviour {
     pub eagain_moves: u32,
     /// Every move takes this long.
     pub move_delay: Duration,
+    /// Writes of this limit file fail (ENOENT: its controller is not enabled there).
+    pub refused_file: Option<&'static str>,
 }
 
 #[derive(Debug, Default)]
@@ -173,11 +175,16 @@ impl CgroupBackend for FakeBackend {
         writes: Vec<LimitWrite>,
     ) -> Vec<(String, Result<(), PlaceError>)> {
         let mut i = self.inner.lock().unwrap();
+        let refused = i.behaviour.refused_file;
         let cg = i.cgroups.entry(cgroup.to_string()).or_default();
         writes
             .into_iter()
             .map(|w| {
                 let label = format!("{}={}", w.file, w.value);
+                if refused == Some(w.file) {
+                    let e = std::io::Error::from_raw_os_error(libc::ENOENT);
+                    return (label, Err(PlaceError::io(Step::WriteLimit, cgroup, &e)));
+                }
                 cg.limits.push(label.clone());
                 cg.files.insert(w.file, w.value);
                 (label, Ok(()))
@@ -295,6 +302,8 @@ pub struct FakeBus {
     writes: Arc<Mutex<Vec<(String, UnitLimits)>>>,
     /// systemd's bus refuses every write (and counts them) while set.
     down: Arc<Mutex<Option<u32>>>,
+    /// A refused write went through all the same (its reply lost to a timeout).
+    applied_anyway: Arc<Mutex<bool>>,
 }
 
 impl FakeBus {
@@ -322,6 +331,10 @@ impl FakeBus {
         *d = down.then_some(refused);
         refused
     }
+    /// Refused writes go through all the same (`down` must be set too).
+    pub fn apply_refused(&self, on: bool) {
+        *self.applied_anyway.lock().unwrap() = on;
+    }
     /// How many writes the bus refused since it went down.
     pub fn refused(&self) -> u32 {
         self.down.lock().unwrap().unwrap_or(0)
@@ -341,11 +354,14 @@ impl UnitBus for FakeBus {
         Ok(self.unit(unit))
     }
     fn write(&self, unit: &str, props: &[(&'static str, u64)]) -> Result<(), String> {
+        let l = self.unit(unit).with(props);
         if let Some(n) = self.down.lock().unwrap().as_mut() {
             *n += 1;
+            if *self.applied_anyway.lock().unwrap() {
+                self.units.lock().unwrap().insert(unit.into(), l);
+            }
             return Err("org.freedesktop.DBus.Error.NoReply: no reply".into());
         }
-        let l = self.unit(unit).with(props);
         self.units.lock().unwrap().insert(unit.into(), l);
         self.writes.lock().unwrap().push((unit.into(), l));
         Ok(())

@@ -1,6 +1,8 @@
 //! What the journal writes down when the scanner brought limits to the config: the log
 //! line, the tally, and a job's limits in force (its record, so the state file says them).
 
+use std::collections::btree_map::Entry;
+
 use tracing::info;
 
 use super::Journal;
@@ -24,6 +26,15 @@ impl Journal {
             self.tally.add(Count::DriftCorrections, 1);
         }
         if !fix.in_force() {
+            // A pool shown all the same (status, /metrics), with the limits it is meant to
+            // have; its failures are logged and counted.
+            if let Subject::Pool { name, cgroup } = fix.subject {
+                if let Entry::Vacant(e) = self.stored.pools.entry(name) {
+                    let limits = fix.to;
+                    e.insert(PoolRecord { cgroup, limits });
+                    self.mark_dirty();
+                }
+            }
             return;
         }
         match fix.subject {

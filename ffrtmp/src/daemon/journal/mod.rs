@@ -251,6 +251,7 @@ impl Journal {
             // The unit's cgroup is systemd's: nothing to remove, its values go back.
             self.jobs.ended(id.pid, None);
             self.restore_unit(&unit, fx);
+            self.republish = true;
             return self.mark_dirty();
         }
         fx.push(Effect::Chore(Chore::Remove {

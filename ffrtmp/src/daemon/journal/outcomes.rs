@@ -10,6 +10,7 @@ use super::{Effect, Effects, Journal};
 use crate::config::units::format_go_duration;
 use crate::daemon::chores::Chore;
 use crate::engine::{Outcome, Placed};
+use crate::process::{PidFd, ProcessId};
 use crate::record::state::ProcessRecord;
 use crate::record::tally::Count;
 use crate::sources::SourceEvent;
@@ -90,15 +91,7 @@ impl Journal {
                 pidfd,
                 record,
                 untracked,
-            } => {
-                log_readopted(id.pid, &record, untracked);
-                self.add_job(id, pidfd, record, fx);
-                // Its limits are brought to the config by a pass (one for all taken back).
-                fx.push(Effect::Scan {
-                    reason: "limits of jobs taken back",
-                    full: false,
-                });
-            }
+            } => self.readopted(id, pidfd, record, untracked, fx),
             Outcome::Dropped { pid, job_id, why } => {
                 info!(pid, "Dropping PID {pid} (job {job_id}): {why}");
             }
@@ -156,6 +149,29 @@ impl Journal {
             Outcome::SparesUsed(v) => fx.push(Effect::Chore(Chore::Refill(v))),
             dry @ Outcome::DryRun { .. } => log_dry_run(dry),
         }
+    }
+
+    fn readopted(
+        &mut self,
+        id: ProcessId,
+        pidfd: Option<PidFd>,
+        mut record: ProcessRecord,
+        untracked: bool,
+        fx: &mut Effects,
+    ) {
+        log_readopted(id.pid, &record, untracked);
+        // A service whose values from before are not kept (put back meanwhile): limited
+        // again, its values read afresh.
+        let unit = super::services::unit_of(&record);
+        if unit.is_some_and(|u| !self.stored.units.contains_key(u)) {
+            record.limits = None;
+        }
+        self.add_job(id, pidfd, record, fx);
+        // Its limits are brought to the config by a pass (one for all taken back).
+        fx.push(Effect::Scan {
+            reason: "limits of jobs taken back",
+            full: false,
+        });
     }
 
     fn placed(&mut self, p: Placed, fx: &mut Effects) {

@@ -29,6 +29,8 @@ pub(super) fn unit_of(r: &ProcessRecord) -> Option<&str> {
 pub(super) struct UnitBook {
     /// Services a limit chore is out for: one at a time per unit.
     limiting: std::collections::BTreeSet<String>,
+    /// Services a restore chore is out for: one at a time per unit.
+    restoring: std::collections::BTreeSet<String>,
     /// A dry run: no service is limited or put back (the state file may be a live daemon's).
     dry_run: bool,
     /// Services whose limit failed, with the error said and the attempts since: each scan
@@ -103,13 +105,20 @@ impl Journal {
         &mut self,
         unit: String,
         limits: Limits,
-        result: Result<(UnitLimits, UnitLimits), String>,
+        result: crate::placer::unit::UnitLimited,
         fx: &mut Effects,
     ) {
         self.units.limiting.remove(&unit);
         let (before, now) = match result {
             Ok(v) => v,
-            Err(e) => return self.unit_failed(unit, e),
+            Err((read, e)) => {
+                // Kept as its values from before: the write may have gone through.
+                if let Some(before) = read {
+                    self.stored.units.entry(unit.clone()).or_insert(before);
+                    self.mark_dirty();
+                }
+                return self.unit_failed(unit, e, fx);
+            }
         };
         if let Some((_, n)) = self.units.failing.remove(&unit) {
             info!("Service {unit} is limited after {n} failed attempt(s)");
@@ -144,7 +153,7 @@ impl Journal {
     /// debug level at each scan's retry after. Each failed attempt is counted as a failed
     /// placement and towards health, so an alert on failures keeps firing while the unit
     /// runs without ffrtmp's limits.
-    fn unit_failed(&mut self, unit: String, e: String) {
+    fn unit_failed(&mut self, unit: String, e: String, fx: &mut Effects) {
         self.tally.placement("failed");
         self.placement_health(false);
         match self.units.failing.get_mut(&unit) {
@@ -158,9 +167,11 @@ impl Journal {
                 self.units.failing.insert(unit.clone(), (e, n + 1));
             }
         }
-        // Its targets ended while the chore was out: nothing to try again, nothing to keep.
+        // Its targets ended while the chore was out: nothing to try again, nothing to keep;
+        // whatever the attempt may have set goes back.
         if self.of_unit(&unit).next().is_none() {
             self.units.failing.remove(&unit);
+            self.restore_unit(&unit, fx);
         }
     }
 
@@ -171,6 +182,9 @@ impl Journal {
         }
         self.units.failing.remove(unit);
         if let Some(before) = self.stored.units.get(unit) {
+            if !self.units.restoring.insert(unit.to_string()) {
+                return;
+            }
             fx.push(Effect::Chore(Chore::RestoreUnit {
                 unit: unit.to_string(),
                 before: *before,
@@ -184,6 +198,7 @@ impl Journal {
         before: UnitLimits,
         result: Result<(), String>,
     ) {
+        self.units.restoring.remove(&unit);
         match result {
             Ok(()) => info!("Service {unit}: its values from before the job are back ({})", before.describe()),
             Err(e) => warn!("Cannot put back the values of service {unit} from before its job ({}): {e}; ffrtmp's stay, as runtime properties, until the node reboots or `systemctl revert {unit}`", before.describe()),
