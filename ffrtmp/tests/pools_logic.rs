@@ -27,24 +27,26 @@ commands:
 reconcile_interval: 1s
 ";
 
-fn pooled_job(p: &logic_support::Proc) -> String {
-    format!("/ffrtmp/live/auto-ffmpeg-{}", p.pid)
-}
-
-#[test]
-fn a_pooled_job_is_made_in_its_pool_which_has_the_pool_limits() {
+/// A daemon with the pool `live`, and a target placed in it: its job cgroup.
+fn pooled() -> (Harness, logic_support::Proc, String) {
     let h = Harness::new().start(Start {
         yaml: POOLED,
         ..Default::default()
     });
     let p = h.spawn("ffmpeg", "/", 0);
     h.send(h.notice(&p));
-    let job = pooled_job(&p);
+    let job = format!("/ffrtmp/live/auto-ffmpeg-{}", p.pid);
     assert!(
         h.placed(&p, &job, T),
         "not placed in the pool: {}",
         p.cgroup()
     );
+    (h, p, job)
+}
+
+#[test]
+fn a_pooled_job_is_made_in_its_pool_which_has_the_pool_limits() {
+    let (h, p, job) = pooled();
     assert_eq!(
         h.backend.file("/ffrtmp/live", "cpu.max").as_deref(),
         Some("100000 100000"),
@@ -64,14 +66,7 @@ fn a_pooled_job_is_made_in_its_pool_which_has_the_pool_limits() {
 
 #[test]
 fn a_reload_reaches_running_jobs_and_pools_and_drift_goes_back_to_the_new_limits() {
-    let h = Harness::new().start(Start {
-        yaml: POOLED,
-        ..Default::default()
-    });
-    let p = h.spawn("ffmpeg", "/", 0);
-    h.send(h.notice(&p));
-    let job = pooled_job(&p);
-    assert!(h.placed(&p, &job, T));
+    let (h, p, job) = pooled();
     let lower = POOLED
         .replace("cpu_quota: 200\n  memory_limit: 64", "cpu_quota: 100")
         .replace("      cpu_quota: 100", "      cpu_quota: 50");
@@ -165,14 +160,7 @@ fn a_job_whose_command_is_no_longer_a_target_keeps_its_limits_until_it_exits() {
 
 #[test]
 fn a_pool_no_longer_configured_is_removed_once_empty() {
-    let h = Harness::new().start(Start {
-        yaml: POOLED,
-        ..Default::default()
-    });
-    let mut p = h.spawn("ffmpeg", "/", 0);
-    h.send(h.notice(&p));
-    let job = pooled_job(&p);
-    assert!(h.placed(&p, &job, T));
+    let (h, mut p, _) = pooled();
     let scans = h.with_snapshot(|t| t.tally.scans());
     h.reload("target_commands: [ffmpeg]\nreconcile_interval: 1s\n");
     assert!(h.scans_done(scans + 2));

@@ -96,18 +96,7 @@ pub fn v2_writes(l: &Limits, plan: Plan) -> Vec<LimitWrite> {
         let n = u64::from(weight);
         w.push(write(Controller::Cpu, "cpu.weight", n.to_string(), Some(n)));
     }
-    if l.memory_limit.is_some() || all {
-        let b = l.memory_limit.map(mib_to_bytes);
-        w.push(write(Controller::Memory, "memory.max", text(b), b));
-    }
-    if l.pids_max.is_some() || all {
-        w.push(write(
-            Controller::Pids,
-            "pids.max",
-            text(l.pids_max),
-            l.pids_max,
-        ));
-    }
+    memory_and_pids(l, all, "memory.max", &mut w);
     w
 }
 
@@ -144,24 +133,21 @@ pub fn v1_writes(l: &Limits, plan: Plan) -> Vec<LimitWrite> {
         let s = shares(weight);
         w.push(write(Controller::Cpu, "cpu.shares", s.to_string(), Some(s)));
     }
+    memory_and_pids(l, all, "memory.limit_in_bytes", &mut w);
+    w
+}
+
+/// The memory limit (in `memory_file`, the version's) and the pids limit, alike on both
+/// versions: written when set, or put back to `max` in a full plan.
+fn memory_and_pids(l: &Limits, all: bool, memory_file: &'static str, w: &mut Vec<LimitWrite>) {
     if l.memory_limit.is_some() || all {
         let b = l.memory_limit.map(mib_to_bytes);
-        w.push(write(
-            Controller::Memory,
-            "memory.limit_in_bytes",
-            text(b),
-            b,
-        ));
+        w.push(write(Controller::Memory, memory_file, text(b), b));
     }
     if l.pids_max.is_some() || all {
-        w.push(write(
-            Controller::Pids,
-            "pids.max",
-            text(l.pids_max),
-            l.pids_max,
-        ));
+        let p = l.pids_max;
+        w.push(write(Controller::Pids, "pids.max", text(p), p));
     }
-    w
 }
 
 /// The kernel's default `cpu_weight`.
