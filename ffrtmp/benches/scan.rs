@@ -9,7 +9,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ffrtmp::config::{Filters, Limits, Target};
+use ffrtmp::config::Target;
 use ffrtmp::process::ProcFs;
 use ffrtmp::sources::scan::Scanner;
 
@@ -46,11 +46,7 @@ fn main() {
 
     let targets = vec![Target {
         name: "ffmpeg".into(),
-        limits: Limits::default(),
-        filters: Filters::default(),
-        govern_containers: false,
-        pool: None,
-        services: Default::default(),
+        ..Target::default()
     }];
     let mut scanner = Scanner::new(ProcFs::system());
     let first = scanner.scan(&targets, &|_| false).expect("scan");

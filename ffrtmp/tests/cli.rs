@@ -13,14 +13,8 @@ use support::*;
 fn a_target_name_with_a_newline_is_a_config_error_naming_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.yaml");
-    std::fs::write(
-        &cfg,
-        "scan_interval: 10s\ntarget_commands:\n  - ffmpeg\n  - \"gst\\nlaunch\"\n",
-    )
-    .unwrap();
-    let out = ffrtmp_cmd()
-        .args(["config", "check", "--config"])
-        .arg(&cfg)
+    let yaml = "scan_interval: 10s\ntarget_commands:\n  - ffmpeg\n  - \"gst\\nlaunch\"\n";
+    let out = with_config(&cfg, yaml, &["config", "check"])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -37,17 +31,11 @@ fn a_target_name_with_a_newline_is_a_config_error_naming_the_line() {
 fn the_guide_env_file_over_the_guide_config_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "target_commands: [ffmpeg, gst-launch-1.0]\ncgroup_root: /ffrtmp-cli-test\nstate_path: {}\nmetrics_addr: \"\"\n",
-            dir.path().join("s.json").display()
-        ),
-    )
-    .unwrap();
-    let out = ffrtmp_cmd()
-        .args(["config", "check", "--config"])
-        .arg(&cfg)
+    let yaml = format!(
+        "target_commands: [ffmpeg, gst-launch-1.0]\ncgroup_root: /ffrtmp-cli-test\nstate_path: {}\nmetrics_addr: \"\"\n",
+        dir.path().join("s.json").display()
+    );
+    let out = with_config(&cfg, &yaml, &["config", "check"])
         .env("TARGET_COMMANDS", "ffmpeg")
         .output()
         .unwrap();

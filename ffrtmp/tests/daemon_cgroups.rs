@@ -542,14 +542,8 @@ fn sighup_reloads_and_a_bad_config_keeps_the_old_one() {
 fn a_bad_config_exits_2_with_the_error() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.yaml");
-    std::fs::write(
-        &cfg,
-        "scan_interval: 10s\ndefault_limits:\n  cpu_weight: 20000\n",
-    )
-    .unwrap();
-    let out = ffrtmp_cmd()
-        .args(["watch", "--fallback-scan", "--config"])
-        .arg(&cfg)
+    let yaml = "scan_interval: 10s\ndefault_limits:\n  cpu_weight: 20000\n";
+    let out = with_config(&cfg, yaml, &["watch", "--fallback-scan"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -417,17 +417,9 @@ fn ebpf_a_target_in_a_container_keeps_its_cgroup_and_limits() {
         bin.display()
     );
     let unshare = spawn(&mut root, Path::new("/bin/sh"), &["-c", &script]);
-    let mut pid = 0;
-    assert!(wait_until(Duration::from_secs(5), || {
-        pid = std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        pid != 0
-            && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
-    }));
+    let pid = first_child(unshare, |pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+    });
     let reason = format!("Skipping PID {pid} ({name}): it runs in a container");
     w.expect(
         Duration::from_secs(5),

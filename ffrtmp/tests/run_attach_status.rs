@@ -336,19 +336,7 @@ fn the_daemon_never_moves_a_job_of_ffrtmp_run_whatever_its_root() {
     };
     let mut other = spawn_run(&other_root.path, "job-other");
     let mut auto = spawn_run("auto", "job-auto");
-    let child_of = |run: &std::process::Child| -> u32 {
-        let mut pid = 0;
-        assert!(wait_until(SECS, || {
-            pid = std::fs::read_to_string(format!("/proc/{}/task/{0}/children", run.id()))
-                .unwrap_or_default()
-                .split_whitespace()
-                .next()
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0);
-            pid != 0
-        }));
-        pid
-    };
+    let child_of = |run: &std::process::Child| first_child(run.id(), |_| true);
     let (p_other, p_auto) = (child_of(&other), child_of(&auto));
     let cg_other = other_root.job("job-other");
     let cg_auto = daemon_root.job("job-auto");

@@ -43,7 +43,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::util::{cargo, ensure_tool, find_on_path, is_root, repo_root, run, show};
+use crate::util::{cargo, ensure_tool, find_on_path, is_root, repo_root, run, show, Options};
 
 const USAGE: &str = "usage: cargo xtask deb [--out DIR] [--version V] [--lintian] [--chroot-test]
 
@@ -101,31 +101,18 @@ pub fn deb(args: &[String]) -> Result<()> {
         lintian: false,
     };
     let mut with_chroot = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{name} needs a value\n\n{USAGE}"))
-        };
-        match a.as_str() {
-            "--out" => o.out = Some(value("--out")?.into()),
-            "--version" => o.version = Some(value("--version")?),
-            "--lintian" => o.lintian = true,
-            "--chroot-test" => with_chroot = true,
-            "-h" | "--help" => {
+    let mut args = Options::new(args, USAGE);
+    while let Some((name, inline)) = args.next_option() {
+        match (name, inline) {
+            ("--out", _) => o.out = Some(args.value(name, inline)?.into()),
+            ("--version", _) => o.version = Some(args.value(name, inline)?),
+            ("--lintian", None) => o.lintian = true,
+            ("--chroot-test", None) => with_chroot = true,
+            ("-h" | "--help", None) => {
                 print!("{USAGE}");
                 return Ok(());
             }
-            other => {
-                if let Some(v) = other.strip_prefix("--out=") {
-                    o.out = Some(v.into());
-                } else if let Some(v) = other.strip_prefix("--version=") {
-                    o.version = Some(v.to_string());
-                } else {
-                    bail!("unknown option {other:?}\n\n{USAGE}");
-                }
-            }
+            _ => return Err(args.unknown(name, inline)),
         }
     }
     let deb = build(&o)?;

@@ -106,3 +106,48 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
         .map(|d| Path::new(d).join(name))
         .find(|p| p.is_file())
 }
+
+/// A command line of `--name`, `--name value` and `--name=value` options.
+pub struct Options<'a> {
+    it: std::slice::Iter<'a, String>,
+    usage: &'static str,
+}
+
+impl<'a> Options<'a> {
+    pub fn new(args: &'a [String], usage: &'static str) -> Self {
+        Options {
+            it: args.iter(),
+            usage,
+        }
+    }
+
+    /// The next option's name and the value written after its `=`, if any.
+    pub fn next_option(&mut self) -> Option<(&'a str, Option<&'a str>)> {
+        let a = self.it.next()?.as_str();
+        Some(match a.split_once('=') {
+            Some((name, v)) if name.starts_with("--") => (name, Some(v)),
+            _ => (a, None),
+        })
+    }
+
+    /// The value of option `name`: after its `=`, else the next argument.
+    pub fn value(&mut self, name: &str, inline: Option<&str>) -> Result<String> {
+        match inline {
+            Some(v) => Ok(v.to_string()),
+            None => self
+                .it
+                .next()
+                .cloned()
+                .with_context(|| format!("{name} needs a value\n\n{}", self.usage)),
+        }
+    }
+
+    /// The error for an option this command does not take.
+    pub fn unknown(&self, name: &str, inline: Option<&str>) -> anyhow::Error {
+        let shown = match inline {
+            Some(v) => format!("{name}={v}"),
+            None => name.to_string(),
+        };
+        anyhow::anyhow!("unknown option {shown:?}\n\n{}", self.usage)
+    }
+}

@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::util::{cargo, is_root, repo_root, run, show};
+use crate::util::{cargo, is_root, repo_root, run, show, Options};
 
 const USAGE: &str = "usage: cargo xtask vm-test [--quick-only | --systemd-only] [--kernel SERIES]... [--distro SUITE]... [--capabilities]
 
@@ -87,32 +87,19 @@ fn parse(args: &[String]) -> Result<Option<Opts>> {
         kernels: Vec::new(),
         distros: Vec::new(),
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{name} needs a value\n\n{USAGE}"))
-        };
-        match a.as_str() {
-            "--quick-only" => o.systemd = false,
-            "--systemd-only" => o.quick = false,
-            "--capabilities" => o.capabilities = true,
-            "--kernel" => o.kernels.push(value("--kernel")?),
-            "--distro" => o.distros.push(value("--distro")?),
-            "-h" | "--help" => {
+    let mut args = Options::new(args, USAGE);
+    while let Some((name, inline)) = args.next_option() {
+        match (name, inline) {
+            ("--quick-only", None) => o.systemd = false,
+            ("--systemd-only", None) => o.quick = false,
+            ("--capabilities", None) => o.capabilities = true,
+            ("--kernel", _) => o.kernels.push(args.value(name, inline)?),
+            ("--distro", _) => o.distros.push(args.value(name, inline)?),
+            ("-h" | "--help", None) => {
                 print!("{USAGE}");
                 return Ok(None);
             }
-            other => {
-                if let Some(v) = other.strip_prefix("--kernel=") {
-                    o.kernels.push(v.to_string());
-                } else if let Some(v) = other.strip_prefix("--distro=") {
-                    o.distros.push(v.to_string());
-                } else {
-                    bail!("unknown option {other:?}\n\n{USAGE}");
-                }
-            }
+            _ => return Err(args.unknown(name, inline)),
         }
     }
     if !o.quick && !o.systemd {

@@ -1,16 +1,12 @@
 use super::*;
-use crate::config::{Filters, Limits, UserRef};
+use crate::config::{Filters, UserRef};
 use crate::process::{CgroupLine, ParentFacts, Stat};
 use std::path::PathBuf;
 
 fn target(name: &str) -> Target {
     Target {
         name: name.into(),
-        limits: Limits::default(),
-        filters: Filters::default(),
-        govern_containers: false,
-        pool: None,
-        services: Default::default(),
+        ..Target::default()
     }
 }
 
@@ -238,12 +234,8 @@ fn containers_are_left_to_their_manager_unless_asked() {
 
 fn with_filters(f: Filters) -> Vec<Target> {
     vec![Target {
-        name: "ffmpeg".into(),
-        limits: Limits::default(),
         filters: f,
-        govern_containers: false,
-        pool: None,
-        services: Default::default(),
+        ..target("ffmpeg")
     }]
 }
 

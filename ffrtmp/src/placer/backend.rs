@@ -154,10 +154,18 @@ pub trait CgroupBackend: Send + Sync {
         self.move_process(&home.path, pid)
             .map(|()| home.path.clone())
     }
-    /// Whether `/proc/PID/cgroup` lines place the process in `cgroup` (in every hierarchy used).
-    fn is_member(&self, cgroup: &str, lines: &[CgroupLine]) -> bool;
-    /// Where the process is instead, for messages.
-    fn location(&self, lines: &[CgroupLine]) -> String;
+    /// Whether `/proc/PID/cgroup` lines place the process in `cgroup` (in every hierarchy
+    /// used). By default the unified hierarchy's line (`0::`) alone.
+    fn is_member(&self, cgroup: &str, lines: &[CgroupLine]) -> bool {
+        lines.iter().any(|l| l.hierarchy == 0 && l.path == cgroup)
+    }
+    /// Where the process is instead, for messages. By default its unified hierarchy path.
+    fn location(&self, lines: &[CgroupLine]) -> String {
+        lines
+            .iter()
+            .find(|l| l.hierarchy == 0)
+            .map_or_else(|| "unknown".into(), |l| l.path.clone())
+    }
     /// Remove an empty cgroup (EBUSY while it has processes).
     fn remove(&self, cgroup: &str) -> io::Result<()>;
     /// PIDs in the cgroup.

@@ -5,7 +5,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::error::{PlaceError, Step};
+use super::error::{from_cgroups_rs, PlaceError, Step};
 
 /// Join a hierarchy path (`/a/b`) onto a mount point.
 pub fn dir_of(mount: &Path, cgroup: &str) -> PathBuf {
@@ -63,6 +63,32 @@ pub fn rmdir(dir: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// The end of one limit write through cgroups-rs: its error said with the file's path,
+/// then the value read back.
+pub fn written(
+    dir: &Path,
+    file: &str,
+    want: &str,
+    r: cgroups_rs::error::Result<()>,
+) -> Result<(), PlaceError> {
+    let path = dir.join(file);
+    let shown = path.display().to_string();
+    r.map_err(|e| from_cgroups_rs(Step::WriteLimit, &shown, &e))?;
+    verify(&path, want)
+}
+
+/// Move a whole process (`pid` is its tgid) into the cgroup at `dir`.
+pub fn move_tgid(dir: PathBuf, v2: bool, pid: u32) -> Result<(), PlaceError> {
+    use cgroups_rs::Controller as _;
+    // Any controller type writes cgroup.procs the same way; cpu is just a handle.
+    cgroups_rs::cpu::CpuController::new(dir.clone(), v2)
+        .add_task_by_tgid(&cgroups_rs::CgroupPid::from(u64::from(pid)))
+        .map_err(|e| {
+            let shown = dir.join("cgroup.procs").display().to_string();
+            from_cgroups_rs(Step::Move, &shown, &e)
+        })
 }
 
 /// Read back what was written to a limit file; a different value is a permanent error.

@@ -135,6 +135,15 @@ impl PlaceError {
     }
 }
 
+/// A cgroups-rs error at `step` on the file `shown`: its OS error classified when it
+/// keeps one, else permanent.
+pub fn from_cgroups_rs(step: Step, shown: &str, e: &cgroups_rs::error::Error) -> PlaceError {
+    match cgroups_rs_io(e) {
+        Some(io) => PlaceError::io(step, shown, io),
+        None => PlaceError::permanent(step, format!("{shown}: {e}")),
+    }
+}
+
 /// The io::Error inside a cgroups-rs error, if any (it keeps the OS error as its cause).
 pub fn cgroups_rs_io(e: &cgroups_rs::error::Error) -> Option<&io::Error> {
     std::error::Error::source(e)?.downcast_ref::<io::Error>()

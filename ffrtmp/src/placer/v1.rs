@@ -9,13 +9,14 @@ use cgroups_rs::cpu::CpuController;
 use cgroups_rs::hierarchies::V1;
 use cgroups_rs::memory::MemController;
 use cgroups_rs::pid::PidController;
-use cgroups_rs::{CgroupPid, Controller as _, Controllers};
+use cgroups_rs::Controllers;
 
 use super::backend::{CgroupBackend, CgroupMode, RootReport, Usage};
 use super::cgroupfs::{
-    dir_of, list_dirs, mkdir, read_keyed, read_procs, read_trimmed, read_u64, rmdir, verify,
+    dir_of, list_dirs, mkdir, move_tgid, read_keyed, read_procs, read_trimmed, read_u64, rmdir,
+    written,
 };
-use super::error::{cgroups_rs_io, PlaceError, Step};
+use super::error::{PlaceError, Step};
 use super::limits::{v1_writes, Controller, LimitWrite, Plan, CPU_PERIOD_US};
 use crate::config::Limits;
 use crate::process::CgroupLine;
@@ -98,29 +99,13 @@ impl V1Backend {
                     .set_pid_max(super::v2::max_value(w.number)),
                 other => unreachable!("no v1 setter for {other}"),
             };
-        let path = dir.join(w.file);
-        let shown = path.display().to_string();
-        r.map_err(|e| match cgroups_rs_io(&e) {
-            Some(io) => PlaceError::io(Step::WriteLimit, &shown, io),
-            None => PlaceError::permanent(Step::WriteLimit, format!("{shown}: {e}")),
-        })?;
-        verify(&path, &w.value)
+        written(&dir, w.file, &w.value, r)
     }
 }
 
 /// Move a whole process into `cgroup` of one hierarchy.
 fn move_into(h: &Hierarchy, cgroup: &str, pid: u32) -> Result<(), PlaceError> {
-    let dir = dir_of(&h.mount, cgroup);
-    // Any controller type writes cgroup.procs the same way; cpu is just a handle.
-    let ctl = CpuController::new(dir.clone(), false);
-    ctl.add_task_by_tgid(&CgroupPid::from(u64::from(pid)))
-        .map_err(|e| {
-            let shown = dir.join("cgroup.procs").display().to_string();
-            match cgroups_rs_io(&e) {
-                Some(io) => PlaceError::io(Step::Move, &shown, io),
-                None => PlaceError::permanent(Step::Move, format!("{shown}: {e}")),
-            }
-        })
+    move_tgid(dir_of(&h.mount, cgroup), false, pid)
 }
 
 fn missing(c: Controller) -> PlaceError {

@@ -8,16 +8,16 @@ use std::path::PathBuf;
 use cgroups_rs::cpu::CpuController;
 use cgroups_rs::memory::MemController;
 use cgroups_rs::pid::PidController;
-use cgroups_rs::{CgroupPid, Controller as _, MaxValue};
+use cgroups_rs::MaxValue;
 
 use super::backend::{CgroupBackend, CgroupMode, RootReport, Usage};
 use super::cgroupfs::{
-    dir_of, list_dirs, mkdir, read_keyed, read_procs, read_trimmed, read_u64, rmdir, verify,
+    dir_of, list_dirs, mkdir, move_tgid, read_keyed, read_procs, read_trimmed, read_u64, rmdir,
+    written,
 };
-use super::error::{cgroups_rs_io, PlaceError, Step};
+use super::error::{PlaceError, Step};
 use super::limits::{v2_writes, Controller, LimitWrite, Plan};
 use crate::config::Limits;
-use crate::process::CgroupLine;
 
 #[derive(Debug, Clone)]
 pub struct V2Backend {
@@ -52,13 +52,7 @@ impl V2Backend {
             "pids.max" => PidController::new(dir.clone(), true).set_pid_max(max_value(w.number)),
             other => unreachable!("no v2 setter for {other}"),
         };
-        let path = dir.join(w.file);
-        let shown = path.display().to_string();
-        r.map_err(|e| match cgroups_rs_io(&e) {
-            Some(io) => PlaceError::io(Step::WriteLimit, &shown, io),
-            None => PlaceError::permanent(Step::WriteLimit, format!("{shown}: {e}")),
-        })?;
-        verify(&path, &w.value)
+        written(&dir, w.file, &w.value, r)
     }
 }
 
@@ -190,28 +184,7 @@ impl CgroupBackend for V2Backend {
     }
 
     fn move_process(&self, cgroup: &str, pid: u32) -> Result<(), PlaceError> {
-        let dir = dir_of(&self.mount, cgroup);
-        CpuController::new(dir.clone(), true)
-            .add_task_by_tgid(&CgroupPid::from(u64::from(pid)))
-            .map_err(|e| {
-                let shown = dir.join("cgroup.procs").display().to_string();
-                match cgroups_rs_io(&e) {
-                    Some(io) => PlaceError::io(Step::Move, &shown, io),
-                    None => PlaceError::permanent(Step::Move, format!("{shown}: {e}")),
-                }
-            })
-    }
-
-    fn is_member(&self, cgroup: &str, lines: &[CgroupLine]) -> bool {
-        lines.iter().any(|l| l.hierarchy == 0 && l.path == cgroup)
-    }
-
-    fn location(&self, lines: &[CgroupLine]) -> String {
-        lines
-            .iter()
-            .find(|l| l.hierarchy == 0)
-            .map(|l| l.path.clone())
-            .unwrap_or_else(|| "unknown".into())
+        move_tgid(dir_of(&self.mount, cgroup), true, pid)
     }
 
     fn remove(&self, cgroup: &str) -> io::Result<()> {

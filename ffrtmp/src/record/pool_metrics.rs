@@ -10,134 +10,92 @@ use crate::placer::Usage;
 /// A pool as `/metrics` shows it: name, record, number of governed jobs.
 pub type PoolView = (String, PoolRecord, u64);
 
-/// Name, help, type and samples of one family.
-type Family<'a, V> = (&'a str, &'a str, &'a str, &'a [(String, V)]);
-
-#[derive(Default)]
-struct PoolSeries {
-    jobs: Vec<(String, u64)>,
-    cpu: Vec<(String, f64)>,
-    mem: Vec<(String, u64)>,
-    pids: Vec<(String, u64)>,
-    periods: Vec<(String, u64)>,
-    throttled: Vec<(String, u64)>,
-    throttled_secs: Vec<(String, f64)>,
-    cpu_limit: Vec<(String, f64)>,
-    mem_limit: Vec<(String, u64)>,
-    pids_limit: Vec<(String, u64)>,
-}
+/// Name, help and type of each family, in the order `values` gives their samples.
+const FAMILIES: [(&str, &str, &str); 10] = [
+    ("ffrtmp_pool_jobs", "Governed jobs in the pool.", "gauge"),
+    (
+        "ffrtmp_pool_cpu_seconds_total",
+        "CPU time used by the pool's cgroup, its jobs' included.",
+        "counter",
+    ),
+    (
+        "ffrtmp_pool_memory_bytes",
+        "Memory charged to the pool's cgroup now.",
+        "gauge",
+    ),
+    (
+        "ffrtmp_pool_pids",
+        "Processes and threads in the pool's cgroup now.",
+        "gauge",
+    ),
+    (
+        "ffrtmp_pool_cpu_periods_total",
+        "CFS bandwidth periods of the pool's cgroup.",
+        "counter",
+    ),
+    (
+        "ffrtmp_pool_cpu_throttled_periods_total",
+        "CFS periods in which the pool used up its quota and was throttled.",
+        "counter",
+    ),
+    (
+        "ffrtmp_pool_cpu_throttled_seconds_total",
+        "Time the pool's cgroup was throttled, summed over CPUs.",
+        "counter",
+    ),
+    (
+        "ffrtmp_pool_cpu_limit_cores",
+        "The pool's CPU quota in cores (absent: no quota).",
+        "gauge",
+    ),
+    (
+        "ffrtmp_pool_memory_limit_bytes",
+        "The pool's memory limit (absent: no limit).",
+        "gauge",
+    ),
+    (
+        "ffrtmp_pool_pids_limit",
+        "The pool's pids limit (absent: no limit).",
+        "gauge",
+    ),
+];
 
 /// The `ffrtmp_pool_*` families (none without pools).
 pub fn render(out: &mut String, pools: &[PoolView], usage: &dyn Fn(&str) -> Usage) {
     if pools.is_empty() {
         return;
     }
-    let s = collect(pools, usage);
-    let counts: [Family<u64>; 7] = [
-        (
-            "ffrtmp_pool_jobs",
-            "Governed jobs in the pool.",
-            "gauge",
-            &s.jobs,
-        ),
-        (
-            "ffrtmp_pool_memory_bytes",
-            "Memory charged to the pool's cgroup now.",
-            "gauge",
-            &s.mem,
-        ),
-        (
-            "ffrtmp_pool_pids",
-            "Processes and threads in the pool's cgroup now.",
-            "gauge",
-            &s.pids,
-        ),
-        (
-            "ffrtmp_pool_cpu_periods_total",
-            "CFS bandwidth periods of the pool's cgroup.",
-            "counter",
-            &s.periods,
-        ),
-        (
-            "ffrtmp_pool_cpu_throttled_periods_total",
-            "CFS periods in which the pool used up its quota and was throttled.",
-            "counter",
-            &s.throttled,
-        ),
-        (
-            "ffrtmp_pool_memory_limit_bytes",
-            "The pool's memory limit (absent: no limit).",
-            "gauge",
-            &s.mem_limit,
-        ),
-        (
-            "ffrtmp_pool_pids_limit",
-            "The pool's pids limit (absent: no limit).",
-            "gauge",
-            &s.pids_limit,
-        ),
-    ];
-    for (name, help, kind, v) in counts {
-        series(out, name, help, kind, v);
+    let mut samples: [Vec<(String, f64)>; 10] = Default::default();
+    for (name, p, jobs) in pools {
+        let labels = format!("{{pool=\"{}\"}}", escape(name));
+        for (family, v) in samples.iter_mut().zip(values(p, *jobs, &usage(&p.cgroup))) {
+            if let Some(v) = v {
+                family.push((labels.clone(), v));
+            }
+        }
     }
-    let seconds: [Family<f64>; 3] = [
-        (
-            "ffrtmp_pool_cpu_seconds_total",
-            "CPU time used by the pool's cgroup, its jobs' included.",
-            "counter",
-            &s.cpu,
-        ),
-        (
-            "ffrtmp_pool_cpu_throttled_seconds_total",
-            "Time the pool's cgroup was throttled, summed over CPUs.",
-            "counter",
-            &s.throttled_secs,
-        ),
-        (
-            "ffrtmp_pool_cpu_limit_cores",
-            "The pool's CPU quota in cores (absent: no quota).",
-            "gauge",
-            &s.cpu_limit,
-        ),
-    ];
-    for (name, help, kind, v) in seconds {
-        series(out, name, help, kind, v);
+    for ((name, help, kind), s) in FAMILIES.iter().zip(&samples) {
+        series(out, name, help, kind, s);
     }
 }
 
-/// Each family's samples, pool by pool.
-fn collect(pools: &[PoolView], usage: &dyn Fn(&str) -> Usage) -> PoolSeries {
-    let mut s = PoolSeries::default();
-    for (name, p, jobs) in pools {
-        let l = format!("{{pool=\"{}\"}}", escape(name));
-        let u = usage(&p.cgroup);
-        s.jobs.push((l.clone(), *jobs));
-        if let Some(c) = u.cpu_usec {
-            s.cpu.push((l.clone(), c as f64 / 1e6));
-        }
-        if let Some(m) = u.memory_bytes {
-            s.mem.push((l.clone(), m));
-        }
-        if let Some(n) = u.pids {
-            s.pids.push((l.clone(), n));
-        }
-        if let Some(th) = u.throttling {
-            s.periods.push((l.clone(), th.periods));
-            s.throttled.push((l.clone(), th.throttled_periods));
-            s.throttled_secs
-                .push((l.clone(), th.throttled_usec as f64 / 1e6));
-        }
-        if let Some(q) = p.limits.cpu_quota {
-            s.cpu_limit.push((l.clone(), f64::from(q) / 100.0));
-        }
-        if let Some(m) = p.limits.memory_limit {
-            s.mem_limit.push((l.clone(), mib_to_bytes(m)));
-        }
-        if let Some(n) = p.limits.pids_max {
-            s.pids_limit.push((l, n));
-        }
-    }
-    s
+/// One pool's sample of each family (`None`: not known, or no such limit), in the order
+/// of `FAMILIES`. Counts and bytes stay exact as f64 below 2^53.
+fn values(p: &PoolRecord, jobs: u64, u: &Usage) -> [Option<f64>; 10] {
+    let th = u.throttling.as_ref();
+    let n = |v: u64| v as f64;
+    [
+        Some(n(jobs)),
+        u.cpu_usec.map(|c| n(c) / 1e6),
+        u.memory_bytes.map(n),
+        u.pids.map(n),
+        th.map(|t| n(t.periods)),
+        th.map(|t| n(t.throttled_periods)),
+        th.map(|t| n(t.throttled_usec) / 1e6),
+        p.limits.cpu_quota.map(|q| f64::from(q) / 100.0),
+        p.limits.memory_limit.map(|m| n(mib_to_bytes(m))),
+        p.limits.pids_max.map(n),
+    ]
 }
 
 #[cfg(test)]

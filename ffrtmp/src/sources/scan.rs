@@ -157,18 +157,13 @@ impl Scanner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Filters, Limits};
     use std::os::unix::fs::PermissionsExt;
     use std::process::{Child, Command};
 
     fn target(name: &str) -> Target {
         Target {
             name: name.into(),
-            limits: Limits::default(),
-            filters: Filters::default(),
-            govern_containers: false,
-            pool: None,
-            services: Default::default(),
+            ..Target::default()
         }
     }
 

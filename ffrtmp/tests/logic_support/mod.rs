@@ -20,7 +20,7 @@ use ffrtmp::placer::backend::{CgroupBackend, CgroupMode, RootReport, Usage};
 use ffrtmp::placer::limits::{v2_writes, Controller, LimitWrite, Plan};
 use ffrtmp::placer::unit::{UnitBus, UnitLimits, UNSET};
 use ffrtmp::placer::{PlaceError, Placer, Step};
-use ffrtmp::process::{parse_cgroup_file, CgroupLine, MemoryLedger, ProcFs, StopLedger};
+use ffrtmp::process::{parse_cgroup_file, MemoryLedger, ProcFs, StopLedger};
 use ffrtmp::record::logging::LogControl;
 use ffrtmp::record::metrics::Snapshot;
 use ffrtmp::record::observe::Observer;
@@ -233,16 +233,6 @@ impl CgroupBackend for FakeBackend {
         drop(i);
         self.write_membership(pid, cgroup);
         Ok(())
-    }
-    fn is_member(&self, cgroup: &str, lines: &[CgroupLine]) -> bool {
-        lines.iter().any(|l| l.hierarchy == 0 && l.path == cgroup)
-    }
-    fn location(&self, lines: &[CgroupLine]) -> String {
-        lines
-            .iter()
-            .find(|l| l.hierarchy == 0)
-            .map(|l| l.path.clone())
-            .unwrap_or_default()
     }
     fn remove(&self, cgroup: &str) -> std::io::Result<()> {
         let mut i = self.inner.lock().unwrap();

@@ -138,6 +138,22 @@ impl Fixture {
     }
 }
 
+/// The first child of `parent` that `ready` accepts, waited for (up to 10 s).
+pub fn first_child(parent: u32, ready: impl Fn(u32) -> bool) -> u32 {
+    let mut pid = 0;
+    let found = wait_until(Duration::from_secs(10), || {
+        pid = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        pid != 0 && ready(pid)
+    });
+    assert!(found, "no child of PID {parent} came");
+    pid
+}
+
 /// Runs its closure when dropped: what a test changed on the host is undone even when an
 /// assertion fails first.
 pub struct OnDrop(pub Box<dyn FnMut()>);
@@ -201,6 +217,14 @@ pub fn ffrtmp_cmd() -> Command {
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("run-{}", std::process::id())),
     )
     .env_remove("RUST_BACKTRACE");
+    c
+}
+
+/// `yaml` written to `file`, and `ffrtmp ARGS --config FILE` (not started yet).
+pub fn with_config(file: &Path, yaml: &str, args: &[&str]) -> Command {
+    std::fs::write(file, yaml).unwrap();
+    let mut c = ffrtmp_cmd();
+    c.args(args).arg("--config").arg(file);
     c
 }
 

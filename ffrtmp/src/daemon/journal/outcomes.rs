@@ -180,20 +180,16 @@ impl Journal {
             pidfd,
             spec,
             placement: pl,
-            latency_ns,
-            read_ns,
-            receipt_ns,
-            children,
             exe,
-            source,
+            ..
         } = p;
         let pid = id.pid;
         // The predecessor's "Attaching to PID …" line; written once the move is verified,
         // so logging never delays a placement.
         info!(pid, job = %spec.job_id, command = %spec.command, "Attaching to PID {pid} ({}) as job {}", spec.command, spec.job_id);
         // A held exec's wait is the gate's histogram, not exec → placed.
-        let held = source == crate::sources::gate::SOURCE;
-        if let Some(l) = latency_ns.filter(|_| !held) {
+        let held = p.source == crate::sources::gate::SOURCE;
+        if let Some(l) = p.latency_ns.filter(|_| !held) {
             self.tally.exec_to_placed.observe(l as f64 / 1e9);
         }
         self.tally.placement(if pl.failed.is_empty() {
@@ -206,8 +202,8 @@ impl Journal {
             pid,
             &spec.command,
             &pl,
-            latency_ns,
-            (read_ns, receipt_ns),
+            p.latency_ns,
+            (p.read_ns, p.receipt_ns),
             held,
         );
         for (label, e) in &pl.failed {
@@ -220,10 +216,10 @@ impl Journal {
                 pl.job_id
             );
         }
-        if children > 0 {
+        if p.children > 0 {
             info!(
                 pid,
-                "Moved {children} child process(es) of PID {pid} into {}", pl.cgroup
+                "Moved {} child process(es) of PID {pid} into {}", p.children, pl.cgroup
             );
         }
         // Replace the spare cgroup this placement may have used (off the placement thread);
