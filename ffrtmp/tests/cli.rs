@@ -9,22 +9,36 @@ use std::time::Duration;
 
 use support::*;
 
+/// A config error exits 2 and names the file, its line and the key, without a backtrace.
 #[test]
-fn a_target_name_with_a_newline_is_a_config_error_naming_the_line() {
+fn config_errors_exit_2_naming_the_file_line_and_key() {
+    let cases: [(&str, &[&str], &str, &[&str]); 2] = [
+        // yaml_serde reports the list the name is in (line 3).
+        (
+            "scan_interval: 10s\ntarget_commands:\n  - ffmpeg\n  - \"gst\\nlaunch\"\n",
+            &["config", "check"],
+            ":3:",
+            &["target_commands", "control character"],
+        ),
+        (
+            "scan_interval: 10s\ndefault_limits:\n  cpu_weight: 20000\n",
+            &["watch", "--fallback-scan"],
+            ":3:",
+            &["default_limits.cpu_weight", "accepted 1–10000"],
+        ),
+    ];
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.yaml");
-    let yaml = "scan_interval: 10s\ntarget_commands:\n  - ffmpeg\n  - \"gst\\nlaunch\"\n";
-    let out = with_config(&cfg, yaml, &["config", "check"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    // yaml_serde reports the list the name is in (line 3).
-    assert!(err.contains(&format!("{}:3:", cfg.display())), "{err}");
-    assert!(
-        err.contains("target_commands") && err.contains("control character"),
-        "{err}"
-    );
+    for (i, (yaml, args, line, says)) in cases.into_iter().enumerate() {
+        let cfg = dir.path().join(format!("bad-{i}.yaml"));
+        let out = with_config(&cfg, yaml, args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(&format!("{}{line}", cfg.display())), "{err}");
+        for s in says {
+            assert!(err.contains(s), "{args:?}: no {s:?} in {err}");
+        }
+        assert!(!err.contains("stack backtrace"), "{err}");
+    }
 }
 
 #[test]

@@ -11,17 +11,12 @@ use support::*;
 #[test]
 fn busy_loop_is_held_to_its_cpu_quota() {
     require!(Root);
-    let mut root = TestRoot::new();
-    let dir = tempfile::tempdir().unwrap();
-    let name = format!("ffrt-c{}", unique());
-    let sh = named_copy(dir.path(), "/bin/sh", &name);
+    let (dir, mut root, name, sh) = Fixture::new("c", "/bin/sh").parts();
     let pid = root.own(spawn_in(&sh, &["-c", "while :; do :; done"], dir.path()));
     let yaml = format!(
         "scan_interval: 200ms\ntarget_commands: [{name}]\ndefault_limits:\n  cpu_quota: 30\n"
     );
-    let d = Daemon::new(dir.path(), &root, &yaml)
-        .fallback_scan()
-        .start();
+    let d = scanning(&dir, &root, &yaml);
     let job = root.job(&format!("auto-{name}-{pid}"));
     assert!(
         wait_until(Duration::from_secs(10), || root.is_in(pid, &job)),

@@ -182,16 +182,8 @@ fn state_write_survives(break_it: impl FnOnce(&Tmpfs, &Path), heal: impl FnOnce(
         );
     }
     // Several flushes fail (the third says so at debug level); one error says so.
-    assert!(wait_until(SECS, || w
-        .log_text()
-        .contains("Cannot write state file")));
-    assert!(
-        wait_until(SECS, || w
-            .log_text()
-            .contains("write 3 failed the same way")),
-        "{}",
-        w.log_text()
-    );
+    w.logs("Cannot write state file");
+    w.logs("write 3 failed the same way");
     assert_eq!(
         count(&w.log_text(), "Cannot write state file"),
         1,
@@ -200,11 +192,7 @@ fn state_write_survives(break_it: impl FnOnce(&Tmpfs, &Path), heal: impl FnOnce(
     );
 
     heal(&fs, &fs.0);
-    assert!(
-        wait_until(SECS, || w.log_text().contains("written again (after ")),
-        "{}",
-        w.log_text()
-    );
+    w.logs("written again (after ");
     let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
     for p in &pids {
         assert_eq!(

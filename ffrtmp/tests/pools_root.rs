@@ -36,19 +36,14 @@ fn pooled_yaml(name: &str, pool: &str, job: &str) -> String {
 fn three_busy_targets_in_a_pool_are_held_to_its_one_core_together() {
     require!(Root);
     let _one_at_a_time = serial();
-    let mut root = TestRoot::new();
-    let dir = tempfile::tempdir().unwrap();
-    let name = format!("ffrt-p{}", unique());
-    let sh = named_copy(dir.path(), "/bin/sh", &name);
+    let (dir, mut root, name, sh) = Fixture::new("p", "/bin/sh").parts();
     let pids: Vec<u32> = (0..3)
         .map(|_| root.own(spawn_in(&sh, BUSY, dir.path())))
         .collect();
     // Each is allowed a core and a half; the pool one core for all three. (cgroup v1
     // refuses a child's CPU quota above its parent's: there each job gets the pool's.)
     let yaml = pooled_yaml(&name, "      cpu_quota: 100", "  cpu_quota: 150");
-    let d = Daemon::new(dir.path(), &root, &yaml)
-        .fallback_scan()
-        .start();
+    let d = scanning(&dir, &root, &yaml);
     let pool = root.job("live");
     for pid in &pids {
         let job = root.job(&format!("live/auto-{name}-{pid}"));
@@ -77,28 +72,19 @@ fn three_busy_targets_in_a_pool_are_held_to_its_one_core_together() {
         "the pool used {together:.3} cores, not 1.0 ±15 % (each job alone may use 1.0; the machine has {} CPUs)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    assert!(
-        d.wait_log("Limits of pool live: cpu_quota=100%", SECS),
-        "{}",
-        d.log_text()
-    );
+    d.logs("Limits of pool live: cpu_quota=100%");
 }
 
 #[test]
 fn a_reload_from_50_to_25_halves_a_running_targets_share() {
     require!(Root);
     let _one_at_a_time = serial();
-    let mut root = TestRoot::new();
-    let dir = tempfile::tempdir().unwrap();
-    let name = format!("ffrt-r{}", unique());
-    let sh = named_copy(dir.path(), "/bin/sh", &name);
+    let (dir, mut root, name, sh) = Fixture::new("r", "/bin/sh").parts();
     let pid = root.own(spawn_in(&sh, BUSY, dir.path()));
     let yaml = format!(
         "scan_interval: 200ms\ntarget_commands: [{name}]\ndefault_limits:\n  cpu_quota: 50\n"
     );
-    let d = Daemon::new(dir.path(), &root, &yaml)
-        .fallback_scan()
-        .start();
+    let d = scanning(&dir, &root, &yaml);
     let job = root.job(&format!("auto-{name}-{pid}"));
     d.expect(SECS, || root.is_in(pid, &job), "not placed");
     std::thread::sleep(Duration::from_millis(300));
@@ -106,7 +92,7 @@ fn a_reload_from_50_to_25_halves_a_running_targets_share() {
     std::fs::write(&d.config, yaml.replace("cpu_quota: 50", "cpu_quota: 25")).unwrap();
     d.signal(libc::SIGHUP);
     let line = format!("Limits of job auto-{name}-{pid} changed: cpu_quota 50 → 25");
-    assert!(d.wait_log(&line, SECS), "{}", d.log_text());
+    d.logs(&line);
     std::thread::sleep(Duration::from_millis(300));
     let after = share(&root, &job, Duration::from_secs(3));
     eprintln!("a running busy target: {before:.3} of a core at cpu_quota 50, {after:.3} after the reload to 25");
@@ -129,10 +115,7 @@ fn a_reload_from_50_to_25_halves_a_running_targets_share() {
 fn a_pools_memory_limit_oom_kills_inside_the_pool_and_nowhere_else() {
     require!(Root);
     let _one_at_a_time = serial();
-    let mut root = TestRoot::new();
-    let dir = tempfile::tempdir().unwrap();
-    let name = format!("ffrt-o{}", unique());
-    let sh = named_copy(dir.path(), "/bin/sh", &name);
+    let (dir, mut root, name, sh) = Fixture::new("o", "/bin/sh").parts();
     let go = dir.path().join("go");
     // Waits to be placed (the test creates `go`), then grows without bound.
     let script = format!(
@@ -149,9 +132,7 @@ fn a_pools_memory_limit_oom_kills_inside_the_pool_and_nowhere_else() {
     let bystander = root.own(spawn_in(Path::new("/bin/sleep"), &["60"], dir.path()));
     // No job limit: only the pool's 64 MiB bounds the hog.
     let yaml = pooled_yaml(&name, "      memory_limit: 64", "  cpu_weight: 100");
-    let d = Daemon::new(dir.path(), &root, &yaml)
-        .fallback_scan()
-        .start();
+    let d = scanning(&dir, &root, &yaml);
     let hog_job = root.job(&format!("live/auto-{name}-{hog_pid}"));
     d.expect(SECS, || root.is_in(hog_pid, &hog_job), "hog not placed");
     d.expect(

@@ -226,10 +226,7 @@ fn run_and_attach_refuse_a_job_id_that_names_a_pool() {
 #[test]
 fn status_shows_governed_processes_with_live_numbers() {
     require!(Root);
-    let mut root = TestRoot::new();
-    let dir = tempfile::tempdir().unwrap();
-    let name = format!("ffrt-s{}", unique());
-    let sh = named_copy(dir.path(), "/bin/sh", &name);
+    let (dir, mut root, name, sh) = Fixture::new("s", "/bin/sh").parts();
     let go = dir.path().join("go");
     // Once placed, it holds 10 MB and keeps a CPU busy (within its quota): numbers to show.
     let script = format!(
@@ -238,9 +235,7 @@ fn status_shows_governed_processes_with_live_numbers() {
     );
     let pid = root.own(spawn_in(&sh, &["-c", &script], dir.path()));
     let yaml = format!("scan_interval: 200ms\nstate_flush_interval: 1s\ntarget_commands: [{name}]\ndefault_limits:\n  memory_limit: 64\n  cpu_quota: 10\n");
-    let d = Daemon::new(dir.path(), &root, &yaml)
-        .fallback_scan()
-        .start();
+    let d = scanning(&dir, &root, &yaml);
     let job = root.job(&format!("auto-{name}-{pid}"));
     assert!(wait_until(SECS, || root.is_in(pid, &job)));
     std::fs::write(&go, "").unwrap();
@@ -316,7 +311,7 @@ fn the_daemon_never_moves_a_job_of_ffrtmp_run_whatever_its_root() {
     )
     .fallback_scan()
     .start();
-    assert!(d.wait_log("Scan complete", SECS), "{}", d.log_text());
+    d.logs("Scan complete");
     let run_dir = dir.path().join("run");
     assert_eq!(
         ffrtmp::placer::registry::published_root(&run_dir).as_deref(),

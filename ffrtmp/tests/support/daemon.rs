@@ -164,6 +164,15 @@ impl Daemon {
         assert!(wait_until(within, cond), "{what}:\n{}", self.log_text());
     }
 
+    /// Wait (10 s) for a log line containing `needle`; else fail with the log.
+    pub fn logs(&self, needle: &str) {
+        self.expect(
+            Duration::from_secs(10),
+            || self.log_text().contains(needle),
+            &format!("no {needle:?} in the log"),
+        );
+    }
+
     /// Wait for a log line containing `needle`.
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
         wait_until(timeout, || self.log_text().contains(needle))

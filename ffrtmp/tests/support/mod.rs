@@ -117,6 +117,11 @@ impl Fixture {
         }
     }
 
+    /// Its parts, for a test that uses them apart: directory, root, name, binary.
+    pub fn parts(self) -> (tempfile::TempDir, TestRoot, String, PathBuf) {
+        (self.dir, self.root, self.name, self.bin)
+    }
+
     /// The daemon under test for this root and directory.
     pub fn daemon(&self, yaml: &str) -> Builder {
         Daemon::new(self.dir.path(), &self.root, yaml)
@@ -297,6 +302,23 @@ pub fn placed_by_event(log: &str, pid: u32) -> bool {
 /// Whether the log mentions `pid` (and not merely a longer PID starting with its digits).
 pub fn mentions(log: &str, pid: u32) -> bool {
     log.contains(&format!("PID {pid}:")) || log.contains(&format!("PID {pid} "))
+}
+
+/// The scanning daemon (`--fallback-scan`) under test in `dir` and `root`, started.
+pub fn scanning(dir: &tempfile::TempDir, root: &TestRoot, yaml: &str) -> Daemon {
+    Daemon::new(dir.path(), root, yaml).fallback_scan().start()
+}
+
+/// Wait (10 s) until the target `name` `pid` is in its job cgroup, else fail with the
+/// daemon's log; the job cgroup.
+pub fn placed(d: &Daemon, root: &TestRoot, name: &str, pid: u32) -> String {
+    let job = job(root, name, pid);
+    d.expect(
+        Duration::from_secs(10),
+        || root.is_in(pid, &job),
+        &format!("PID {pid} not placed in {job}"),
+    );
+    job
 }
 
 pub fn job(root: &TestRoot, name: &str, pid: u32) -> String {
