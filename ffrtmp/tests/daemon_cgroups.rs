@@ -117,13 +117,9 @@ fn scanned_target_is_placed_with_its_limits_and_bystanders_are_not() {
 fn memory_limit_oom_kills_inside_the_job() {
     require!(Root);
     let (dir, mut root, name, sh) = Fixture::new("m", "/bin/sh").parts();
-    let go = dir.path().join("go");
     // Waits to be placed (the test creates `go`), then grows without bound: `tail` keeps
     // the whole "line" of /dev/zero in memory.
-    let script = format!(
-        "while [ ! -e {} ]; do sleep 0.02; done; exec tail /dev/zero",
-        go.display()
-    );
+    let (go, script) = after_go(&dir, "exec tail /dev/zero");
     let mut child = spawn_in(&sh, &["-c", &script], dir.path());
     let pid = child.id();
     let d = scanning(&dir, &root, &limits_yaml(&name, ""));
@@ -144,11 +140,10 @@ fn memory_limit_oom_kills_inside_the_job() {
 fn pids_max_stops_forks() {
     require!(Root);
     let (dir, mut root, name, sh) = Fixture::new("p", "/bin/sh").parts();
-    let go = dir.path().join("go");
     // 12 forks under pids_max 5: the kernel must refuse some (the shell may die of it).
-    let script = format!(
-        "while [ ! -e {go} ]; do sleep 0.02; done; i=0; while [ $i -lt 12 ]; do sleep 30 & i=$((i+1)); done; sleep 30",
-        go = go.display()
+    let (go, script) = after_go(
+        &dir,
+        "i=0; while [ $i -lt 12 ]; do sleep 30 & i=$((i+1)); done; sleep 30",
     );
     let pid = root.own(spawn_in(&sh, &["-c", &script], dir.path()));
     let yaml = format!(

@@ -104,12 +104,8 @@ fn ebpf_places_targets_including_long_names_and_leaves_others_alone() {
 #[test]
 fn ebpf_children_forked_right_after_exec_end_up_in_the_job_cgroup() {
     require!(Ebpf);
-    let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let mut root = TestRoot::new();
-    let name = format!("{}f", tag());
-    let w = Daemon::new(dir.path(), &root, &format!("target_commands: [{name}]\n")).start();
-    w.ready();
+    let (_g, dir, mut root, name) = scene("f");
+    let w = watching(&dir, &root, &format!("target_commands: [{name}]\n"));
     let sh = named_copy(dir.path(), "/bin/dash", &name);
     let script = "i=0; while [ $i -lt 20 ]; do sleep 30 & i=$((i+1)); done; wait";
     let procfs = ffrtmp::process::ProcFs::system();
@@ -147,10 +143,7 @@ fn ebpf_children_forked_right_after_exec_end_up_in_the_job_cgroup() {
 #[test]
 fn ebpf_overflow_is_reported_and_every_target_is_placed_after_reconciliation() {
     require!(Ebpf);
-    let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let mut root = TestRoot::new();
-    let name = format!("{}o", tag());
+    let (_g, dir, mut root, name) = scene("o");
     // One page: about 12 events fit.
     let w = Daemon::new(dir.path(), &root, &format!("target_commands: [{name}]\n"))
         .env(&[("FFRTMP_EBPF_RING_BYTES", "4096")])
@@ -327,13 +320,11 @@ fn ebpf_places_targets_known_by_their_exe_or_argv0_from_their_exec_event() {
     let link = dir.path().join(&alias);
     std::os::unix::fs::symlink(&bin, &link).unwrap();
     for forward_all in [false, true] {
-        let w = Daemon::new(
-            dir.path(),
+        let w = watching(
+            &dir,
             &root,
             &format!("target_commands: [{name}]\nforward_all: {forward_all}\n"),
-        )
-        .start();
-        w.ready();
+        );
         let by_link = spawn(&mut root, &link, &["30"]);
         // Another binary, started as `exec -a <target> …`: argv[0] is the target's name.
         let by_argv0 = {
@@ -460,12 +451,8 @@ fn ebpf_a_target_in_a_container_keeps_its_cgroup_and_limits() {
 #[test]
 fn ebpf_kernel_counters_are_exported() {
     require!(Ebpf);
-    let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let mut root = TestRoot::new();
-    let name = format!("{}m", tag());
-    let w = Daemon::new(dir.path(), &root, &format!("target_commands: [{name}]\n")).start();
-    w.ready();
+    let (_g, dir, mut root, name) = scene("m");
+    let w = watching(&dir, &root, &format!("target_commands: [{name}]\n"));
     let bin = named_copy(dir.path(), "/bin/sleep", &name);
     for _ in 0..3 {
         let _ = std::process::Command::new("/bin/true").status();
@@ -554,13 +541,7 @@ fn ebpf_other_tracers_still_see_every_exec() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let root = TestRoot::new();
-    let w = Daemon::new(
-        dir.path(),
-        &root,
-        &format!("target_commands: [{}z]\n", tag()),
-    )
-    .start();
-    w.ready();
+    let w = watching(&dir, &root, &format!("target_commands: [{}z]\n", tag()));
     assert!(
         w.log_text()
             .contains("tracepoint/sched/sched_process_exec attached"),

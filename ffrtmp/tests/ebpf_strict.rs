@@ -16,17 +16,12 @@ use support::*;
 #[test]
 fn ebpf_strict_target_is_inside_its_cgroup_before_it_runs() {
     require!(Ebpf);
-    let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let root = TestRoot::new();
-    let name = format!("{}s", tag());
-    let w = Daemon::new(
-        dir.path(),
+    let (_g, dir, root, name) = scene("s");
+    let w = watching(
+        &dir,
         &root,
         &format!("target_commands: [{name}]\nplacement: strict\n"),
-    )
-    .start();
-    w.ready();
+    );
     let sh = named_copy(dir.path(), "/bin/dash", &name);
     for round in 0..5 {
         let out = dir.path().join(format!("cgroup-{round}"));
@@ -58,17 +53,12 @@ fn ebpf_strict_target_is_inside_its_cgroup_before_it_runs() {
 #[test]
 fn ebpf_strict_target_whose_placement_fails_still_runs() {
     require!(Ebpf);
-    let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let root = TestRoot::new();
-    let name = format!("{}x", tag());
-    let w = Daemon::new(
-        dir.path(),
+    let (_g, dir, root, name) = scene("x");
+    let w = watching(
+        &dir,
         &root,
         &format!("target_commands: [{name}]\nplacement: strict\nmax_retry_attempts: 0\n"),
-    )
-    .start();
-    w.ready();
+    );
     // Make every new job cgroup impossible. cgroup v1: empty the root of the pids
     // hierarchy (the spare cgroups the daemon keeps there go) and mount a read-only tmpfs
     // over it, so a job cgroup cannot be made there (EROFS; a root that is gone would be
@@ -153,13 +143,9 @@ fn ebpf_strict_target_whose_placement_fails_still_runs() {
 #[test]
 fn ebpf_strict_stop_outlives_a_killed_daemon() {
     require!(Ebpf);
-    let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let root = TestRoot::new();
-    let name = format!("{}k", tag());
+    let (_g, dir, root, name) = scene("k");
     let yaml = format!("target_commands: [{name}]\nplacement: strict\nstrict_timeout: 1m\n");
-    let mut w = Daemon::new(dir.path(), &root, &yaml).start();
-    w.ready();
+    let mut w = watching(&dir, &root, &yaml);
     let old_pid = w.child.id();
     let sh = named_copy(dir.path(), "/bin/dash", &name);
     let out = dir.path().join("cgroup");
@@ -232,10 +218,7 @@ fn ebpf_strict_stop_outlives_a_killed_daemon() {
 #[test]
 fn ebpf_dry_run_never_stops_a_strict_target() {
     require!(Ebpf);
-    let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let root = TestRoot::new();
-    let name = format!("{}y", tag());
+    let (_g, dir, root, name) = scene("y");
     let w = Daemon::new(
         dir.path(),
         &root,
@@ -271,13 +254,11 @@ fn ebpf_strict_never_leaves_a_process_stopped() {
     let long = format!("{}-strict-long-name", tag());
     // Shares the first 15 bytes: the kernel stops it, user space refuses it.
     let impostor = format!("{}-other", &long[..15]);
-    let w = Daemon::new(
-        dir.path(),
+    let w = watching(
+        &dir,
         &root,
         &format!("target_commands: [{long}]\nplacement: strict\n"),
-    )
-    .start();
-    w.ready();
+    );
     let run = |name: &str| -> Child {
         let sh = dir.path().join(name);
         if !sh.exists() {

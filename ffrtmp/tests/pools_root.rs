@@ -116,12 +116,8 @@ fn a_pools_memory_limit_oom_kills_inside_the_pool_and_nowhere_else() {
     require!(Root);
     let _one_at_a_time = serial();
     let (dir, mut root, name, sh) = Fixture::new("o", "/bin/sh").parts();
-    let go = dir.path().join("go");
     // Waits to be placed (the test creates `go`), then grows without bound.
-    let script = format!(
-        "while [ ! -e {} ]; do sleep 0.02; done; exec tail /dev/zero",
-        go.display()
-    );
+    let (go, script) = after_go(&dir, "exec tail /dev/zero");
     let mut hog = spawn_in(&sh, &["-c", &script], dir.path());
     let hog_pid = hog.id();
     let calm = root.own(spawn_in(

@@ -227,12 +227,8 @@ fn run_and_attach_refuse_a_job_id_that_names_a_pool() {
 fn status_shows_governed_processes_with_live_numbers() {
     require!(Root);
     let (dir, mut root, name, sh) = Fixture::new("s", "/bin/sh").parts();
-    let go = dir.path().join("go");
     // Once placed, it holds 10 MB and keeps a CPU busy (within its quota): numbers to show.
-    let script = format!(
-        "while [ ! -e {} ]; do sleep 0.02; done; cat /dev/zero | tail -c 10000000",
-        go.display()
-    );
+    let (go, script) = after_go(&dir, "cat /dev/zero | tail -c 10000000");
     let pid = root.own(spawn_in(&sh, &["-c", &script], dir.path()));
     let yaml = format!("scan_interval: 200ms\nstate_flush_interval: 1s\ntarget_commands: [{name}]\ndefault_limits:\n  memory_limit: 64\n  cpu_quota: 10\n");
     let d = scanning(&dir, &root, &yaml);

@@ -304,6 +304,39 @@ pub fn mentions(log: &str, pid: u32) -> bool {
     log.contains(&format!("PID {pid}:")) || log.contains(&format!("PID {pid} "))
 }
 
+/// A shell script that waits for the file `go` in `dir` (the test makes it once the target
+/// is placed), then runs `then`: the file and the script.
+pub fn after_go(dir: &tempfile::TempDir, then: &str) -> (PathBuf, String) {
+    let go = dir.path().join("go");
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.02; done; {then}",
+        go.display()
+    );
+    (go, script)
+}
+
+/// Where an eBPF root test starts: the serial guard, a directory, a cgroup root of its own
+/// and a target name ending in `suffix`.
+pub fn scene(
+    suffix: &str,
+) -> (
+    std::sync::MutexGuard<'static, ()>,
+    tempfile::TempDir,
+    TestRoot,
+    String,
+) {
+    let g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    (g, dir, TestRoot::new(), format!("{}{suffix}", tag()))
+}
+
+/// The daemon under test (its eBPF source) with `yaml`, started and ready.
+pub fn watching(dir: &tempfile::TempDir, root: &TestRoot, yaml: &str) -> Daemon {
+    let w = Daemon::new(dir.path(), root, yaml).start();
+    w.ready();
+    w
+}
+
 /// The scanning daemon (`--fallback-scan`) under test in `dir` and `root`, started.
 pub fn scanning(dir: &tempfile::TempDir, root: &TestRoot, yaml: &str) -> Daemon {
     Daemon::new(dir.path(), root, yaml).fallback_scan().start()
