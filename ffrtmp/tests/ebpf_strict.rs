@@ -31,9 +31,6 @@ fn ebpf_strict_target_is_inside_its_cgroup_before_it_runs() {
             .unwrap();
         let pid = c.id();
         let status = wait_exit(&mut c, Duration::from_secs(10));
-        if status.is_none() {
-            let _ = c.kill();
-        }
         assert!(
             status.is_some_and(|s| s.success()),
             "round {round}: strict target did not finish: {status:?}\n{}",
@@ -119,11 +116,6 @@ fn ebpf_strict_target_whose_placement_fails_still_runs() {
         .unwrap();
     let pid = c.id();
     let status = wait_exit(&mut c, Duration::from_secs(10));
-    if status.is_none() {
-        // SAFETY: our own child; continue it so the kill below is not left pending.
-        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
-        let _ = c.kill();
-    }
     assert!(
         status.is_some_and(|s| s.success()),
         "the target was left stopped or failed: {status:?}\n{}",
@@ -185,11 +177,6 @@ fn ebpf_strict_stop_outlives_a_killed_daemon() {
     let w2 = Daemon::new(dir.path(), &root, &yaml).start();
     w2.ready();
     let status = wait_exit(&mut c, Duration::from_secs(10));
-    if status.is_none() {
-        // SAFETY: our own child.
-        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
-        let _ = c.kill();
-    }
     assert!(
         status.is_some_and(|s| s.success()),
         "the target stayed stopped after the restart: {status:?}\n{}",
@@ -232,11 +219,6 @@ fn ebpf_dry_run_never_stops_a_strict_target() {
     let mut c = Command::new(&sh).args(["-c", "exit 0"]).spawn().unwrap();
     let status = wait_exit(&mut c, Duration::from_secs(5));
     w.signal(libc::SIGCONT);
-    if status.is_none() {
-        // SAFETY: our own child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
-        let _ = c.kill();
-    }
     let log = w.stop();
     assert!(
         status.is_some_and(|s| s.success()),

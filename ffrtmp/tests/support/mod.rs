@@ -381,6 +381,8 @@ pub fn strict_script(out: &Path) -> String {
     )
 }
 
+/// The child's exit status within `timeout`; else `None`, and the child is continued (it
+/// may be stopped), killed and reaped, so no test leaves one behind.
 pub fn wait_exit(c: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -389,6 +391,10 @@ pub fn wait_exit(c: &mut Child, timeout: Duration) -> Option<std::process::ExitS
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    // SAFETY: our own child, not reaped yet (its PID is still ours).
+    unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
+    let _ = c.kill();
+    let _ = c.wait();
     None
 }
 

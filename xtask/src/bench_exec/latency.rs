@@ -38,12 +38,7 @@ pub(super) fn latency(bin: &Path, n: usize, strict: bool) -> Result<()> {
     )?;
     let pids: Vec<u32> = alive.iter().map(|c| c.id()).collect();
     std::thread::sleep(Duration::from_millis(300));
-    let log = d.stop();
-    for c in &mut alive {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-    let own = daemon_latencies(&log);
+    let (log, own) = d.stop_with(&mut alive);
     let inside: Vec<f64> = pids.iter().filter_map(|p| own.get(p).copied()).collect();
     eprintln!("  slowest outside: {}", slowest(&outside));
     eprintln!("  slowest in the daemon: {}", slowest(&inside));

@@ -281,12 +281,7 @@ pub(super) fn burst(bin: &Path, count: usize, rounds: usize) -> Result<()> {
         all.extend(started.into_iter().map(|s| s.0));
         std::thread::sleep(Duration::from_millis(300));
     }
-    let log = d.stop();
-    for c in &mut all {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-    let own = daemon_latencies(&log);
+    let (log, own) = d.stop_with(&mut all);
     println!(
         "== burst: {count} targets started at once, {rounds} rounds, daemon nice {}, {load} ==",
         daemon_nice()

@@ -391,6 +391,18 @@ impl Daemon {
         let _ = self.child.wait();
         self.log()
     }
+
+    /// Stop the daemon and kill its targets: its log, and `exec→placed` of each PID it
+    /// logged, in µs.
+    pub fn stop_with(self, targets: &mut [std::process::Child]) -> (String, HashMap<u32, f64>) {
+        let log = self.stop();
+        for c in targets {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let own = daemon_latencies(&log);
+        (log, own)
+    }
 }
 
 impl Drop for Daemon {
