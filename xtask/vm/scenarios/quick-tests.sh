@@ -6,7 +6,7 @@
 # Env: QUICK_TEST_THREADS (default 2) is passed as --test-threads; QUICK_BIN_TIMEOUT (default
 # 150 s; a healthy binary takes 2-15 s) ends a binary that hangs (it fails; the next one still runs); QUICK_FFRTMP is the ffrtmp
 # binary (its CARGO_BIN_EXE path; no measurement without it); QUICK_EXECS (default 20);
-# QUICK_FORKS (default 2000 fork+exit, half as many fork+exec, per round; 0: none);
+# QUICK_FORKS (default 300 fork+exit, half as many fork+exec, per round; 0: none);
 # QUICK_UL_MOUNT (default /usr/lib/ffrtmp-vm/mount: util-linux mount, which can turn
 # favordynmods off again; busybox's remount keeps the options in effect).
 # Prints one line per binary:
@@ -278,7 +278,7 @@ YAML
     # The same with the cgroup2 mount option favordynmods (Linux 6.0+), and what it costs
     # fork and exit: rounds interleaved off/on, as the VM's speed drifts.
     opts=$(cg2_opts)
-    F=${QUICK_FORKS:-2000}
+    F=${QUICK_FORKS:-300}
     : >"$M/forks-off"; : >"$M/forks-on"
     [ "$F" -gt 0 ] && [ "${kernel%%.*}" -ge 6 ] && forks "$F" >>"$M/forks-off"  # still off here
     if err=$(mount -o remount,favordynmods /sys/fs/cgroup 2>&1) && has_favor; then

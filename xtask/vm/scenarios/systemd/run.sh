@@ -591,7 +591,7 @@ end_scenario
 
 # ------------------------------------------------------------------------------------------
 scenario 15 "favordynmods off and on: exec -> placed of a real ffmpeg; what it costs fork+exit and fork+exec"
-FAVOR_N=${FAVOR_N:-20} FORK_N=${FORK_N:-1000} FORK_ROUNDS=${FORK_ROUNDS:-3}
+FAVOR_N=${FAVOR_N:-20} FORK_N=${FORK_N:-300} FORK_ROUNDS=${FORK_ROUNDS:-3}
 cg2_opts() { awk '$2 == "/sys/fs/cgroup" && $3 == "cgroup2" {print $4; exit}' /proc/mounts; }
 favor_on() { mount -o remount,favordynmods "$CG"; }
 # The kernel knows no "nofavordynmods", and util-linux's remount keeps the options in effect:
