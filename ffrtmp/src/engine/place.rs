@@ -59,9 +59,9 @@ impl Engine {
         match placed {
             Ok((placement, children, exe)) => {
                 let latency_ns = since.map(|t| placement.verified_mono_ns.saturating_sub(t));
-                let after_exec =
-                    |t: Option<u64>| exec_mono_ns.zip(t).map(|(e, t)| t.saturating_sub(e));
-                let (receipt_ns, read_ns) = (after_exec(taken_mono_ns), after_exec(read_mono_ns));
+                // From the exec, or for a held one from the gate's read of its event.
+                let after = |t: Option<u64>| since.zip(t).map(|(e, t)| t.saturating_sub(e));
+                let (receipt_ns, read_ns) = (after(taken_mono_ns), after(read_mono_ns));
                 self.table.governed(pinned.id);
                 if let Some(u) = undo {
                     self.confirm_later(pinned.id, &spec, u);

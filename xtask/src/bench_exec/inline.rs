@@ -12,6 +12,8 @@
 //! - The exec time the gate adds: fork → first output (the first action's read came back)
 //!   and fork → exit, of the target and of the same binary under a name that is no
 //!   target's, in the gate's rounds.
+//! - The kernel's own part of that time: the same pair of execs with a bare listener of
+//!   ours in place of the daemon, which answers each held exec at once (`bare_gate.rs`).
 //! - Non-target execs untouched: fork → exit of the non-target copy with the gate's daemon
 //!   running (idle, and between target execs) against no daemon at all.
 
@@ -63,6 +65,8 @@ pub(super) fn inline(bin: &Path, n: usize, rounds: usize) -> Result<()> {
     println!("|---|---|---|---|");
     let (mut gate, mut gate_other, mut ebpf, mut cg, mut bare) = Default::default();
     let (mut holds, mut placing, mut idle) = (Vec::new(), Vec::new(), Execs::default());
+    let mut taken = Vec::new();
+    let (mut listener, mut listener_other) = (Execs::default(), Execs::default());
     for r in 1..=rounds {
         let load = loadavg();
         let d = scene.daemon(bin, &[&target_name], "inline_placement: on\n", "info")?;
@@ -84,11 +88,19 @@ pub(super) fn inline(bin: &Path, n: usize, rounds: usize) -> Result<()> {
             super::latency::slowest(&held)
         );
         holds.extend(held);
+        taken.extend(super::ms_after(&log, ", taken "));
         placing.extend(placement_times(&log));
         println!("{}", row("ffrtmp, exec gate", r, &g, &load));
         Execs::add(&mut gate, g);
         Execs::add(&mut gate_other, o);
         scene.clear_jobs();
+
+        // The kernel's own part: a listener that answers at once and places nothing.
+        let l = super::bare_gate::BareGate::start(&target, daemon_nice())?;
+        let (g, o) = execs_alternating(&target, &other, &scene.root, n)?;
+        drop(l);
+        Execs::add(&mut listener, g);
+        Execs::add(&mut listener_other, o);
 
         let load = loadavg();
         let d = scene.daemon(bin, &[&target_name], "", "info")?;
@@ -125,8 +137,24 @@ pub(super) fn inline(bin: &Path, n: usize, rounds: usize) -> Result<()> {
     added("  fork → first action", &g.first, &o.first);
     added("  fork → exit", &g.exit, &o.exit);
     println!(
+        "exec time a listener that answers at once adds (the kernel's own part of a held exec, placing nothing; same rounds; ms):"
+    );
+    added(
+        "  fork → first action",
+        &listener.first,
+        &listener_other.first,
+    );
+    added("  fork → exit", &listener.exit, &listener_other.exit);
+    println!(
         "{}",
         summary("  the daemon: held (gate read the event → answered)", holds)
+    );
+    println!(
+        "{}",
+        summary(
+            "  of which the hand-over (gate read → engine took it)",
+            taken
+        )
     );
     println!(
         "{}",

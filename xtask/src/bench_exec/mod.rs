@@ -49,6 +49,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::util::{cargo, is_root, repo_root, run};
 
+mod bare_gate;
 mod inline;
 mod latency;
 mod load;

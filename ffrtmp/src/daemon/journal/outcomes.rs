@@ -302,9 +302,13 @@ fn log_placed(
     held: bool,
 ) {
     let latency_text = match (latency_ns, receipt_ns) {
-        (Some(l), _) if held => format!(
-            " (held at exec: read→placed {:.3}ms; it ran nothing outside its cgroup)",
-            l as f64 / 1e6
+        (Some(l), r) if held => format!(
+            " (held at exec: read→placed {:.3}ms{}; it ran nothing outside its cgroup)",
+            l as f64 / 1e6,
+            r.map_or(String::new(), |r| format!(
+                ", taken {:.3}ms",
+                r as f64 / 1e6
+            ))
         ),
         (Some(l), Some(r)) => format!(
             " (exec→placed {:.3}ms; read {:.3}ms, received {:.3}ms)",
