@@ -30,16 +30,14 @@ fn ebpf_strict_target_is_inside_its_cgroup_before_it_runs() {
             .spawn()
             .unwrap();
         let pid = c.id();
-        let status = wait_exit(&mut c, Duration::from_secs(10));
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "round {round}: strict target did not finish: {status:?}\n{}",
-            w.log_text()
+        w.exits_ok(
+            &mut c,
+            Duration::from_secs(10),
+            &format!("round {round}: strict target did not finish"),
         );
-        let seen = ffrtmp::process::parse_cgroup_file(&std::fs::read_to_string(&out).unwrap());
-        let cg = job(&root, &name, pid);
+        let (inside, seen, cg) = first_view(&root, &out, &name, pid);
         assert!(
-            root.backend.is_member(&cg, &seen),
+            inside,
             "round {round}: the target's first view of itself was outside {cg}: {seen:?}"
         );
     }
@@ -115,11 +113,10 @@ fn ebpf_strict_target_whose_placement_fails_still_runs() {
         .spawn()
         .unwrap();
     let pid = c.id();
-    let status = wait_exit(&mut c, Duration::from_secs(10));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the target was left stopped or failed: {status:?}\n{}",
-        w.log_text()
+    w.exits_ok(
+        &mut c,
+        Duration::from_secs(10),
+        "the target was left stopped or failed",
     );
     assert!(marker.exists());
     let failed = wait_until(Duration::from_secs(5), || {
@@ -176,16 +173,14 @@ fn ebpf_strict_stop_outlives_a_killed_daemon() {
     // The next daemon.
     let w2 = Daemon::new(dir.path(), &root, &yaml).start();
     w2.ready();
-    let status = wait_exit(&mut c, Duration::from_secs(10));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the target stayed stopped after the restart: {status:?}\n{}",
-        w2.log_text()
+    w2.exits_ok(
+        &mut c,
+        Duration::from_secs(10),
+        "the target stayed stopped after the restart",
     );
-    let seen = ffrtmp::process::parse_cgroup_file(&std::fs::read_to_string(&out).unwrap());
-    let cg = job(&root, &name, pid);
+    let (inside, seen, cg) = first_view(&root, &out, &name, pid);
     assert!(
-        root.backend.is_member(&cg, &seen),
+        inside,
         "resumed before it was placed: its first view of itself was {seen:?}, not {cg}\n{}",
         w2.log_text()
     );
@@ -249,11 +244,10 @@ fn ebpf_strict_never_leaves_a_process_stopped() {
         Command::new(&sh).args(["-c", "exit 0"]).spawn().unwrap()
     };
     let mut c = run(&impostor);
-    let status = wait_exit(&mut c, Duration::from_secs(10));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the prefix impostor stayed stopped: {status:?}\n{}",
-        w.log_text()
+    w.exits_ok(
+        &mut c,
+        Duration::from_secs(10),
+        "the prefix impostor stayed stopped",
     );
 
     // Stop the daemon, let targets be stopped by the kernel, then shut the daemon down:

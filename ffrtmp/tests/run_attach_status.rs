@@ -61,11 +61,11 @@ fn run_starts_the_command_inside_its_cgroup_and_returns_its_exit_code() {
         "cgroup left behind after the command exited"
     );
 
-    let out = run_cmd(&root, &job, &["/nonexistent/binary"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(127));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot start /nonexistent/binary"));
+    fails(
+        &mut run_cmd(&root, &job, &["/nonexistent/binary"]),
+        127,
+        &["cannot start /nonexistent/binary"],
+    );
 }
 
 #[test]
@@ -179,12 +179,11 @@ fn attach_places_and_returns_and_wait_cleans_up() {
     );
     assert!(!root.exists(&root.job("waited")));
 
-    let out = ffrtmp_cmd()
-        .args(["attach", "--pid", "999999999", "--cgroup-root", &root.path])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no running process with PID 999999999"));
+    fails(
+        ffrtmp_cmd().args(["attach", "--pid", "999999999", "--cgroup-root", &root.path]),
+        1,
+        &["no running process with PID 999999999"],
+    );
 }
 
 #[test]
@@ -197,24 +196,15 @@ fn run_and_attach_refuse_a_job_id_that_names_a_pool() {
         .create(&format!("{pool}/auto-ffmpeg-1"))
         .unwrap();
     let before = root.backend.read_limits(&pool);
-    let refused = |out: std::process::Output, what: &str| {
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{what}: {err}");
-        assert!(
-            err.contains("holds other cgroups (auto-ffmpeg-1)") && err.contains("--job-id"),
-            "{what}: {err}"
-        );
-    };
-    let ran = run_cmd(&root, "live", &["/bin/true"]).output().unwrap();
-    refused(ran, "run");
+    let says = ["holds other cgroups (auto-ffmpeg-1)", "--job-id"];
+    fails(&mut run_cmd(&root, "live", &["/bin/true"]), 2, &says);
     let dir = tempfile::tempdir().unwrap();
     let pid = root.own(spawn_in(Path::new("/bin/sleep"), &["60"], dir.path()));
-    let attached = ffrtmp_cmd()
+    let mut attach = ffrtmp_cmd();
+    attach
         .args(["attach", "--pid", &pid.to_string(), "--cpu-quota", "25"])
-        .args(["--cgroup-root", &root.path, "--job-id", "live"])
-        .output()
-        .unwrap();
-    refused(attached, "attach");
+        .args(["--cgroup-root", &root.path, "--job-id", "live"]);
+    fails(&mut attach, 2, &says);
     assert!(!root.is_in(pid, &pool), "attached into the pool");
     assert_eq!(
         root.backend.read_limits(&pool),

@@ -164,6 +164,17 @@ impl Daemon {
         assert!(wait_until(within, cond), "{what}:\n{}", self.log_text());
     }
 
+    /// Wait (`within`) for the child `c` to exit with success; else fail saying `what`,
+    /// its status and this daemon's log.
+    pub fn exits_ok(&self, c: &mut std::process::Child, within: Duration, what: &str) {
+        let status = super::wait_exit(c, within);
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{what}: {status:?}\n{}",
+            self.log_text()
+        );
+    }
+
     /// Wait (10 s) for a log line containing `needle`; else fail with the log.
     pub fn logs(&self, needle: &str) {
         self.expect(

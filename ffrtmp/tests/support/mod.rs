@@ -225,6 +225,18 @@ pub fn ffrtmp_cmd() -> Command {
     c
 }
 
+/// Run `cmd` to its end: it must exit with `code` and say each of `says` on stderr,
+/// without a backtrace.
+pub fn fails(cmd: &mut Command, code: i32, says: &[&str]) {
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{cmd:?}: {err}");
+    for s in says {
+        assert!(err.contains(s), "{cmd:?}: no {s:?} in {err}");
+    }
+    assert!(!err.contains("stack backtrace"), "{err}");
+}
+
 /// `yaml` written to `file`, and `ffrtmp ARGS --config FILE` (not started yet).
 pub fn with_config(file: &Path, yaml: &str, args: &[&str]) -> Command {
     std::fs::write(file, yaml).unwrap();
@@ -383,6 +395,19 @@ pub fn strict_script(out: &Path) -> String {
 
 /// The child's exit status within `timeout`; else `None`, and the child is continued (it
 /// may be stopped), killed and reaped, so no test leaves one behind.
+/// What a `strict_script` target wrote of its first view of itself (`out`), and the job
+/// cgroup of target `name` `pid`: whether the one was the other, what it saw, the job.
+pub fn first_view(
+    root: &TestRoot,
+    out: &Path,
+    name: &str,
+    pid: u32,
+) -> (bool, Vec<ffrtmp::process::CgroupLine>, String) {
+    let seen = ffrtmp::process::parse_cgroup_file(&std::fs::read_to_string(out).unwrap());
+    let cg = job(root, name, pid);
+    (root.backend.is_member(&cg, &seen), seen, cg)
+}
+
 pub fn wait_exit(c: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
