@@ -182,8 +182,16 @@ fn state_write_survives(break_it: impl FnOnce(&Tmpfs, &Path), heal: impl FnOnce(
         );
     }
     // Several flushes fail (the third says so at debug level); one error says so.
-    w.logs("Cannot write state file");
-    w.logs("write 3 failed the same way");
+    w.expect(
+        SECS,
+        || w.log_text().contains("Cannot write state file"),
+        &format!("no {:?} in the log", "Cannot write state file"),
+    );
+    w.expect(
+        SECS,
+        || w.log_text().contains("write 3 failed the same way"),
+        &format!("no {:?} in the log", "write 3 failed the same way"),
+    );
     assert_eq!(
         count(&w.log_text(), "Cannot write state file"),
         1,
@@ -192,7 +200,11 @@ fn state_write_survives(break_it: impl FnOnce(&Tmpfs, &Path), heal: impl FnOnce(
     );
 
     heal(&fs, &fs.0);
-    w.logs("written again (after ");
+    w.expect(
+        SECS,
+        || w.log_text().contains("written again (after "),
+        &format!("no {:?} in the log", "written again (after "),
+    );
     let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
     for p in &pids {
         assert_eq!(

@@ -26,7 +26,8 @@ pub struct Placed {
     /// Kernel exec timestamp to the verified move, when the exec was reported with one.
     pub latency_ns: Option<u64>,
     /// Kernel exec timestamp to the source reading the event, and to the engine taking it
-    /// (the rest is the placement).
+    /// (the rest is the placement); for an exec held at the gate, which has no exec time,
+    /// the gate's read of its event to the engine taking it (`receipt_ns` only).
     pub read_ns: Option<u64>,
     pub receipt_ns: Option<u64>,
     /// Children moved after the parent.

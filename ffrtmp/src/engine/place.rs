@@ -59,9 +59,15 @@ impl Engine {
         match placed {
             Ok((placement, children, exe)) => {
                 let latency_ns = since.map(|t| placement.verified_mono_ns.saturating_sub(t));
-                // From the exec, or for a held one from the gate's read of its event.
-                let after = |t: Option<u64>| since.zip(t).map(|(e, t)| t.saturating_sub(e));
-                let (receipt_ns, read_ns) = (after(taken_mono_ns), after(read_mono_ns));
+                let after = |from: Option<u64>, t: Option<u64>| {
+                    from.zip(t).map(|(e, t)| t.saturating_sub(e))
+                };
+                // A held exec has no exec time: its hand-over counts from the gate's read.
+                let receipt_ns = match source == crate::sources::gate::SOURCE {
+                    true => after(held_since, taken_mono_ns),
+                    false => after(exec_mono_ns, taken_mono_ns),
+                };
+                let read_ns = after(exec_mono_ns, read_mono_ns);
                 self.table.governed(pinned.id);
                 if let Some(u) = undo {
                     self.confirm_later(pinned.id, &spec, u);

@@ -393,8 +393,6 @@ pub fn strict_script(out: &Path) -> String {
     )
 }
 
-/// The child's exit status within `timeout`; else `None`, and the child is continued (it
-/// may be stopped), killed and reaped, so no test leaves one behind.
 /// What a `strict_script` target wrote of its first view of itself (`out`), and the job
 /// cgroup of target `name` `pid`: whether the one was the other, what it saw, the job.
 pub fn first_view(
@@ -408,6 +406,8 @@ pub fn first_view(
     (root.backend.is_member(&cg, &seen), seen, cg)
 }
 
+/// The child's exit status within `timeout`; else `None`, and the child is continued (it
+/// may be stopped), killed and reaped, so no test leaves one behind.
 pub fn wait_exit(c: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -433,13 +433,8 @@ pub fn finish_all(
     let mut out = Vec::new();
     for mut k in kids {
         let left = deadline.saturating_duration_since(Instant::now());
+        // One still there is continued, killed and reaped by wait_exit.
         let status = wait_exit(&mut k, left.max(Duration::from_millis(10)));
-        if status.is_none() {
-            // SAFETY: kill(2) on our own child.
-            unsafe { libc::kill(k.id() as i32, libc::SIGCONT) };
-            let _ = k.kill();
-            let _ = k.wait();
-        }
         out.push((k.id(), status));
     }
     out

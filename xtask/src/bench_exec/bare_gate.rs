@@ -5,6 +5,7 @@
 //! waits for its answer).
 
 use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::thread::JoinHandle;
@@ -14,15 +15,17 @@ use anyhow::{bail, Context, Result};
 /// A listener thread holding one mark; dropping it stops the thread and closes the group
 /// (which allows whatever is still pending).
 pub(super) struct BareGate {
-    group: libc::c_int,
-    stop: libc::c_int,
+    /// Held open while the thread answers; closed after it is joined.
+    _group: OwnedFd,
+    stop: OwnedFd,
     thread: Option<JoinHandle<()>>,
 }
 
 impl BareGate {
     /// Mark `target` and answer each of its execs at once, on a thread at nice `nice`.
     pub(super) fn start(target: &Path, nice: i32) -> Result<BareGate> {
-        // SAFETY: plain syscalls on descriptors this function owns.
+        let path = CString::new(target.as_os_str().as_bytes())?;
+        // SAFETY: a plain syscall; a descriptor it returns is ours alone.
         let group = unsafe {
             libc::fanotify_init(
                 libc::FAN_CLASS_CONTENT | libc::FAN_CLOEXEC,
@@ -32,36 +35,36 @@ impl BareGate {
         if group < 0 {
             bail!("fanotify_init: {}", std::io::Error::last_os_error());
         }
-        let path = CString::new(target.as_os_str().as_bytes())?;
+        // SAFETY: just opened, owned from here on (closed on every path).
+        let group = unsafe { OwnedFd::from_raw_fd(group) };
         // SAFETY: `path` is a valid C string; `group` is ours.
         let r = unsafe {
             libc::fanotify_mark(
-                group,
+                group.as_raw_fd(),
                 libc::FAN_MARK_ADD,
                 libc::FAN_OPEN_EXEC_PERM,
                 libc::AT_FDCWD,
                 path.as_ptr(),
             )
         };
-        // SAFETY: an eventfd of our own.
-        let stop = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-        if r < 0 || stop < 0 {
+        if r < 0 {
             let e = std::io::Error::last_os_error();
-            // SAFETY: closing what this function opened.
-            unsafe {
-                libc::close(group);
-                if stop >= 0 {
-                    libc::close(stop);
-                }
-            }
             bail!("fanotify_mark {}: {e}", target.display());
         }
+        // SAFETY: a plain syscall; a descriptor it returns is ours alone.
+        let stop = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if stop < 0 {
+            bail!("eventfd: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: just opened, owned from here on.
+        let stop = unsafe { OwnedFd::from_raw_fd(stop) };
+        let (g, st) = (group.as_raw_fd(), stop.as_raw_fd());
         let thread = std::thread::Builder::new()
             .name("bare-gate".into())
-            .spawn(move || answer_all(group, stop, nice))
+            .spawn(move || answer_all(g, st, nice))
             .context("spawn the listener thread")?;
         Ok(BareGate {
-            group,
+            _group: group,
             stop,
             thread: Some(thread),
         })
@@ -71,15 +74,11 @@ impl BareGate {
 impl Drop for BareGate {
     fn drop(&mut self) {
         let one: u64 = 1;
-        // SAFETY: an 8-byte write to our eventfd; the thread is joined before the closes.
-        unsafe { libc::write(self.stop, (&one as *const u64).cast(), 8) };
+        // SAFETY: an 8-byte write to our eventfd; the thread is joined before the fields
+        // (and so the descriptors it uses) are dropped.
+        unsafe { libc::write(self.stop.as_raw_fd(), (&one as *const u64).cast(), 8) };
         if let Some(t) = self.thread.take() {
             let _ = t.join();
-        }
-        // SAFETY: descriptors of our own, no longer used by the joined thread.
-        unsafe {
-            libc::close(self.group);
-            libc::close(self.stop);
         }
     }
 }
@@ -106,7 +105,13 @@ fn answer_all(group: libc::c_int, stop: libc::c_int, nice: i32) {
             },
         ];
         // SAFETY: two valid pollfds.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 || fds[1].revents != 0 {
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        if fds[1].revents != 0 {
             return;
         }
         // SAFETY: reads into our buffer, at most its length.
@@ -135,7 +140,7 @@ fn answer_all(group: libc::c_int, stop: libc::c_int, nice: i32) {
                     libc::close(m.fd);
                 }
             }
-            if m.event_len == 0 {
+            if (m.event_len as usize) < meta {
                 break;
             }
             at += m.event_len as usize;
