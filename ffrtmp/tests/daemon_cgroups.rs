@@ -113,6 +113,24 @@ fn scanned_target_is_placed_with_its_limits_and_bystanders_are_not() {
     assert!(state["statistics"]["total_attachments"].as_u64() >= Some(1));
 }
 
+/// A cgroup of the job's name left empty by a placement a killed daemon cut short (v1
+/// renames a spare hierarchy by hierarchy) gives way: the target gets its job cgroup, not
+/// the spare's name (found by `ten_kill_9_while_targets_start_place_each_target_once`).
+#[test]
+fn an_empty_leftover_of_the_jobs_name_gives_way() {
+    require!(Root);
+    let (dir, mut root, name, target) = Fixture::new("g", "/bin/sleep").parts();
+    let pid = root.own(spawn_in(&target, &["60"], dir.path()));
+    root.backend.create(&job(&root, &name, pid)).unwrap();
+    let d = scanning(&dir, &root, &limits_yaml(&name, ""));
+    placed(&d, &root, &name, pid);
+    d.logs(&format!("Limits applied to PID {pid} "));
+    if root.mode() == CgroupMode::V1 {
+        // v1 places in a spare and renames it; v2 makes the job's cgroup (it exists).
+        d.logs("left by a placement cut short, to give job");
+    }
+}
+
 #[test]
 fn memory_limit_oom_kills_inside_the_job() {
     require!(Root);

@@ -21,14 +21,8 @@ impl Engine {
         discovered: Option<Outcome>,
         undo: Option<Undo>,
     ) {
-        let Origin {
-            exec_mono_ns,
-            read_mono_ns,
-            taken_mono_ns,
-            mut source,
-            stop,
-            gated,
-        } = origin;
+        let (stop, gated, mut source) = (origin.stop, origin.gated, origin.source);
+        let (exec_mono_ns, read_mono_ns) = (origin.exec_mono_ns, origin.read_mono_ns);
         let pid = pinned.id.pid;
         if self.rules.dry_run {
             drop((stop, gated));
@@ -59,15 +53,13 @@ impl Engine {
         match placed {
             Ok((placement, children, exe)) => {
                 let latency_ns = since.map(|t| placement.verified_mono_ns.saturating_sub(t));
-                let after = |from: Option<u64>, t: Option<u64>| {
-                    from.zip(t).map(|(e, t)| t.saturating_sub(e))
-                };
                 // A held exec has no exec time: its hand-over counts from the gate's read.
-                let receipt_ns = match source == crate::sources::gate::SOURCE {
-                    true => after(held_since, taken_mono_ns),
-                    false => after(exec_mono_ns, taken_mono_ns),
-                };
-                let read_ns = after(exec_mono_ns, read_mono_ns);
+                let held = source == crate::sources::gate::SOURCE;
+                let receipt_ns = since_ns(
+                    if held { held_since } else { exec_mono_ns },
+                    origin.taken_mono_ns,
+                );
+                let read_ns = since_ns(exec_mono_ns, read_mono_ns);
                 self.table.governed(pinned.id);
                 if let Some(u) = undo {
                     self.confirm_later(pinned.id, &spec, u);
@@ -326,6 +318,11 @@ const CONFIRM_AFTER: std::time::Duration = std::time::Duration::from_millis(250)
 
 /// A held exec still shows its old image: its binary is the one the gate marked; and it
 /// has waited since the gate read its exec (it has no kernel timestamp).
+/// Nanoseconds from `from` to `to`, when both are known.
+fn since_ns(from: Option<u64>, to: Option<u64>) -> Option<u64> {
+    from.zip(to).map(|(f, t)| t.saturating_sub(f))
+}
+
 fn held_facts(g: Option<&crate::process::Gated>) -> (Option<String>, Option<u64>) {
     g.map(|g| {
         let h = g.held();

@@ -197,9 +197,9 @@ impl Placer {
             return Err(e);
         }
         let verified_mono_ns = monotonic_ns();
-        // A leftover cgroup of the same name (a reused PID whose old job still has
-        // processes) keeps the spare's name: the process is placed either way.
-        let cgroup = match self.backend.rename(&spare.cgroup, spec.job_id.as_str()) {
+        // A leftover cgroup of the same name that still has processes (a reused PID whose
+        // old job runs on) keeps the spare's name: the process is placed either way.
+        let cgroup = match self.name_job(&spare.cgroup, spec.job_id.as_str()) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(
@@ -219,5 +219,27 @@ impl Placer {
             took: started.elapsed(),
             root_recreated: false,
         })
+    }
+
+    /// Give a spare the job's name. A cgroup of that name that is empty is a leftover of a
+    /// placement a killed daemon cut short (it renamed some hierarchies, then died; the
+    /// process was placed again since): it is removed, and the rename tried once more. A
+    /// busy one is not touched (rmdir refuses it).
+    fn name_job(&self, spare: &str, job: &str) -> Result<String, PlaceError> {
+        let first = match self.backend.rename(spare, job) {
+            Ok(c) => return Ok(c),
+            Err(e) => e,
+        };
+        if !matches!(first.errno, Some(libc::EEXIST | libc::ENOTEMPTY)) {
+            return Err(first);
+        }
+        let parent = spare.rsplit_once('/').map_or("", |(p, _)| p);
+        let leftover = format!("{parent}/{job}");
+        let empty = self.backend.procs(&leftover).is_ok_and(|p| p.is_empty());
+        if !empty || self.backend.remove(&leftover).is_err() {
+            return Err(first);
+        }
+        tracing::info!("Removed the empty cgroup {leftover}, left by a placement cut short, to give job {job} its name");
+        self.backend.rename(spare, job)
     }
 }
