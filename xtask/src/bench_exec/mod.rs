@@ -3,8 +3,9 @@
 //! (`--bin`: another build of it, e.g. an older commit's, without building this one).
 //!
 //! - `inline`: the exec gate against the exec events' path and cgrulesengd, rounds
-//!   interleaved: first actions outside the job, the exec time the gate adds, non-target
-//!   execs with and without the daemon (`inline.rs`).
+//!   interleaved: first actions outside the job, the exec time the gate adds and the
+//!   kernel's own part of it (a bare listener that answers at once, `bare_gate.rs`),
+//!   non-target execs with and without the daemon (`inline.rs`).
 //! - `compare`: exec → placed from outside, ffrtmp and libcgroup's cgrulesengd (Debian
 //!   `cgroup-tools`, netlink proc connector) under the same harness, in interleaved rounds
 //!   (ffrtmp, cgrulesengd, ffrtmp, …; default 3 rounds of N = 300 each, 5 ms apart), both
