@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 pub use backend::{CgroupBackend, CgroupMode, RootReport, Usage};
 pub use detect::detect;
 pub use error::{backoff, Class, PlaceError, Step};
+pub use spares::Naming;
 
 use std::sync::atomic::AtomicU64;
 
@@ -62,6 +63,8 @@ pub struct Placement {
     pub took: Duration,
     /// The cgroup root was gone (removed by another tool) and was made again first.
     pub root_recreated: bool,
+    /// How a spare got the job's name (said by the record loop, not before the answer).
+    pub naming: Naming,
 }
 
 pub struct Placer {
@@ -117,6 +120,23 @@ impl Placer {
         match &spec.pool {
             Some(p) => format!("{}/{}/{job_id}", self.root, p.name),
             None => self.cgroup_of(job_id),
+        }
+    }
+
+    /// The job's cgroup, its name made free. A cgroup of that name left behind (an earlier
+    /// process with this PID, or a placement a killed daemon cut short) is removed if
+    /// empty, so the job starts from the kernel's defaults and not from limits the new job
+    /// does not set (`true`: one was removed). One still in use (its children run there)
+    /// keeps its limits to itself: the job gets a name of its own, its start time added.
+    fn free_cgroup(&self, spec: &JobSpec, start_time: u64) -> (String, bool) {
+        let cgroup = self.cgroup_for(spec, spec.job_id.as_str());
+        match self.backend.remove(&cgroup) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => (
+                self.cgroup_for(spec, &spec.job_id.with_start_time(start_time)),
+                false,
+            ),
+            // Removed, or there was none (rmdir's ENOENT counts as done).
+            r => (cgroup, r.is_ok()),
         }
     }
 
@@ -184,16 +204,7 @@ impl Placer {
                 }
             }
         }
-        let mut cgroup = self.cgroup_for(spec, spec.job_id.as_str());
-        // A cgroup of that name left behind (an earlier process with this PID) is removed if
-        // empty, so the job starts from the kernel's defaults and not from limits the new
-        // job does not set. One still in use (its children run there) keeps its limits to
-        // itself: the job gets a name of its own.
-        if let Err(e) = self.backend.remove(&cgroup) {
-            if e.raw_os_error() == Some(libc::EBUSY) {
-                cgroup = self.cgroup_for(spec, &spec.job_id.with_start_time(p.id.start_time));
-            }
-        }
+        let (cgroup, _) = self.free_cgroup(spec, p.id.start_time);
         let root_recreated = self.create(&cgroup, spec.pool.as_deref())?;
         let result = self.fill_and_move(p, spec, &cgroup);
         match result {
@@ -205,6 +216,7 @@ impl Placer {
                 verified_mono_ns: monotonic_ns(),
                 took: started.elapsed(),
                 root_recreated,
+                naming: Naming::AsJob,
             }),
             Err(e) => {
                 let _ = self.backend.remove(&cgroup);

@@ -23,6 +23,19 @@ use super::{JobSpec, Placement, Placer};
 use crate::config::Limits;
 use crate::process::{monotonic_ns, Pinned};
 
+/// How a spare cgroup got the job's name (v1 renames it once the process is in).
+#[derive(Debug)]
+pub enum Naming {
+    /// Named as the job (with its start time when a busy cgroup has the name), or no
+    /// spare was used.
+    AsJob,
+    /// Named once the cgroup of the job's name, left empty by a placement a killed daemon
+    /// cut short, was removed.
+    LeftoverRemoved(String),
+    /// Not renamed (the rename failed): the job keeps the spare's cgroup. The error.
+    SpareKept(String),
+}
+
 /// A ready cgroup with limits applied.
 #[derive(Debug)]
 pub struct Spare {
@@ -197,18 +210,11 @@ impl Placer {
             return Err(e);
         }
         let verified_mono_ns = monotonic_ns();
-        // A leftover cgroup of the same name that still has processes (a reused PID whose
-        // old job runs on) keeps the spare's name: the process is placed either way.
-        let cgroup = match self.name_job(&spare.cgroup, spec.job_id.as_str()) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(
-                    "Cannot name {} {}: {e}; the job keeps that cgroup",
-                    spare.cgroup,
-                    spec.job_id
-                );
-                spare.cgroup.clone()
-            }
+        // A rename that fails keeps the spare's name: the process is placed either way.
+        // Said by the record loop: nothing is logged here, before a held exec is answered.
+        let (cgroup, naming) = match self.name_job(&spare.cgroup, spec, p.id.start_time) {
+            Ok(named) => named,
+            Err(e) => (spare.cgroup.clone(), Naming::SpareKept(e.to_string())),
         };
         Ok(Placement {
             job_id: spec.job_id.to_string(),
@@ -218,28 +224,36 @@ impl Placer {
             verified_mono_ns,
             took: started.elapsed(),
             root_recreated: false,
+            naming,
         })
     }
 
-    /// Give a spare the job's name. A cgroup of that name that is empty is a leftover of a
-    /// placement a killed daemon cut short (it renamed some hierarchies, then died; the
-    /// process was placed again since): it is removed, and the rename tried once more. A
-    /// busy one is not touched (rmdir refuses it).
-    fn name_job(&self, spare: &str, job: &str) -> Result<String, PlaceError> {
-        let first = match self.backend.rename(spare, job) {
-            Ok(c) => return Ok(c),
+    /// Give a spare the job's name. Only when a cgroup of that name is in the way (EEXIST:
+    /// on v1 a killed daemon's rename can leave one, hierarchy by hierarchy) is the name
+    /// made free, as the slow path does every time (`free_cgroup`); the fast path pays
+    /// nothing for it otherwise.
+    fn name_job(
+        &self,
+        spare: &str,
+        spec: &JobSpec,
+        start_time: u64,
+    ) -> Result<(String, Naming), PlaceError> {
+        let first = match self.backend.rename(spare, spec.job_id.as_str()) {
+            Ok(c) => return Ok((c, Naming::AsJob)),
             Err(e) => e,
         };
         if !matches!(first.errno, Some(libc::EEXIST | libc::ENOTEMPTY)) {
             return Err(first);
         }
-        let parent = spare.rsplit_once('/').map_or("", |(p, _)| p);
-        let leftover = format!("{parent}/{job}");
-        let empty = self.backend.procs(&leftover).is_ok_and(|p| p.is_empty());
-        if !empty || self.backend.remove(&leftover).is_err() {
-            return Err(first);
-        }
-        tracing::info!("Removed the empty cgroup {leftover}, left by a placement cut short, to give job {job} its name");
-        self.backend.rename(spare, job)
+        let (free, removed) = self.free_cgroup(spec, start_time);
+        let name = free.rsplit_once('/').map_or(free.as_str(), |(_, n)| n);
+        let named = self.backend.rename(spare, name)?;
+        // Busy, it keeps its name and the job has one with its start time, as on the slow
+        // path, which says nothing of it either.
+        let naming = match removed {
+            true => Naming::LeftoverRemoved(self.cgroup_for(spec, spec.job_id.as_str())),
+            false => Naming::AsJob,
+        };
+        Ok((named, naming))
     }
 }

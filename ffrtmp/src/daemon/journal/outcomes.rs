@@ -10,6 +10,7 @@ use super::{Effect, Effects, Journal};
 use crate::config::units::format_go_duration;
 use crate::daemon::chores::Chore;
 use crate::engine::{Outcome, Placed};
+use crate::placer::Naming;
 use crate::process::{PidFd, ProcessId};
 use crate::record::state::ProcessRecord;
 use crate::record::tally::Count;
@@ -209,13 +210,7 @@ impl Journal {
         for (label, e) in &pl.failed {
             error!(pid, job = %pl.job_id, "Limit {label} NOT applied to PID {pid} (job {}): {e}", pl.job_id);
         }
-        if pl.root_recreated {
-            warn!(
-                "The cgroup root {} was gone (removed by another tool while ffrtmp ran); made it again, with its controllers, for job {}",
-                pl.cgroup.rsplit_once('/').map_or("", |(root, _)| root),
-                pl.job_id
-            );
-        }
+        say_cgroup_made(pid, &pl);
         if p.children > 0 {
             info!(
                 pid,
@@ -293,6 +288,29 @@ fn log_failed(
 }
 
 /// The predecessor's "Limits applied" line, with the latency's parts.
+/// What placing found of the cgroups around the job: a root made again, a spare's name.
+fn say_cgroup_made(pid: u32, pl: &crate::placer::Placement) {
+    if pl.root_recreated {
+        warn!(
+            "The cgroup root {} was gone (removed by another tool while ffrtmp ran); made it again, with its controllers, for job {}",
+            pl.cgroup.rsplit_once('/').map_or("", |(root, _)| root),
+            pl.job_id
+        );
+    }
+    match &pl.naming {
+        Naming::AsJob => {}
+        Naming::LeftoverRemoved(leftover) => info!(
+            pid,
+            "Removed the empty cgroup {leftover}, left by a placement cut short, to give job {} its name",
+            pl.job_id
+        ),
+        Naming::SpareKept(e) => warn!(
+            pid,
+            "Cannot name {} {}: {e}; the job keeps that cgroup", pl.cgroup, pl.job_id
+        ),
+    }
+}
+
 fn log_placed(
     pid: u32,
     command: &str,
