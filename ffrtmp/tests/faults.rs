@@ -182,16 +182,8 @@ fn state_write_survives(break_it: impl FnOnce(&Tmpfs, &Path), heal: impl FnOnce(
         );
     }
     // Several flushes fail (the third says so at debug level); one error says so.
-    w.expect(
-        SECS,
-        || w.log_text().contains("Cannot write state file"),
-        &format!("no {:?} in the log", "Cannot write state file"),
-    );
-    w.expect(
-        SECS,
-        || w.log_text().contains("write 3 failed the same way"),
-        &format!("no {:?} in the log", "write 3 failed the same way"),
-    );
+    w.logs_within("Cannot write state file", SECS);
+    w.logs_within("write 3 failed the same way", SECS);
     assert_eq!(
         count(&w.log_text(), "Cannot write state file"),
         1,
@@ -200,11 +192,7 @@ fn state_write_survives(break_it: impl FnOnce(&Tmpfs, &Path), heal: impl FnOnce(
     );
 
     heal(&fs, &fs.0);
-    w.expect(
-        SECS,
-        || w.log_text().contains("written again (after "),
-        &format!("no {:?} in the log", "written again (after "),
-    );
+    w.logs_within("written again (after ", SECS);
     let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
     for p in &pids {
         assert_eq!(

@@ -316,13 +316,13 @@ impl Undo {
 /// placed again by its exec event.
 const CONFIRM_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// A held exec still shows its old image: its binary is the one the gate marked; and it
-/// has waited since the gate read its exec (it has no kernel timestamp).
 /// Nanoseconds from `from` to `to`, when both are known.
 fn since_ns(from: Option<u64>, to: Option<u64>) -> Option<u64> {
     from.zip(to).map(|(f, t)| t.saturating_sub(f))
 }
 
+/// A held exec still shows its old image: its binary is the one the gate marked; and it
+/// has waited since the gate read its exec (it has no kernel timestamp).
 fn held_facts(g: Option<&crate::process::Gated>) -> (Option<String>, Option<u64>) {
     g.map(|g| {
         let h = g.held();

@@ -177,8 +177,13 @@ impl Daemon {
 
     /// Wait (10 s) for a log line containing `needle`; else fail with the log.
     pub fn logs(&self, needle: &str) {
+        self.logs_within(needle, Duration::from_secs(10));
+    }
+
+    /// Wait (`within`) for a log line containing `needle`; else fail with the log.
+    pub fn logs_within(&self, needle: &str, within: Duration) {
         self.expect(
-            Duration::from_secs(10),
+            within,
             || self.log_text().contains(needle),
             &format!("no {needle:?} in the log"),
         );
