@@ -182,7 +182,7 @@ const _: () = assert!(core::mem::size_of::<StopValue>() == 8);
 /// the ledger is full it runs and is placed like a normal target (`STOP_FAILED`).
 pub const STOPPED_ENTRIES: u32 = 4096;
 
-/// Indices into the per-CPU counter array.
+/// Indices into the counter array (`COUNTERS`, memory-mapped by the agent).
 pub mod counter {
     /// Execs seen by the program.
     pub const EXECS: u32 = 0;

@@ -4,9 +4,11 @@
 //! time (`EbpfLoader::map_max_entries`), pins `STOPPED` in bpffs so that the stops it
 //! records outlive a daemon that dies, and sets `OFFSETS` from the kernel's BTF.
 
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, RingBuf},
 };
 use ffrtmp_common::{
     counter, KernelOffsets, KernelSettings, StopKey, StopValue, TargetKey, TargetValue,
@@ -31,9 +33,17 @@ pub static TARGETS: HashMap<TargetKey, TargetValue> =
 #[map(name = "SETTINGS")]
 pub static SETTINGS: Array<KernelSettings> = Array::with_max_entries(1, 0);
 
-/// `counter::*` indices; user space sums the per-CPU values.
+/// `counter::*` indices. Memory-mapped (`BPF_F_MMAPABLE`, Linux 5.5+): user space reads it
+/// without a system call. A map lookup by system call marks the CPU as running BPF for its
+/// length (`bpf_disable_instrumentation`); a preemptible kernel (Debian's 7.x) can switch to
+/// a task that execs in that window, and the kernel then skips this program for that exec
+/// (`trace_call_bpf`; `bpf_prog_info.recursion_misses`). A per-CPU array can only be read by
+/// system call, so the record loop's reads every 250 ms made the kernel skip execs.
 #[map(name = "COUNTERS")]
-pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+pub static COUNTERS: Array<u64> = Array::with_max_entries(counter::COUNT, BPF_F_MMAPABLE);
+
+/// `BPF_F_MMAPABLE` (uapi/linux/bpf.h): the map's values can be mmap'ed by user space.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// The ledger of strict stops: (process, start time) → when it was stopped. An entry is
 /// written before the SIGSTOP and removed by whoever resumes the process.
@@ -81,14 +91,15 @@ pub fn offsets_valid(bit: u32) -> bool {
     offset(|o| &o.valid) as u32 & bit != 0
 }
 
-/// Add one to counter `index` on this CPU. Per-CPU, so no atomics are needed: the kernel
-/// never runs the program twice at once on one CPU (it skips the second run and counts it
-/// in `bpf_prog_info.recursion_misses`, which the agent reads; see `exec.rs`).
+/// Add one to counter `index`: an atomic add (`BPF_XADD`, its result unused, as the
+/// verifier of 5.x kernels requires), as every CPU adds to the same slot.
 #[inline(always)]
 pub fn count(index: u32) {
     if let Some(p) = COUNTERS.get_ptr_mut(index) {
-        // SAFETY: the pointer comes from a successful map lookup of this CPU's slot.
-        unsafe { *p += 1 };
+        // SAFETY: the pointer comes from a successful map lookup, aligned for a u64, into a
+        // map that lives as long as the program. (`AtomicU64::fetch_add` is not in the
+        // prebuilt `core` for BPF: its target has no compare-and-swap.)
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, 1) };
     }
 }
 

@@ -25,12 +25,12 @@ pub mod targets;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap, MapData, RingBuf};
 use aya::Ebpf;
 use ffrtmp_common::{OFFSETS_ARGV0, OFFSETS_EXE, OFFSETS_IDENTITY};
 use tracing::{info, warn};
 
-pub use counters::KernelCounters;
+pub use counters::{KernelCounters, MappedCounters};
 pub use error::EbpfError;
 pub use ledger::KernelLedger;
 pub use load::{Hook, LoadOptions, HOOK_ENV, RING_ENV};
@@ -46,7 +46,7 @@ use crate::process::{ProcFs, ProcessId};
 pub struct EbpfSource {
     ebpf: Ebpf,
     ring: RingBuf<MapData>,
-    counters: PerCpuArray<MapData, u64>,
+    counters: MappedCounters,
     ledger: Arc<KernelLedger>,
     hook: Hook,
 }
@@ -109,7 +109,8 @@ pub fn start(
     let targets = HashMap::try_from(take(&mut ebpf, "TARGETS")?).map_err(wrong)?;
     let kernel_settings = Array::try_from(take(&mut ebpf, "SETTINGS")?).map_err(wrong)?;
     let ring = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(wrong)?;
-    let counters = PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?).map_err(wrong)?;
+    let counters = MappedCounters::new(take(&mut ebpf, "COUNTERS")?)
+        .map_err(|detail| EbpfError::Load { detail })?;
     let ledger = Arc::new(KernelLedger::new(
         HashMap::try_from(take(&mut ebpf, "STOPPED")?).map_err(wrong)?,
     ));
