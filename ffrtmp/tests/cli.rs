@@ -86,3 +86,24 @@ fn the_guide_env_file_over_the_guide_config_is_reported() {
         "{text}"
     );
 }
+
+/// Output to a reader that went away (`ffrtmp config check | grep -q …`) is dropped: the
+/// command ends as it would have, without the panic `println!` gives on a closed pipe.
+#[test]
+fn output_to_a_closed_pipe_is_dropped_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = with_config(
+        &dir.path().join("watch-config.yaml"),
+        "target_commands: [ffmpeg]\n",
+        &["config", "check"],
+    )
+    .stdout(writer)
+    .stderr(Stdio::piped())
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

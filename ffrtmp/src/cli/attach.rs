@@ -50,7 +50,7 @@ pub fn main(a: AttachArgs) -> ExitCode {
         Err(e) => return fail(EXIT_FAILURE, e),
     };
     let moved = placer.move_descendants(a.pid, &placement.cgroup);
-    println!(
+    say!(
         "Attached PID {} as job {} in {}: {}{}",
         a.pid,
         placement.job_id,
@@ -92,8 +92,8 @@ fn wait_and_remove(
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     rt.block_on(pidfd.exited());
     match placer.remove_if_empty(cgroup) {
-        Ok(true) => println!("PID {pid} exited; removed {cgroup}"),
-        Ok(false) => println!("PID {pid} exited; {cgroup} still has processes and stays"),
+        Ok(true) => say!("PID {pid} exited; removed {cgroup}"),
+        Ok(false) => say!("PID {pid} exited; {cgroup} still has processes and stays"),
         Err(e) => eprintln!("ffrtmp: PID {pid} exited; cannot remove {cgroup}: {e}"),
     }
     Ok(())

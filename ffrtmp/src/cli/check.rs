@@ -17,7 +17,7 @@ pub fn main(config: Option<PathBuf>) -> ExitCode {
         passwd: std::path::Path::new("/etc/passwd"),
     }) {
         Ok(s) => {
-            print!("{}", render(&s));
+            say!("{}", render(&s).trim_end_matches('\n'));
             ExitCode::SUCCESS
         }
         Err(e) => fail(EXIT_CONFIG, e),

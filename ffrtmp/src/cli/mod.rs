@@ -1,5 +1,10 @@
 //! The command line: argument definitions and dispatch. Each command lives in its own file.
 
+/// `println!` for the commands' output: see [`say`].
+macro_rules! say {
+    ($($t:tt)*) => { $crate::cli::say(format_args!($($t)*)) };
+}
+
 mod attach;
 pub mod check;
 mod run;
@@ -215,6 +220,19 @@ pub fn register_root(root: &str) {
             "ffrtmp: warning: cannot record {root} in {}: {e}; a running `ffrtmp watch` with another cgroup root may move this job",
             dir.display()
         );
+    }
+}
+
+/// Write a line of a command's output to stdout. A reader that went away (`ffrtmp status |
+/// grep -q`) is not an error: the line is dropped and the command goes on to its end, where
+/// `println!` would panic and leave, say, `attach` without removing its job's cgroup.
+pub fn say(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("ffrtmp: cannot write to stdout: {e}");
+        }
     }
 }
 

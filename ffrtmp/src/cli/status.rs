@@ -74,7 +74,7 @@ pub fn main(a: StatusArgs) -> ExitCode {
         held_at_exec: state.held_at_exec,
     };
     if a.json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&report).expect("serializes")
         );
@@ -174,7 +174,7 @@ fn print_pools(pools: &[PoolRow]) {
         let th = p.usage.throttling.map_or("-".into(), |t| {
             format!("{}/{} periods", t.throttled_periods, t.periods)
         });
-        println!(
+        say!(
             "Pool {} ({}): {} job(s), CPU {} s, memory {} MiB, throttled {th}; limits [{}]",
             p.name,
             p.cgroup,
@@ -192,29 +192,35 @@ fn print_pools(pools: &[PoolRow]) {
 
 fn print_text(report: &Report) {
     match &report.health {
-        Some(h) => println!(
+        Some(h) => say!(
             "Health: {} (scan failures: {}, attach failures: {}) since {}",
             h.status,
             h.scan_failures,
             h.attach_failures,
             h.since.to_rfc3339()
         ),
-        None => println!("Health: unknown (the state file has no health record)"),
+        None => say!("Health: unknown (the state file has no health record)"),
     }
-    println!(
+    say!(
         "Governed processes: {}   (state: {})",
         report.processes.len(),
         report.state_path.display()
     );
     if !report.processes.is_empty() {
-        println!(
+        say!(
             "{:<8} {:<24} {:<16} {:>9} {:>10} {:>6} {:<6} CGROUP / LIMITS",
-            "PID", "JOB", "COMMAND", "CPU s", "MEM MiB", "OOM", "ALIVE"
+            "PID",
+            "JOB",
+            "COMMAND",
+            "CPU s",
+            "MEM MiB",
+            "OOM",
+            "ALIVE"
         );
     }
     for r in &report.processes {
         let opt = |v: Option<u64>, f: &dyn Fn(u64) -> String| v.map_or("-".to_string(), f);
-        println!(
+        say!(
             "{:<8} {:<24} {:<16} {:>9} {:>10} {:>6} {:<6} {} [{}]",
             r.pid,
             r.job_id,
@@ -234,15 +240,15 @@ fn print_text(report: &Report) {
     }
     print_pools(&report.pools);
     if report.held_at_exec.is_empty() {
-        println!("Held at exec (inline placement): none");
+        say!("Held at exec (inline placement): none");
     } else {
-        println!("Held at exec (inline placement), placed before their first instruction:");
+        say!("Held at exec (inline placement), placed before their first instruction:");
     }
     for h in &report.held_at_exec {
-        println!("  {} ({})", h.path, h.target);
+        say!("  {} ({})", h.path, h.target);
     }
     let s = &report.statistics;
-    println!(
+    say!(
         "Totals: scans {} discovered {} attached {} placement failures {} limit failures {} drift corrections {} events lost {}",
         s.total_scans, s.total_discovered, s.total_attachments, s.total_placement_failures, s.total_limit_failures, s.total_drift_corrections, s.total_events_lost
     );
