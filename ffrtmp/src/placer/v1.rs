@@ -101,6 +101,26 @@ impl V1Backend {
             };
         written(&dir, w.file, &w.value, r)
     }
+
+    /// What `read` finds in `cgroup` of every hierarchy, sorted and without repeats; a
+    /// hierarchy where it does not exist adds nothing.
+    fn union<T: Ord>(
+        &self,
+        cgroup: &str,
+        read: fn(&Path) -> io::Result<Vec<T>>,
+    ) -> io::Result<Vec<T>> {
+        let mut all = Vec::new();
+        for h in &self.hierarchies {
+            match read(&dir_of(&h.mount, cgroup)) {
+                Ok(found) => all.extend(found),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        all.sort_unstable();
+        all.dedup();
+        Ok(all)
+    }
 }
 
 /// Move a whole process into `cgroup` of one hierarchy.
@@ -283,31 +303,11 @@ impl CgroupBackend for V1Backend {
     }
 
     fn procs(&self, cgroup: &str) -> io::Result<Vec<u32>> {
-        let mut all = Vec::new();
-        for h in &self.hierarchies {
-            match read_procs(&dir_of(&h.mount, cgroup)) {
-                Ok(p) => all.extend(p),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        all.sort_unstable();
-        all.dedup();
-        Ok(all)
+        self.union(cgroup, read_procs)
     }
 
     fn children(&self, cgroup: &str) -> io::Result<Vec<String>> {
-        let mut names = Vec::new();
-        for h in &self.hierarchies {
-            match list_dirs(&dir_of(&h.mount, cgroup)) {
-                Ok(n) => names.extend(n),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        names.sort();
-        names.dedup();
-        Ok(names)
+        self.union(cgroup, list_dirs)
     }
 
     fn usage(&self, cgroup: &str) -> Usage {
