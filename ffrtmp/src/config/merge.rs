@@ -9,6 +9,7 @@ use super::error::FileErr;
 use super::ladder::{env_over, FileShown, Ladder, Rung};
 use super::raw::{self, check_target_list, CgroupRoot, RawConfig, RawFilters, RawLimits};
 use super::units::{self, FlushInterval, RetryAttempts, ScanInterval};
+use super::words::Words;
 use super::*;
 
 pub(super) fn merge(raw: RawConfig, text: &str, src: &Sources) -> Result<Settings, ConfigError> {

@@ -8,6 +8,7 @@ mod pools;
 pub mod raw;
 mod services;
 pub mod units;
+pub mod words;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -15,6 +15,8 @@ use super::units::{
     CpuQuota, CpuWeight, FlushInterval, GateTimeout, MemoryMib, PidsMax, ReconcileInterval,
     RetryAttempts, Runtime, ScanInterval, StrictTimeout,
 };
+use super::words::words_setting;
+pub use super::words::Words;
 
 /// The config file. Keys and meanings of the predecessor are kept; see docs/configuration.md.
 #[derive(Debug, Default, Deserialize)]
@@ -136,36 +138,13 @@ pub enum JobMetrics {
     Off,
 }
 
-impl JobMetrics {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        match text.trim() {
-            "per_job" => Ok(JobMetrics::PerJob),
-            "per_command" => Ok(JobMetrics::PerCommand),
-            "off" => Ok(JobMetrics::Off),
-            other => Err(format!(
-                "{other:?} is not a job_metrics mode (accepted: per_job, per_command, off)"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for JobMetrics {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(match self {
-            JobMetrics::PerJob => "per_job",
-            JobMetrics::PerCommand => "per_command",
-            JobMetrics::Off => "off",
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for JobMetrics {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(TextVisitor(
-            JobMetrics::parse,
-            "per_job, per_command or off",
-        ))
-    }
+impl Words for JobMetrics {
+    const SETTING: &'static str = "a job_metrics mode";
+    const WORDS: &'static [(Self, &'static str)] = &[
+        (JobMetrics::PerJob, "per_job"),
+        (JobMetrics::PerCommand, "per_command"),
+        (JobMetrics::Off, "off"),
+    ];
 }
 
 /// How a target is placed when the eBPF source reports its exec.
@@ -180,31 +159,11 @@ pub enum Placement {
     Strict,
 }
 
-impl Placement {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "normal" => Ok(Placement::Normal),
-            "strict" => Ok(Placement::Strict),
-            other => Err(format!(
-                "{other:?} is not a placement mode (accepted: normal, strict)"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for Placement {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(match self {
-            Placement::Normal => "normal",
-            Placement::Strict => "strict",
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for Placement {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(TextVisitor(Placement::parse, "normal or strict"))
-    }
+impl Words for Placement {
+    const SETTING: &'static str = "a placement mode";
+    const WORDS: &'static [(Self, &'static str)] =
+        &[(Placement::Normal, "normal"), (Placement::Strict, "strict")];
+    const ANY_CASE: bool = true;
 }
 
 /// Whether the exec gate holds a known target's exec until it is placed
@@ -221,34 +180,17 @@ pub enum InlinePlacement {
     Off,
 }
 
-impl InlinePlacement {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(InlinePlacement::Auto),
-            "on" => Ok(InlinePlacement::On),
-            "off" => Ok(InlinePlacement::Off),
-            other => Err(format!(
-                "{other:?} is not an inline_placement mode (accepted: auto, on, off)"
-            )),
-        }
-    }
+impl Words for InlinePlacement {
+    const SETTING: &'static str = "an inline_placement mode";
+    const WORDS: &'static [(Self, &'static str)] = &[
+        (InlinePlacement::Auto, "auto"),
+        (InlinePlacement::On, "on"),
+        (InlinePlacement::Off, "off"),
+    ];
+    const ANY_CASE: bool = true;
 }
 
-impl std::fmt::Display for InlinePlacement {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(match self {
-            InlinePlacement::Auto => "auto",
-            InlinePlacement::On => "on",
-            InlinePlacement::Off => "off",
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for InlinePlacement {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(TextVisitor(InlinePlacement::parse, "auto, on or off"))
-    }
-}
+words_setting!(JobMetrics, Placement, InlinePlacement);
 
 /// Deserialize a key that is present as `Some`, even when its value is null, so the
 /// value's own checks see it.

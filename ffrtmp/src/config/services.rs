@@ -1,11 +1,10 @@
 //! `services`, `commands.<name>.services` and `service_slices`: what happens to a target
 //! that runs in a systemd service (docs/configuration.md).
 
-use std::fmt;
-
 use serde::de::{Deserialize, Deserializer};
 
 use super::units::TextVisitor;
+use super::words::{words_setting, Words};
 
 /// What happens to a target that runs in a systemd service (docs/configuration.md).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -19,32 +18,15 @@ pub enum Services {
     Move,
 }
 
-impl Services {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        match text.trim() {
-            "limit_unit" => Ok(Services::LimitUnit),
-            "move" => Ok(Services::Move),
-            other => Err(format!(
-                "{other:?} is not a services mode (accepted: limit_unit, move)"
-            )),
-        }
-    }
+impl Words for Services {
+    const SETTING: &'static str = "a services mode";
+    const WORDS: &'static [(Self, &'static str)] = &[
+        (Services::LimitUnit, "limit_unit"),
+        (Services::Move, "move"),
+    ];
 }
 
-impl std::fmt::Display for Services {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(match self {
-            Services::LimitUnit => "limit_unit",
-            Services::Move => "move",
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for Services {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(TextVisitor(Services::parse, "limit_unit or move"))
-    }
-}
+words_setting!(Services);
 
 /// A systemd slice's name (`streams.slice`, `system-streams.slice`).
 #[derive(Debug, Clone, PartialEq)]
