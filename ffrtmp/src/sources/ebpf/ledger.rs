@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use aya::maps::{HashMap, MapData};
-use aya::Pod;
 use ffrtmp_common::{StopKey, StopValue};
 
 use crate::process::{ProcFs, ProcessId, StopLedger};
@@ -20,17 +19,8 @@ use crate::process::{ProcFs, ProcessId, StopLedger};
 pub const PIN_DIR: &str = "/sys/fs/bpf/ffrtmp";
 const PREFIX: &str = "stopped-";
 
-#[derive(Clone, Copy)]
-#[repr(transparent)]
-pub struct PodStopKey(pub StopKey);
-// SAFETY: StopKey is repr(C), u32 + u32 + u64, no padding (size asserted in ffrtmp-common).
-unsafe impl Pod for PodStopKey {}
-
-#[derive(Clone, Copy)]
-#[repr(transparent)]
-pub struct PodStopValue(pub StopValue);
-// SAFETY: StopValue is repr(C), one u64.
-unsafe impl Pod for PodStopValue {}
+pod!(pub PodStopKey(StopKey), "repr(C), u32 + u32 + u64, no padding.");
+pod!(pub PodStopValue(StopValue), "repr(C), one u64.");
 
 /// One `STOPPED` map: this daemon's, or one a dead daemon left pinned.
 pub struct KernelLedger {

@@ -18,7 +18,6 @@ use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use tracing::{debug, info};
 
-use aya::Pod;
 use ffrtmp_common::KernelOffsets;
 
 use super::btf::running_kernel_offsets;
@@ -41,11 +40,10 @@ pub const RING_FILTERED_BYTES: u32 = 256 << 10;
 /// The ring with `forward_all`: every exec system-wide is forwarded.
 pub const RING_ALL_BYTES: u32 = 4 << 20;
 
-#[derive(Clone, Copy)]
-#[repr(transparent)]
-struct PodOffsets(KernelOffsets);
-// SAFETY: KernelOffsets is repr(C), twelve u32, no padding (size asserted in ffrtmp-common).
-unsafe impl Pod for PodOffsets {}
+pod!(
+    PodOffsets(KernelOffsets),
+    "repr(C), twelve u32, no padding."
+);
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";

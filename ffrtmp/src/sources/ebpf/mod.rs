@@ -12,6 +12,21 @@
 //! `reader` (ring → notices, drained by the engine's thread), `counters` (the kernel's
 //! counters), `kernel_log` (the program's own warnings, aya-log), `error`.
 
+/// A wrapper that lets aya's maps hold a type of `ffrtmp-common`: aya's `Pod` and the
+/// common types are both foreign here (orphan rule), and tying ffrtmp-common to one aya
+/// version would be worse. `$why` says why the type has no padding (each size is asserted
+/// in ffrtmp-common), which is what makes the `unsafe impl` sound.
+macro_rules! pod {
+    ($vis:vis $name:ident($inner:ty), $why:literal) => {
+        #[derive(Clone, Copy)]
+        #[repr(transparent)]
+        #[doc = concat!("`", stringify!($inner), "` for aya's maps: ", $why)]
+        $vis struct $name(pub $inner);
+        // SAFETY: repr(transparent) over a repr(C) type without padding (see the doc).
+        unsafe impl aya::Pod for $name {}
+    };
+}
+
 pub mod btf;
 pub mod counters;
 pub mod error;

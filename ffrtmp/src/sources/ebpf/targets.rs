@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 
 use aya::maps::{Array, HashMap, MapData};
-use aya::Pod;
 use ffrtmp_common::{
     KernelSettings, TargetKey, TargetValue, COMM_LEN, TARGET_FLAG_PREFIX, TARGET_FLAG_STRICT,
 };
@@ -23,19 +22,8 @@ use crate::config::{Placement, Settings};
 /// Capacity of the kernel's target table (the map's size in the object).
 pub const TABLE_CAPACITY: usize = 1024;
 
-// aya's `Pod` is foreign and so are the common types (orphan rule): wrap them here rather
-// than tie ffrtmp-common to one aya version.
-#[derive(Clone, Copy)]
-#[repr(transparent)]
-pub struct PodTarget(pub TargetValue);
-// SAFETY: TargetValue is repr(C), two u32, no padding (size asserted in ffrtmp-common).
-unsafe impl Pod for PodTarget {}
-
-#[derive(Clone, Copy)]
-#[repr(transparent)]
-pub struct PodSettings(pub KernelSettings);
-// SAFETY: KernelSettings is repr(C), two u32, no padding (size asserted in ffrtmp-common).
-unsafe impl Pod for PodSettings {}
+pod!(pub PodTarget(TargetValue), "repr(C), two u32, no padding.");
+pod!(pub PodSettings(KernelSettings), "repr(C), two u32, no padding.");
 
 /// What the kernel tables should hold for a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
