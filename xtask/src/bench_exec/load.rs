@@ -78,7 +78,11 @@ fn floor_ms(rounds: usize, design: bool) -> Result<f64> {
         let mut c = Command::new("/bin/sleep").arg("5").spawn()?;
         let pid = c.id().to_string();
         let t = thread_cpu();
-        let made = if design { format!("{job}-spare") } else { job.clone() };
+        let made = if design {
+            format!("{job}-spare")
+        } else {
+            job.clone()
+        };
         for h in HIERARCHIES {
             std::fs::create_dir(dir(h, &made))?;
         }
