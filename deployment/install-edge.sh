@@ -159,7 +159,7 @@ check_node() {
         say "  note    kernel.perf_event_paranoid=$paranoid: perf events need CAP_SYS_ADMIN, which the unit does not"
         say "          grant, so the daemon uses the BTF tracepoint tp_btf/sched_process_exec; 7.x kernels skip it"
         say "          for some execs under load (counted, placed by reconciliation). With"
-        say "          sysctl kernel.perf_event_paranoid=2 it uses the classic tracepoint, which preemption cannot make the kernel skip"
+        say "          sysctl kernel.perf_event_paranoid=2 it uses the classic tracepoint, which the kernel skips only while other BPF work runs on that CPU"
     elif (( tp_found )); then
         say "  ok      tracefs with sched/sched_process_exec (exec hook: the classic tracepoint)"
     elif [[ -r /sys/kernel/btf/vmlinux ]]; then

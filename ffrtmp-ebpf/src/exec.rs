@@ -3,9 +3,10 @@
 //!
 //! Why this one first: the kernel never runs a tracing program twice at once on a CPU; it
 //! skips the second run (`bpf_prog_info.recursion_misses`). This hook runs inside the
-//! tracepoint's perf handler with preemption off, so preemption cannot cause a skip (one
-//! is still possible while other BPF work runs on that CPU, a map system call included,
-//! which is why the agent reads `COUNTERS` from memory; the counter shows it). Debian's 7.x
+//! tracepoint's perf handler with preemption off, so it is never preempted itself. A skip
+//! still happens while other BPF work runs on that CPU: another program, or a task
+//! preempted inside a map system call (why the agent reads `COUNTERS` from memory); the
+//! counter shows it. Debian's 7.x
 //! kernels run `tp_btf` programs with only migration off: an exec'ing task preempted
 //! inside the program makes the kernel skip it for the next task exec'ing on that CPU.
 //! Measured on 7.3.4 in bursts of 20 targets: `tp_btf` 1-3 of 20 skipped (2 of 60 even as

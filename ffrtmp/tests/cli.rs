@@ -92,7 +92,14 @@ fn the_guide_env_file_over_the_guide_config_is_reported() {
 #[test]
 fn output_to_a_closed_pipe_is_dropped_without_a_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let (reader, writer) = std::io::pipe().unwrap();
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills both descriptors, which are then owned here.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: fresh descriptors from pipe2, owned by nothing else.
+    let (reader, writer) = unsafe {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+    };
     drop(reader);
     let out = with_config(
         &dir.path().join("watch-config.yaml"),

@@ -231,7 +231,7 @@ pub fn say(line: std::fmt::Arguments) {
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("ffrtmp: cannot write to stdout: {e}");
+            let _ = writeln!(std::io::stderr(), "ffrtmp: cannot write to stdout: {e}");
         }
     }
 }

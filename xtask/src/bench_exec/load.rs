@@ -25,11 +25,11 @@ pub(super) fn storm(bin: &Path, n: usize) -> Result<()> {
         HIERARCHIES.join(", ")
     );
     // What the daemon's way of placing adds in the kernel alone: a spare's cgroup.procs
-    // files opened, its rename to the job's name, the move through the open files, the
-    // verify and the /proc reads the decision needs.
+    // files opened, the move through the open files, the spare's rename to the job's name,
+    // and the /proc reads of the decision and the verify.
     let design = floor_ms(200, true)?;
     println!(
-        "== the same with the kernel steps of the daemon's design (cgroup.procs opened, a rename, the move through the open files, /proc/PID/stat, status and cgroup read): {design:.3} ms ({:.2}x the floor) ==",
+        "== the same with the kernel steps of the daemon's design (cgroup.procs opened, the move through the open files, a rename, /proc/PID/stat, status and cgroup read): {design:.3} ms ({:.2}x the floor) ==",
         design / floor
     );
     // A control run without targets: what the non-target execs alone cost the daemon.

@@ -5,7 +5,8 @@
 //! They are read from memory (the map is `BPF_F_MMAPABLE` and mapped here), never by a
 //! system call: a map lookup marks its CPU as running BPF for its length, and a preemptible
 //! kernel that switches to a task exec'ing there skips the exec hook for it (`maps.rs` in
-//! the kernel crate). A lookup every 250 ms cost one target of 60 in a burst on 7.3.
+//! the kernel crate). A lookup every 250 ms is the likely cause of one burst target of 60
+//! not forwarded on 7.3 in CI.
 //!
 //! Beside the program's own counters, the kernel keeps one of its own per program: the
 //! runs it skipped (`recursion_misses` of `bpf_prog_info`, Linux 5.12+). The kernel skips
@@ -55,6 +56,16 @@ fn newly(seen: &mut u64, total: u64) -> u64 {
     new
 }
 
+/// `BPF_F_MMAPABLE` (uapi/linux/bpf.h).
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+// A 64-bit atomic load may be a compare-and-swap on a 32-bit target, which a read-only
+// mapping would fault.
+const _: () = assert!(
+    cfg!(target_pointer_width = "64"),
+    "MappedCounters needs a 64-bit target"
+);
+
 /// The kernel program's `COUNTERS` array, mapped read-only into this process.
 pub struct MappedCounters {
     base: NonNull<AtomicU64>,
@@ -69,16 +80,26 @@ unsafe impl Send for MappedCounters {}
 impl MappedCounters {
     /// Maps the `COUNTERS` map of a loaded object, or says why it cannot be.
     pub fn new(map: Map) -> Result<Self, String> {
-        let mismatch = |what: String| {
+        let stale = |what: String| {
             format!(
                 "COUNTERS: {what} (the embedded object does not match this ffrtmp: rebuild both)"
             )
         };
-        Array::<&MapData, u64>::try_from(&map)
-            .map_err(|e| mismatch(super::error::chain_text(&e)))?;
+        Array::<&MapData, u64>::try_from(&map).map_err(|e| stale(super::error::chain_text(&e)))?;
         let Map::Array(data) = map else {
-            return Err(mismatch("not an array".into()));
+            return Err(stale("not an array".into()));
         };
+        let info = data.info().map_err(|e| {
+            let e = super::error::chain_text(&e);
+            format!("COUNTERS: the kernel does not describe the map: {e}")
+        })?;
+        if info.max_entries() < counter::COUNT {
+            let n = info.max_entries();
+            return Err(stale(format!("{n} entries, {} needed", counter::COUNT)));
+        }
+        if info.map_flags() & BPF_F_MMAPABLE == 0 {
+            return Err(stale("not memory-mappable (BPF_F_MMAPABLE)".into()));
+        }
         let page = rustix::param::page_size();
         let bytes = (counter::COUNT as usize * 8).div_ceil(page) * page;
         // SAFETY: a new shared read-only mapping of the map's values, which the kernel sizes
@@ -94,12 +115,10 @@ impl MappedCounters {
             )
         }
         .map_err(|e| {
-            mismatch(format!(
-                "cannot be mapped ({e}; the kernel object must declare it BPF_F_MMAPABLE, Linux 5.5+)"
-            ))
+            format!("COUNTERS: the kernel's counters cannot be mapped into memory: {e}")
         })?;
-        let base =
-            NonNull::new(at.cast::<AtomicU64>()).ok_or_else(|| mismatch("mapped at 0".into()))?;
+        let base = NonNull::new(at.cast::<AtomicU64>())
+            .ok_or_else(|| "COUNTERS: mapped at address 0".to_string())?;
         Ok(MappedCounters {
             base,
             bytes,
@@ -111,7 +130,8 @@ impl MappedCounters {
     pub fn get(&self, index: u32) -> u64 {
         assert!(index < counter::COUNT, "counter {index} out of range");
         // SAFETY: `index` is within the map, which is mapped for as long as `self` lives, and
-        // the kernel program only changes it with atomic adds.
+        // the kernel program only changes it with atomic adds. A relaxed 8-byte atomic load
+        // of read-only memory is a plain load on 64-bit targets (the assertion below).
         unsafe { self.base.add(index as usize).as_ref() }.load(Ordering::Relaxed)
     }
 }

@@ -1,9 +1,9 @@
 //! Loading the object and attaching one exec hook.
 //!
 //! The classic tracepoint (`tracepoint/sched/sched_process_exec`) is tried first: the
-//! kernel runs it with preemption off, so preemption cannot make the kernel skip it (the
-//! BTF tracepoint is run preemptibly on 7.x kernels, which then skip it for some execs:
-//! `ffrtmp-ebpf/src/exec.rs`). It needs tracefs, which is mounted here if absent — before
+//! kernel runs it with preemption off, so it is never preempted itself and is skipped only
+//! while other BPF work runs on that CPU (the BTF tracepoint is run preemptibly on 7.x
+//! kernels, which then skip it for some execs: `ffrtmp-ebpf/src/exec.rs`). It needs tracefs, which is mounted here if absent — before
 //! aya first looks for it, because aya remembers "tracefs not found" for the life of the
 //! process — and a perf event, which Debian's `perf_event_paranoid=3` refuses without
 //! CAP_SYS_ADMIN. Where either cannot be had, the BTF tracepoint (`tp_btf/sched_process_exec`)
