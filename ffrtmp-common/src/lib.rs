@@ -182,8 +182,13 @@ const _: () = assert!(core::mem::size_of::<StopValue>() == 8);
 /// the ledger is full it runs and is placed like a normal target (`STOP_FAILED`).
 pub const STOPPED_ENTRIES: u32 = 4096;
 
-/// Indices into the counter array (`COUNTERS`, memory-mapped by the agent).
+/// Indices into the counter array (`COUNTERS`, memory-mapped by the agent): CPU `c`'s
+/// counter `i` is entry `c * STRIDE + i`.
 pub mod counter {
+    /// Entries per CPU: one 64-byte cache line, so no two CPUs add to the same line.
+    pub const STRIDE: u32 = 8;
+    /// `BPF_F_MMAPABLE` (uapi/linux/bpf.h): the map's values can be mmap'ed by user space.
+    pub const MAP_FLAGS: u32 = 1 << 10;
     /// Execs seen by the program.
     pub const EXECS: u32 = 0;
     /// Execs forwarded to the ring buffer.
@@ -198,6 +203,7 @@ pub mod counter {
     pub const SIGNAL_FAILED: u32 = 4;
     /// Number of counters.
     pub const COUNT: u32 = 5;
+    const _: () = assert!(COUNT <= STRIDE);
 }
 
 #[cfg(feature = "user")]

@@ -6,9 +6,9 @@
 //! tracepoint's perf handler with preemption off, so it is never preempted itself. A skip
 //! still happens while other BPF work runs on that CPU: another program, or a task
 //! preempted inside a map system call (why the agent reads `COUNTERS` from memory); the
-//! counter shows it. Debian's 7.x
-//! kernels run `tp_btf` programs with only migration off: an exec'ing task preempted
-//! inside the program makes the kernel skip it for the next task exec'ing on that CPU.
+//! counter shows it. Debian's 7.x kernels run `tp_btf` programs with only migration off:
+//! an exec'ing task preempted inside the program makes the kernel skip it for the next
+//! task exec'ing on that CPU.
 //! Measured on 7.3.4 in bursts of 20 targets: `tp_btf` 1-3 of 20 skipped (2 of 60 even as
 //! two programs; 4 of 120 with the agent's reader not real-time), this hook 0 of 120.
 //! Attaching it needs `perf_event_open`, which Debian's `perf_event_paranoid=3` allows

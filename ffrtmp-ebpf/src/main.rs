@@ -10,9 +10,6 @@
 //! filters by name and, for strict targets, records the stop and stops the process.
 #![no_std]
 #![no_main]
-// `atomic_xadd` for the counters (built with RUSTC_BOOTSTRAP, .cargo/config.toml).
-#![allow(internal_features)]
-#![feature(core_intrinsics)]
 
 mod exec;
 mod exec_btf;

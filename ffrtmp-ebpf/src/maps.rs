@@ -4,9 +4,8 @@
 //! time (`EbpfLoader::map_max_entries`), pins `STOPPED` in bpffs so that the stops it
 //! records outlive a daemon that dies, and sets `OFFSETS` from the kernel's BTF.
 
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
-
 use aya_ebpf::{
+    helpers::bpf_get_smp_processor_id,
     macros::map,
     maps::{Array, HashMap, LruHashMap, RingBuf},
 };
@@ -33,18 +32,18 @@ pub static TARGETS: HashMap<TargetKey, TargetValue> =
 #[map(name = "SETTINGS")]
 pub static SETTINGS: Array<KernelSettings> = Array::with_max_entries(1, 0);
 
-/// `counter::*` indices. Memory-mapped (`BPF_F_MMAPABLE`, Linux 5.5+): user space reads it
-/// without a system call. A map lookup by system call marks the CPU as running BPF for its
-/// length (`bpf_disable_instrumentation`); a preemptible kernel (Debian's 7.x) can switch to
-/// a task that execs in that window, and the kernel then skips this program for that exec
+/// `counter::*` indices, `counter::STRIDE` entries per CPU; user space sets the size (one
+/// stride per possible CPU) at load time and sums the CPUs. Memory-mapped
+/// (`BPF_F_MMAPABLE`, Linux 5.5+): user space reads it without a system call. A map lookup
+/// by system call marks the CPU as running BPF for its length
+/// (`bpf_disable_instrumentation`); a preemptible kernel (Debian's 7.x) can switch to a task
+/// that execs in that window, and the kernel then skips this program for that exec
 /// (`trace_call_bpf`; `bpf_prog_info.recursion_misses`). A per-CPU array can only be read by
 /// system call, so the record loop's reads every 250 ms could make the kernel skip execs
 /// (the likely cause of one burst target of 60 not forwarded on 7.3 in CI).
 #[map(name = "COUNTERS")]
-pub static COUNTERS: Array<u64> = Array::with_max_entries(counter::COUNT, BPF_F_MMAPABLE);
-
-/// `BPF_F_MMAPABLE` (uapi/linux/bpf.h): the map's values can be mmap'ed by user space.
-const BPF_F_MMAPABLE: u32 = 1 << 10;
+pub static COUNTERS: Array<u64> =
+    Array::with_max_entries(counter::STRIDE, counter::MAP_FLAGS);
 
 /// The ledger of strict stops: (process, start time) → when it was stopped. An entry is
 /// written before the SIGSTOP and removed by whoever resumes the process.
@@ -92,15 +91,17 @@ pub fn offsets_valid(bit: u32) -> bool {
     offset(|o| &o.valid) as u32 & bit != 0
 }
 
-/// Add one to counter `index`: an atomic add (`BPF_XADD`, its result unused, as the
-/// verifier of 5.x kernels requires), as every CPU adds to the same slot.
+/// Add one to counter `index` on this CPU. Its own cache line, and no atomics needed: the
+/// kernel never runs the program twice at once on one CPU (it skips the second run and
+/// counts it in `bpf_prog_info.recursion_misses`, which the agent reads; see `exec.rs`).
 #[inline(always)]
 pub fn count(index: u32) {
-    if let Some(p) = COUNTERS.get_ptr_mut(index) {
-        // SAFETY: the pointer comes from a successful map lookup, aligned for a u64, into a
-        // map that lives as long as the program. (`AtomicU64::fetch_add` is not in the
-        // prebuilt `core` for BPF: its target has no compare-and-swap.)
-        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, 1) };
+    // SAFETY: a helper without arguments; the program runs with migration disabled, so the
+    // CPU stays the same until it returns.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    if let Some(p) = COUNTERS.get_ptr_mut(cpu * counter::STRIDE + index) {
+        // SAFETY: the pointer comes from a successful map lookup of this CPU's slot.
+        unsafe { *p += 1 };
     }
 }
 

@@ -56,9 +56,6 @@ fn newly(seen: &mut u64, total: u64) -> u64 {
     new
 }
 
-/// `BPF_F_MMAPABLE` (uapi/linux/bpf.h).
-const BPF_F_MMAPABLE: u32 = 1 << 10;
-
 // A 64-bit atomic load may be a compare-and-swap on a 32-bit target, which a read-only
 // mapping would fault.
 const _: () = assert!(
@@ -66,10 +63,29 @@ const _: () = assert!(
     "MappedCounters needs a 64-bit target"
 );
 
+/// The possible CPUs (`/sys/devices/system/cpu/possible`): the kernel program counts on
+/// each in a stride of its own.
+fn cpus() -> Result<usize, String> {
+    aya::util::nr_cpus().map_err(|(path, e)| format!("cannot read {path}: {e}"))
+}
+
+/// `COUNTERS`' size, set at load: a stride for each possible CPU.
+pub(super) fn entries() -> Result<u32, super::EbpfError> {
+    let detail = |what: String| super::EbpfError::Load {
+        detail: format!("COUNTERS: {what}"),
+    };
+    let n = cpus().map_err(detail)?;
+    u32::try_from(n)
+        .ok()
+        .and_then(|n| n.checked_mul(counter::STRIDE))
+        .ok_or_else(|| detail(format!("{n} possible CPUs")))
+}
+
 /// The kernel program's `COUNTERS` array, mapped read-only into this process.
 pub struct MappedCounters {
     base: NonNull<AtomicU64>,
     bytes: usize,
+    cpus: usize,
     /// The map the mapping shows (the mapping holds it too).
     _map: MapData,
 }
@@ -93,15 +109,17 @@ impl MappedCounters {
             let e = super::error::chain_text(&e);
             format!("COUNTERS: the kernel does not describe the map: {e}")
         })?;
-        if info.max_entries() < counter::COUNT {
+        let cpus = cpus().map_err(|e| format!("COUNTERS: {e}"))?;
+        let entries = cpus * counter::STRIDE as usize;
+        if (info.max_entries() as usize) < entries {
             let n = info.max_entries();
-            return Err(stale(format!("{n} entries, {} needed", counter::COUNT)));
+            return Err(stale(format!("{n} entries, {entries} needed")));
         }
-        if info.map_flags() & BPF_F_MMAPABLE == 0 {
+        if info.map_flags() & counter::MAP_FLAGS == 0 {
             return Err(stale("not memory-mappable (BPF_F_MMAPABLE)".into()));
         }
         let page = rustix::param::page_size();
-        let bytes = (counter::COUNT as usize * 8).div_ceil(page) * page;
+        let bytes = (entries * 8).div_ceil(page) * page;
         // SAFETY: a new shared read-only mapping of the map's values, which the kernel sizes
         // to whole pages; nothing else is mapped at the address it picks.
         let at = unsafe {
@@ -122,17 +140,23 @@ impl MappedCounters {
         Ok(MappedCounters {
             base,
             bytes,
+            cpus,
             _map: data,
         })
     }
 
-    /// Counter `index`, as the kernel's atomic adds left it.
+    /// Counter `index`, summed over the CPUs.
     pub fn get(&self, index: u32) -> u64 {
         assert!(index < counter::COUNT, "counter {index} out of range");
-        // SAFETY: `index` is within the map, which is mapped for as long as `self` lives, and
-        // the kernel program only changes it with atomic adds. A relaxed 8-byte atomic load
-        // of read-only memory is a plain load on 64-bit targets (the assertion below).
-        unsafe { self.base.add(index as usize).as_ref() }.load(Ordering::Relaxed)
+        (0..self.cpus)
+            .map(|cpu| {
+                let at = cpu * counter::STRIDE as usize + index as usize;
+                // SAFETY: `at` is within the mapped entries (checked in `new`), which stay
+                // mapped as long as `self` lives. A relaxed 8-byte atomic load of read-only
+                // memory is a plain load on 64-bit targets (asserted above).
+                unsafe { self.base.add(at).as_ref() }.load(Ordering::Relaxed)
+            })
+            .sum()
     }
 }
 

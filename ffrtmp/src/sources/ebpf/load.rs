@@ -3,8 +3,8 @@
 //! The classic tracepoint (`tracepoint/sched/sched_process_exec`) is tried first: the
 //! kernel runs it with preemption off, so it is never preempted itself and is skipped only
 //! while other BPF work runs on that CPU (the BTF tracepoint is run preemptibly on 7.x
-//! kernels, which then skip it for some execs: `ffrtmp-ebpf/src/exec.rs`). It needs tracefs, which is mounted here if absent — before
-//! aya first looks for it, because aya remembers "tracefs not found" for the life of the
+//! kernels, which then skip it for some execs: `ffrtmp-ebpf/src/exec.rs`). It needs
+//! tracefs, which is mounted here if absent — before aya first looks for it, because aya remembers "tracefs not found" for the life of the
 //! process — and a perf event, which Debian's `perf_event_paranoid=3` refuses without
 //! CAP_SYS_ADMIN. Where either cannot be had, the BTF tracepoint (`tp_btf/sched_process_exec`)
 //! is used: it needs neither and reads `bprm->filename` at an offset taken from the running
@@ -156,6 +156,7 @@ pub fn load_object(opts: &LoadOptions, forward_all: bool) -> Result<Loaded, Ebpf
     });
     let mut loader = EbpfLoader::new();
     loader.map_max_entries("EVENTS", ring_bytes);
+    loader.map_max_entries("COUNTERS", super::counters::entries()?);
     let pod = PodOffsets(offsets);
     loader.override_global("OFFSETS", &pod, true);
     loader.override_global(aya_log::LEVEL, &super::kernel_log::LEVEL, true);
