@@ -15,8 +15,7 @@ use super::units::{
     CpuQuota, CpuWeight, FlushInterval, GateTimeout, MemoryMib, PidsMax, ReconcileInterval,
     RetryAttempts, Runtime, ScanInterval, StrictTimeout,
 };
-use super::words::words_setting;
-pub use super::words::Words;
+use super::words::{words_setting, Words};
 
 /// The config file. Keys and meanings of the predecessor are kept; see docs/configuration.md.
 #[derive(Debug, Default, Deserialize)]
@@ -126,8 +125,7 @@ pub struct RawCommand {
 }
 
 /// Which per-job series `/metrics` has (docs/fleet.md: cardinality).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum JobMetrics {
     /// One series per governed job and family, labelled job, command and pid.
     #[default]
@@ -148,8 +146,7 @@ impl Words for JobMetrics {
 }
 
 /// How a target is placed when the eBPF source reports its exec.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Placement {
     /// Placed as soon as the agent hears of it; it runs meanwhile.
     #[default]
@@ -168,8 +165,7 @@ impl Words for Placement {
 
 /// Whether the exec gate holds a known target's exec until it is placed
 /// (docs/inline.md).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum InlinePlacement {
     /// On where the kernel and the daemon's capabilities allow, else off with one line
     /// saying why.

@@ -7,8 +7,7 @@ use super::units::TextVisitor;
 use super::words::{words_setting, Words};
 
 /// What happens to a target that runs in a systemd service (docs/configuration.md).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Services {
     /// Left in its unit; its limits go onto the unit through systemd (D-Bus), so
     /// `systemctl stop` still ends all of the service.

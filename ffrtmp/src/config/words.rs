@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 use serde::de::{self, Visitor};
 
 /// A setting read as one of a few words.
-pub trait Words: Sized + Copy + 'static {
+pub trait Words: Sized + Copy + PartialEq + 'static {
     /// The setting, as errors name it: "a placement mode".
     const SETTING: &'static str;
     /// Each value with its word, in the order errors list them.
@@ -35,10 +35,7 @@ pub trait Words: Sized + Copy + 'static {
     }
 
     /// The word for this value.
-    fn word(self) -> &'static str
-    where
-        Self: PartialEq,
-    {
+    fn word(self) -> &'static str {
         Self::WORDS
             .iter()
             .find(|(v, _)| *v == self)
@@ -72,12 +69,17 @@ impl<T: Words> Visitor<'_> for WordsVisitor<T> {
     }
 }
 
-/// `Display` and `Deserialize` of `Words` settings.
+/// `Display`, `Serialize` and `Deserialize` of `Words` settings: each the setting's word.
 macro_rules! words_setting {
     ($($t:ty),+) => {$(
         impl std::fmt::Display for $t {
             fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str($crate::config::words::Words::word(*self))
+            }
+        }
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str($crate::config::words::Words::word(*self))
             }
         }
         impl<'de> serde::Deserialize<'de> for $t {
@@ -111,6 +113,10 @@ mod tests {
         );
         assert_eq!(JobMetrics::PerJob.to_string(), "per_job");
         assert_eq!(Services::LimitUnit.to_string(), "limit_unit");
+        assert_eq!(
+            serde_json::to_string(&[InlinePlacement::Auto, InlinePlacement::Off]).unwrap(),
+            r#"["auto","off"]"#
+        );
         let read: Vec<Placement> = yaml_serde::from_str("[normal, STRICT]").unwrap();
         assert_eq!(read, [Placement::Normal, Placement::Strict]);
         let e = yaml_serde::from_str::<InlinePlacement>("[on]").unwrap_err();

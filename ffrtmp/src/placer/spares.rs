@@ -250,9 +250,10 @@ impl Placer {
         let named = self.backend.rename(spare, name)?;
         // Busy, it keeps its name and the job has one with its start time, as on the slow
         // path, which says nothing of it either.
-        let naming = match removed {
-            true => Naming::LeftoverRemoved(self.cgroup_for(spec, spec.job_id.as_str())),
-            false => Naming::AsJob,
+        let naming = if removed {
+            Naming::LeftoverRemoved(free)
+        } else {
+            Naming::AsJob
         };
         Ok((named, naming))
     }

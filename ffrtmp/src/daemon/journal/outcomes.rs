@@ -287,7 +287,6 @@ fn log_failed(
     error!(pid, job = %job_id, "Failed to place PID {pid} ({command}) as job {job_id}{tries}: {error}");
 }
 
-/// The predecessor's "Limits applied" line, with the latency's parts.
 /// What placing found of the cgroups around the job: a root made again, a spare's name.
 fn say_cgroup_made(pid: u32, pl: &crate::placer::Placement) {
     if pl.root_recreated {
@@ -311,6 +310,7 @@ fn say_cgroup_made(pid: u32, pl: &crate::placer::Placement) {
     }
 }
 
+/// The predecessor's "Limits applied" line, with the latency's parts.
 fn log_placed(
     pid: u32,
     command: &str,
