@@ -179,6 +179,19 @@ struct Outcome {
     passed: bool,
 }
 
+impl Outcome {
+    /// The lines of `text` that start with `prefix`, each passed or not by `passed`.
+    fn lines(text: &str, prefix: &str, passed: impl Fn(&str) -> bool) -> Vec<Outcome> {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(|l| Outcome {
+                line: l.to_string(),
+                passed: passed(l),
+            })
+            .collect()
+    }
+}
+
 /// The results of one VM: a kernel of the quick tier or a distribution of the systemd tier.
 struct Group {
     title: String,
@@ -469,19 +482,15 @@ fn quick_tier(vm: &Path, out: &Path, built: &Built, series: &str, vmlinuz: &str)
         .and_then(|l| l.split(';').next())
         .unwrap_or("?")
         .to_string();
-    let mut outcomes: Vec<Outcome> = console
-        .lines()
-        .filter(|l| l.starts_with("QUICK "))
-        .map(|l| Outcome {
-            line: l.to_string(),
-            passed: !l.starts_with("QUICK FAIL"),
-        })
-        // The summary repeats each line: keep the last occurrence of each.
-        .fold(Vec::new(), |mut acc: Vec<Outcome>, o| {
-            acc.retain(|p| p.line != o.line);
-            acc.push(o);
-            acc
-        });
+    let mut outcomes: Vec<Outcome> =
+        Outcome::lines(&console, "QUICK ", |l| !l.starts_with("QUICK FAIL"))
+            .into_iter()
+            // The summary repeats each line: keep the last occurrence of each.
+            .fold(Vec::new(), |mut acc: Vec<Outcome>, o| {
+                acc.retain(|p| p.line != o.line);
+                acc.push(o);
+                acc
+            });
     // The measured figures first, then the binaries.
     outcomes.sort_by_key(|o| !o.line.starts_with("QUICK KERNEL "));
     let reported = outcomes
@@ -539,14 +548,9 @@ fn systemd_tier(
         .find_map(|l| l.strip_prefix("SYSTEM "))
         .unwrap_or("systemd ?, kernel ?")
         .to_string();
-    let mut outcomes: Vec<Outcome> = text
-        .lines()
-        .filter(|l| l.starts_with("SCENARIO "))
-        .map(|l| Outcome {
-            line: l.to_string(),
-            passed: l.split_whitespace().nth(2) == Some("PASS"),
-        })
-        .collect();
+    let mut outcomes = Outcome::lines(&text, "SCENARIO ", |l| {
+        l.split_whitespace().nth(2) == Some("PASS")
+    });
     // Scenarios run in the order their state needs (8a right after 2); report by number.
     outcomes.sort_by_key(|o| scenario_key(&o.line));
     if outcomes.is_empty() || (!status.success() && outcomes.iter().all(|o| o.passed)) {

@@ -15,7 +15,7 @@ use super::units::{
     CpuQuota, CpuWeight, FlushInterval, GateTimeout, MemoryMib, PidsMax, ReconcileInterval,
     RetryAttempts, Runtime, ScanInterval, StrictTimeout,
 };
-use super::words::{words_setting, Words};
+use super::words::words_setting;
 
 /// The config file. Keys and meanings of the predecessor are kept; see docs/configuration.md.
 #[derive(Debug, Default, Deserialize)]
@@ -136,14 +136,11 @@ pub enum JobMetrics {
     Off,
 }
 
-impl Words for JobMetrics {
-    const SETTING: &'static str = "a job_metrics mode";
-    const WORDS: &'static [(Self, &'static str)] = &[
-        (JobMetrics::PerJob, "per_job"),
-        (JobMetrics::PerCommand, "per_command"),
-        (JobMetrics::Off, "off"),
-    ];
-}
+words_setting!(
+    JobMetrics,
+    "a job_metrics mode",
+    [PerJob = "per_job", PerCommand = "per_command", Off = "off"]
+);
 
 /// How a target is placed when the eBPF source reports its exec.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -156,12 +153,12 @@ pub enum Placement {
     Strict,
 }
 
-impl Words for Placement {
-    const SETTING: &'static str = "a placement mode";
-    const WORDS: &'static [(Self, &'static str)] =
-        &[(Placement::Normal, "normal"), (Placement::Strict, "strict")];
-    const ANY_CASE: bool = true;
-}
+words_setting!(
+    Placement,
+    "a placement mode",
+    any_case,
+    [Normal = "normal", Strict = "strict"]
+);
 
 /// Whether the exec gate holds a known target's exec until it is placed
 /// (docs/inline.md).
@@ -176,17 +173,12 @@ pub enum InlinePlacement {
     Off,
 }
 
-impl Words for InlinePlacement {
-    const SETTING: &'static str = "an inline_placement mode";
-    const WORDS: &'static [(Self, &'static str)] = &[
-        (InlinePlacement::Auto, "auto"),
-        (InlinePlacement::On, "on"),
-        (InlinePlacement::Off, "off"),
-    ];
-    const ANY_CASE: bool = true;
-}
-
-words_setting!(JobMetrics, Placement, InlinePlacement);
+words_setting!(
+    InlinePlacement,
+    "an inline_placement mode",
+    any_case,
+    [Auto = "auto", On = "on", Off = "off"]
+);
 
 /// Deserialize a key that is present as `Some`, even when its value is null, so the
 /// value's own checks see it.

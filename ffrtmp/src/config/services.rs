@@ -4,7 +4,7 @@
 use serde::de::{Deserialize, Deserializer};
 
 use super::units::TextVisitor;
-use super::words::{words_setting, Words};
+use super::words::words_setting;
 
 /// What happens to a target that runs in a systemd service (docs/configuration.md).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -17,15 +17,11 @@ pub enum Services {
     Move,
 }
 
-impl Words for Services {
-    const SETTING: &'static str = "a services mode";
-    const WORDS: &'static [(Self, &'static str)] = &[
-        (Services::LimitUnit, "limit_unit"),
-        (Services::Move, "move"),
-    ];
-}
-
-words_setting!(Services);
+words_setting!(
+    Services,
+    "a services mode",
+    [LimitUnit = "limit_unit", Move = "move"]
+);
 
 /// A systemd slice's name (`streams.slice`, `system-streams.slice`).
 #[derive(Debug, Clone, PartialEq)]

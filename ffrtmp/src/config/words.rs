@@ -69,9 +69,16 @@ impl<T: Words> Visitor<'_> for WordsVisitor<T> {
     }
 }
 
-/// `Display`, `Serialize` and `Deserialize` of `Words` settings: each the setting's word.
+/// A `Words` setting from its table, with its `Display`, `Serialize` and `Deserialize`
+/// (each the setting's word):
+/// `words_setting!(Placement, "a placement mode", any_case, [Normal = "normal", ...]);`
 macro_rules! words_setting {
-    ($($t:ty),+) => {$(
+    ($t:ident, $setting:literal, $($any_case:ident,)? [$($v:ident = $w:literal),+ $(,)?]) => {
+        impl $crate::config::words::Words for $t {
+            const SETTING: &'static str = $setting;
+            const WORDS: &'static [(Self, &'static str)] = &[$(($t::$v, $w)),+];
+            $(const ANY_CASE: bool = $crate::config::words::words_setting!(@$any_case);)?
+        }
         impl std::fmt::Display for $t {
             fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str($crate::config::words::Words::word(*self))
@@ -87,7 +94,8 @@ macro_rules! words_setting {
                 d.deserialize_str($crate::config::words::WordsVisitor::<$t>(std::marker::PhantomData))
             }
         }
-    )+};
+    };
+    (@any_case) => { true };
 }
 pub(crate) use words_setting;
 

@@ -188,9 +188,16 @@ pub trait CgroupBackend: Send + Sync {
     /// The `cgroup.procs` files a process writes to enter the cgroup itself (`ffrtmp run`).
     fn procs_files(&self, cgroup: &str) -> Vec<PathBuf>;
     /// Rename a cgroup within its parent (v1 only: cgroup v2 refuses renames).
-    fn rename(&self, cgroup: &str, new_name: &str) -> Result<String, PlaceError>;
+    fn rename(&self, cgroup: &str, _new_name: &str) -> Result<String, PlaceError> {
+        Err(PlaceError::permanent(
+            super::Step::CreateCgroup,
+            format!("{cgroup}: cgroup v2 does not rename cgroups"),
+        ))
+    }
     /// Whether `rename` can work on this hierarchy.
-    fn supports_rename(&self) -> bool;
+    fn supports_rename(&self) -> bool {
+        false
+    }
     /// What a move into a job cgroup costs on this mount, for the start-up log (cgroup v2:
     /// whether it waits for an RCU grace period).
     fn move_cost(&self) -> Option<String> {

@@ -228,12 +228,15 @@ mod tests {
         assert_eq!(mib_to_bytes(64), 67_108_864);
     }
 
+    /// Each write as (file, value).
+    fn files(writes: &[LimitWrite]) -> Vec<(&str, &str)> {
+        writes.iter().map(|w| (w.file, w.value.as_str())).collect()
+    }
+
     #[test]
     fn v2_files() {
-        let w = v2_writes(&all(300, 100, 8192, 64), Plan::Configured);
-        let pairs: Vec<(&str, &str)> = w.iter().map(|w| (w.file, w.value.as_str())).collect();
         assert_eq!(
-            pairs,
+            files(&v2_writes(&all(300, 100, 8192, 64), Plan::Configured)),
             [
                 ("cpu.max", "300000 100000"),
                 ("cpu.weight", "100"),
@@ -245,10 +248,8 @@ mod tests {
 
     #[test]
     fn v1_files() {
-        let w = v1_writes(&all(20, 50, 64, 5), Plan::Configured);
-        let pairs: Vec<(&str, &str)> = w.iter().map(|w| (w.file, w.value.as_str())).collect();
         assert_eq!(
-            pairs,
+            files(&v1_writes(&all(20, 50, 64, 5), Plan::Configured)),
             [
                 ("cpu.cfs_period_us", "100000"),
                 ("cpu.cfs_quota_us", "20000"),

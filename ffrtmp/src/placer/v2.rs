@@ -241,17 +241,6 @@ impl CgroupBackend for V2Backend {
         vec![dir_of(&self.mount, cgroup).join("cgroup.procs")]
     }
 
-    fn rename(&self, cgroup: &str, _new_name: &str) -> Result<String, PlaceError> {
-        Err(PlaceError::permanent(
-            Step::CreateCgroup,
-            format!("{cgroup}: cgroup v2 does not rename cgroups"),
-        ))
-    }
-
-    fn supports_rename(&self) -> bool {
-        false
-    }
-
     fn move_cost(&self) -> Option<String> {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
         let options = super_options(&mountinfo, &self.mount.display().to_string())?;

@@ -253,8 +253,10 @@ mod tests {
         })
     }
 
-    /// A child stopped the way the kernel program stops one, and its ledger entry.
-    fn stopped_child(ledger: &Arc<MemoryLedger>) -> (std::process::Child, StopKey) {
+    /// A child stopped the way the kernel program stops one, and a ledger holding its
+    /// entry.
+    fn stopped_child() -> (Arc<MemoryLedger>, std::process::Child, StopKey) {
+        let ledger = Arc::new(MemoryLedger::default());
         let child = crate::testutil::spawn(Command::new("sleep").arg("30"));
         let pid = child.id();
         let proc = ProcFs::system();
@@ -270,13 +272,12 @@ mod tests {
             start_ns,
         };
         ledger.record(key, 1);
-        (child, key)
+        (ledger, child, key)
     }
 
     #[test]
     fn dropping_it_resumes_the_process_and_clears_the_ledger() {
-        let ledger = Arc::new(MemoryLedger::default());
-        let (mut child, key) = stopped_child(&ledger);
+        let (ledger, mut child, key) = stopped_child();
         let s = Stopped::claim(ledger.clone(), key, &ProcFs::system());
         assert!(s.is_present());
         drop(s);
@@ -292,8 +293,7 @@ mod tests {
 
     #[test]
     fn its_pin_is_the_one_procfs_gives_without_reading_proc_again() {
-        let ledger = Arc::new(MemoryLedger::default());
-        let (mut child, key) = stopped_child(&ledger);
+        let (ledger, mut child, key) = stopped_child();
         let proc = ProcFs::system();
         let s = Stopped::claim(ledger.clone(), key, &proc);
         let from_claim = s.pin().expect("a stopped child that is still there");
@@ -313,8 +313,7 @@ mod tests {
 
     #[test]
     fn a_second_resumer_finds_it_done() {
-        let ledger = Arc::new(MemoryLedger::default());
-        let (mut child, key) = stopped_child(&ledger);
+        let (ledger, mut child, key) = stopped_child();
         let proc = ProcFs::system();
         let holder = Stopped::claim(ledger.clone(), key, &proc);
         let sweep = Stopped::claim(ledger.clone(), key, &proc);
@@ -326,8 +325,7 @@ mod tests {
 
     #[test]
     fn a_reused_pid_is_never_signalled() {
-        let ledger = Arc::new(MemoryLedger::default());
-        let (mut child, mut key) = stopped_child(&ledger);
+        let (ledger, mut child, mut key) = stopped_child();
         // The ledger says another process (another start time) was stopped under this PID.
         ledger.take(&key);
         key.start_ns += 10_000_000_000;

@@ -139,43 +139,52 @@ pub fn render(t: &Snapshot, build: &BuildInfo, usage: &dyn Fn(&str) -> Usage) ->
 /// Turns counts by label value into series with that label.
 type Labelled = dyn Fn(&BTreeMap<&'static str, u64>, &str) -> Vec<(String, u64)>;
 
-/// The daemon's counters.
-fn render_tally(out: &mut String, tally: &Tally, labelled: &Labelled) {
-    let n = |c: Count| one(tally.get(c));
-    counter(out, "ffrtmp_events_lost_total", "Events a source lost (ring buffer full, read failures); each triggers a reconciliation scan.", &n(Count::EventsLost));
-    counter(
-        out,
+/// The counters without labels: family, help and count, in the order they are shown.
+const PLAIN_COUNTERS: [(&str, &str, Count); 7] = [
+    (
+        "ffrtmp_events_lost_total",
+        "Events a source lost (ring buffer full, read failures); each triggers a reconciliation scan.",
+        Count::EventsLost,
+    ),
+    (
         "ffrtmp_processes_discovered_total",
         "Target processes found and decided to be governed.",
-        &n(Count::Discovered),
-    );
-    counter(out, "ffrtmp_placements_total", "Placements by result (placed, partial = some limit not applied, failed, vanished = exited first, retried, moved_back = placed at the exec gate, its exec then failed: put back where it was).", &labelled(tally.placements(), "result"));
-    counter(out, "ffrtmp_skipped_total", "Targets left alone, by reason (container, filtered, too_old, ffrtmp_run, self, governed, exited).", &labelled(tally.skipped(), "reason"));
-    counter(
-        out,
+        Count::Discovered,
+    ),
+    (
         "ffrtmp_limit_failures_total",
         "Limits that could not be applied.",
-        &n(Count::LimitFailures),
-    );
-    counter(
-        out,
+        Count::LimitFailures,
+    ),
+    (
         "ffrtmp_drift_corrections_total",
         "Governed processes another writer moved out of their cgroup, and jobs' or pools' limit files it changed, put back.",
-        &n(Count::DriftCorrections),
-    );
-    counter(
-        out,
+        Count::DriftCorrections,
+    ),
+    (
         "ffrtmp_strict_timeouts_total",
         "Strict targets resumed unplaced because strict_timeout passed before their placement.",
-        &n(Count::StrictTimeouts),
-    );
-    counter(
-        out,
+        Count::StrictTimeouts,
+    ),
+    (
         "ffrtmp_gate_execs_checked_total",
         "Processes placed at the exec gate looked at again 250 ms later (those whose exec had failed are counted in ffrtmp_placements_total{result=\"moved_back\"}).",
-        &n(Count::GateExecsChecked),
-    );
-    counter(out, "ffrtmp_undecodable_events_total", "Kernel records that could not be decoded (a kernel object of another layout); their processes are found by reconciliation.", &n(Count::Undecodable));
+        Count::GateExecsChecked,
+    ),
+    (
+        "ffrtmp_undecodable_events_total",
+        "Kernel records that could not be decoded (a kernel object of another layout); their processes are found by reconciliation.",
+        Count::Undecodable,
+    ),
+];
+
+/// The daemon's counters.
+fn render_tally(out: &mut String, tally: &Tally, labelled: &Labelled) {
+    for (family, help, count) in PLAIN_COUNTERS {
+        counter(out, family, help, &one(tally.get(count)));
+    }
+    counter(out, "ffrtmp_placements_total", "Placements by result (placed, partial = some limit not applied, failed, vanished = exited first, retried, moved_back = placed at the exec gate, its exec then failed: put back where it was).", &labelled(tally.placements(), "result"));
+    counter(out, "ffrtmp_skipped_total", "Targets left alone, by reason (container, filtered, too_old, ffrtmp_run, self, governed, exited).", &labelled(tally.skipped(), "reason"));
 }
 
 /// The exec gate's counters (only with the gate on).
@@ -562,34 +571,42 @@ mod tests {
             skipped: Some(3),
         });
         let text = render(&t, &build, &usage);
-        for family in [
-            "ffrtmp_build_info{version=\"0.1.0\",ebpf_object=\"abcd\"} 1",
-            "ffrtmp_exec_events_total{source=\"ebpf\"} 8",
-            "ffrtmp_placements_total{result=\"placed\"} 3",
-            "ffrtmp_skipped_total{reason=\"container\"} 2",
-            "ffrtmp_kernel_execs_total 100",
-            "ffrtmp_kernel_forwarded_total 7",
-            "ffrtmp_kernel_ring_full_total 1",
-            "ffrtmp_kernel_stop_failures_total 2",
-            "ffrtmp_kernel_skipped_total 3",
-            "ffrtmp_strict_timeouts_total 0",
-            "ffrtmp_exec_to_placed_seconds_bucket{le=\"0.00025\"} 1",
-            "ffrtmp_governed_processes 3",
-            "ffrtmp_health{status=\"healthy\"} 1",
-            "ffrtmp_health{status=\"degraded\"} 0",
-            "ffrtmp_job_cpu_seconds_total{job_id=\"auto-ffmpeg-42\",command=\"ff\\\"mpeg\",pid=\"42\"} 1.5",
-            "ffrtmp_job_memory_bytes{job_id=\"auto-ffmpeg-42\",command=\"ff\\\"mpeg\",pid=\"42\"} 4096",
-            "ffrtmp_job_memory_limit_bytes{job_id=\"auto-ffmpeg-42\",command=\"ff\\\"mpeg\",pid=\"42\"} 67108864",
-            "ffrtmp_job_cpu_limit_cores{job_id=\"auto-ffmpeg-42\",command=\"ff\\\"mpeg\",pid=\"42\"} 1.5",
-            "ffrtmp_job_oom_kills_total{job_id=\"auto-ffmpeg-42\",command=\"ff\\\"mpeg\",pid=\"42\"} 1",
-            "ffrtmp_events_lost_total 0",
-            "ffrtmp_scan_duration_seconds_count 0",
-        ] {
-            assert!(text.contains(family), "missing {family}:\n{text}");
-        }
+        has(
+            &text,
+            &[
+                "ffrtmp_build_info{version=\"0.1.0\",ebpf_object=\"abcd\"} 1",
+                "ffrtmp_exec_events_total{source=\"ebpf\"} 8",
+                "ffrtmp_placements_total{result=\"placed\"} 3",
+                "ffrtmp_skipped_total{reason=\"container\"} 2",
+                "ffrtmp_kernel_execs_total 100",
+                "ffrtmp_kernel_forwarded_total 7",
+                "ffrtmp_kernel_ring_full_total 1",
+                "ffrtmp_kernel_stop_failures_total 2",
+                "ffrtmp_kernel_skipped_total 3",
+                "ffrtmp_strict_timeouts_total 0",
+                "ffrtmp_exec_to_placed_seconds_bucket{le=\"0.00025\"} 1",
+                "ffrtmp_governed_processes 3",
+                "ffrtmp_health{status=\"healthy\"} 1",
+                "ffrtmp_health{status=\"degraded\"} 0",
+                "ffrtmp_job_cpu_seconds_total{job_id=\"auto-ffmpeg-42\",command=\"ff\\\"mpeg\",pid=\"42\"} 1.5",
+                "ffrtmp_job_memory_bytes{job_id=\"auto-ffmpeg-42\",command=\"ff\\\"mpeg\",pid=\"42\"} 4096",
+                "ffrtmp_job_memory_limit_bytes{job_id=\"auto-ffmpeg-42\",command=\"ff\\\"mpeg\",pid=\"42\"} 67108864",
+                "ffrtmp_job_cpu_limit_cores{job_id=\"auto-ffmpeg-42\",command=\"ff\\\"mpeg\",pid=\"42\"} 1.5",
+                "ffrtmp_job_oom_kills_total{job_id=\"auto-ffmpeg-42\",command=\"ff\\\"mpeg\",pid=\"42\"} 1",
+                "ffrtmp_events_lost_total 0",
+                "ffrtmp_scan_duration_seconds_count 0",
+            ],
+        );
         check_lines(&text);
         // Without a kernel source there are no kernel series.
         assert!(!render(&snapshot().0, &build, &usage).contains("ffrtmp_kernel_"));
+    }
+
+    /// `text` has each of `lines`, else the test fails showing it.
+    fn has(text: &str, lines: &[&str]) {
+        for line in lines {
+            assert!(text.contains(line), "missing {line}:\n{text}");
+        }
     }
 
     #[test]
@@ -598,17 +615,13 @@ mod tests {
         t.job_metrics = JobMetrics::PerCommand;
         let b = BuildInfo::default();
         let text = render(&t, &b, &usage);
-        assert!(
-            text.contains("ffrtmp_jobs{command=\"ff\\\"mpeg\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("ffrtmp_job_cpu_seconds_total{command=\"ff\\\"mpeg\"} 3"),
-            "{text}"
-        );
-        assert!(
-            text.contains("ffrtmp_job_memory_limit_bytes{command=\"x264\"} 67108864"),
-            "{text}"
+        has(
+            &text,
+            &[
+                "ffrtmp_jobs{command=\"ff\\\"mpeg\"} 2",
+                "ffrtmp_job_cpu_seconds_total{command=\"ff\\\"mpeg\"} 3",
+                "ffrtmp_job_memory_limit_bytes{command=\"x264\"} 67108864",
+            ],
         );
         assert!(!text.contains("pid=\""), "{text}");
         check_lines(&text);
@@ -618,25 +631,21 @@ mod tests {
         assert!(jobs.exited(id(42)).is_some());
         assert_eq!(jobs.len(), 2);
         t.jobs = jobs.view();
-        let ending = render(&t, &b, &usage);
-        assert!(
-            ending.contains("ffrtmp_job_cpu_seconds_total{command=\"ff\\\"mpeg\"} 3"),
-            "{ending}"
-        );
-        assert!(
-            ending.contains("ffrtmp_jobs{command=\"ff\\\"mpeg\"} 1"),
-            "{ending}"
+        has(
+            &render(&t, &b, &usage),
+            &[
+                "ffrtmp_job_cpu_seconds_total{command=\"ff\\\"mpeg\"} 3",
+                "ffrtmp_jobs{command=\"ff\\\"mpeg\"} 1",
+            ],
         );
         jobs.ended(42, Some(usage("/ffrtmp/auto-ffmpeg-42")));
         t.jobs = jobs.view();
-        let ended = render(&t, &b, &usage);
-        assert!(
-            ended.contains("ffrtmp_job_cpu_seconds_total{command=\"ff\\\"mpeg\"} 3"),
-            "{ended}"
-        );
-        assert!(
-            ended.contains("ffrtmp_job_oom_kills_total{command=\"ff\\\"mpeg\"} 2"),
-            "{ended}"
+        has(
+            &render(&t, &b, &usage),
+            &[
+                "ffrtmp_job_cpu_seconds_total{command=\"ff\\\"mpeg\"} 3",
+                "ffrtmp_job_oom_kills_total{command=\"ff\\\"mpeg\"} 2",
+            ],
         );
         // In per_job mode the ended job is still shown, with its last numbers.
         t.job_metrics = JobMetrics::PerJob;
