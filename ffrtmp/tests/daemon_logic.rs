@@ -19,16 +19,13 @@ const T: Duration = Duration::from_secs(5);
 
 #[test]
 fn an_exec_notice_is_placed_with_its_limits_recorded_and_counted() {
-    let h = Harness::new().start(Start {
-        yaml: "target_commands: [ffmpeg]\ndefault_limits:\n  cpu_quota: 150\n  memory_limit: 64\n",
-        ..Default::default()
-    });
-    let p = h.spawn("ffmpeg", "/user.slice/session-1.scope", 0);
-    let bystander = h.spawn("bash", "/user.slice/session-1.scope", 0);
-    h.send(h.notice(&p));
-    h.send(h.notice(&bystander));
+    let h = Harness::started(
+        "target_commands: [ffmpeg]\ndefault_limits:\n  cpu_quota: 150\n  memory_limit: 64\n",
+    );
+    let p = h.exec("ffmpeg", "/user.slice/session-1.scope");
+    let bystander = h.exec("bash", "/user.slice/session-1.scope");
     let job = Harness::job(&p);
-    assert!(h.placed(&p, &job, T), "not placed: {}", p.cgroup());
+    h.assert_placed(&p, &job);
     let (limits, procs) = h.backend.cgroup(&job).unwrap();
     assert_eq!(
         limits,
@@ -63,13 +60,10 @@ fn an_exec_notice_is_placed_with_its_limits_recorded_and_counted() {
 
 #[test]
 fn a_stopped_target_is_resumed_only_after_its_move() {
-    let h = Harness::new().start(Start {
-        yaml: "target_commands: [ffmpeg]\nplacement: strict\n",
-        ..Default::default()
-    });
+    let h = Harness::started("target_commands: [ffmpeg]\nplacement: strict\n");
     let p = h.spawn("ffmpeg", "/", 0);
     h.send(h.stopped_notice(&p));
-    assert!(h.placed(&p, &Harness::job(&p), T));
+    h.assert_placed(&p, &Harness::job(&p));
     assert!(wait_until(T, || real_state(p.pid) != b'T'), "left stopped");
     let moves = h.backend.moves();
     assert_eq!(
@@ -86,10 +80,7 @@ fn a_stopped_target_is_resumed_only_after_its_move() {
 /// deferred by min_runtime, in a container, a dry run.
 #[test]
 fn a_stopped_process_is_resumed_whatever_the_decision() {
-    let h = Harness::new().start(Start {
-        yaml: "target_commands: [ffmpeg, x264]\nplacement: strict\ncommands:\n  x264:\n    filters:\n      min_runtime: 1h\n",
-        ..Default::default()
-    });
+    let h = Harness::started("target_commands: [ffmpeg, x264]\nplacement: strict\ncommands:\n  x264:\n    filters:\n      min_runtime: 1h\n");
     let stranger = h.spawn("ffmpeg-impostor", "/", 0);
     let young = h.spawn("x264", "/", 0);
     let contained = h.spawn("ffmpeg", "/system.slice/docker-0123.scope", 1);
@@ -170,7 +161,7 @@ fn a_stop_left_by_a_dead_daemon_is_placed_and_resumed() {
         orphans: vec![orphan.clone() as Arc<dyn StopLedger>],
         ..Default::default()
     });
-    assert!(h.placed(&p, &Harness::job(&p), T));
+    h.assert_placed(&p, &Harness::job(&p));
     assert!(wait_until(T, || real_state(p.pid) != b'T'), "left stopped");
     assert_eq!(
         h.backend.moves()[0].state,
@@ -193,15 +184,14 @@ fn a_retried_placement_is_not_doubled_by_a_scan_in_its_backoff() {
     let h = Harness::new();
     h.backend.behave(|b| b.eagain_moves = 2);
     let h = h.start(Start::default());
-    let p = h.spawn("ffmpeg", "/", 0);
-    h.send(h.notice(&p));
+    let p = h.exec("ffmpeg", "/");
     assert!(wait_until(T, || h.backend.failed_moves() >= 1));
     // Lost events force a full scan now, inside the backoff.
     h.event(SourceEvent::Lost {
         source: "channel",
         count: 1,
     });
-    assert!(h.placed(&p, &Harness::job(&p), T));
+    h.assert_placed(&p, &Harness::job(&p));
     // The startup scan and the one the lost events asked for, then the marker.
     assert!(h.scans_done(2));
     let marker = h.marker_by_scan();
@@ -236,16 +226,11 @@ fn a_retried_placement_is_not_doubled_by_a_scan_in_its_backoff() {
 
 #[test]
 fn min_runtime_defers_the_placement() {
-    let h = Harness::new().start(Start {
-        yaml: "target_commands: [ffmpeg]\nfilters:\n  min_runtime: 1500ms\n",
-        ..Default::default()
-    });
+    let h = Harness::started("target_commands: [ffmpeg]\nfilters:\n  min_runtime: 1500ms\n");
     // Before the spawn: the age counts from the fork (10 ms ticks, rounded down).
     let t0 = std::time::Instant::now();
-    let p = h.spawn("ffmpeg", "/", 0);
-    h.send(h.notice(&p));
     // Seen placed after 1.49 s at the earliest: placed no earlier.
-    assert!(h.placed(&p, &Harness::job(&p), T));
+    let _placed = h.exec_placed("ffmpeg", "/");
     assert!(
         t0.elapsed() >= Duration::from_millis(1490),
         "placed {:?} after the spawn, before min_runtime 1500ms",
@@ -262,14 +247,8 @@ fn min_runtime_defers_the_placement() {
 /// counts the drift.
 #[test]
 fn drift_is_corrected_and_counted() {
-    let h = Harness::new().start(Start {
-        yaml: "target_commands: [ffmpeg]\nreconcile_interval: 1s\n",
-        ..Default::default()
-    });
-    let p = h.spawn("ffmpeg", "/", 0);
-    h.send(h.notice(&p));
-    let job = Harness::job(&p);
-    assert!(h.placed(&p, &job, T));
+    let h = Harness::started("target_commands: [ffmpeg]\nreconcile_interval: 1s\n");
+    let (p, job) = h.exec_placed("ffmpeg", "/");
     p.set_cgroup("/system.slice/stream@a.service");
     assert!(h.placed(&p, &job, T), "not moved back");
     assert!(wait_until(T, || h
@@ -290,9 +269,7 @@ fn outcomes_are_written_down_without_a_pause_after_at_most_the_wait() {
     // stay alive (an exit would write the state, and take in what is held with it).
     let mut alive = Vec::new();
     for _ in 0..2 {
-        let p = h.spawn("ffmpeg", "/", 0);
-        h.send(h.notice(&p));
-        assert!(h.placed(&p, &Harness::job(&p), T));
+        let (p, _) = h.exec_placed("ffmpeg", "/");
         assert!(
             wait_until(T, || h.governs(p.pid)),
             "the placement was not written down"
@@ -305,14 +282,10 @@ fn outcomes_are_written_down_without_a_pause_after_at_most_the_wait() {
 #[test]
 fn an_exit_ends_the_job_and_removes_its_cgroup() {
     let h = Harness::new().start(Start::default());
-    let mut p = h.spawn("ffmpeg", "/", 0);
-    h.send(h.notice(&p));
-    let job = Harness::job(&p);
-    assert!(h.placed(&p, &job, T));
+    let (mut p, job) = h.exec_placed("ffmpeg", "/");
     assert!(wait_until(T, || h.governed() == 1));
     // The kernel empties the cgroup when the process exits; so does the fake.
-    h.backend.exited(p.pid);
-    p.kill();
+    h.exit(&mut p);
     assert!(wait_until(T, || h.governed() == 0));
     assert!(
         wait_until(T, || h.backend.cgroup(&job).is_none()),
@@ -329,17 +302,13 @@ fn an_exit_ends_the_job_and_removes_its_cgroup() {
 #[test]
 fn jobs_that_end_together_are_all_removed() {
     let h = Harness::new().start(Start::default());
-    let mut procs: Vec<_> = (0..5).map(|_| h.spawn("ffmpeg", "/", 0)).collect();
+    let mut procs: Vec<_> = (0..5).map(|_| h.exec("ffmpeg", "/")).collect();
     for p in &procs {
-        h.send(h.notice(p));
-    }
-    for p in &procs {
-        assert!(h.placed(p, &Harness::job(p), T));
+        h.assert_placed(p, &Harness::job(p));
     }
     assert!(wait_until(T, || h.governed() == 5));
     for p in procs.iter_mut() {
-        h.backend.exited(p.pid);
-        p.kill();
+        h.exit(p);
     }
     assert!(wait_until(T, || h.governed() == 0));
     // Each removal's result reached the record loop: the job's last numbers are in.
@@ -379,7 +348,7 @@ fn lost_events_trigger_a_scan_that_places_what_was_missed() {
         source: "channel",
         count: 3,
     });
-    assert!(h.placed(&p, &Harness::job(&p), T));
+    h.assert_placed(&p, &Harness::job(&p));
     assert!(wait_until(T, || h
         .with_snapshot(|t| t.tally.get(Count::ScanCandidates) == 1)));
     h.with_snapshot(|t| {
@@ -392,10 +361,9 @@ fn lost_events_trigger_a_scan_that_places_what_was_missed() {
 /// manager's cgroup, keeps its container's cgroup; counted; unless govern_containers.
 #[test]
 fn targets_in_containers_keep_their_cgroups_unless_asked() {
-    let h = Harness::new().start(Start {
-        yaml: "target_commands: [ffmpeg, x264]\ncommands:\n  x264:\n    govern_containers: true\n",
-        ..Default::default()
-    });
+    let h = Harness::started(
+        "target_commands: [ffmpeg, x264]\ncommands:\n  x264:\n    govern_containers: true\n",
+    );
     let in_ns = h.spawn("ffmpeg", "/", 1);
     let in_pod = h.spawn(
         "ffmpeg",
@@ -407,7 +375,7 @@ fn targets_in_containers_keep_their_cgroups_unless_asked() {
         h.send(h.notice(p));
     }
     // Sent last: once it is placed, the engine is done with the other two.
-    assert!(h.placed(&opted_in, &format!("/ffrtmp/auto-x264-{}", opted_in.pid), T));
+    h.assert_placed(&opted_in, &format!("/ffrtmp/auto-x264-{}", opted_in.pid));
     assert_eq!(in_ns.cgroup(), "/");
     assert_eq!(
         in_pod.cgroup(),
@@ -434,10 +402,8 @@ fn jobs_placed_by_ffrtmp_run_under_another_root_are_left_alone() {
         })),
         ..Default::default()
     });
-    let run = h.spawn("ffmpeg", "/jobs/run-1", 0);
-    let own = h.spawn("ffmpeg", "/ffrtmp/run-2", 0);
-    h.send(h.notice(&run));
-    h.send(h.notice(&own));
+    let run = h.exec("ffmpeg", "/jobs/run-1");
+    let own = h.exec("ffmpeg", "/ffrtmp/run-2");
     // A scan too: neither is a candidate for placement.
     h.event(SourceEvent::Lost {
         source: "channel",
@@ -465,10 +431,7 @@ fn jobs_placed_by_ffrtmp_run_under_another_root_are_left_alone() {
 #[test]
 fn a_restart_readopts_without_moving() {
     let mut h = Harness::new().start(Start::default());
-    let p = h.spawn("ffmpeg", "/", 0);
-    h.send(h.notice(&p));
-    let job = Harness::job(&p);
-    assert!(h.placed(&p, &job, T));
+    let (p, job) = h.exec_placed("ffmpeg", "/");
     assert!(wait_until(T, || h.state()["processes"]
         .as_object()
         .is_some_and(|m| !m.is_empty())));
@@ -488,10 +451,7 @@ fn a_restart_readopts_without_moving() {
 #[test]
 fn a_lost_state_file_does_not_lose_a_governed_process() {
     let mut h = Harness::new().start(Start::default());
-    let p = h.spawn("ffmpeg", "/", 0);
-    h.send(h.notice(&p));
-    let job = Harness::job(&p);
-    assert!(h.placed(&p, &job, T));
+    let (p, job) = h.exec_placed("ffmpeg", "/");
     h.stop();
     std::fs::remove_file(&h.state_path).unwrap();
     let moves_before = h.backend.moves().len();
@@ -540,7 +500,7 @@ fn a_notice_with_another_start_time_is_decided_on_proc() {
         n.start_ns = Some(p.start_ns() + 5_000_000_000);
         h.send(n);
     }
-    assert!(h.placed(&target, &Harness::job(&target), T));
+    h.assert_placed(&target, &Harness::job(&target));
     let marker = h.marker();
     assert_eq!(other.cgroup(), "/", "a non-target is never moved");
     assert_eq!(h.moves_besides(&marker).len(), 1);

@@ -57,10 +57,7 @@ fn ffmpeg_from_bash() -> (
     Arc<dyn Responder>,
     logic_support::Proc,
 ) {
-    let h = Harness::new().start(Start {
-        yaml: "target_commands: [ffmpeg]\n",
-        ..Default::default()
-    });
+    let h = Harness::started("target_commands: [ffmpeg]\n");
     let (a, r) = answers(&h);
     let p = h.spawn("bash", "/user.slice/session-1.scope", 0);
     (h, a, r, p)
@@ -84,7 +81,7 @@ fn a_held_exec_is_placed_as_its_binary_and_answered_after_the_move() {
     let (h, a, r, p) = ffmpeg_from_bash();
     a.then(p.pid, p.exec_of("ffmpeg"));
     h.send(h.gated_notice(&p, "ffmpeg", &r));
-    assert!(h.placed(&p, &Harness::job(&p).replace("bash", "ffmpeg"), T));
+    h.assert_placed(&p, &Harness::job(&p).replace("bash", "ffmpeg"));
     assert!(wait_until(T, || !a.of(p.pid).is_empty()), "never answered");
     assert_eq!(
         a.of(p.pid),
@@ -96,7 +93,7 @@ fn a_held_exec_is_placed_as_its_binary_and_answered_after_the_move() {
     // The exec event that follows the gated exec finds it governed: no second move.
     h.send(h.notice(&p));
     let marker = h.marker();
-    assert!(h.placed(&marker, &Harness::job(&marker), T));
+    h.assert_placed(&marker, &Harness::job(&marker));
     assert_eq!(h.moves_besides(&marker).len(), 1, "{:?}", h.backend.moves());
     assert!(wait_until(T, || h.with_snapshot(|s| s.jobs.live.len()) == 2));
     let exe = || h.state()["processes"][p.pid.to_string()]["exe"].clone();
@@ -111,10 +108,7 @@ fn a_held_exec_is_placed_as_its_binary_and_answered_after_the_move() {
 /// deferred by min_runtime, and a dry run.
 #[test]
 fn every_decision_not_to_place_answers_a_held_exec() {
-    let h = Harness::new().start(Start {
-        yaml: "target_commands: [ffmpeg, x264, x265]\ncommands:\n  x264:\n    filters:\n      min_runtime: 1h\n  x265:\n    filters:\n      allowed_uids: [4242]\n",
-        ..Default::default()
-    });
+    let h = Harness::started("target_commands: [ffmpeg, x264, x265]\ncommands:\n  x264:\n    filters:\n      min_runtime: 1h\n  x265:\n    filters:\n      allowed_uids: [4242]\n");
     let (a, r) = answers(&h);
     let contained = h.spawn("bash", "/system.slice/docker-0123.scope", 1);
     let young = h.spawn("bash", "/", 0);
@@ -151,7 +145,7 @@ fn a_held_exec_that_fails_is_moved_back() {
     let (h, a, r, p) = ffmpeg_from_bash();
     h.send(h.gated_notice(&p, "ffmpeg", &r));
     let job = Harness::job(&p).replace("bash", "ffmpeg");
-    assert!(h.placed(&p, &job, T));
+    h.assert_placed(&p, &job);
     assert!(wait_until(T, || a.of(p.pid) == vec![(Answer::Placed, 1)]));
     assert!(wait_until(T, || checked(&h) == 1), "not looked at again");
     let home = |m: &&logic_support::Move| m.cgroup == "/user.slice/session-1.scope";
@@ -190,7 +184,7 @@ fn a_held_exec_that_went_through_to_another_binary_stays() {
     std::fs::write(&interpreter, "").unwrap();
     a.then(p.pid, p.exec_to("ffmpeg", interpreter));
     h.send(h.gated_notice(&p, "ffmpeg", &r));
-    assert!(h.placed(&p, &Harness::job(&p).replace("bash", "ffmpeg"), T));
+    h.assert_placed(&p, &Harness::job(&p).replace("bash", "ffmpeg"));
     assert!(wait_until(T, || a.of(p.pid) == vec![(Answer::Placed, 1)]));
     assert!(wait_until(T, || checked(&h) == 1), "not looked at again");
     assert_eq!(h.backend.moves().len(), 1, "{:?}", h.backend.moves());

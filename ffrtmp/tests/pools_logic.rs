@@ -29,18 +29,10 @@ reconcile_interval: 1s
 
 /// A daemon with the pool `live`, and a target placed in it: its job cgroup.
 fn pooled() -> (Harness, logic_support::Proc, String) {
-    let h = Harness::new().start(Start {
-        yaml: POOLED,
-        ..Default::default()
-    });
-    let p = h.spawn("ffmpeg", "/", 0);
-    h.send(h.notice(&p));
+    let h = Harness::started(POOLED);
+    let p = h.exec("ffmpeg", "/");
     let job = format!("/ffrtmp/live/auto-ffmpeg-{}", p.pid);
-    assert!(
-        h.placed(&p, &job, T),
-        "not placed in the pool: {}",
-        p.cgroup()
-    );
+    h.assert_placed(&p, &job);
     (h, p, job)
 }
 
@@ -59,9 +51,7 @@ fn a_pooled_job_is_made_in_its_pool_which_has_the_pool_limits() {
         == job.as_str()));
     // Without pools nothing changes: the job goes under the root, as before.
     let h2 = Harness::new().start(Start::default());
-    let q = h2.spawn("ffmpeg", "/", 0);
-    h2.send(h2.notice(&q));
-    assert!(h2.placed(&q, &Harness::job(&q), T));
+    h2.exec_placed("ffmpeg", "/");
 }
 
 #[test]
@@ -102,14 +92,8 @@ fn a_reload_reaches_running_jobs_and_pools_and_drift_goes_back_to_the_new_limits
 
 #[test]
 fn a_restart_after_a_config_change_applies_the_new_limits_without_a_move() {
-    let mut h = Harness::new().start(Start {
-        yaml: "target_commands: [ffmpeg]\ndefault_limits:\n  cpu_quota: 200\n",
-        ..Default::default()
-    });
-    let p = h.spawn("ffmpeg", "/", 0);
-    h.send(h.notice(&p));
-    let job = Harness::job(&p);
-    assert!(h.placed(&p, &job, T));
+    let mut h = Harness::started("target_commands: [ffmpeg]\ndefault_limits:\n  cpu_quota: 200\n");
+    let (p, job) = h.exec_placed("ffmpeg", "/");
     assert!(wait_until(T, || h.state()["processes"][p.pid.to_string()]
         ["limits"]
         == serde_json::json!({"cpu_quota": 200})));
@@ -134,14 +118,10 @@ fn a_restart_after_a_config_change_applies_the_new_limits_without_a_move() {
 
 #[test]
 fn a_job_whose_command_is_no_longer_a_target_keeps_its_limits_until_it_exits() {
-    let h = Harness::new().start(Start {
-        yaml: "target_commands: [ffmpeg]\ndefault_limits:\n  cpu_quota: 200\nreconcile_interval: 1s\n",
-        ..Default::default()
-    });
-    let p = h.spawn("ffmpeg", "/", 0);
-    h.send(h.notice(&p));
-    let job = Harness::job(&p);
-    assert!(h.placed(&p, &job, T));
+    let h = Harness::started(
+        "target_commands: [ffmpeg]\ndefault_limits:\n  cpu_quota: 200\nreconcile_interval: 1s\n",
+    );
+    let (p, job) = h.exec_placed("ffmpeg", "/");
     let scans = h.with_snapshot(|t| t.tally.scans());
     h.reload("target_commands: [x264]\ndefault_limits:\n  cpu_quota: 50\nreconcile_interval: 1s\n");
     // Two passes after the reload (the reload's and one more) have looked at it.
@@ -168,8 +148,7 @@ fn a_pool_no_longer_configured_is_removed_once_empty() {
         h.backend.cgroup("/ffrtmp/live").is_some(),
         "removed while its job runs"
     );
-    h.backend.exited(p.pid);
-    p.kill();
+    h.exit(&mut p);
     assert!(
         wait_until(T, || h.backend.cgroup("/ffrtmp/live").is_none()),
         "pool left: {:?}",

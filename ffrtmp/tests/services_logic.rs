@@ -7,7 +7,8 @@ mod logic_support;
 
 use std::time::Duration;
 
-use logic_support::{wait_until, Harness, Start, NONE};
+use ffrtmp::placer::UnitLimits;
+use logic_support::{wait_until, Harness, Proc, NONE};
 
 const T: Duration = Duration::from_secs(5);
 const UNIT: &str = "stream@a.service";
@@ -19,22 +20,30 @@ fn limited(yaml: &str) -> String {
     )
 }
 
+/// `p`, the last target in `UNIT`, exits: the unit's values go back to `before` (the test
+/// fails, showing every write, if they are not back within 5 s).
+fn last_target_exits(h: &Harness, p: &mut Proc, before: UnitLimits) {
+    h.exit(p);
+    assert!(
+        wait_until(T, || h.bus.unit(UNIT) == before),
+        "{UNIT} not put back to {before:?} after PID {} exited: {:?}",
+        p.pid,
+        h.bus.writes()
+    );
+}
+
 #[test]
 fn a_target_in_a_service_stays_and_its_unit_is_limited_then_put_back() {
-    let h = Harness::new().start(Start {
-        yaml: &limited(""),
-        ..Default::default()
-    });
+    let h = Harness::started(&limited(""));
     // An operator's own value: put back after the job.
     h.bus.set(
         UNIT,
-        ffrtmp::placer::UnitLimits {
+        UnitLimits {
             tasks_max: 4915,
             ..NONE
         },
     );
-    let mut p = h.spawn("ffmpeg", IN_UNIT, 0);
-    h.send(h.notice(&p));
+    let mut p = h.exec("ffmpeg", IN_UNIT);
     assert!(
         wait_until(T, || h.bus.unit(UNIT).cpu_quota_per_sec_usec == 500_000),
         "the unit was not limited: {:?}",
@@ -67,17 +76,11 @@ fn a_target_in_a_service_stays_and_its_unit_is_limited_then_put_back() {
     );
     h.with_snapshot(|t| assert_eq!(t.tally.placements()["placed"], 1));
     // Its last target ends: the unit's values from before come back.
-    h.backend.exited(p.pid);
-    p.kill();
-    let before = ffrtmp::placer::UnitLimits {
+    let before = UnitLimits {
         tasks_max: 4915,
         ..NONE
     };
-    assert!(
-        wait_until(T, || h.bus.unit(UNIT) == before),
-        "not put back: {:?}",
-        h.bus.writes()
-    );
+    last_target_exits(&h, &mut p, before);
     assert!(
         wait_until(T, || h.state()["units"].is_null()),
         "{}",
@@ -87,18 +90,12 @@ fn a_target_in_a_service_stays_and_its_unit_is_limited_then_put_back() {
 
 #[test]
 fn a_unit_is_limited_once_for_all_its_targets_and_put_back_after_the_last() {
-    let h = Harness::new().start(Start {
-        yaml: &limited(""),
-        ..Default::default()
-    });
-    let mut a = h.spawn("ffmpeg", IN_UNIT, 0);
-    let mut b = h.spawn("ffmpeg", IN_UNIT, 0);
-    h.send(h.notice(&a));
-    h.send(h.notice(&b));
+    let h = Harness::started(&limited(""));
+    let mut a = h.exec("ffmpeg", IN_UNIT);
+    let mut b = h.exec("ffmpeg", IN_UNIT);
     assert!(wait_until(T, || h.governed() == 2));
     assert!(wait_until(T, || h.bus.writes().len() == 1));
-    h.backend.exited(a.pid);
-    a.kill();
+    h.exit(&mut a);
     assert!(wait_until(T, || h.governed() == 1));
     // A positive marker behind a restore chore, had the exit pushed one: the state file
     // written without the exited target (chores run in order, the write after it).
@@ -111,20 +108,15 @@ fn a_unit_is_limited_once_for_all_its_targets_and_put_back_after_the_last() {
         1,
         "put back while a target still runs in it"
     );
-    h.backend.exited(b.pid);
-    b.kill();
+    h.exit(&mut b);
     assert!(wait_until(T, || h.bus.writes().len() == 2));
     assert_eq!(h.bus.unit(UNIT), NONE);
 }
 
 #[test]
 fn a_reload_limits_the_unit_again_and_keeps_its_values_from_before() {
-    let h = Harness::new().start(Start {
-        yaml: &limited(""),
-        ..Default::default()
-    });
-    let mut p = h.spawn("ffmpeg", IN_UNIT, 0);
-    h.send(h.notice(&p));
+    let h = Harness::started(&limited(""));
+    let mut p = h.exec("ffmpeg", IN_UNIT);
     assert!(wait_until(T, || h.bus.unit(UNIT).cpu_quota_per_sec_usec == 500_000));
     h.reload(&limited("").replace("cpu_quota: 50", "cpu_quota: 25"));
     assert!(
@@ -136,24 +128,14 @@ fn a_reload_limits_the_unit_again_and_keeps_its_values_from_before() {
     assert!(wait_until(T, || h.state()["processes"][&pid]["limits"]
         ["cpu_quota"]
         == 25));
-    h.backend.exited(p.pid);
-    p.kill();
-    assert!(
-        wait_until(T, || h.bus.unit(UNIT) == NONE),
-        "{:?}",
-        h.bus.writes()
-    );
+    last_target_exits(&h, &mut p, NONE);
 }
 
 #[test]
 fn a_bus_that_fails_is_counted_at_each_attempt_and_the_unit_is_limited_when_it_is_back() {
-    let h = Harness::new().start(Start {
-        yaml: &limited("reconcile_interval: 1s\n"),
-        ..Default::default()
-    });
+    let h = Harness::started(&limited("reconcile_interval: 1s\n"));
     h.bus.down(true);
-    let p = h.spawn("ffmpeg", IN_UNIT, 0);
-    h.send(h.notice(&p));
+    let p = h.exec("ffmpeg", IN_UNIT);
     // Each scan tries again: three refusals are three passes.
     assert!(wait_until(Duration::from_secs(10), || h.bus.refused() >= 3));
     // Each attempt is a failed placement (an alert on them fires while the unit is unlimited).
@@ -186,11 +168,8 @@ fn a_bus_that_fails_is_counted_at_each_attempt_and_the_unit_is_limited_when_it_i
 
 #[test]
 fn a_limit_whose_reply_was_lost_is_put_back_to_the_values_from_before() {
-    let h = Harness::new().start(Start {
-        yaml: &limited("reconcile_interval: 1s\n"),
-        ..Default::default()
-    });
-    let own = ffrtmp::placer::UnitLimits {
+    let h = Harness::started(&limited("reconcile_interval: 1s\n"));
+    let own = UnitLimits {
         tasks_max: 4915,
         ..NONE
     };
@@ -199,8 +178,7 @@ fn a_limit_whose_reply_was_lost_is_put_back_to_the_values_from_before() {
     // the unit's own, not what the next attempt reads.
     h.bus.down(true);
     h.bus.apply_refused(true);
-    let mut p = h.spawn("ffmpeg", IN_UNIT, 0);
-    h.send(h.notice(&p));
+    let mut p = h.exec("ffmpeg", IN_UNIT);
     assert!(wait_until(T, || h.bus.refused() >= 1));
     assert_eq!(h.bus.unit(UNIT).cpu_quota_per_sec_usec, 500_000);
     h.bus.down(false);
@@ -211,27 +189,19 @@ fn a_limit_whose_reply_was_lost_is_put_back_to_the_values_from_before() {
             == 50),
         "not limited again once the bus answered"
     );
-    h.backend.exited(p.pid);
-    p.kill();
-    assert!(
-        wait_until(T, || h.bus.unit(UNIT) == own),
-        "not put back to the unit's own values: {:?}",
-        h.bus.writes()
-    );
+    last_target_exits(&h, &mut p, own);
 }
 
 #[test]
 fn move_mode_sessions_and_unlisted_slices_are_placed_as_before() {
-    let h = Harness::new().start(Start {
-        yaml: &limited(
+    let h = Harness::started(
+        &limited(
             "service_slices: [streams.slice]\ncommands:\n  gst-launch-1.0:\n    services: move\n",
         )
         .replace("[ffmpeg]", "[ffmpeg, gst-launch-1.0]"),
-        ..Default::default()
-    });
+    );
     // A listed slice: left whole.
-    let listed = h.spawn("ffmpeg", "/streams.slice/edge.service", 0);
-    h.send(h.notice(&listed));
+    let _listed = h.exec("ffmpeg", "/streams.slice/edge.service");
     assert!(wait_until(T, || h
         .bus
         .unit("edge.service")
@@ -242,14 +212,9 @@ fn move_mode_sessions_and_unlisted_slices_are_placed_as_before() {
         "/user.slice/user-1000.slice/session-1.scope",
         "/other.slice/x.service",
     ] {
-        let p = h.spawn("ffmpeg", cg, 0);
-        h.send(h.notice(&p));
-        assert!(h.placed(&p, &Harness::job(&p), T), "{cg}: {}", p.cgroup());
+        h.exec_placed("ffmpeg", cg);
     }
     // `services: move` for this command: moved out of its service.
-    let g = h.spawn("gst-launch-1.0", IN_UNIT, 0);
-    h.send(h.notice(&g));
-    let job = format!("/ffrtmp/auto-gst-launch-1.0-{}", g.pid);
-    assert!(h.placed(&g, &job, T), "{}", g.cgroup());
+    let _g = h.exec_placed("gst-launch-1.0", IN_UNIT);
     assert_eq!(h.bus.writes().len(), 1, "{:?}", h.bus.writes());
 }

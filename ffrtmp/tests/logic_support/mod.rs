@@ -274,15 +274,6 @@ impl CgroupBackend for FakeBackend {
     fn procs_files(&self, _cgroup: &str) -> Vec<PathBuf> {
         Vec::new()
     }
-    fn rename(&self, cgroup: &str, _new_name: &str) -> Result<String, PlaceError> {
-        Err(PlaceError::permanent(
-            Step::CreateCgroup,
-            format!("{cgroup}: no rename"),
-        ))
-    }
-    fn supports_rename(&self) -> bool {
-        false
-    }
 }
 
 /// systemd as the daemon sees it over D-Bus: each unit's four properties, and every write.
@@ -493,6 +484,14 @@ impl Default for Start<'_> {
 }
 
 impl Harness {
+    /// Started with this configuration and everything else as `Start::default()` says.
+    pub fn started(yaml: &str) -> Harness {
+        Harness::new().start(Start {
+            yaml,
+            ..Default::default()
+        })
+    }
+
     /// The parts, not running yet.
     pub fn new() -> Harness {
         let dir = tempfile::tempdir().unwrap();
@@ -705,13 +704,48 @@ impl Harness {
         format!("/ffrtmp/auto-ffmpeg-{}", p.pid)
     }
 
+    /// A new process `comm` in `cgroup` (no PID namespace of its own) whose exec notice is
+    /// sent now.
+    pub fn exec(&self, comm: &str, cgroup: &str) -> Proc {
+        let p = self.spawn(comm, cgroup, 0);
+        self.send(self.notice(&p));
+        p
+    }
+
+    /// Wait until `p` is in `job`; fails the test, saying where it is, if it is not there
+    /// within 5 s.
+    pub fn assert_placed(&self, p: &Proc, job: &str) {
+        assert!(
+            self.placed(p, job, Duration::from_secs(5)),
+            "PID {} not placed in {job}: in {}",
+            p.pid,
+            p.cgroup()
+        );
+    }
+
+    /// A new process `comm` in `cgroup` whose exec notice is sent now, and seen placed in
+    /// its own job under the root (`/ffrtmp/auto-<comm>-<pid>`; fails the test otherwise):
+    /// the process and its job cgroup.
+    pub fn exec_placed(&self, comm: &str, cgroup: &str) -> (Proc, String) {
+        let p = self.exec(comm, cgroup);
+        let job = format!("/ffrtmp/auto-{comm}-{}", p.pid);
+        self.assert_placed(&p, &job);
+        (p, job)
+    }
+
+    /// `p` exits: the fake backend takes it out of its cgroup, as the kernel would, and it
+    /// is killed and reaped (its fixture /proc entry goes).
+    pub fn exit(&self, p: &mut Proc) {
+        self.backend.exited(p.pid);
+        p.kill();
+    }
+
     /// A positive marker: a new ffmpeg, sent now, is placed only once everything the engine
     /// was given before it is done (it takes its work in order). A test that asserts that
     /// nothing happened waits for it first; it holds the returned process meanwhile and
     /// leaves its PID out of what it counts.
     pub fn marker(&self) -> Proc {
-        let p = self.spawn("ffmpeg", "/", 0);
-        self.send(self.notice(&p));
+        let p = self.exec("ffmpeg", "/");
         assert!(
             self.placed(&p, &Self::job(&p), Duration::from_secs(5)),
             "the marker was not placed"
