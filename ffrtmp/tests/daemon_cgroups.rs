@@ -414,11 +414,9 @@ fn dry_run_changes_nothing() {
 #[test]
 fn sighup_reloads_and_a_bad_config_keeps_the_old_one() {
     require!(Root);
-    let mut root = TestRoot::new();
-    let dir = tempfile::tempdir().unwrap();
-    let first = format!("ffrt-h{}", unique());
-    let second = format!("ffrt-i{}", unique());
-    let t2 = named_copy(dir.path(), "/bin/sleep", &second);
+    // The second name becomes a target by the reload; the first never runs.
+    let (dir, mut root, second, t2) = Fixture::new("i", "/bin/sleep").parts();
+    let first = format!("{}h", tag());
     let d = scanning(&dir, &root, &limits_yaml(&first, ""));
     d.logs("Scan complete");
     let cfg = std::fs::read_to_string(&d.config).unwrap();
@@ -457,23 +455,15 @@ fn ffrtmp_run_beside_the_daemon_leaves_its_spare_cgroups_alone() {
         assert!(!before.is_empty(), "the daemon keeps spare cgroups on v1");
     }
     // `ffrtmp run` prepares the same root while the daemon holds spare cgroups there.
-    let out = ffrtmp_cmd()
-        .args([
-            "run",
-            "--cgroup-root",
-            &root.path,
-            "--job-id",
-            "beside",
-            "--",
-            "true",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(ffrtmp_cmd().args([
+        "run",
+        "--cgroup-root",
+        &root.path,
+        "--job-id",
+        "beside",
+        "--",
+        "true",
+    ]));
     assert_eq!(
         spares(),
         before,

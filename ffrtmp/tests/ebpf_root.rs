@@ -104,17 +104,16 @@ fn ebpf_places_targets_including_long_names_and_leaves_others_alone() {
 #[test]
 fn ebpf_children_forked_right_after_exec_end_up_in_the_job_cgroup() {
     require!(Ebpf);
-    let (_g, dir, mut root, name) = scene("f");
-    let w = watching(&dir, &root, &format!("target_commands: [{name}]\n"));
-    let sh = named_copy(dir.path(), "/bin/dash", &name);
+    let (_g, mut t) = Fixture::serial("f", "/bin/dash");
+    let w = t.watching(&format!("target_commands: [{}]\n", t.name));
     let script = "i=0; while [ $i -lt 20 ]; do sleep 30 & i=$((i+1)); done; wait";
     let procfs = ffrtmp::process::ProcFs::system();
     for round in 0..5 {
-        let pid = spawn(&mut root, &sh, &["-c", script]);
-        let cg = job(&root, &name, pid);
+        let pid = t.spawn(&["-c", script]);
+        let cg = t.job(pid);
         w.expect(
             Duration::from_secs(5),
-            || root.is_in(pid, &cg),
+            || t.root.is_in(pid, &cg),
             &format!("round {round}: PID {pid} not placed"),
         );
         assert!(
@@ -127,7 +126,7 @@ fn ebpf_children_forked_right_after_exec_end_up_in_the_job_cgroup() {
         let outside = || -> Vec<u32> {
             kids.iter()
                 .copied()
-                .filter(|k| !root.is_in(*k, &cg))
+                .filter(|k| !t.root.is_in(*k, &cg))
                 .collect()
         };
         wait_until(Duration::from_secs(5), || outside().is_empty());
@@ -217,21 +216,10 @@ fn ebpf_without_cap_bpf_the_error_says_so_and_fallback_scan_governs() {
         .args(&["--fallback-scan"])
         .wrapper(&drop_caps)
         .start();
-    assert!(
-        wait_until(Duration::from_secs(20), || w
-            .log_text()
-            .contains("Scan complete")),
-        "{}",
-        w.log_text()
-    );
+    w.logs_within("Scan complete", Duration::from_secs(20));
     let bin = named_copy(dir.path(), "/bin/sleep", &name);
     let pid = spawn(&mut root, &bin, &["30"]);
-    let cg = job(&root, &name, pid);
-    w.expect(
-        Duration::from_secs(5),
-        || root.is_in(pid, &cg),
-        "not placed by the scan",
-    );
+    placed(&w, &root, &name, pid);
     let log = w.stop();
     assert_eq!(log.matches("--fallback-scan given").count(), 1, "{log}");
     assert!(log.contains("CAP_BPF"), "{log}");
@@ -241,11 +229,8 @@ fn ebpf_without_cap_bpf_the_error_says_so_and_fallback_scan_governs() {
 #[test]
 fn ebpf_reload_rewrites_the_kernel_target_table() {
     require!(Ebpf);
-    let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let mut root = TestRoot::new();
-    let t = tag();
-    let (a, b) = (format!("{t}ra"), format!("{t}rb"));
+    let (_g, dir, mut root, t) = scene("r");
+    let (a, b) = (format!("{t}a"), format!("{t}b"));
     let w = Daemon::new(dir.path(), &root, &format!("target_commands: [{a}]\n"))
         .env(&[("LOG_LEVEL", "debug")])
         .start();
@@ -261,27 +246,16 @@ fn ebpf_reload_rewrites_the_kernel_target_table() {
     std::fs::write(&w.config, text).unwrap();
     let scans = scans_in(&w.log_text());
     w.signal(libc::SIGHUP);
-    assert!(
-        wait_until(Duration::from_secs(10), || w
-            .log_text()
-            .contains("Configuration reloaded")),
-        "{}",
-        w.log_text()
-    );
+    w.logs("Configuration reloaded");
     // The reload's own scan finishes before the new processes exist.
-    assert!(
-        wait_until(Duration::from_secs(10), || scans_in(&w.log_text()) > scans),
-        "{}",
-        w.log_text()
+    w.expect(
+        Duration::from_secs(10),
+        || scans_in(&w.log_text()) > scans,
+        "no scan after the reload",
     );
     let pb = spawn(&mut root, &bin_b, &["30"]);
     let pa = spawn(&mut root, &bin_a, &["30"]);
-    let cg = job(&root, &b, pb);
-    w.expect(
-        Duration::from_secs(5),
-        || root.is_in(pb, &cg),
-        "new target not placed",
-    );
+    placed(&w, &root, &b, pb);
     w.expect(
         Duration::from_secs(5),
         || placed_by_event(&w.log_text(), pb),
@@ -309,10 +283,7 @@ fn ebpf_reload_rewrites_the_kernel_target_table() {
 #[test]
 fn ebpf_places_targets_known_by_their_exe_or_argv0_from_their_exec_event() {
     require!(Ebpf);
-    let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let mut root = TestRoot::new();
-    let t = tag();
+    let (_g, dir, mut root, t) = scene("");
     let (name, alias, plain) = (format!("{t}w"), format!("{t}alias"), format!("{t}p"));
     let bin = named_copy(dir.path(), "/bin/sleep", &name);
     let other = named_copy(dir.path(), "/bin/sleep", &plain);
@@ -372,9 +343,7 @@ fn ebpf_places_targets_known_by_their_exe_or_argv0_from_their_exec_event() {
 #[test]
 fn ebpf_a_target_in_a_container_keeps_its_cgroup_and_limits() {
     require!(Ebpf);
-    let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let mut root = TestRoot::new();
+    let (_g, dir, mut root, name) = scene("c");
     let container = TestRoot::new();
     let ct = container.job("ct");
     container.backend.create(&ct).unwrap();
@@ -385,7 +354,6 @@ fn ebpf_a_target_in_a_container_keeps_its_cgroup_and_limits() {
     for (label, r) in container.backend.apply_limits(&ct, &limits) {
         r.unwrap_or_else(|e| panic!("{label}: {e}"));
     }
-    let name = format!("{}c", tag());
     let w = Daemon::new(
         dir.path(),
         &root,
@@ -419,11 +387,10 @@ fn ebpf_a_target_in_a_container_keeps_its_cgroup_and_limits() {
     );
     // Through a few reconciliations it stays where the container put it, with its limit.
     let scans = scans_in(&w.log_text());
-    assert!(
-        wait_until(Duration::from_secs(10), || scans_in(&w.log_text())
-            >= scans + 2),
-        "{}",
-        w.log_text()
+    w.expect(
+        Duration::from_secs(10),
+        || scans_in(&w.log_text()) >= scans + 2,
+        "two reconciliation scans",
     );
     assert!(
         container.is_in(pid, &ct),
@@ -451,17 +418,15 @@ fn ebpf_a_target_in_a_container_keeps_its_cgroup_and_limits() {
 #[test]
 fn ebpf_kernel_counters_are_exported() {
     require!(Ebpf);
-    let (_g, dir, mut root, name) = scene("m");
-    let w = watching(&dir, &root, &format!("target_commands: [{name}]\n"));
-    let bin = named_copy(dir.path(), "/bin/sleep", &name);
+    let (_g, mut t) = Fixture::serial("m", "/bin/sleep");
+    let w = t.watching(&format!("target_commands: [{}]\n", t.name));
     for _ in 0..3 {
         let _ = std::process::Command::new("/bin/true").status();
     }
     // Five targets, each forwarded exactly once.
-    let pids: Vec<u32> = (0..5).map(|_| spawn(&mut root, &bin, &["30"])).collect();
+    let pids: Vec<u32> = (0..5).map(|_| t.spawn(&["30"])).collect();
     for &pid in &pids {
-        assert!(wait_until(Duration::from_secs(5), || root
-            .is_in(pid, &job(&root, &name, pid))));
+        assert!(wait_until(Duration::from_secs(5), || t.is_placed(pid)));
     }
     let url = w.metrics_url().unwrap();
     let value = |m: &str, name: &str| -> u64 {
@@ -482,11 +447,11 @@ fn ebpf_kernel_counters_are_exported() {
     );
     // The marker: a sixth target, counted once its event was read; a double count of the
     // first five would show by then.
-    let sixth = spawn(&mut root, &bin, &["30"]);
+    let sixth = t.spawn(&["30"]);
     assert!(
         wait_until(Duration::from_secs(5), || {
             m = support::http_get(&format!("{url}/metrics")).1;
-            root.is_in(sixth, &job(&root, &name, sixth))
+            t.is_placed(sixth)
                 && value(&m, "ffrtmp_kernel_forwarded_total") >= 6
                 && value(&m, "ffrtmp_exec_events_total{source=\"ebpf\"}") >= 6
         }),
@@ -538,10 +503,8 @@ fn ebpf_kernel_counters_are_exported() {
 #[test]
 fn ebpf_other_tracers_still_see_every_exec() {
     require!(Ebpf);
-    let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let root = TestRoot::new();
-    let w = watching(&dir, &root, &format!("target_commands: [{}z]\n", tag()));
+    let (_g, dir, root, name) = scene("z");
+    let w = watching(&dir, &root, &format!("target_commands: [{name}]\n"));
     assert!(
         w.log_text()
             .contains("tracepoint/sched/sched_process_exec attached"),

@@ -13,28 +13,30 @@ use ffrtmp::exec::Ring as _;
 
 use support::*;
 
+/// The config of a strict target `name`, and `extra`.
+fn strict(name: &str, extra: &str) -> String {
+    format!("target_commands: [{name}]\nplacement: strict\n{extra}")
+}
+
+/// Run `sh -c script` to its end: it must exit 0 within 10 s, else fail saying `what`, its
+/// status and the daemon's log. Its PID.
+fn runs_to_end(w: &Daemon, sh: &Path, script: &str, what: &str) -> u32 {
+    let mut c = Command::new(sh).args(["-c", script]).spawn().unwrap();
+    let pid = c.id();
+    w.exits_ok(&mut c, Duration::from_secs(10), what);
+    pid
+}
+
 #[test]
 fn ebpf_strict_target_is_inside_its_cgroup_before_it_runs() {
     require!(Ebpf);
     let (_g, dir, root, name) = scene("s");
-    let w = watching(
-        &dir,
-        &root,
-        &format!("target_commands: [{name}]\nplacement: strict\n"),
-    );
+    let w = watching(&dir, &root, &strict(&name, ""));
     let sh = named_copy(dir.path(), "/bin/dash", &name);
     for round in 0..5 {
         let out = dir.path().join(format!("cgroup-{round}"));
-        let mut c = Command::new(&sh)
-            .args(["-c", &strict_script(&out)])
-            .spawn()
-            .unwrap();
-        let pid = c.id();
-        w.exits_ok(
-            &mut c,
-            Duration::from_secs(10),
-            &format!("round {round}: strict target did not finish"),
-        );
+        let what = format!("round {round}: strict target did not finish");
+        let pid = runs_to_end(&w, &sh, &strict_script(&out), &what);
         let (inside, seen, cg) = first_view(&root, &out, &name, pid);
         assert!(
             inside,
@@ -49,11 +51,7 @@ fn ebpf_strict_target_is_inside_its_cgroup_before_it_runs() {
 fn ebpf_strict_target_whose_placement_fails_still_runs() {
     require!(Ebpf);
     let (_g, dir, root, name) = scene("x");
-    let w = watching(
-        &dir,
-        &root,
-        &format!("target_commands: [{name}]\nplacement: strict\nmax_retry_attempts: 0\n"),
-    );
+    let w = watching(&dir, &root, &strict(&name, "max_retry_attempts: 0\n"));
     // Make every new job cgroup impossible. cgroup v1: empty the root of the pids
     // hierarchy (the spare cgroups the daemon keeps there go) and mount a read-only tmpfs
     // over it, so a job cgroup cannot be made there (EROFS; a root that is gone would be
@@ -108,16 +106,8 @@ fn ebpf_strict_target_whose_placement_fails_still_runs() {
     });
     let sh = named_copy(dir.path(), "/bin/dash", &name);
     let marker = dir.path().join("ran");
-    let mut c = Command::new(&sh)
-        .args(["-c", &format!("echo ran > {}", marker.display())])
-        .spawn()
-        .unwrap();
-    let pid = c.id();
-    w.exits_ok(
-        &mut c,
-        Duration::from_secs(10),
-        "the target was left stopped or failed",
-    );
+    let ran = format!("echo ran > {}", marker.display());
+    let pid = runs_to_end(&w, &sh, &ran, "the target was left stopped or failed");
     assert!(marker.exists());
     let failed = wait_until(Duration::from_secs(5), || {
         w.log_text().contains(&format!("Failed to place PID {pid}"))
@@ -133,7 +123,7 @@ fn ebpf_strict_target_whose_placement_fails_still_runs() {
 fn ebpf_strict_stop_outlives_a_killed_daemon() {
     require!(Ebpf);
     let (_g, dir, root, name) = scene("k");
-    let yaml = format!("target_commands: [{name}]\nplacement: strict\nstrict_timeout: 1m\n");
+    let yaml = strict(&name, "strict_timeout: 1m\n");
     let mut w = watching(&dir, &root, &yaml);
     let old_pid = w.child.id();
     let sh = named_copy(dir.path(), "/bin/dash", &name);
@@ -171,8 +161,7 @@ fn ebpf_strict_stop_outlives_a_killed_daemon() {
         "stopped, and resumed by nobody while no daemon runs"
     );
     // The next daemon.
-    let w2 = Daemon::new(dir.path(), &root, &yaml).start();
-    w2.ready();
+    let w2 = watching(&dir, &root, &yaml);
     w2.exits_ok(
         &mut c,
         Duration::from_secs(10),
@@ -201,13 +190,9 @@ fn ebpf_strict_stop_outlives_a_killed_daemon() {
 fn ebpf_dry_run_never_stops_a_strict_target() {
     require!(Ebpf);
     let (_g, dir, root, name) = scene("y");
-    let w = Daemon::new(
-        dir.path(),
-        &root,
-        &format!("target_commands: [{name}]\nplacement: strict\n"),
-    )
-    .args(&["--dry-run"])
-    .start();
+    let w = Daemon::new(dir.path(), &root, &strict(&name, ""))
+        .args(&["--dry-run"])
+        .start();
     w.ready();
     let sh = named_copy(dir.path(), "/bin/dash", &name);
     w.signal(libc::SIGSTOP);
@@ -225,17 +210,10 @@ fn ebpf_dry_run_never_stops_a_strict_target() {
 #[test]
 fn ebpf_strict_never_leaves_a_process_stopped() {
     require!(Ebpf);
-    let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let root = TestRoot::new();
-    let long = format!("{}-strict-long-name", tag());
+    let (_g, dir, root, long) = scene("-strict-long-name");
     // Shares the first 15 bytes: the kernel stops it, user space refuses it.
     let impostor = format!("{}-other", &long[..15]);
-    let w = watching(
-        &dir,
-        &root,
-        &format!("target_commands: [{long}]\nplacement: strict\n"),
-    );
+    let w = watching(&dir, &root, &strict(&long, ""));
     let run = |name: &str| -> Child {
         let sh = dir.path().join(name);
         if !sh.exists() {
@@ -284,11 +262,7 @@ fn ebpf_ring_reader_resumes_every_stop_it_does_not_hand_over() {
     let dir = tempfile::tempdir().unwrap();
     let name = format!("{}d", tag());
     let config = dir.path().join("c.yaml");
-    std::fs::write(
-        &config,
-        format!("target_commands: [{name}]\nplacement: strict\n"),
-    )
-    .unwrap();
+    std::fs::write(&config, strict(&name, "")).unwrap();
     let settings = ffrtmp::config::load(&ffrtmp::config::Sources {
         config_file: Some(&config),
         env: &ffrtmp::config::EnvVars::default(),
@@ -322,23 +296,21 @@ fn ebpf_ring_reader_resumes_every_stop_it_does_not_hand_over() {
     use ffrtmp::process::StopLedger;
     assert_eq!(ledger.entries().len(), 4, "the kernel recorded every stop");
     drop(reader);
-    for (pid, status) in finish_all(ring_kids, Duration::from_secs(5)) {
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "PID {pid} in the ring was left stopped: {status:?}"
-        );
-    }
+    all_succeed(
+        ring_kids,
+        Duration::from_secs(5),
+        "in the ring was left stopped",
+    );
     assert!(
         held_kids.iter().all(stopped),
         "a notice still held was resumed by someone else"
     );
     drop(held);
-    for (pid, status) in finish_all(held_kids, Duration::from_secs(5)) {
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "PID {pid} held in a notice was left stopped: {status:?}"
-        );
-    }
+    all_succeed(
+        held_kids,
+        Duration::from_secs(5),
+        "held in a notice was left stopped",
+    );
     assert!(
         ledger.entries().is_empty(),
         "every stop was cleared from the ledger"
@@ -361,15 +333,8 @@ fn ebpf_a_stop_the_kernel_cannot_record_is_logged_by_the_kernel() {
     use aya::maps::{HashMap, Map, MapData};
     use ffrtmp::sources::ebpf::ledger::{PodStopKey, PodStopValue, PIN_DIR};
     require!(Ebpf);
-    let _g = serial();
-    let mut t = Fixture::new("f", "/bin/sleep");
-    let w = t
-        .daemon(&format!(
-            "target_commands: [{}]\nplacement: strict\n",
-            t.name
-        ))
-        .start();
-    w.ready();
+    let (_g, mut t) = Fixture::serial("f", "/bin/sleep");
+    let w = t.watching(&strict(&t.name, ""));
     let pin = std::fs::read_dir(PIN_DIR)
         .unwrap()
         .flatten()

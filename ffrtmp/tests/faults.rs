@@ -73,10 +73,8 @@ fn yaml(name: &str) -> String {
 #[test]
 fn a_removed_cgroup_root_is_made_again_and_said_once() {
     require!(Ebpf);
-    let _g = serial();
-    let mut t = Fixture::new("", "/bin/sleep");
-    let w = t.daemon(&yaml(&t.name)).start();
-    w.ready();
+    let (_g, mut t) = Fixture::serial("", "/bin/sleep");
+    let w = t.watching(&yaml(&t.name));
     // Its spare cgroups first (rmdir takes empty directories only), then the root.
     let removed = wait_until(SECS, || {
         for child in t.root.backend.children(&t.root.path).unwrap_or_default() {
@@ -112,8 +110,7 @@ fn a_removed_cgroup_root_is_made_again_and_said_once() {
 #[test]
 fn at_64_descriptors_100_targets_are_placed_and_their_exits_seen() {
     require!(Ebpf);
-    let _g = serial();
-    let mut t = Fixture::new("", "/bin/sleep");
+    let (_g, mut t) = Fixture::serial("", "/bin/sleep");
     let w = t.daemon(&yaml(&t.name)).open_files(64).start();
     w.ready();
     let pids: Vec<u32> = (0..100).map(|_| t.spawn(&["600"])).collect();
@@ -158,8 +155,7 @@ fn at_64_descriptors_100_targets_are_placed_and_their_exits_seen() {
 /// being placed, the failure is said once, and once it heals (`heal`) the file is written
 /// again with every governed target in it.
 fn state_write_survives(break_it: impl FnOnce(&Tmpfs, &Path), heal: impl FnOnce(&Tmpfs, &Path)) {
-    let _g = serial();
-    let mut t = Fixture::new("", "/bin/sleep");
+    let (_g, mut t) = Fixture::serial("", "/bin/sleep");
     let fs = Tmpfs::mount(&t.dir.path().join("state"), "256k");
     let state = fs.0.join("watch-state.json");
     let text = format!(
@@ -225,8 +221,7 @@ fn a_read_only_state_directory_keeps_placing_and_loses_nothing() {
 #[test]
 fn ten_kill_9_while_targets_start_place_each_target_once() {
     require!(Ebpf);
-    let _g = serial();
-    let mut t = Fixture::new("", "/bin/sleep");
+    let (_g, mut t) = Fixture::serial("", "/bin/sleep");
     let state = t.dir.path().join("watch-state.json");
     let text = format!(
         "{}state_path: {}\nreconcile_interval: 2s\n",

@@ -112,7 +112,7 @@ fn path_with(dir: &Path) -> String {
 
 /// The daemon for the fixture's target (and `extra` config), the fixture's directory first
 /// on its `PATH`, once its gate holds the target's binary.
-fn gated(f: &Fixture, extra: &str) -> Daemon {
+fn gate_daemon(f: &Fixture, extra: &str) -> Daemon {
     let path = path_with(f.dir.path());
     let w = f
         .daemon(&format!("target_commands: [{}]\n{SLOW_VM}{extra}", f.name))
@@ -120,6 +120,14 @@ fn gated(f: &Fixture, extra: &str) -> Daemon {
         .start();
     gate_ready(&w, &f.bin);
     w
+}
+
+/// Where a gate test starts, one at a time: the serial guard, a fixture of a dash copy
+/// named for `suffix`, and its `gate_daemon` with `extra` config.
+fn gated(suffix: &str, extra: &str) -> (std::sync::MutexGuard<'static, ()>, Fixture, Daemon) {
+    let (g, f) = Fixture::serial(suffix, "/bin/dash");
+    let w = gate_daemon(&f, extra);
+    (g, f, w)
 }
 
 fn gate_ready(w: &Daemon, bin: &Path) {
@@ -135,9 +143,7 @@ fn gate_ready(w: &Daemon, bin: &Path) {
 #[test]
 fn gate_holds_a_target_on_path_until_it_is_placed() {
     require!(Ebpf);
-    let _g = serial();
-    let f = Fixture::new("g", "/bin/dash");
-    let w = gated(&f, "");
+    let (_g, f, w) = gated("g", "");
     assert_held(&w, &f.root, &f.name, &f.bin, 5);
     let state = w.state.clone();
     let log = w.stop();
@@ -158,9 +164,7 @@ fn gate_holds_a_target_on_path_until_it_is_placed() {
 #[test]
 fn gate_holds_a_strict_target_without_a_stop() {
     require!(Ebpf);
-    let _g = serial();
-    let f = Fixture::new("s", "/bin/dash");
-    let w = gated(&f, "placement: strict\n");
+    let (_g, f, w) = gated("s", "placement: strict\n");
     assert_held(&w, &f.root, &f.name, &f.bin, 5);
     w.stop();
 }
@@ -168,8 +172,7 @@ fn gate_holds_a_strict_target_without_a_stop() {
 #[test]
 fn gate_learns_a_target_from_its_first_exec() {
     require!(Ebpf);
-    let _g = serial();
-    let f = Fixture::new("l", "/bin/dash");
+    let (_g, f) = Fixture::serial("l", "/bin/dash");
     let w = f
         .daemon(&format!("target_commands: [{}]\n{SLOW_VM}", f.name))
         .start();
@@ -196,9 +199,7 @@ fn gate_learns_a_target_from_its_first_exec() {
 #[test]
 fn gate_holds_a_binary_replaced_by_rename_again() {
     require!(Ebpf);
-    let _g = serial();
-    let f = Fixture::new("u", "/bin/dash");
-    let w = gated(&f, "");
+    let (_g, f, w) = gated("u", "");
     // What dpkg does: write the new file beside, rename it over the old one.
     let new = f.dir.path().join(format!("{}.dpkg-new", f.name));
     std::fs::copy("/bin/dash", &new).unwrap();
@@ -221,9 +222,7 @@ fn gate_holds_a_binary_replaced_by_rename_again() {
 #[test]
 fn gate_a_killed_daemon_releases_a_held_exec() {
     require!(Ebpf);
-    let _g = serial();
-    let f = Fixture::new("k", "/bin/dash");
-    let mut w = gated(&f, "");
+    let (_g, f, mut w) = gated("k", "");
     w.signal(libc::SIGSTOP);
     let out = f.dir.path().join("held.cgroup");
     // spawn() returns once the exec is done: the shell it starts execs the target.
@@ -271,9 +270,7 @@ fn gate_a_killed_daemon_releases_a_held_exec() {
 #[test]
 fn gate_lets_a_containerised_target_go_unmoved() {
     require!(Ebpf);
-    let _g = serial();
-    let f = Fixture::new("c", "/bin/dash");
-    let w = gated(&f, "");
+    let (_g, f, w) = gated("c", "");
     let out = f.dir.path().join("contained.cgroup");
     let mut cmd = Command::new("/bin/dash");
     // The wrapper's children start in a new PID namespace: the target runs there.
@@ -316,10 +313,9 @@ fn gate_lets_a_containerised_target_go_unmoved() {
 #[test]
 fn gate_moves_a_failed_exec_back() {
     require!(Ebpf);
-    let _g = serial();
-    let f = Fixture::new("f", "/bin/dash");
+    let (_g, f) = Fixture::serial("f", "/bin/dash");
     std::fs::write(&f.bin, "#!/nonexistent/ffrtmp-test-interpreter\n").unwrap();
-    let w = gated(&f, "");
+    let w = gate_daemon(&f, "");
     let home = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     let path = std::ffi::CString::new(f.bin.to_str().unwrap()).unwrap();
     let argv = [path.as_ptr(), std::ptr::null()];
@@ -378,9 +374,7 @@ fn thread_of(pid: u32, name: &str) -> i32 {
 #[test]
 fn gate_watchdog_lets_go_when_the_gate_thread_is_stuck() {
     require!(Ebpf);
-    let _g = serial();
-    let f = Fixture::new("w", "/bin/dash");
-    let w = gated(&f, "");
+    let (_g, f, w) = gated("w", "");
     let tid = thread_of(w.pid(), "ffrtmp-gate");
     // SAFETY: ptrace of a thread of our own child, detached below.
     let seized = unsafe {

@@ -26,6 +26,11 @@ fn share(root: &TestRoot, cgroup: &str, over: Duration) -> f64 {
     (u1 - u0) as f64 / 1e6 / (t1 - t0).as_secs_f64()
 }
 
+/// Start a busy loop of the fixture's target (a shell) in its directory.
+fn busy(f: &mut Fixture) -> u32 {
+    f.root.own(spawn_in(&f.bin, BUSY, f.dir.path()))
+}
+
 fn pooled_yaml(name: &str, pool: &str, job: &str) -> String {
     format!(
         "scan_interval: 200ms\ntarget_commands: [{name}]\ndefault_limits:\n{job}\npools:\n  live:\n    limits:\n{pool}\ndefault_pool: live\n"
@@ -35,15 +40,13 @@ fn pooled_yaml(name: &str, pool: &str, job: &str) -> String {
 #[test]
 fn three_busy_targets_in_a_pool_are_held_to_its_one_core_together() {
     require!(Root);
-    let _one_at_a_time = serial();
-    let (dir, mut root, name, sh) = Fixture::new("p", "/bin/sh").parts();
-    let pids: Vec<u32> = (0..3)
-        .map(|_| root.own(spawn_in(&sh, BUSY, dir.path())))
-        .collect();
+    let (_one_at_a_time, mut f) = Fixture::serial("p", "/bin/sh");
+    let pids: Vec<u32> = (0..3).map(|_| busy(&mut f)).collect();
+    let (root, name) = (&f.root, &f.name);
     // Each is allowed a core and a half; the pool one core for all three. (cgroup v1
     // refuses a child's CPU quota above its parent's: there each job gets the pool's.)
-    let yaml = pooled_yaml(&name, "      cpu_quota: 100", "  cpu_quota: 150");
-    let d = scanning(&dir, &root, &yaml);
+    let yaml = pooled_yaml(name, "      cpu_quota: 100", "  cpu_quota: 150");
+    let d = scanning(&f.dir, root, &yaml);
     let pool = root.job("live");
     for pid in &pids {
         let job = root.job(&format!("live/auto-{name}-{pid}"));
@@ -65,7 +68,7 @@ fn three_busy_targets_in_a_pool_are_held_to_its_one_core_together() {
     assert_eq!(quota, want, "the job's own quota in its pool");
     assert!(!d.log_text().contains("NOT applied"), "{}", d.log_text());
     std::thread::sleep(Duration::from_millis(300));
-    let together = share(&root, &pool, Duration::from_secs(4));
+    let together = share(root, &pool, Duration::from_secs(4));
     eprintln!("three busy targets in a pool of cpu_quota 100: {together:.3} of a core");
     assert!(
         (0.85..=1.15).contains(&together),
@@ -78,23 +81,23 @@ fn three_busy_targets_in_a_pool_are_held_to_its_one_core_together() {
 #[test]
 fn a_reload_from_50_to_25_halves_a_running_targets_share() {
     require!(Root);
-    let _one_at_a_time = serial();
-    let (dir, mut root, name, sh) = Fixture::new("r", "/bin/sh").parts();
-    let pid = root.own(spawn_in(&sh, BUSY, dir.path()));
+    let (_one_at_a_time, mut f) = Fixture::serial("r", "/bin/sh");
+    let pid = busy(&mut f);
+    let (root, name) = (&f.root, &f.name);
     let yaml = format!(
         "scan_interval: 200ms\ntarget_commands: [{name}]\ndefault_limits:\n  cpu_quota: 50\n"
     );
-    let d = scanning(&dir, &root, &yaml);
+    let d = scanning(&f.dir, root, &yaml);
     let job = root.job(&format!("auto-{name}-{pid}"));
     d.expect(SECS, || root.is_in(pid, &job), "not placed");
     std::thread::sleep(Duration::from_millis(300));
-    let before = share(&root, &job, Duration::from_secs(3));
+    let before = share(root, &job, Duration::from_secs(3));
     std::fs::write(&d.config, yaml.replace("cpu_quota: 50", "cpu_quota: 25")).unwrap();
     d.signal(libc::SIGHUP);
     let line = format!("Limits of job auto-{name}-{pid} changed: cpu_quota 50 → 25");
     d.logs(&line);
     std::thread::sleep(Duration::from_millis(300));
-    let after = share(&root, &job, Duration::from_secs(3));
+    let after = share(root, &job, Duration::from_secs(3));
     eprintln!("a running busy target: {before:.3} of a core at cpu_quota 50, {after:.3} after the reload to 25");
     assert!(
         (0.425..=0.575).contains(&before),
@@ -114,8 +117,8 @@ fn a_reload_from_50_to_25_halves_a_running_targets_share() {
 #[test]
 fn a_pools_memory_limit_oom_kills_inside_the_pool_and_nowhere_else() {
     require!(Root);
-    let _one_at_a_time = serial();
-    let (dir, mut root, name, sh) = Fixture::new("o", "/bin/sh").parts();
+    let (_one_at_a_time, f) = Fixture::serial("o", "/bin/sh");
+    let (dir, mut root, name, sh) = f.parts();
     // Waits to be placed (the test creates `go`), then grows without bound.
     let (go, script) = after_go(&dir, "exec tail /dev/zero");
     let mut hog = spawn_in(&sh, &["-c", &script], dir.path());

@@ -71,8 +71,7 @@ fn run_starts_the_command_inside_its_cgroup_and_returns_its_exit_code() {
 #[test]
 fn run_forwards_term_and_survives_being_killed() {
     require!(Root);
-    let mut root = TestRoot::new();
-    let dir = tempfile::tempdir().unwrap();
+    let (_dir, mut root, name, sleeper) = Fixture::new("k", "/bin/sleep").parts();
 
     // SIGTERM to `ffrtmp run` reaches the command; its status comes back (128 + 15).
     let job = format!("run-{}", unique());
@@ -80,11 +79,7 @@ fn run_forwards_term_and_survives_being_killed() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let cg = root.job(&job);
-    assert!(wait_until(SECS, || root
-        .backend
-        .procs(&cg)
-        .is_ok_and(|p| !p.is_empty())));
+    root.populated(&root.job(&job), SECS);
     // SAFETY: our own child.
     unsafe { libc::kill(wrapper.id() as i32, libc::SIGTERM) };
     let st = wrapper.wait().unwrap();
@@ -92,17 +87,11 @@ fn run_forwards_term_and_survives_being_killed() {
 
     // SIGKILL of `ffrtmp run` leaves the command running in its cgroup.
     let job = format!("run-{}", unique());
-    let name = format!("ffrt-k{}", unique());
-    let sleeper = named_copy(dir.path(), "/bin/sleep", &name);
     let mut wrapper = run_cmd(&root, &job, &[sleeper.to_str().unwrap(), "30"])
         .spawn()
         .unwrap();
     let cg = root.job(&job);
-    assert!(wait_until(SECS, || root
-        .backend
-        .procs(&cg)
-        .is_ok_and(|p| !p.is_empty())));
-    let workload = root.backend.procs(&cg).unwrap()[0];
+    let workload = root.populated(&cg, SECS)[0];
     wrapper.kill().unwrap();
     wrapper.wait().unwrap();
     // A signal its death sent (a parent-death signal, a group kill) is pending by now.
@@ -121,29 +110,19 @@ fn run_forwards_term_and_survives_being_killed() {
 #[test]
 fn attach_places_and_returns_and_wait_cleans_up() {
     require!(Root);
-    let mut root = TestRoot::new();
-    let dir = tempfile::tempdir().unwrap();
-    let sleeper = named_copy(dir.path(), "/bin/sleep", &format!("ffrt-a{}", unique()));
+    let (dir, mut root, _, sleeper) = Fixture::new("a", "/bin/sleep").parts();
     let pid = root.own(spawn_in(&sleeper, &["60"], dir.path()));
-    let out = ffrtmp_cmd()
-        .args([
-            "attach",
-            "--pid",
-            &pid.to_string(),
-            "--cpu-quota",
-            "25",
-            "--memory-limit",
-            "32",
-            "--cgroup-root",
-            &root.path,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeeds(ffrtmp_cmd().args([
+        "attach",
+        "--pid",
+        &pid.to_string(),
+        "--cpu-quota",
+        "25",
+        "--memory-limit",
+        "32",
+        "--cgroup-root",
+        &root.path,
+    ]));
     let cg = root.job(&format!("attach-{pid}"));
     assert!(root.is_in(pid, &cg));
     let limits = root.backend.read_limits(&cg);
@@ -228,15 +207,10 @@ fn status_shows_governed_processes_with_live_numbers() {
     assert!(wait_until(SECS, || std::fs::read_to_string(&d.state)
         .is_ok_and(|s| s.contains(&job))));
     let status_json = || -> serde_json::Value {
-        let out = ffrtmp_cmd()
-            .args(["status", "--json", "--state-path"])
-            .arg(&d.state)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = succeeds(
+            ffrtmp_cmd()
+                .args(["status", "--json", "--state-path"])
+                .arg(&d.state),
         );
         serde_json::from_slice(&out.stdout).unwrap()
     };

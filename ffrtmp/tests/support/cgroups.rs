@@ -98,6 +98,17 @@ impl TestRoot {
             .is_ok_and(|l| self.backend.is_member(cgroup, &l))
     }
 
+    /// Wait (`within`) until `cgroup` holds a process, else fail; the processes in it.
+    pub fn populated(&self, cgroup: &str, within: Duration) -> Vec<u32> {
+        let mut procs = Vec::new();
+        let found = super::wait_until(within, || {
+            procs = self.backend.procs(cgroup).unwrap_or_default();
+            !procs.is_empty()
+        });
+        assert!(found, "no process in {cgroup} after {within:?}");
+        procs
+    }
+
     /// Read a cgroup file; v1 files live in the hierarchy of `controller`.
     pub fn read(&self, cgroup: &str, controller: &str, file: &str) -> String {
         let dir = match self.mode() {

@@ -117,6 +117,13 @@ impl Fixture {
         }
     }
 
+    /// A fixture for a test that runs one at a time: the `serial` guard (taken first, so
+    /// held until everything else the test made is gone) and the fixture.
+    pub fn serial(suffix: &str, binary: &str) -> (std::sync::MutexGuard<'static, ()>, Fixture) {
+        let g = serial();
+        (g, Fixture::new(suffix, binary))
+    }
+
     /// Its parts, for a test that uses them apart: directory, root, name, binary.
     pub fn parts(self) -> (tempfile::TempDir, TestRoot, String, PathBuf) {
         (self.dir, self.root, self.name, self.bin)
@@ -125,6 +132,11 @@ impl Fixture {
     /// The daemon under test for this root and directory.
     pub fn daemon(&self, yaml: &str) -> Builder {
         Daemon::new(self.dir.path(), &self.root, yaml)
+    }
+
+    /// The daemon under test (its eBPF source) with `yaml`, started and ready.
+    pub fn watching(&self, yaml: &str) -> Daemon {
+        watching(&self.dir, &self.root, yaml)
     }
 
     /// Start the target binary with `args`; the root kills it at the end.
@@ -235,6 +247,18 @@ pub fn fails(cmd: &mut Command, code: i32, says: &[&str]) {
         assert!(err.contains(s), "{cmd:?}: no {s:?} in {err}");
     }
     assert!(!err.contains("stack backtrace"), "{err}");
+}
+
+/// Run `cmd` to its end: it must exit 0 (else fail with its stderr); its output.
+pub fn succeeds(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// `yaml` written to `file`, and `ffrtmp ARGS --config FILE` (not started yet).
@@ -421,6 +445,17 @@ pub fn wait_exit(c: &mut Child, timeout: Duration) -> Option<std::process::ExitS
     let _ = c.kill();
     let _ = c.wait();
     None
+}
+
+/// Every child must exit 0 within `timeout` (in all); else fail naming its PID, `what`
+/// happened to it and its status. None is left behind (see `finish_all`).
+pub fn all_succeed(kids: Vec<Child>, timeout: Duration, what: &str) {
+    for (pid, status) in finish_all(kids, timeout) {
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "PID {pid} {what}: {status:?}"
+        );
+    }
 }
 
 /// Wait for every child; then continue and kill the ones still there (never leave one
