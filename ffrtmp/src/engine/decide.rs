@@ -274,7 +274,8 @@ impl Engine {
         }
     }
 
-    /// A target to govern: left in its service (`services: limit_unit`), or placed.
+    /// A target to govern: left in its service (`services: limit_unit`), or placed the
+    /// first time.
     fn govern_found(
         &mut self,
         pinned: Pinned,
@@ -290,17 +291,6 @@ impl Engine {
         }
         // Where a held exec came from: it goes back there if its exec fails.
         let undo = super::place::Undo::of(origin.gated.as_ref(), cgroups);
-        self.govern(pinned, target, origin, undo);
-    }
-
-    /// Place a process a target governs, the first time.
-    fn govern(
-        &mut self,
-        pinned: Pinned,
-        target: &crate::config::Target,
-        origin: Origin,
-        undo: Option<super::place::Undo>,
-    ) {
         let spec = JobSpec {
             job_id: JobId::new(&target.name, pinned.id.pid),
             command: target.name.clone(),
