@@ -22,7 +22,7 @@ fn limited(yaml: &str) -> String {
 
 /// `p`, the last target in `UNIT`, exits: the unit's values go back to `before` (the test
 /// fails, showing every write, if they are not back within 5 s).
-fn last_target_exits(h: &Harness, p: &mut Proc, before: UnitLimits) {
+fn exits_and_unit_is_put_back(h: &Harness, p: &mut Proc, before: UnitLimits) {
     h.exit(p);
     assert!(
         wait_until(T, || h.bus.unit(UNIT) == before),
@@ -80,7 +80,7 @@ fn a_target_in_a_service_stays_and_its_unit_is_limited_then_put_back() {
         tasks_max: 4915,
         ..NONE
     };
-    last_target_exits(&h, &mut p, before);
+    exits_and_unit_is_put_back(&h, &mut p, before);
     assert!(
         wait_until(T, || h.state()["units"].is_null()),
         "{}",
@@ -128,7 +128,7 @@ fn a_reload_limits_the_unit_again_and_keeps_its_values_from_before() {
     assert!(wait_until(T, || h.state()["processes"][&pid]["limits"]
         ["cpu_quota"]
         == 25));
-    last_target_exits(&h, &mut p, NONE);
+    exits_and_unit_is_put_back(&h, &mut p, NONE);
 }
 
 #[test]
@@ -189,7 +189,7 @@ fn a_limit_whose_reply_was_lost_is_put_back_to_the_values_from_before() {
             == 50),
         "not limited again once the bus answered"
     );
-    last_target_exits(&h, &mut p, own);
+    exits_and_unit_is_put_back(&h, &mut p, own);
 }
 
 #[test]

@@ -187,14 +187,14 @@ pub trait CgroupBackend: Send + Sync {
     fn read_limits(&self, cgroup: &str) -> Limits;
     /// The `cgroup.procs` files a process writes to enter the cgroup itself (`ffrtmp run`).
     fn procs_files(&self, cgroup: &str) -> Vec<PathBuf>;
-    /// Rename a cgroup within its parent (v1 only: cgroup v2 refuses renames).
+    /// Rename a cgroup within its parent (v1 only). By default cgroup v2's refusal.
     fn rename(&self, cgroup: &str, _new_name: &str) -> Result<String, PlaceError> {
         Err(PlaceError::permanent(
             super::Step::CreateCgroup,
             format!("{cgroup}: cgroup v2 does not rename cgroups"),
         ))
     }
-    /// Whether `rename` can work on this hierarchy.
+    /// Whether `rename` can work on this hierarchy; by default not (cgroup v2).
     fn supports_rename(&self) -> bool {
         false
     }

@@ -139,7 +139,8 @@ pub fn render(t: &Snapshot, build: &BuildInfo, usage: &dyn Fn(&str) -> Usage) ->
 /// Turns counts by label value into series with that label.
 type Labelled = dyn Fn(&BTreeMap<&'static str, u64>, &str) -> Vec<(String, u64)>;
 
-/// The counters without labels: family, help and count, in the order they are shown.
+/// The tally's counters without labels: family, help and count, in the order they are
+/// shown.
 const PLAIN_COUNTERS: [(&str, &str, Count); 7] = [
     (
         "ffrtmp_events_lost_total",
