@@ -4,11 +4,11 @@
 //! kernel runs it with preemption off, so it is never preempted itself and is skipped only
 //! while other BPF work runs on that CPU (the BTF tracepoint is run preemptibly on 7.x
 //! kernels, which then skip it for some execs: `ffrtmp-ebpf/src/exec.rs`). It needs
-//! tracefs, which is mounted here if absent — before aya first looks for it, because aya remembers "tracefs not found" for the life of the
-//! process — and a perf event, which Debian's `perf_event_paranoid=3` refuses without
-//! CAP_SYS_ADMIN. Where either cannot be had, the BTF tracepoint (`tp_btf/sched_process_exec`)
-//! is used: it needs neither and reads `bprm->filename` at an offset taken from the running
-//! kernel's BTF.
+//! tracefs, which is mounted here if absent — before aya first looks for it, because aya
+//! remembers "tracefs not found" for the life of the process — and a perf event, which
+//! Debian's `perf_event_paranoid=3` refuses without CAP_SYS_ADMIN. Where either cannot be
+//! had, the BTF tracepoint (`tp_btf/sched_process_exec`) is used: it needs neither and
+//! reads `bprm->filename` at an offset taken from the running kernel's BTF.
 //! Either hook reads the task's identity, names and namespace at the offsets of
 //! `btf::kernel_offsets`, set as the global `OFFSETS`.
 
